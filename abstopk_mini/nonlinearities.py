@@ -1,0 +1,243 @@
+r"""The SAE activation functions: each one is the proximal map of a sparsity regularizer.
+
+An SAE encoder computes the pre-activation :math:`u = (x - b_{dec})W_{enc} + b_{enc}` and then
+:math:`z = \sigma(u)`. Each :math:`\sigma` below is a prox from :mod:`abstopk_mini.prox`, made
+trainable:
+
+=================  ===============================================  ===========================
+name               map (per row of u)                               regularizer
+=================  ===============================================  ===========================
+``relu``           :math:`\max(u, 0)`                               :math:`\ell_1` + nonneg (b_enc = -λ)
+``jumprelu``       :math:`u\,H(u - \theta_i)`, θ learned per latent  :math:`\ell_0` + nonneg
+``absjumprelu``    :math:`u\,H(|u| - \theta_i)`, sign kept           :math:`\ell_0`
+``topk``           ReLU of the k largest :math:`u_i`                :math:`\|z\|_0\le k,\ z\ge 0`
+``abstopk``        the k largest :math:`|u_i|`, sign kept            :math:`\|z\|_0\le k`
+``batchtopk``      top :math:`kB` of ReLU(u) over the whole batch    same, budget shared by B rows
+``batchabstopk``   top :math:`kB` of :math:`|u|` over the batch     same, sign kept
+=================  ===============================================  ===========================
+
+Gradients. TopK-style maps are piecewise linear: autograd passes the gradient to the kept
+entries and nothing to the rest. JumpReLU's threshold gets a straight-through estimate with a
+rectangle kernel :math:`K(t) = \mathbb 1\{|t| < \tfrac12\}` of bandwidth ε
+(Rajamanoharan et al., 2024):
+
+.. math::  \frac{\partial}{\partial\theta}\,u\,H(u-\theta) \approx -\frac{\theta}{\varepsilon}
+           K\!\left(\frac{u-\theta}{\varepsilon}\right),\qquad
+           \frac{\partial}{\partial\theta}\,H(u-\theta) \approx -\frac{1}{\varepsilon}
+           K\!\left(\frac{u-\theta}{\varepsilon}\right).
+
+The signed version replaces :math:`u` by :math:`|u|` inside H and K, and the first estimate by
+:math:`-\operatorname{sign}(u)\,\theta/\varepsilon\cdot K(\cdot)`.
+
+Batch variants train with a budget of :math:`kB` non-zeros for a batch of B rows and keep a
+running estimate of the smallest value they kept (the ``threshold`` buffer); in ``eval()`` mode
+they apply that global threshold row by row, so inference does not depend on the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "K_ACTIVATIONS",
+    "THRESHOLD_ACTIVATIONS",
+    "ReLU",
+    "JumpReLU",
+    "AbsJumpReLU",
+    "TopK",
+    "AbsTopK",
+    "BatchTopK",
+    "BatchAbsTopK",
+    "make_activation",
+]
+
+
+# ----------------------------------------------------------------------------- JumpReLU maths
+def _rectangle(t: torch.Tensor) -> torch.Tensor:
+    return (t.abs() < 0.5).to(t.dtype)
+
+
+class _JumpReLUFn(torch.autograd.Function):
+    """z = u * H(s(u) - θ) with s(u) = u (plain) or |u| (signed); STE gradient for θ."""
+
+    @staticmethod
+    def forward(ctx, u, threshold, bandwidth: float, signed: bool):
+        s = u.abs() if signed else u
+        mask = s > threshold
+        ctx.save_for_backward(u, threshold, mask)
+        ctx.bandwidth, ctx.signed = bandwidth, signed
+        return u * mask.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        u, threshold, mask = ctx.saved_tensors
+        eps, signed = ctx.bandwidth, ctx.signed
+        s = u.abs() if signed else u
+        grad_u = grad_z * mask.to(u.dtype)
+        jump = threshold * (torch.sign(u) if signed else 1.0)
+        grad_theta = -(jump / eps) * _rectangle((s - threshold) / eps) * grad_z
+        grad_theta = grad_theta.reshape(-1, u.shape[-1]).sum(0)
+        return grad_u, grad_theta, None, None
+
+
+class _StepFn(torch.autograd.Function):
+    """H(s(u) - θ), the per-entry L0 count, with the STE gradient for θ (none for u)."""
+
+    @staticmethod
+    def forward(ctx, u, threshold, bandwidth: float, signed: bool):
+        s = u.abs() if signed else u
+        ctx.save_for_backward(s, threshold)
+        ctx.bandwidth = bandwidth
+        return (s > threshold).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        s, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_theta = -(1.0 / eps) * _rectangle((s - threshold) / eps) * grad_h
+        return None, grad_theta.reshape(-1, s.shape[-1]).sum(0), None, None
+
+
+# ----------------------------------------------------------------------------- modules
+class ReLU(nn.Module):
+    """z = max(u, 0). The l1 penalty itself lives in the training loss."""
+
+    name = "relu"
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """shape: u [..., d_sae] -> z [..., d_sae]"""
+        return torch.relu(u)
+
+
+class JumpReLU(nn.Module):
+    """z = u * H(u - θ) with a learned threshold θ [d_sae] (kept >= 0)."""
+
+    name = "jumprelu"
+    signed = False
+
+    def __init__(self, d_sae: int, threshold_init: float = 1e-3, bandwidth: float = 1e-3):
+        super().__init__()
+        self.threshold = nn.Parameter(torch.full((d_sae,), float(threshold_init)))
+        self.bandwidth = float(bandwidth)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """shape: u [..., d_sae] -> z [..., d_sae]"""
+        return _JumpReLUFn.apply(u, self.threshold, self.bandwidth, self.signed)
+
+    def l0(self, u: torch.Tensor) -> torch.Tensor:
+        """Differentiable (w.r.t. θ) count of active latents per row. shape: [..., d_sae] -> [...]"""
+        return _StepFn.apply(u, self.threshold, self.bandwidth, self.signed).sum(-1)
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        self.threshold.clamp_(min=0.0)
+
+
+class AbsJumpReLU(JumpReLU):
+    """z = u * H(|u| - θ): the signed JumpReLU (prox of a per-latent l0 penalty, no sign constraint)."""
+
+    name = "absjumprelu"
+    signed = True
+
+
+class TopK(nn.Module):
+    """ReLU of the k largest entries of each row (Gao et al., 2024)."""
+
+    name = "topk"
+    signed = False
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = int(k)
+
+    def select(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept values and their latent indices. shape: u [..., d_sae] -> (vals [..., k], idx [..., k])"""
+        if self.signed:
+            idx = u.abs().topk(self.k, dim=-1, sorted=False).indices
+            return u.gather(-1, idx), idx
+        vals, idx = u.topk(self.k, dim=-1, sorted=False)
+        return torch.relu(vals), idx
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """shape: u [..., d_sae] -> z [..., d_sae] with at most k non-zeros per row"""
+        vals, idx = self.select(u)
+        return torch.zeros_like(u).scatter(-1, idx, vals)
+
+
+class AbsTopK(TopK):
+    """The k entries of largest |u| of each row, sign kept: the AbsTopK SAE."""
+
+    name = "abstopk"
+    signed = True
+
+
+class BatchTopK(nn.Module):
+    """Top k·B of ReLU(u) over a batch of B rows in training; a global threshold in eval mode.
+
+    ``threshold`` (a scalar buffer, -1 until the first training batch) is an exponential moving
+    average of the smallest magnitude kept in each training batch (Bussmann et al., 2024).
+    """
+
+    name = "batchtopk"
+    signed = False
+
+    def __init__(self, k: int, threshold_momentum: float = 0.99):
+        super().__init__()
+        self.k = int(k)
+        self.momentum = float(threshold_momentum)
+        self.register_buffer("threshold", torch.tensor(-1.0))
+
+    def _score(self, u: torch.Tensor) -> torch.Tensor:
+        return u.abs() if self.signed else torch.relu(u)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """shape: u [..., d_sae] -> z [..., d_sae]; in training the k·B budget is shared by all rows"""
+        score = self._score(u)
+        if not self.training:
+            if self.threshold < 0:  # never trained: fall back to a per-row top-k
+                idx = score.topk(self.k, dim=-1, sorted=False).indices
+                keep = torch.zeros_like(score, dtype=torch.bool).scatter(-1, idx, True) & (score > 0)
+            else:
+                keep = score > self.threshold
+            return torch.where(keep, u if self.signed else score, torch.zeros_like(u))
+        flat = score.reshape(-1)
+        n_keep = min(self.k * (flat.numel() // u.shape[-1]), flat.numel())
+        vals, idx = flat.topk(n_keep, sorted=False)
+        kept = vals > 0
+        with torch.no_grad():
+            if kept.any():
+                smallest = vals[kept].min().to(self.threshold.dtype)
+                if self.threshold < 0:
+                    self.threshold.copy_(smallest)
+                else:
+                    self.threshold.mul_(self.momentum).add_((1 - self.momentum) * smallest)
+        src = u.reshape(-1) if self.signed else flat
+        z = torch.zeros_like(flat).scatter(0, idx, torch.where(kept, src.gather(0, idx), 0.0))
+        return z.reshape(u.shape)
+
+
+class BatchAbsTopK(BatchTopK):
+    """Top k·B of |u| over the batch, sign kept; a global threshold on |u| in eval mode."""
+
+    name = "batchabstopk"
+    signed = True
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    cls.name: cls for cls in (ReLU, JumpReLU, AbsJumpReLU, TopK, AbsTopK, BatchTopK, BatchAbsTopK)
+}
+#: activations that take ``k`` (a fixed number of non-zeros per row, or per row on average)
+K_ACTIVATIONS = ("topk", "abstopk", "batchtopk", "batchabstopk")
+#: activations with a learned per-latent threshold
+THRESHOLD_ACTIVATIONS = ("jumprelu", "absjumprelu")
+
+
+def make_activation(cfg) -> nn.Module:
+    """Build the activation module an :class:`~abstopk_mini.sae.SAEConfig` asks for."""
+    if cfg.activation in K_ACTIVATIONS:
+        return ACTIVATIONS[cfg.activation](cfg.k)
+    if cfg.activation in THRESHOLD_ACTIVATIONS:
+        return ACTIVATIONS[cfg.activation](cfg.d_sae, cfg.threshold_init, cfg.bandwidth)
+    return ACTIVATIONS[cfg.activation]()

@@ -1,0 +1,301 @@
+r"""The sparse autoencoder: one module, seven activations, SAELens-compatible files.
+
+.. math::
+    u = (s\,x - b_{dec})\,W_{enc} + b_{enc},\qquad z = \sigma(u),\qquad
+    \hat x = (z\,W_{dec} + b_{dec}) / s
+
+* :math:`x` [B, d_in] are model activations; :math:`s` is an optional scalar input scale
+  (``cfg.input_scale``, 1 by default; training can set it so that E‖s x‖² = d_in).
+* Subtracting :math:`b_{dec}` before encoding is the "pre-encoder bias": the SAE codes the
+  activation relative to a learned centre, the same point the decoder adds back.
+* :math:`\sigma` is one of the proximal maps in :mod:`abstopk_mini.nonlinearities`
+  (``relu``, ``jumprelu``, ``absjumprelu``, ``topk``, ``abstopk``, ``batchtopk``, ``batchabstopk``).
+* The rows of :math:`W_{dec}` [d_sae, d_in] are the dictionary atoms (the columns of
+  :math:`D = W_{dec}^\top`); training keeps them at unit norm.
+
+Files: ``save(dir)`` writes ``cfg.json`` and ``sae_weights.safetensors`` with SAELens key names
+(``W_enc`` [d_in, d_sae], ``W_dec`` [d_sae, d_in], ``b_enc``, ``b_dec``, ``threshold``) and an
+``architecture`` field that uses SAELens names where they exist. ``SAE.load(dir)`` round-trips
+bit for bit. For a directory that SAELens itself loads, see :mod:`abstopk_mini.interop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .device import get_device
+from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, THRESHOLD_ACTIVATIONS, make_activation
+
+__all__ = ["SAEConfig", "SAE", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
+
+WEIGHTS_FILE = "sae_weights.safetensors"
+CONFIG_FILE = "cfg.json"
+FORMAT = "abstopk_mini/1"
+
+#: our activation name -> the ``architecture`` written to cfg.json (SAELens names where they exist)
+ARCHITECTURES = {
+    "relu": "standard",
+    "jumprelu": "jumprelu",
+    "topk": "topk",
+    "batchtopk": "batchtopk",
+    "abstopk": "abstopk",
+    "batchabstopk": "batchabstopk",
+    "absjumprelu": "absjumprelu",
+}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class SAEConfig:
+    """Everything needed to rebuild an SAE (written to ``cfg.json``).
+
+    d_in: width of the activations; d_sae: number of latents; activation: one of
+    ``ACTIVATIONS``; k: non-zeros per row for the top-k family (``topk``, ``abstopk``,
+    ``batchtopk``, ``batchabstopk``; average per row for the batch ones).
+    threshold_init, bandwidth: JumpReLU threshold at init and STE kernel width (in units of the
+    scaled input). input_scale: s in x -> s·x (see module docstring). The remaining fields are
+    provenance (which model, hook and layer the SAE reads) and are stored, never interpreted.
+    """
+
+    d_in: int
+    d_sae: int
+    activation: str = "abstopk"
+    k: int | None = None
+    threshold_init: float = 1e-3
+    bandwidth: float = 1e-3
+    input_scale: float = 1.0
+    dtype: str = "float32"
+    device: str | None = None
+    seed: int = 0
+    model_name: str | None = None
+    hook_name: str | None = None
+    hook_layer: int | None = None
+    context_size: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SAEConfig.{name} must be a positive int; got {value!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"SAEConfig.activation={self.activation!r} is not known; choose one of "
+                f"{sorted(ACTIVATIONS)}"
+            )
+        if self.activation in K_ACTIVATIONS:
+            if self.k is None:
+                raise ValueError(f"activation={self.activation!r} needs k (non-zeros per row); got k=None")
+            if isinstance(self.k, bool) or not isinstance(self.k, int):
+                raise TypeError(f"SAEConfig.k must be an int; got {type(self.k).__name__} {self.k!r}")
+            if not 1 <= self.k <= self.d_sae:
+                raise ValueError(f"SAEConfig.k must satisfy 1 <= k <= d_sae={self.d_sae}; got k={self.k}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(_DTYPES)}")
+        if not (math.isfinite(self.input_scale) and self.input_scale > 0):
+            raise ValueError(f"SAEConfig.input_scale must be a positive finite number; got {self.input_scale}")
+        if self.bandwidth <= 0 or self.threshold_init < 0:
+            raise ValueError(
+                f"need bandwidth > 0 and threshold_init >= 0; got {self.bandwidth}, {self.threshold_init}"
+            )
+
+    @property
+    def architecture(self) -> str:
+        return ARCHITECTURES[self.activation]
+
+    @property
+    def signed(self) -> bool:
+        """True for the activations that keep negative values (no nonnegativity constraint)."""
+        return self.activation in ("abstopk", "batchabstopk", "absjumprelu")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SAEConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in d.items() if key in names})
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder; see the module docstring for the maths.
+
+    Parameters: ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``W_dec`` [d_sae, d_in],
+    ``b_dec`` [d_in]; the activation module (``self.act``) may hold ``threshold``.
+    Initialisation: unit-norm random decoder rows, ``W_enc = W_dec.T``, zero biases.
+    """
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        device = torch.device(cfg.device) if cfg.device else get_device()
+        dtype = _DTYPES[cfg.dtype]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float64)
+        W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.T.clone())
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.act = make_activation(cfg).to(dtype)
+        self.to(device)
+
+    # ------------------------------------------------------------------ the maps
+    @property
+    def k(self) -> int | None:
+        return self.cfg.k
+
+    @property
+    def threshold(self) -> torch.Tensor | None:
+        """The learned threshold (JumpReLU: [d_sae]; batch top-k: a scalar), or None."""
+        return getattr(self.act, "threshold", None)
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """u = (s·x − b_dec) W_enc + b_enc.  shape: x [..., d_in] -> u [..., d_sae]"""
+        self._check_input(x)
+        x = x.to(self.W_enc.dtype) * self.cfg.input_scale
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """z = σ(u).  shape: x [..., d_in] -> z [..., d_sae]"""
+        return self.act(self.pre_acts(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """x̂ = (z W_dec + b_dec) / s.  shape: z [..., d_sae] -> x_hat [..., d_in]"""
+        return (z @ self.W_dec + self.b_dec) / self.cfg.input_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction.  shape: x [..., d_in] -> x_hat [..., d_in]"""
+        return self.decode(self.encode(x))
+
+    def _check_input(self, x) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"x has last dim {x.shape[-1]} but this SAE reads d_in={self.cfg.d_in} "
+                f"(hook {self.cfg.hook_name!r}); pass activations of the width it was trained on"
+            )
+
+    # ------------------------------------------------------------------ decoder geometry
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale each decoder row (atom) to unit norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """Remove from W_dec.grad the component along each row, which only changes its norm."""
+        if self.W_dec.grad is None:
+            return
+        W = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.grad.sub_((self.W_dec.grad * W).sum(1, keepdim=True) * W)
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """Constraints applied after each optimiser step (unit atoms, thresholds >= 0)."""
+        self.normalize_decoder()
+        if hasattr(self.act, "post_step"):
+            self.act.post_step()
+
+    # ------------------------------------------------------------------ files
+    def state_for_saving(self) -> dict[str, torch.Tensor]:
+        """The tensors written to ``sae_weights.safetensors`` (SAELens key names)."""
+        state = {
+            "W_enc": self.W_enc.detach(),
+            "W_dec": self.W_dec.detach(),
+            "b_enc": self.b_enc.detach(),
+            "b_dec": self.b_dec.detach(),
+        }
+        if self.threshold is not None:
+            state["threshold"] = self.threshold.detach()
+        return {key: value.contiguous().cpu() for key, value in state.items()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``cfg.json`` and ``sae_weights.safetensors`` into directory ``path`` (created).
+
+        Each file is written to a temporary name and renamed, so an interrupted save never
+        leaves a half-written file behind.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"path={str(path)!r} is a file; SAE.save needs a directory path")
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = self.cfg.to_dict() | {"device": None, "architecture": self.cfg.architecture, "format": FORMAT}
+        _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(self.state_for_saving(), tmp))
+        _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
+        """Load an SAE written by :meth:`save`. Checks that the config and tensors agree."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"path={str(path)!r} is not a directory holding an SAE (cfg.json + {WEIGHTS_FILE})")
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path / name} is missing; SAE.load needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        try:
+            raw = json.loads((path / CONFIG_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
+        if raw.get("format") != FORMAT:
+            raise ValueError(
+                f"{path / CONFIG_FILE} has format={raw.get('format')!r}, not {FORMAT!r}; for a SAELens "
+                "directory use abstopk_mini.interop.from_saelens(path)"
+            )
+        cfg = SAEConfig.from_dict(raw)
+        if device is not None:
+            cfg.device = str(device)
+        try:
+            state = load_file(str(path / WEIGHTS_FILE))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(
+                f"{path / WEIGHTS_FILE} could not be read ({err}); the file is truncated or corrupt — "
+                "re-save or re-train the SAE"
+            ) from err
+        sae = cls(cfg)
+        expected = {key: tuple(value.shape) for key, value in sae.state_for_saving().items()}
+        got = {key: tuple(value.shape) for key, value in state.items()}
+        if expected != got:
+            raise ValueError(
+                f"{path} holds tensors {got} but its cfg.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}, "
+                f"activation={cfg.activation!r}) needs {expected}; the two files do not belong together"
+            )
+        with torch.no_grad():
+            for key in ("W_enc", "W_dec", "b_enc", "b_dec"):
+                getattr(sae, key).copy_(state[key])
+            if "threshold" in state:
+                sae.threshold.copy_(state["threshold"])
+        return sae
+
+    def extra_repr(self) -> str:
+        k = f", k={self.cfg.k}" if self.cfg.k is not None else ""
+        return f"d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}, activation={self.cfg.activation!r}{k}"
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``target``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
