@@ -1,0 +1,227 @@
+"""The Jupyter Book builds strictly, and every page it promises is there and clean.
+
+One strict build per test session (``jupyter-book build --all -W --keep-going``) into a
+temporary directory, so the tests never write into the working tree. Then the built HTML is
+checked against ``_toc.yml``:
+
+- every toc entry has a page;
+- every chapter (a notebook under ``notebooks/``) shows at least one figure from its outputs
+  and no error output (a traceback); stderr streams such as warnings are allowed;
+- the notation page has its tables, the bibliography lists every entry of the .bib file,
+  and maths is served from ``_static`` (renders offline).
+
+The chapter checks are parametrised over the notebook entries of ``_toc.yml``, so they grow
+as chapters are added. The checker itself is tested on small HTML snippets shaped like what
+myst-nb emits, so a check that could never fail would show up here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+bs4 = pytest.importorskip("bs4")
+
+ROOT = Path(__file__).resolve().parents[1]
+TOC = ROOT / "_toc.yml"
+BIB = ROOT / "book" / "references.bib"
+CHAPTER_DIR = "notebooks/"
+
+
+# ------------------------------------------------------------------ reading the toc
+
+
+def toc_files(toc_path: Path = TOC) -> list[str]:
+    """Every ``file:`` in a jb-book toc (root first), without extension, in reading order."""
+    toc = yaml.safe_load(toc_path.read_text())
+    files = [toc["root"]]
+
+    def walk(items):
+        for item in items or []:
+            if "file" in item:
+                files.append(item["file"])
+            walk(item.get("sections"))
+            walk(item.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return [re.sub(r"\.(md|ipynb)$", "", f) for f in files]
+
+
+def chapter_files(toc_path: Path = TOC) -> list[str]:
+    """The toc entries that are chapter notebooks (``notebooks/NN_topic``)."""
+    return [f for f in toc_files(toc_path) if f.startswith(CHAPTER_DIR)]
+
+
+# ------------------------------------------------------------------ the HTML checker
+
+
+TRACEBACK_CLASSES = {"traceback", "output_error"}  # myst-nb: "traceback"; nbsphinx: "output_error"
+TRACEBACK_TEXT = "Traceback (most recent call last)"
+
+
+def chapter_problems(html: str) -> list[str]:
+    """What is wrong with a built chapter page; an empty list means it is fine.
+
+    A chapter must show at least one image inside a cell output (a figure from the notebook;
+    the Colab logo and other page furniture do not count) and no error output: no element with
+    a traceback class, and no stderr stream holding a Python traceback. Plain stderr (warnings,
+    progress bars) is fine.
+    """
+    soup = bs4.BeautifulSoup(html, "html.parser")
+    problems = []
+    outputs = soup.select("div.cell_output")
+    if not any(out.find("img") is not None for out in outputs):
+        problems.append(f"no figure: none of the {len(outputs)} cell outputs holds an <img>")
+    for el in soup.find_all(class_=lambda c: c is not None and c in TRACEBACK_CLASSES):
+        first = el.get_text(" ", strip=True)[:300]
+        problems.append(f"error output: {first!r}")
+    for el in soup.select("div.output.stderr"):
+        text = el.get_text(" ", strip=True)
+        if TRACEBACK_TEXT in text:
+            problems.append(f"traceback printed to stderr: {text[:300]!r}")
+    return problems
+
+
+# ------------------------------------------------------------------ one strict build
+
+
+@pytest.fixture(scope="module")
+def html_dir(tmp_path_factory) -> Path:
+    """Build the book once, strictly, into a temp dir; fail with the warnings if it fails."""
+    pytest.importorskip("jupyter_book", reason="the book needs jupyter-book (requirements.txt)")
+    out = tmp_path_factory.mktemp("book")
+    cmd = [
+        sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+        "build", "--all", "-W", "--keep-going", "--path-output", str(out), str(ROOT),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    seconds = time.perf_counter() - t0
+    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # drop terminal colours
+    if proc.returncode != 0:
+        warnings = [ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln]
+        pytest.fail(
+            f"strict book build failed (exit {proc.returncode}) after {seconds:.0f} s.\n"
+            "Warnings and errors:\n  " + "\n  ".join(warnings or ["(none found)"]) +
+            "\n--- last lines of the log ---\n" + "\n".join(log.splitlines()[-30:]),
+            pytrace=False,
+        )
+    print(f"book build: {seconds:.1f} s")
+    html = out / "_build" / "html"
+    assert (html / "index.html").is_file(), f"build succeeded but {html}/index.html is missing"
+    return html
+
+
+# ------------------------------------------------------------------ the built book
+
+
+@pytest.mark.parametrize("entry", toc_files())
+def test_every_toc_entry_has_a_page(html_dir, entry):
+    page = html_dir / f"{entry}.html"
+    assert page.is_file(), f"_toc.yml lists {entry!r} but the build has no {page.name}"
+
+
+@pytest.mark.parametrize("chapter", chapter_files())
+def test_chapter_has_a_figure_and_no_error_output(html_dir, chapter):
+    assert (ROOT / f"{chapter}.ipynb").is_file(), f"{chapter}.ipynb listed in _toc.yml is missing"
+    problems = chapter_problems((html_dir / f"{chapter}.html").read_text(encoding="utf-8"))
+    assert not problems, f"{chapter}: " + "; ".join(problems)
+
+
+def test_notation_page_has_the_tables(html_dir):
+    soup = bs4.BeautifulSoup((html_dir / "book" / "notation.html").read_text(), "html.parser")
+    text = soup.get_text(" ")
+    assert len(soup.find_all("table")) >= 4, "the notation page should hold its symbol tables"
+    for name in ["W_enc", "b_dec", "d_sae", "abs_topk", "am.unroll.iht", "am.SAEConfig",
+                 "am.train_sae", "am.metrics.fvu"]:
+        assert name in text, f"notation page does not mention {name}"
+
+
+def test_bibliography_lists_every_bib_entry(html_dir):
+    soup = bs4.BeautifulSoup((html_dir / "book" / "references.html").read_text(), "html.parser")
+    n_bib = len(re.findall(r"^@\w+\{", BIB.read_text(), flags=re.M))
+    n_html = len(soup.select("div.citation"))
+    assert n_bib > 0
+    assert n_html == n_bib, f"references page shows {n_html} entries, {BIB.name} has {n_bib}"
+
+
+def test_intro_citations_resolve(html_dir):
+    soup = bs4.BeautifulSoup((html_dir / "book" / "intro.html").read_text(), "html.parser")
+    links = [a for a in soup.find_all("a", href=True) if a["href"].startswith("references.html#")]
+    assert len(links) >= 5, "the intro should cite the literature with {cite}"
+
+
+def test_maths_is_served_locally(html_dir):
+    soup = bs4.BeautifulSoup((html_dir / "book" / "intro.html").read_text(), "html.parser")
+    srcs = [s["src"] for s in soup.find_all("script", src=True) if "mathjax" in s["src"].lower()]
+    assert srcs, "no MathJax script on the intro page"
+    for src in srcs:
+        assert not src.startswith(("http:", "https:", "//")), f"MathJax loads from a CDN: {src}"
+        assert (html_dir / "book" / src).resolve().is_file(), f"MathJax script {src} not in the build"
+
+
+# ------------------------------------------------------------------ the checker itself
+
+
+def _page(*outputs: str) -> str:
+    """A chapter page shaped like myst-nb's output: one cell per output, plus a Colab logo."""
+    cells = "".join(
+        '<div class="cell docutils container"><div class="cell_input docutils container">'
+        "<pre>code</pre></div>"
+        f'<div class="cell_output docutils container">{o}</div></div>'
+        for o in outputs
+    )
+    logo = '<img alt="Colab logo" src="../_static/images/logo_colab.png">'
+    return f"<html><body>{logo}<main>{cells}</main></body></html>"
+
+
+FIGURE = '<img alt="" src="../_images/abc.png" />'
+STDOUT = '<div class="output stream highlight-myst-ansi notranslate"><pre>quick mode: off</pre></div>'
+WARNING = ('<div class="output stderr highlight-myst-ansi notranslate">'
+           "<pre>UserWarning: a harmless warning</pre></div>")
+TRACEBACK = ('<div class="output traceback highlight-ipythontb notranslate"><pre>'
+             '<span class="ne">ZeroDivisionError</span> Traceback (most recent call last)'
+             "</pre></div>")
+STDERR_TRACEBACK = ('<div class="output stderr highlight-myst-ansi notranslate"><pre>'
+                    "Traceback (most recent call last):\n  File ...\nValueError: k</pre></div>")
+
+
+def test_checker_accepts_a_figure_with_warnings():
+    assert chapter_problems(_page(STDOUT, WARNING, FIGURE)) == []
+
+
+def test_checker_needs_a_figure_in_an_output():
+    problems = chapter_problems(_page(STDOUT, WARNING))  # only the Colab logo is an <img>
+    assert len(problems) == 1 and problems[0].startswith("no figure")
+
+
+def test_checker_rejects_an_error_output():
+    problems = chapter_problems(_page(FIGURE, TRACEBACK))
+    assert len(problems) == 1 and "ZeroDivisionError" in problems[0]
+
+
+def test_checker_rejects_a_traceback_on_stderr():
+    problems = chapter_problems(_page(FIGURE, STDERR_TRACEBACK))
+    assert len(problems) == 1 and problems[0].startswith("traceback printed to stderr")
+
+
+def test_toc_reader_finds_nested_entries(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(
+        "format: jb-book\nroot: book/intro\nparts:\n"
+        "  - caption: Theory\n    chapters:\n"
+        "      - file: notebooks/01_sparse_coding\n"
+        "        sections:\n          - file: notebooks/01b_extra.ipynb\n"
+        "  - caption: Reference\n    chapters:\n      - file: book/notation\n"
+    )
+    assert toc_files(toc) == ["book/intro", "notebooks/01_sparse_coding", "notebooks/01b_extra",
+                              "book/notation"]
+    assert chapter_files(toc) == ["notebooks/01_sparse_coding", "notebooks/01b_extra"]
