@@ -28,6 +28,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ from torch import nn
 from .device import get_device
 from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, THRESHOLD_ACTIVATIONS, make_activation
 
-__all__ = ["SAEConfig", "SAE", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
+__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -126,6 +127,18 @@ class SAEConfig:
         return cls(**{key: value for key, value in d.items() if key in names})
 
 
+class SAEOutput(NamedTuple):
+    """What a training step needs, all in the scaled input space (x_in = s·x).
+
+    shape: x_in [B, d_in], u [B, d_sae], z [B, d_sae], x_hat [B, d_in]
+    """
+
+    x_in: torch.Tensor
+    u: torch.Tensor
+    z: torch.Tensor
+    x_hat: torch.Tensor
+
+
 class SAE(nn.Module):
     """A sparse autoencoder; see the module docstring for the maths.
 
@@ -176,6 +189,16 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction.  shape: x [..., d_in] -> x_hat [..., d_in]"""
         return self.decode(self.encode(x))
+
+    def forward_train(self, x: torch.Tensor) -> SAEOutput:
+        """Encode and decode in the scaled space, keeping the intermediates for the losses.
+
+        shape: x [B, d_in] -> SAEOutput(x_in [B, d_in], u [B, d_sae], z [B, d_sae], x_hat [B, d_in])
+        """
+        u = self.pre_acts(x)
+        z = self.act(u)
+        x_in = x.to(self.W_enc.dtype) * self.cfg.input_scale
+        return SAEOutput(x_in, u, z, z @ self.W_dec + self.b_dec)
 
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):

@@ -1,0 +1,68 @@
+r"""The training losses, as small pure functions of tensors.
+
+The SAE loss is reconstruction plus a sparsity term that depends on the activation:
+
+.. math::
+    \mathcal L = \underbrace{\tfrac1B\sum_b \|x_b - \hat x_b\|^2}_{\text{mse}}
+    \;+\; \begin{cases}
+      \lambda_1 \tfrac1B\sum_b \|z_b\|_1 & \text{relu (the l1 that ReLU is the prox of)}\\
+      \lambda_0 \tfrac1B\sum_b \textstyle\sum_i H(|u_{bi}| - \theta_i) & \text{(abs)jumprelu, STE for } \theta\\
+      \alpha\,\mathcal L_{\text{aux}} & \text{top-k family (revives dead latents)}
+    \end{cases}
+
+All in the scaled input space (see :mod:`abstopk_mini.sae`). Decoder rows have unit norm, so
+the l1 term needs no decoder-norm factor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["mse", "batch_fvu", "l1_penalty", "auxk_loss"]
+
+
+def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over features, averaged over rows.  shape: [B, d] -> scalar"""
+    return (x_hat - x).pow(2).sum(-1).mean()
+
+
+@torch.no_grad()
+def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """FVU on one batch (for logging).  shape: [B, d] -> scalar"""
+    return (x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def l1_penalty(z: torch.Tensor) -> torch.Tensor:
+    """Mean l1 norm of the codes.  shape: z [B, d_sae] -> scalar"""
+    return z.abs().sum(-1).mean()
+
+
+def auxk_loss(
+    residual: torch.Tensor,
+    u: torch.Tensor,
+    W_dec: torch.Tensor,
+    dead: torch.Tensor,
+    k_aux: int,
+    signed: bool,
+) -> torch.Tensor:
+    r"""AuxK loss (Gao et al., 2024): let the dead latents explain what the live ones missed.
+
+    Among dead latents only, keep the ``k_aux`` largest pre-activations (by :math:`|u|` with sign
+    kept when ``signed``, else ReLU(u)), decode them without bias and regress the detached
+    residual :math:`e = x - \hat x`:  :math:`\|e - \hat e\|^2`, scaled by
+    :math:`\min(n_\text{dead} / k_\text{aux}, 1)` so a few dead latents do not get a full-size loss.
+    Returns 0 when nothing is dead.
+
+    shape: residual [B, d_in], u [B, d_sae], W_dec [d_sae, d_in], dead [d_sae] bool -> scalar
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return u.new_zeros(())
+    k = min(k_aux, n_dead)
+    score = u.abs() if signed else torch.relu(u)
+    score = score.masked_fill(~dead, -1.0)
+    idx = score.topk(k, dim=-1, sorted=False).indices  # [B, k]
+    vals = u.gather(-1, idx) if signed else torch.relu(u.gather(-1, idx))
+    e_hat = torch.zeros_like(u).scatter(-1, idx, vals) @ W_dec
+    scale = min(n_dead / k_aux, 1.0)
+    return scale * (e_hat - residual.detach()).pow(2).sum(-1).mean()

@@ -1,0 +1,173 @@
+r"""How good is an SAE? Reconstruction, sparsity, latent health, signs, and dictionary recovery.
+
+All functions take torch tensors; rows are samples (tokens), the last dim is features or latents.
+
+* FVU (fraction of variance unexplained) :math:`= \sum\|x - \hat x\|^2 / \sum\|x - \bar x\|^2`.
+* nMSE :math:`= \sum\|x - \hat x\|^2 / \sum\|x\|^2` (no centring; 1 for the zero reconstruction).
+* L0: the mean number of non-zero latents per row (``z != 0``, so negative AbsTopK values count).
+* Dead latents never fire on the data seen; dense latents fire on more than a fraction of rows.
+* Sign statistics: for each latent, the share of its non-zero activations that are negative; a
+  latent is **bidirectional** when each sign has at least ``min_share`` (10 %) of them.
+* MCC (mean correlation coefficient) between a ground-truth dictionary and a learned one: the
+  mean |cosine| of atoms matched one-to-one by the Hungarian algorithm.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "fvu",
+    "nmse",
+    "l0",
+    "firing_counts",
+    "dead_fraction",
+    "dense_fraction",
+    "sign_stats",
+    "bidirectional_fraction",
+    "cosine_matrix",
+    "match_atoms",
+    "mcc",
+    "signed_axis_recovery",
+    "split_axes",
+    "antipodal_pairs",
+]
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, t.shape[-1]).double()
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Fraction of variance unexplained.  shape: x, x_hat [..., d] -> float"""
+    x, x_hat = _rows(x), _rows(x_hat)
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape")
+    return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+
+
+def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Squared error relative to the squared norm of x (no centring).  shape: [..., d] -> float"""
+    x, x_hat = _rows(x), _rows(x_hat)
+    return ((x - x_hat).pow(2).sum() / x.pow(2).sum()).item()
+
+
+def l0(z: torch.Tensor) -> float:
+    """Mean number of non-zero latents per row.  shape: z [..., d_sae] -> float"""
+    return (z != 0).reshape(-1, z.shape[-1]).sum(-1).double().mean().item()
+
+
+def firing_counts(z: torch.Tensor) -> torch.Tensor:
+    """How many rows each latent is non-zero on.  shape: z [..., d_sae] -> [d_sae] (int64)"""
+    return (z != 0).reshape(-1, z.shape[-1]).sum(0)
+
+
+def dead_fraction(counts: torch.Tensor) -> float:
+    """Share of latents that never fired.  shape: counts [d_sae] (from :func:`firing_counts`)"""
+    return (counts == 0).double().mean().item()
+
+
+def dense_fraction(counts: torch.Tensor, n_rows: int, above: float = 0.1) -> float:
+    """Share of latents that fire on more than ``above`` of the ``n_rows`` rows."""
+    return (counts.double() / n_rows > above).double().mean().item()
+
+
+def sign_stats(z: torch.Tensor, min_share: float = 0.1) -> dict[str, torch.Tensor]:
+    """Per-latent sign statistics of the codes.
+
+    Returns ``n_pos``, ``n_neg`` (counts of positive / negative activations), ``frac_negative``
+    (negative share of non-zeros; NaN for latents that never fire), ``alive`` (fired at least
+    once) and ``bidirectional`` (each sign holds at least ``min_share`` of the non-zeros).
+
+    shape: z [..., d_sae] -> dict of [d_sae] tensors
+    """
+    z = z.reshape(-1, z.shape[-1])
+    n_pos = (z > 0).sum(0)
+    n_neg = (z < 0).sum(0)
+    n = n_pos + n_neg
+    frac_neg = torch.where(n > 0, n_neg.double() / n.clamp_min(1), torch.full_like(n, float("nan"), dtype=torch.float64))
+    bidir = (n > 0) & (n_pos >= min_share * n) & (n_neg >= min_share * n)
+    return {"n_pos": n_pos, "n_neg": n_neg, "frac_negative": frac_neg, "alive": n > 0, "bidirectional": bidir}
+
+
+def bidirectional_fraction(z: torch.Tensor, min_share: float = 0.1) -> float:
+    """Share of alive latents that are bidirectional (see :func:`sign_stats`)."""
+    stats = sign_stats(z, min_share)
+    alive = stats["alive"].sum().item()
+    return stats["bidirectional"].sum().item() / alive if alive else 0.0
+
+
+def cosine_matrix(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Cosines between the columns of A and the columns of B.  shape: A [d, P], B [d, Q] -> [P, Q]"""
+    if A.shape[0] != B.shape[0]:
+        raise ValueError(f"the atoms must have the same dimension: A is {tuple(A.shape)}, B is {tuple(B.shape)} (atoms are columns)")
+    A = A.double() / A.double().norm(dim=0, keepdim=True).clamp_min(1e-12)
+    B = B.double() / B.double().norm(dim=0, keepdim=True).clamp_min(1e-12)
+    return A.T @ B
+
+
+def match_atoms(D_true: torch.Tensor, D_learned: torch.Tensor, signed: bool = False):
+    """One-to-one matching of true atoms to learned atoms maximising total (|)cosine(|).
+
+    Returns (true_idx, learned_idx, cos) with cos the signed cosine of each matched pair.
+    shape: D_true [d, P], D_learned [d, Q] -> three [min(P, Q)] tensors
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    C = cosine_matrix(D_true, D_learned)
+    score = C if signed else C.abs()
+    rows, cols = linear_sum_assignment(score.cpu().numpy(), maximize=True)
+    rows, cols = torch.as_tensor(rows), torch.as_tensor(cols)
+    return rows, cols, C[rows, cols]
+
+
+def mcc(D_true: torch.Tensor, D_learned: torch.Tensor) -> float:
+    """Mean |cosine| of the Hungarian matching of true axes to learned atoms (1 = all recovered).
+
+    The sign of an atom is not identifiable (an AbsTopK latent may point either way), so this
+    compares axes. Averaged over the ``min(P, Q)`` matched pairs.
+    shape: D_true [d, P], D_learned [d, Q] (atoms are columns) -> float
+    """
+    return match_atoms(D_true, D_learned)[2].abs().mean().item()
+
+
+def signed_axis_recovery(D_true: torch.Tensor, D_learned: torch.Tensor, signed_codes: bool) -> float:
+    """Mean cosine with which the 2P signed directions ±d_i are reachable by the learned code.
+
+    A signed code (AbsTopK) reaches both −a and +a with one atom a, so its columns are doubled
+    to [A, −A] before matching; a nonnegative code reaches only +a. The 2P true directions
+    [D, −D] are matched one-to-one (signed cosine, clipped at 0). 1.0 means every direction of
+    every axis has its own atom; a nonnegative SAE with one atom per axis scores at most ~0.5.
+    shape: D_true [d, P], D_learned [d, Q] -> float
+    """
+    T = torch.cat([D_true, -D_true], dim=1)
+    L = torch.cat([D_learned, -D_learned], dim=1) if signed_codes else D_learned
+    cos = match_atoms(T, L, signed=True)[2].clamp_min(0)
+    return (cos.sum() / T.shape[1]).item()
+
+
+def split_axes(D_true: torch.Tensor, D_learned: torch.Tensor, align: float = 0.9, anti: float = -0.9) -> int:
+    """How many true axes are split into a ± pair of learned atoms.
+
+    Axis i counts when two learned atoms a, b both align with it (|cos| ≥ ``align``) and point
+    opposite ways (cos(a, b) < ``anti``): what a nonnegative SAE must do to code both signs.
+    shape: D_true [d, P], D_learned [d, Q] -> int
+    """
+    C = cosine_matrix(D_true, D_learned)  # [P, Q]
+    G = cosine_matrix(D_learned, D_learned)  # [Q, Q]
+    n = 0
+    for i in range(C.shape[0]):
+        pos = torch.nonzero(C[i] >= align).flatten()
+        neg = torch.nonzero(C[i] <= -align).flatten()
+        if len(pos) and len(neg) and G[pos][:, neg].min() < anti:
+            n += 1
+    return n
+
+
+def antipodal_pairs(W_dec: torch.Tensor, below: float = -0.9) -> int:
+    """Number of pairs of decoder rows with cosine below ``below`` (no ground truth needed).
+
+    shape: W_dec [d_sae, d_in] -> int
+    """
+    C = cosine_matrix(W_dec.T, W_dec.T)
+    return int(torch.triu(C < below, diagonal=1).sum().item())
