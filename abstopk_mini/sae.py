@@ -61,7 +61,9 @@ class SAEConfig:
 
     d_in: width of the activations; d_sae: number of latents; activation: one of
     ``ACTIVATIONS``; k: non-zeros per row for the top-k family (``topk``, ``abstopk``,
-    ``batchtopk``, ``batchabstopk``; average per row for the batch ones).
+    ``batchtopk``, ``batchabstopk``; average per row for the batch ones); for ``relu`` and
+    the JumpReLUs, k is optional and is the L0 that training steers the penalty towards
+    (so every activation can be compared at the same k).
     threshold_init, bandwidth: JumpReLU threshold at init and STE kernel width (in units of the
     scaled input). input_scale: s in x -> s·x (see module docstring). The remaining fields are
     provenance (which model, hook and layer the SAE reads) and are stored, never interpreted.
@@ -93,9 +95,9 @@ class SAEConfig:
                 f"SAEConfig.activation={self.activation!r} is not known; choose one of "
                 f"{sorted(ACTIVATIONS)}"
             )
-        if self.activation in K_ACTIVATIONS:
-            if self.k is None:
-                raise ValueError(f"activation={self.activation!r} needs k (non-zeros per row); got k=None")
+        if self.activation in K_ACTIVATIONS and self.k is None:
+            raise ValueError(f"activation={self.activation!r} needs k (non-zeros per row); got k=None")
+        if self.k is not None:
             if isinstance(self.k, bool) or not isinstance(self.k, int):
                 raise TypeError(f"SAEConfig.k must be an int; got {type(self.k).__name__} {self.k!r}")
             if not 1 <= self.k <= self.d_sae:

@@ -140,6 +140,7 @@ def toy_benchmark(
     x_train, x_test = x[:n_samples], x[n_samples:]
     rows = []
     for activation, mult in runs:
+        # k = n_active for every activation: the top-k family keeps k per row, the others steer their L0 to k
         cfg = SAEConfig(d_in=d, d_sae=mult * P, activation=activation, k=n_active, seed=seed, device="cpu")
         t0 = time.perf_counter()
         sae, hist = train_sae(cfg, x_train, n_tokens=n_tokens, batch_size=batch_size, seed=seed, progress=progress, **train_overrides)
@@ -152,7 +153,7 @@ def toy_benchmark(
         alive = counts > 0
         rows.append(
             dict(
-                activation=activation, d_sae=cfg.d_sae, k=n_active if activation in ("topk", "abstopk", "batchtopk", "batchabstopk") else None,
+                activation=activation, d_sae=cfg.d_sae, k=n_active,
                 mcc=metrics.mcc(D, D_learned[:, alive]) if alive.any() else 0.0,
                 signed_recovery=metrics.signed_axis_recovery(D, D_learned[:, alive], cfg.signed) if alive.any() else 0.0,
                 split_axes=metrics.split_axes(D, D_learned[:, alive]),

@@ -61,7 +61,9 @@ class TrainConfig:
     b_dec_init: str = "geometric_median"  # or "mean" or "zeros"
     init_sample: int = 32768
     l1_coefficient: float = 0.5  # relu: weight of the mean l1 norm of z (in scaled units)
-    l0_coefficient: float = 0.5  # (abs)jumprelu: weight of the mean l0 (STE)
+    l0_coefficient: float = 2.0  # (abs)jumprelu: weight of the mean l0 (STE)
+    target_l0: float | None = None  # relu/(abs)jumprelu: adapt the coefficient towards this L0; None: cfg.k if set
+    target_rate: float = 0.01  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
     sparsity_warmup_frac: float = 0.05
     aux_k: int | None = None  # None: d_in // 2
     aux_coef: float = 1 / 32
@@ -286,12 +288,16 @@ def train_sae(
     dead_tokens = tcfg.dead_tokens or max(1, min(10_000_000, n_steps * tcfg.batch_size // 10))
     log_every = tcfg.log_every or max(1, n_steps // 200)
 
-    history = {key: [] for key in ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "lr", "dead_frac")}
+    history = {key: [] for key in ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac")}
     step, tokens = 0, 0
+    coef = tcfg.l1_coefficient if cfg.activation == "relu" else tcfg.l0_coefficient
+    target_l0 = None
+    if cfg.activation not in K_ACTIVATIONS:
+        target_l0 = tcfg.target_l0 if tcfg.target_l0 is not None else cfg.k
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-        step, tokens, history = state["step"], state["tokens"], state["history"]
+        step, tokens, history, coef = state["step"], state["tokens"], state["history"], state["coef"]
         since_fired = state["since_fired"].to(device)
         batches.n_dropped = history.get("n_dropped_nonfinite", 0)
     last_ckpt = state["step"] if state is not None else None
@@ -315,9 +321,9 @@ def train_sae(
         warm = min(1.0, (step + 1) / max(1, tcfg.sparsity_warmup_frac * n_steps))
         sparsity = aux = mse.new_zeros(())
         if cfg.activation == "relu":
-            sparsity = tcfg.l1_coefficient * warm * losses.l1_penalty(out.z)
+            sparsity = coef * warm * losses.l1_penalty(out.z)
         elif cfg.activation in THRESHOLD_ACTIVATIONS:
-            sparsity = tcfg.l0_coefficient * warm * sae.act.l0(out.u).mean()
+            sparsity = coef * warm * sae.act.l0(out.u).mean()
         elif cfg.activation in K_ACTIVATIONS:
             dead = since_fired >= dead_tokens
             aux = tcfg.aux_coef * losses.auxk_loss(out.x_in - out.x_hat, out.u, sae.W_dec, dead, aux_k, cfg.signed)
@@ -339,13 +345,16 @@ def train_sae(
             fired = (out.z != 0).any(0)
             since_fired += x.shape[0]
             since_fired[fired] = 0
+            if target_l0 is not None:  # multiplicative controller: too dense -> larger coefficient
+                batch_l0 = (out.z != 0).sum(-1).double().mean().item()
+                coef *= math.exp(tcfg.target_rate * max(-1.0, min(1.0, batch_l0 / target_l0 - 1.0)))
         step += 1
         tokens += x.shape[0]
         if step % log_every == 0 or step == n_steps:
             rec = {
                 "step": step, "tokens": tokens, "loss": loss.item(), "mse": mse.item(),
                 "fvu": losses.batch_fvu(out.x_in, out.x_hat).item(),
-                "l0": (out.z != 0).sum(-1).double().mean().item(), "aux": float(aux.detach()), "sparsity": float(sparsity.detach()),
+                "l0": (out.z != 0).sum(-1).double().mean().item(), "aux": float(aux.detach()), "sparsity": float(sparsity.detach()), "coef": coef,
                 "lr": opt.param_groups[0]["lr"], "dead_frac": (since_fired >= dead_tokens).double().mean().item(),
             }
             for key, value in rec.items():
@@ -354,7 +363,7 @@ def train_sae(
         bar.update(1)
         if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step < n_steps:
             history["n_dropped_nonfinite"] = batches.n_dropped
-            _save_checkpoint(tcfg.checkpoint_dir, sae, opt, step, tokens, n_steps, since_fired, history)
+            _save_checkpoint(tcfg.checkpoint_dir, sae, opt, step, tokens, n_steps, since_fired, history, coef)
             last_ckpt = step
     bar.close()
     history.update(
@@ -364,7 +373,7 @@ def train_sae(
         final_dead_frac=(since_fired >= dead_tokens).double().mean().item(),
     )
     if tcfg.checkpoint_dir is not None:
-        _save_checkpoint(tcfg.checkpoint_dir, sae, opt, step, tokens, n_steps, since_fired, history)
+        _save_checkpoint(tcfg.checkpoint_dir, sae, opt, step, tokens, n_steps, since_fired, history, coef)
     sae.eval()
     return sae, history
 
@@ -375,12 +384,13 @@ def _count_steps(batches: _Batches) -> int:
     return max(1, math.ceil(n / batches.B))
 
 
-def _save_checkpoint(directory, sae, opt, step, tokens, n_steps, since_fired, history) -> Path:
+def _save_checkpoint(directory, sae, opt, step, tokens, n_steps, since_fired, history, coef) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
         "cfg": sae.cfg.to_dict(), "sae": sae.state_dict(), "optimizer": opt.state_dict(),
         "step": step, "tokens": tokens, "n_steps": n_steps, "since_fired": since_fired.cpu(), "history": history,
+        "coef": coef,
     }
     target = directory / CHECKPOINT_FILE
     _atomic_write(target, lambda tmp: torch.save(state, tmp))
