@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -279,8 +278,10 @@ def _start_or_resume(out: Path, settings: dict, n_tokens: int, overwrite: bool) 
         if not ok:
             break
         kept.append(rec)
-    for rec in old["shards"][len(kept):]:
-        (out / rec["file"]).unlink(missing_ok=True)
+    keep = {rec["file"] for rec in kept}  # drop the rest, and files an interruption left unlisted
+    for p in list(out.glob("shard_*.safetensors")) + list(out.glob("shard_*.safetensors.tmp")):
+        if p.name not in keep:
+            p.unlink()
     return kept
 
 

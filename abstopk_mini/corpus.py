@@ -25,7 +25,6 @@ from __future__ import annotations
 import bz2
 import hashlib
 import io
-import os
 import pickle
 import re
 import unicodedata

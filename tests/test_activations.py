@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import abstopk_mini as am
 from abstopk_mini import activations as A
 from abstopk_mini import corpus as C
 from abstopk_mini import models as M
@@ -211,6 +210,7 @@ def test_harvest_resume_equals_uninterrupted(tiny_gpt2, tmp_path, monkeypatch):
     partial = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
     assert not partial["complete"] and partial["n_shards"] == 2
     assert not list((tmp_path / "resumed").glob("*.tmp"))
+    (tmp_path / "resumed" / "shard_00002.safetensors.tmp").write_bytes(b"half a shard")  # a harder crash
 
     block0 = _Counter(M.get_blocks(tiny_gpt2)[0])
     try:
@@ -228,6 +228,8 @@ def test_harvest_resume_equals_uninterrupted(tiny_gpt2, tmp_path, monkeypatch):
     assert resumed["content_sha256"] == full["content_sha256"]
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in full["shards"]]
     assert torch.equal(A.load_activations(tmp_path / "resumed"), A.load_activations(tmp_path / "full"))
+    names = lambda d: sorted(p.name for p in d.iterdir())  # noqa: E731
+    assert names(tmp_path / "resumed") == names(tmp_path / "full")  # no stray files
 
 
 def test_harvest_resume_with_other_texts_is_refused(tiny_gpt2, tmp_path):
@@ -329,7 +331,7 @@ def test_gemma_harvest_and_batches(gemma, tmp_path):
     assert manifest["hook_name"] == "blocks.6.hook_resid_post" and manifest["d_model"] == 640
     batches = list(A.iter_batches(tmp_path, 50, seed=0))
     assert [b.shape for b in batches] == [torch.Size([50, 640])] * 4
-    ref = A.token_activations(gemma, C.chunk(gemma.tokenizer, docs, 32), 6)
+    ref = A.token_activations(gemma, C.chunk(gemma.tokenizer, docs, 32), 6, batch_size=4)  # same batches
     assert 2 not in ref.token_ids.tolist()  # BOS dropped
     torch.testing.assert_close(A.load_activations(tmp_path), ref.acts[:200], rtol=1e-5, atol=1e-4)
     A.check_compatible(tmp_path, "gemma-3-270m", 6, d_model=640)
