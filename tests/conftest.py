@@ -1,0 +1,64 @@
+"""Shared fixtures: the embedded Gemma-3-270M and a tiny random GPT-2, both offline.
+
+* ``gemma``: ``am.models.load_model()`` once per test session (its first load ever builds the
+  cache, about a minute; later loads take a few seconds). Mark tests that use it ``slow``.
+* ``tiny_gpt2_dir``: a directory holding a randomly initialised 2-layer GPT-2 (d_model 32) and a
+  byte-level BPE tokenizer trained on a few sentences, both saved with ``save_pretrained``;
+  ``tiny_gpt2``: that directory loaded with ``am.models.load_model(dir)`` (CPU, float32).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+TINY_SENTENCES = [
+    "The king and the queen walked through the garden.",
+    "A man and a woman read books in the library.",
+    "Sparse autoencoders find features in the residual stream.",
+    "He said that she would come back tomorrow morning.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Numbers like 1, 2, 3 and 42 appear in text too.",
+]
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    import abstopk_mini as am
+
+    return am.models.load_model("gemma-3-270m", device="cpu")
+
+
+def build_tiny_gpt2(directory, n_layer: int = 2, n_embd: int = 32, seed: int = 0):
+    """Save a random tiny GPT-2 and its tokenizer to ``directory``; return the directory."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(TINY_SENTENCES, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", pad_token="<pad>")
+    config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=2, n_positions=128,
+                        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_gpt2_dir):
+    import abstopk_mini as am
+
+    return am.models.load_model(tiny_gpt2_dir, device="cpu")
