@@ -264,7 +264,8 @@ class SAE(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
-        """Load an SAE written by :meth:`save`. Checks that the config and tensors agree."""
+        """Load an SAE written by :meth:`save`, in ``eval()`` mode (batch variants then use the
+        stored threshold row by row). Checks that the config and tensors agree."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -306,7 +307,7 @@ class SAE(nn.Module):
                 getattr(sae, key).copy_(state[key])
             if "threshold" in state:
                 sae.threshold.copy_(state["threshold"])
-        return sae
+        return sae.eval()
 
     def extra_repr(self) -> str:
         k = f", k={self.cfg.k}" if self.cfg.k is not None else ""

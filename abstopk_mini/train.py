@@ -188,7 +188,9 @@ class _Batches:
             if batch.shape[0]:
                 yield batch
 
-    def __call__(self, start: int) -> Iterator[torch.Tensor]:
+    def __call__(self, start: int, tokens: int | None = None) -> Iterator[torch.Tensor]:
+        """Batches from step ``start`` on; for an iterable, ``tokens`` (the rows consumed by the
+        first ``start`` steps) says how many rows to skip, since passes end in a partial batch."""
         if self.tensor is not None:
             N = self.tensor.shape[0]
             per_epoch = math.ceil(N / self.B)
@@ -198,13 +200,16 @@ class _Batches:
                 for j in range(offset, per_epoch):
                     yield self.tensor[perm[j * self.B : (j + 1) * self.B]]
                 epoch, offset = epoch + 1, 0
-        skip, epoch = start * self.B, 0
+        skip, epoch = (start * self.B if tokens is None else tokens), 0
+        n_dropped_before = self.n_dropped  # on resume: the count saved with the checkpoint
         while True:
             buf, n_buf = [], 0
             for batch in self._raw_batches(epoch):
                 if skip:
                     cut = min(skip, batch.shape[0])
                     batch, skip = batch[cut:], skip - cut
+                    if not skip:  # the rows skipped were counted before the checkpoint
+                        self.n_dropped = n_dropped_before
                 buf.append(batch)
                 n_buf += batch.shape[0]
                 while n_buf >= self.B:
@@ -307,7 +312,7 @@ def train_sae(
     bar = tqdm(total=n_steps, initial=step, disable=not tcfg.progress, file=sys.stderr, desc=f"train {cfg.activation}")
     t0 = time.perf_counter()
     sae.train()
-    data = batches(step)
+    data = batches(step, tokens)
     while step < n_steps:
         try:
             x = next(data)
