@@ -80,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.n_tokens is not None and self.n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1 (or None); got {self.n_tokens}")
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr < 1.0):
+            raise ValueError(f"lr must be a finite number in (0, 1) (or None for the default); got {self.lr}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
@@ -334,7 +336,7 @@ def train_sae(
             aux = tcfg.aux_coef * losses.auxk_loss(out.x_in - out.x_hat, out.u, sae.W_dec, dead, aux_k, cfg.signed)
         loss = mse + sparsity + aux
         if not torch.isfinite(loss):
-            where = f"the checkpoint of step {last_ckpt} in {tcfg.checkpoint_dir}" if last_ckpt is not None else "none saved (set checkpoint_dir/checkpoint_every)"
+            where = f"step {last_ckpt}, {Path(tcfg.checkpoint_dir) / CHECKPOINT_FILE}" if last_ckpt is not None else "none saved (set checkpoint_dir/checkpoint_every)"
             bar.close()
             raise FloatingPointError(
                 f"training loss became {loss.item()} at step {step} (mse={mse.item():.4g}); last good checkpoint: "

@@ -21,6 +21,15 @@ TINY_SENTENCES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _seed_global_rng():
+    """Every test starts from the same global RNG state, whatever ran before it (or on which xdist worker)."""
+    import torch
+
+    torch.manual_seed(0)
+    yield
+
+
 @pytest.fixture(scope="session")
 def gemma():
     import abstopk_mini as am

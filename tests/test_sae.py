@@ -172,7 +172,7 @@ def test_remove_parallel_grad_leaves_gradient_orthogonal_to_rows():
     W = sae.W_dec.detach()
     g = sae.W_dec.grad
     rows = W / W.norm(dim=1, keepdim=True)
-    assert (g * rows).sum(1).abs().max() < 1e-12
+    assert (g * rows).sum(1).abs().max() < 1e-12 * g_before.abs().max()
     # only the parallel component was removed: g = g_before − (g_before·r) r
     torch.testing.assert_close(g, g_before - (g_before * rows).sum(1, keepdim=True) * rows)
 
