@@ -80,8 +80,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.n_tokens is not None and self.n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1 (or None); got {self.n_tokens}")
-        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr < 1.0):
-            raise ValueError(f"lr must be a finite number in (0, 1) (or None for the default); got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0 (or None for the default); got {self.lr}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
