@@ -392,6 +392,9 @@ def _count_steps(batches: _Batches) -> int:
 
 
 def _save_checkpoint(directory, sae, opt, step, tokens, n_steps, since_fired, history, coef) -> Path:
+    bad = [name for name, p in sae.named_parameters() if not torch.isfinite(p).all()]
+    if bad:  # never overwrite the last good checkpoint with a broken state
+        raise FloatingPointError(f"parameters {bad} became non-finite by step {step}; the last good checkpoint in {directory} was kept")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
