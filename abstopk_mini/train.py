@@ -17,9 +17,10 @@ tensor and nothing else:
    is removed; after it, rows are renormalised to unit norm.
 6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens.
 
-Data: a tensor ``[N, d_in]`` (shuffled each epoch with a seeded generator) or an iterable of
-``[b, d_in]`` batches (re-batched to ``batch_size``; pass a re-iterable object, such as a shard
-reader, to train for several epochs or to resume). Checkpoints are single files written
+Data: a tensor ``[N, d_in]`` (shuffled each epoch with a seeded generator), a
+:class:`~abstopk_mini.shards.ShardDataset` (streamed from disk, its own shuffle each epoch), or
+an iterable of ``[b, d_in]`` batches (re-batched to ``batch_size``; pass a re-iterable object to
+train for several epochs or to resume). Checkpoints are single files written
 atomically; ``resume=path`` continues bit-identically on CPU.
 """
 
@@ -149,10 +150,11 @@ class _Batches:
                 raise ValueError("activations is empty (0 usable rows); pass at least one row")
             self.tensor, self.source = data, None
         else:
-            if not isinstance(data, Iterable):
+            if not (isinstance(data, Iterable) or hasattr(data, "iter_epoch")):
                 raise TypeError(f"activations must be a tensor [N, d_in] or an iterable of batches; got {type(data).__name__}")
             self.tensor, self.source = None, data
-        self.reiterable = self.tensor is not None or iter(data) is not data
+        self.epochs = hasattr(data, "iter_epoch")  # e.g. a ShardDataset: its own order per epoch
+        self.reiterable = self.tensor is not None or self.epochs or iter(data) is not data
 
     def sample(self, n: int) -> torch.Tensor:
         """Up to n rows from the start of the data (for the input scale and b_dec)."""
@@ -180,7 +182,12 @@ class _Batches:
         return torch.cat(rows)[:n]
 
     def _raw_batches(self, epoch: int, peek: bool = False) -> Iterator[torch.Tensor]:
-        source = self._head if (peek and not self.reiterable) else self.source
+        if peek and not self.reiterable:
+            source = self._head
+        elif self.epochs:
+            source = self.source.iter_epoch(epoch, seed=self.seed)
+        else:
+            source = self.source
         for i, batch in enumerate(source):
             where = f"batch {i} of epoch {epoch} of activations"
             _check_tensor(batch, self.d_in, where)
@@ -386,6 +393,8 @@ def train_sae(
 
 
 def _count_steps(batches: _Batches) -> int:
+    if batches.epochs and hasattr(batches.source, "__len__"):  # a ShardDataset knows its size
+        return max(1, math.ceil(len(batches.source) / batches.B))
     n = sum(b.shape[0] for b in batches._raw_batches(epoch=0))
     batches.n_dropped = 0
     return max(1, math.ceil(n / batches.B))
