@@ -54,7 +54,7 @@ __all__ = [
 
 # settings that must match for a directory to be resumed (n_tokens may change: it extends)
 _IDENTITY = ("model", "layer", "hook_name", "d_model", "context_length", "dtype", "text_source",
-             "prepend_bos", "min_length", "batch_size", "shard_tokens")
+             "prepend_bos", "min_length", "batch_size", "shard_tokens", "chunk_offsets")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -240,9 +240,9 @@ def _start_or_resume(out: Path, settings: dict, n_tokens: int, overwrite: bool) 
                              "overwrite=True to replace them or choose another out_dir")
         return []
     old = read_manifest(out)
-    differ = [k for k in _IDENTITY if old.get(k) != settings[k]]
+    differ = [k for k in _IDENTITY if old.get(k) != settings.get(k)]
     if differ:
-        what = "; ".join(f"{k}: {old.get(k)!r} there, {settings[k]!r} asked" for k in differ)
+        what = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} asked" for k in differ)
         raise ValueError(f"out_dir={str(out)!r} already holds a different harvest ({what}); pass "
                          "overwrite=True to replace it, or choose another out_dir")
     sizes = _shard_sizes(n_tokens, settings["shard_tokens"])
@@ -269,7 +269,7 @@ def _start_or_resume(out: Path, settings: dict, n_tokens: int, overwrite: bool) 
 def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_dir, *,
             context_length: int = 128, batch_size: int = 16, shard_tokens: int = 65536,
             dtype: torch.dtype = torch.float32, text_source: str = "custom", min_length: int = 16,
-            overwrite: bool = False, progress: bool = True) -> dict:
+            overwrite: bool = False, progress: bool = True, chunk_offsets: Sequence[int] = (0,)) -> dict:
     """Write ``n_tokens`` residual-stream activations of ``texts`` at ``layer`` to ``out_dir``.
 
     texts: documents (str or :class:`~abstopk_mini.corpus.Document`), cut into chunks of
@@ -277,6 +277,9 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
     the BOS position is not harvested, so a full chunk gives ``context_length - 1`` tokens.
     dtype: storage dtype (float32 or bfloat16, which halves the disk); readers return float32.
     text_source: a label of where the texts come from (checked on resume).
+    chunk_offsets: one pass over the texts per offset, chunks cut from that token on (see
+    :func:`abstopk_mini.corpus.iter_doc_chunks`); ``(0, context_length // 2)`` reads a small
+    corpus twice with every token in a new position and context.
     Returns the manifest. Re-running the same call resumes (or returns at once when complete);
     a directory of another harvest is refused unless ``overwrite=True``.
     shape: shards of activations [shard_tokens, d_model]
@@ -301,6 +304,10 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
                 "d_model": info.d_model, "context_length": context_length, "dtype": dtype_name,
                 "text_source": text_source, "prepend_bos": True, "min_length": min_length,
                 "batch_size": batch_size, "shard_tokens": shard_tokens}
+    chunk_offsets = [int(o) for o in chunk_offsets]
+    if chunk_offsets != [0]:  # recorded only when used, so older harvests still resume
+        settings["chunk_offsets"] = chunk_offsets
+        texts = list(texts)
     shards = _start_or_resume(out, settings, n_tokens, overwrite)
     sizes = _shard_sizes(n_tokens, shard_tokens)
     manifest = {"format": FORMAT, **settings, "n_tokens": n_tokens, "family": info.family,
@@ -355,7 +362,8 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
                                  "overwrite=True to start again")
             start += rec["n_tokens"]
 
-    chunks = iter_doc_chunks(loaded.tokenizer, texts, context_length, min_length=min_length)
+    chunks = (c for o in chunk_offsets
+              for c in iter_doc_chunks(loaded.tokenizer, texts, context_length, min_length=min_length, offset=o))
     chunk_base = 0
     checked = resume_at == 0
     try:

@@ -257,8 +257,15 @@ def iter_chunks(tokenizer, docs: Iterable, context_length: int, *, prepend_bos: 
 
 
 def iter_doc_chunks(tokenizer, docs: Iterable, context_length: int, *, prepend_bos: bool = True,
-                    min_length: int = 16, group: int = 64) -> Iterator[tuple[int, list[int]]]:
-    """Like :func:`iter_chunks`, yielding ``(doc_index, chunk)`` (index into ``docs``)."""
+                    min_length: int = 16, group: int = 64, offset: int = 0) -> Iterator[tuple[int, list[int]]]:
+    """Like :func:`iter_chunks`, yielding ``(doc_index, chunk)`` (index into ``docs``).
+
+    offset: start cutting each document at this token (the tokens before it are skipped). A second
+    pass with ``offset = context_length // 2`` puts every token at another position, behind
+    another context, which gives new activations of the same text.
+    """
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0; got {offset!r}")
     if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
         raise ValueError(f"context_length must be an int >= 2; got {context_length!r}")
     if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 1:
@@ -271,7 +278,7 @@ def iter_doc_chunks(tokenizer, docs: Iterable, context_length: int, *, prepend_b
     def flush():
         encoded = tokenizer([text for _, text in pending], add_special_tokens=False)["input_ids"]
         for (index, _), ids in zip(pending, encoded):
-            for start in range(0, len(ids), body):
+            for start in range(offset, len(ids), body):
                 piece = ids[start:start + body]
                 if len(piece) == body or len(piece) >= min_length:
                     yield index, prefix + piece

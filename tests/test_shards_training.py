@@ -45,3 +45,17 @@ def test_n_tokens_defaults_to_one_pass_over_the_shards(tiny_gpt2, tmp_path):
     cfg = am.SAEConfig(d_in=ds.d_model, d_sae=32, activation="topk", k=4, device="cpu")
     _, hist = am.train_sae(cfg, ds, batch_size=256, init_sample=256, progress=False)
     assert hist["n_tokens"] == len(ds) > 1000
+
+
+def test_chunk_offsets_read_the_text_again_at_new_positions(tiny_gpt2, tmp_path):
+    one = am.activations.harvest(tiny_gpt2, TINY_SENTENCES * 20, layer=1, n_tokens=10_000, out_dir=tmp_path / "a",
+                                 context_length=16, batch_size=8, min_length=2, progress=False)
+    two = am.activations.harvest(tiny_gpt2, TINY_SENTENCES * 20, layer=1, n_tokens=10_000, out_dir=tmp_path / "b",
+                                 context_length=16, batch_size=8, min_length=2, progress=False, chunk_offsets=(0, 3))
+    assert two["chunk_offsets"] == [0, 3] and "chunk_offsets" not in one
+    a, b = ShardDataset(tmp_path / "a"), ShardDataset(tmp_path / "b")
+    n_a = len(a)
+    # the first pass is the plain harvest; the second pass adds the text minus 3 tokens per doc, re-chunked
+    assert torch.equal(torch.cat([b.read_shard(i) for i in range(len(b.shards))])[:n_a],
+                       torch.cat([a.read_shard(i) for i in range(len(a.shards))]))
+    assert n_a < len(b) <= 2 * n_a
