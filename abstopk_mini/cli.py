@@ -4,6 +4,8 @@ Every command prints a readable summary, or with ``--json`` exactly one JSON obj
 progress bars and logs go to stderr. Commands:
 
     toy         the toy benchmark: every activation on P signed axes (no model needed)
+    harvest     residual-stream activations of a model on offline text, written to shards
+    train       an SAE trained on a harvest (content-addressed: a rerun reuses it)
 
 Further commands (harvest, train, eval, concepts, steer, reproduce, sweep) register themselves
 below as their modules land.
@@ -54,8 +56,86 @@ def _run_toy(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- harvest
+def _add_harvest(sub) -> None:
+    p = sub.add_parser("harvest", help="residual-stream activations of a model on offline text, to shards")
+    p.add_argument("--model", default="gemma-3-270m", help="model name, hub id or local dir (default: the embedded gemma-3-270m)")
+    p.add_argument("--layer", type=int, default=6, help="residual stream after this block (default 6)")
+    p.add_argument("--tokens", type=int, default=1_000_000, help="tokens to harvest (default 1M)")
+    p.add_argument("--context", type=int, default=128, help="context length incl. BOS (default 128)")
+    p.add_argument("--sources", default="wiki,lee,newsgroups", help="comma-separated: wiki, lee, newsgroups, hf:<dataset>")
+    p.add_argument("--split", default="train", choices=["train", "heldout"])
+    p.add_argument("--offsets", default="0,64", help="chunk offsets, one pass over the text each (default 0,64)")
+    p.add_argument("--runs-dir", default=None, help="artifact root (default $ABSTOPK_RUNS or ./runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different harvest in the target dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_harvest)
+
+
+def _harvest_spec(args):
+    from .pipeline import HarvestSpec
+
+    return HarvestSpec(model=args.model, layer=args.layer, n_tokens=args.tokens, context_length=args.context,
+                       sources=tuple(s for s in args.sources.split(",") if s), split=args.split,
+                       chunk_offsets=tuple(int(o) for o in args.offsets.split(",") if o != ""))
+
+
+def _run_harvest(args) -> int:
+    from .pipeline import harvest_spec
+    from .shards import read_manifest
+
+    out = harvest_spec(_harvest_spec(args), args.runs_dir, progress=True, overwrite=args.overwrite)
+    m = read_manifest(out)
+    result = {"command": "harvest", "dir": str(out), "model": m["model"], "layer": m["layer"],
+              "hook_name": m["hook_name"], "tokens": m["tokens_written"], "n_shards": m["n_shards"],
+              "content_sha256": m["content_sha256"]}
+    _emit(args, result, f"{m['tokens_written']:,} tokens of {m['model']} {m['hook_name']} in {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    from .nonlinearities import ACTIVATIONS
+
+    p = sub.add_parser("train", help="train an SAE on a harvest directory")
+    p.add_argument("--acts", required=True, help="harvest directory (from `harvest`)")
+    p.add_argument("--activation", default="abstopk", choices=sorted(ACTIVATIONS))
+    p.add_argument("--d-sae", type=int, default=4096)
+    p.add_argument("--k", type=int, default=32, help="non-zeros per token (target L0 for relu/jumprelu)")
+    p.add_argument("--tokens", type=int, default=None, help="training tokens (default: one pass over the harvest)")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="save the SAE here too (the run dir is content-addressed under --runs-dir)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .pipeline import train_on_harvest
+    from .sae import SAEConfig
+    from .shards import read_manifest
+
+    d_in = read_manifest(args.acts)["d_model"]
+    cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
+    kw = {"batch_size": args.batch_size, "seed": args.seed}
+    if args.tokens is not None:
+        kw["n_tokens"] = args.tokens
+    if args.lr is not None:
+        kw["lr"] = args.lr
+    sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, **kw)
+    if args.out:
+        sae.save(args.out)
+    last = {key: hist[key][-1] for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
+    result = {"command": "train", "dir": str(path), "out": args.out, "activation": args.activation, "d_sae": args.d_sae,
+              "k": args.k, "n_tokens": hist["n_tokens"], "wall_time_s": hist["wall_time_s"], **{f"final_{k}": v for k, v in last.items()}}
+    _emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()) + f" -> {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
-_COMMANDS = [_add_toy]
+_COMMANDS = [_add_toy, _add_harvest, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:
