@@ -33,10 +33,16 @@ choosing the latent or the Difference-in-Means direction.
 
 Metrics (:func:`evaluate_axis`; test numbers are on the test split)
 -------------------------------------------------------------------
-Every accuracy is a **balanced per-sample accuracy**: the share of side-a samples classified a and
-the share of side-b samples classified b, averaged (equal to the plain accuracy for pairs, where
-both sides have the same count). ``*_vote`` variants classify a *word* by the majority of its
-templates (a tie counts 0.5) and average the same way over words.
+Every ``*_accuracy`` is a **per-word, absolute, balanced per-sample accuracy**: each (word,
+template) sample is classified on its own by a fixed rule, and the share of side-a samples
+classified a and the share of side-b samples classified b are averaged (equal to the plain
+accuracy for pairs, where both sides have the same count). ``*_vote`` variants classify a *word*
+by the majority of its templates (a tie counts 0.5) and average the same way over words.
+``*relative_accuracy`` is the easier **per-pair, relative** task: for each test (pair, template),
+is the score of the a word above the score of the b word (a tie counts 0.5)? For unpaired sides,
+over all (a, b) combinations, i.e. the ROC AUC. Expect a large gap between the two on raw
+residual streams: word-to-word variation along a direction can exceed the gap between the sides
+even when every pair is ordered correctly.
 
 * threshold rule of latent j: side a iff ``o·(z_j − θ) > 0``, with orientation ``o ∈ {±1}`` and
   threshold θ chosen on train (θ the midpoint between consecutive sorted train values).
@@ -57,12 +63,14 @@ templates (a tie counts 0.5) and average the same way over words.
 * sign latent: the latent with the best *train sign accuracy* (reported with the same metrics);
   for AbsTopK it answers "is there a latent that separates the sides by its sign", which the
   threshold-best latent need not be.
-* two-latent rule (i, j): side a iff ``z_i > z_j``, b iff ``z_i < z_j``, a tie (typically both
-  zero) a coin flip (strict: wrong). Chosen on train among ordered pairs of the
-  ``n_candidates`` latents with the best train threshold accuracy.
+* relative_accuracy (of a latent): the relative task with score ``o·z_j`` (sign orientation o).
+* two-latent rule ``best_pair = (i, j)``: side a iff ``z_i > z_j``, b iff ``z_i < z_j``, a tie
+  (typically both zero) a coin flip (``best_pair_accuracy``; ``_strict``: wrong). Chosen on
+  train among ordered pairs of the ``n_candidates`` latents with the best train threshold
+  accuracy.
 * Difference in Means: ``d = (mean(a_train) − mean(b_train)) / ‖·‖`` over train samples in
   activation space; side a iff ``x·d > m`` with m the midpoint of the two train side means of
-  ``x·d``. Positions on this axis are normalised as ``(x·d − m) / h`` (h half the gap), so the
+  ``x·d`` (``dim_test_accuracy``; ``dim_relative_accuracy`` scores by ``x·d``). Positions on this axis are normalised as ``(x·d − m) / h`` (h half the gap), so the
   train side-a mean sits at +1 and side b at −1; neutral words (person, parent, child, ...) get
   the mean of their templates' positions.
 * cos_to_dim: cosine between ``o·W_dec[j]`` (threshold orientation o, so positive means the
@@ -87,7 +95,8 @@ __all__ = [
     "NEUTRAL_WORDS", "SIDE_NAMES", "BOUNDARY_ISSUES",
     "load_pairs", "read_pairs_file", "split_pairs", "load_sentiment", "check_templates",
     "TokenIssue", "WordActivations", "locate_word", "word_activations", "sentence_activations",
-    "encode_samples", "dim_direction", "threshold_scores", "sign_accuracy", "best_pair",
+    "encode_samples", "dim_direction", "threshold_scores", "sign_accuracy", "best_latent", "best_pair",
+    "relative_accuracy",
     "AxisResult", "evaluate_axis", "sign_summary", "run_concepts", "run_sentiment",
 ]
 
@@ -518,6 +527,26 @@ def sign_accuracy(v_a: torch.Tensor, v_b: torch.Tensor, orientation: int = 1, ze
     return (_sign_correct(orientation * v_a, 1, zero).mean(0) + _sign_correct(orientation * v_b, -1, zero).mean(0)) / 2
 
 
+def best_latent(z_a: torch.Tensor, z_b: torch.Tensor, rule: str = "threshold") -> dict:
+    """The latent with the best balanced train accuracy under ``rule``.
+
+    rule "threshold": side a iff ``o·(z_j − θ) > 0`` (:func:`threshold_scores`); "sign": side a iff
+    ``o·z_j > 0`` with zero a coin flip (:func:`sign_accuracy`). First index on ties.
+    Returns ``{"latent", "orientation", "threshold" (None for "sign"), "train_accuracy"}``.
+    shape: z_a [n_a, m], z_b [n_b, m]
+    """
+    if rule == "threshold":
+        acc, orient, thr = threshold_scores(z_a, z_b)
+        j = int(acc.argmax())
+        return {"latent": j, "orientation": int(orient[j]), "threshold": float(thr[j]), "train_accuracy": float(acc[j])}
+    if rule == "sign":
+        acc = sign_accuracy(z_a, z_b)  # orientation -1 scores 1 - acc
+        j = int(torch.maximum(acc, 1 - acc).argmax())
+        o = 1 if float(acc[j]) >= 0.5 else -1
+        return {"latent": j, "orientation": o, "threshold": None, "train_accuracy": max(float(acc[j]), 1 - float(acc[j]))}
+    raise ValueError(f"rule must be 'threshold' or 'sign'; got {rule!r}")
+
+
 def _pair_correct(z: torch.Tensor, i: int, j: int, side: int, zero: str) -> torch.Tensor:
     return _sign_correct(side * (z[..., i] - z[..., j]), 1, zero)
 
@@ -536,6 +565,15 @@ def best_pair(z_a: torch.Tensor, z_b: torch.Tensor, n_candidates: int = 64) -> t
     flat = int(score.reshape(-1).argmax())
     i, j = divmod(flat, len(cand))
     return int(cand[i]), int(cand[j]), float(score[i, j])
+
+
+def relative_accuracy(s_a: torch.Tensor, s_b: torch.Tensor, paired: bool = True) -> float:
+    """Share of (a, b) sample pairs with ``s_a > s_b`` (a tie counts 0.5): the pair task "which of
+    the two is side a". paired: row-aligned pairs (same word pair, same template); else every
+    (a, b) combination (the ROC AUC of the score).  shape: s_a [n_a, T], s_b [n_b, T]"""
+    if paired:
+        return float(_sign_correct(s_a.double() - s_b.double(), 1, "coin").mean())
+    return float(_sign_correct(s_a.double().reshape(-1, 1) - s_b.double().reshape(1, -1), 1, "coin").mean())
 
 
 def _balanced(correct_a: torch.Tensor, correct_b: torch.Tensor) -> float:
@@ -584,15 +622,17 @@ class AxisResult:
     mean_u_b: float
     bidirectional_share: float
     bidirectional: bool
+    relative_accuracy: float
     cos_to_dim: float
     sign_latent: dict
     best_pair: tuple[int, int]
-    train_pair_accuracy: float
-    pair_accuracy: float
-    pair_accuracy_strict: float
+    train_best_pair_accuracy: float
+    best_pair_accuracy: float
+    best_pair_accuracy_strict: float
     dim_train_accuracy: float
     dim_test_accuracy: float
     dim_accuracy_vote: float
+    dim_relative_accuracy: float
     test_position_a: float
     test_position_b: float
     neutral_positions: list[float] | None = None
@@ -628,6 +668,7 @@ def _latent_metrics(j, o_sign, z_a, z_b, u_a, u_b, u_a_tr, u_b_tr, paired, min_b
         preact_sign_accuracy=float(sign_accuracy(u_a[..., j].reshape(-1), u_b[..., j].reshape(-1), o_pre)),
         preact_sign_orientation=o_pre, mean_u_a=float(u_a[..., j].mean()), mean_u_b=float(u_b[..., j].mean()),
         bidirectional_share=share, bidirectional=share >= min_bidirectional,
+        relative_accuracy=relative_accuracy(o_sign * za, o_sign * zb, paired),
     )
 
 
@@ -654,20 +695,17 @@ def evaluate_axis(sae, acts_a_train: torch.Tensor, acts_b_train: torch.Tensor, a
     flat = lambda t: t.reshape(-1, m)  # noqa: E731
 
     # best latent by train threshold accuracy, then its sign orientation on train
-    acc, orient, thr = threshold_scores(flat(z_a_tr), flat(z_b_tr))
-    j = int(acc.argmax())
-    o, theta = int(orient[j]), float(thr[j])
+    best_thr = best_latent(flat(z_a_tr), flat(z_b_tr), "threshold")
+    j, o, theta = best_thr["latent"], best_thr["orientation"], best_thr["threshold"]
     o_sign = 1 if float(sign_accuracy(flat(z_a_tr)[:, j], flat(z_b_tr)[:, j])) >= 0.5 else -1
     ta = (o * (z_a[..., j].double() - theta) > 0).double()
     tb = (o * (z_b[..., j].double() - theta) < 0).double()
     best = _latent_metrics(j, o_sign, z_a, z_b, u_a, u_b, u_a_tr, u_b_tr, paired, min_bidirectional)
 
     # latent with the best train sign accuracy
-    s_acc = sign_accuracy(flat(z_a_tr), flat(z_b_tr))
-    s_best = torch.maximum(s_acc, 1 - s_acc)
-    js = int(s_best.argmax())
-    o_js = 1 if float(s_acc[js]) >= 0.5 else -1
-    sign_latent = dict(latent=js, train_sign_accuracy=float(s_best[js]),
+    best_sgn = best_latent(flat(z_a_tr), flat(z_b_tr), "sign")
+    js, o_js = best_sgn["latent"], best_sgn["orientation"]
+    sign_latent = dict(latent=js, train_sign_accuracy=best_sgn["train_accuracy"],
                        **_latent_metrics(js, o_js, z_a, z_b, u_a, u_b, u_a_tr, u_b_tr, paired, min_bidirectional))
 
     # two-latent rule
@@ -697,11 +735,12 @@ def evaluate_axis(sae, acts_a_train: torch.Tensor, acts_b_train: torch.Tensor, a
     return AxisResult(
         n_train_a=A_tr.shape[0] * A_tr.shape[1], n_train_b=B_tr.shape[0] * B_tr.shape[1],
         n_test_a=A_te.shape[0] * A_te.shape[1], n_test_b=B_te.shape[0] * B_te.shape[1], paired=paired,
-        best_latent=j, orientation=o, threshold=theta, train_threshold_accuracy=float(acc[j]),
+        best_latent=j, orientation=o, threshold=theta, train_threshold_accuracy=best_thr["train_accuracy"],
         threshold_accuracy=_balanced(ta, tb), threshold_accuracy_vote=_vote(ta, tb), **best, cos_to_dim=cos,
-        sign_latent=sign_latent, best_pair=(pi, pj), train_pair_accuracy=pair_train,
-        pair_accuracy=_balanced(pa, pb), pair_accuracy_strict=_balanced(pa_s, pb_s),
+        sign_latent=sign_latent, best_pair=(pi, pj), train_best_pair_accuracy=pair_train,
+        best_pair_accuracy=_balanced(pa, pb), best_pair_accuracy_strict=_balanced(pa_s, pb_s),
         dim_train_accuracy=dim_train, dim_test_accuracy=_balanced(da, db), dim_accuracy_vote=_vote(da, db),
+        dim_relative_accuracy=relative_accuracy(proj(A_te), proj(B_te), paired),
         test_position_a=float(pos(A_te).mean()), test_position_b=float(pos(B_te).mean()),
         neutral_positions=neutral_positions, neutral_z=neutral_z,
     )

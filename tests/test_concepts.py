@@ -104,6 +104,16 @@ def test_sign_accuracy_zero_conventions():
     assert C.sign_accuracy(v_a, v_b, orientation=-1).item() == pytest.approx(1 - 0.6875)
 
 
+def test_best_latent_threshold_vs_sign_rule():
+    z_a = torch.tensor([[1.0, 1.0], [2.0, 1.0]])   # column 0: a one-sided detector of side a
+    z_b = torch.tensor([[0.0, -1.0], [0.0, -2.0]])  # column 1: bidirectional
+    assert C.best_latent(z_a, z_b) == {"latent": 0, "orientation": 1, "threshold": 0.5, "train_accuracy": 1.0}
+    assert C.best_latent(z_a, z_b, "sign") == {"latent": 1, "orientation": 1, "threshold": None, "train_accuracy": 1.0}
+    assert C.best_latent(-z_a, -z_b, "sign")["orientation"] == -1
+    with pytest.raises(ValueError, match="rule"):
+        C.best_latent(z_a, z_b, "vote")
+
+
 def test_threshold_scores_match_brute_force():
     g = torch.Generator().manual_seed(0)
     v_a = torch.randint(-3, 4, (7, 6), generator=g).double()  # many ties
@@ -184,7 +194,7 @@ def test_nonnegative_pair_of_rows_needs_two_latents():
     assert r.sign_accuracy == 0.75 and r.sign_accuracy_strict == 0.5 and r.sign_accuracy_vote == 0.75
     assert not r.bidirectional and r.bidirectional_share == 0.0
     assert r.preact_sign_accuracy == 1.0  # before the top-k, u_0 = c·(g·g) keeps the sign
-    assert set(r.best_pair) == {0, 1} and r.pair_accuracy == r.pair_accuracy_strict == 1.0
+    assert set(r.best_pair) == {0, 1} and r.best_pair_accuracy == r.best_pair_accuracy_strict == 1.0
     assert r.best_pair == (0, 1)  # "a iff z_0 > z_1": latent 0 is the a-detector
     assert r.cos_to_dim > 0.99 and r.dim_test_accuracy == 1.0
 
@@ -202,6 +212,32 @@ def test_one_sided_abstopk_detector_like_the_first_trial():
     assert r.sign_accuracy == 0.75 and r.sign_accuracy_strict == 0.5 and not r.bidirectional
     assert r.preact_sign_accuracy == 1.0 and r.mean_u_a > 1  # the encoder still sees +c on side a
     assert r.dim_test_accuracy == 1.0
+
+
+def test_relative_accuracy_pairs_and_auc():
+    s_a = torch.tensor([[3.0], [1.0], [2.0]])
+    s_b = torch.tensor([[2.0], [0.0], [2.0]])
+    assert C.relative_accuracy(s_a, s_b) == pytest.approx((1 + 1 + 0.5) / 3)  # row-aligned pairs
+    # unpaired: the ROC AUC over all 9 combinations = Mann-Whitney U / (n_a n_b), ties 0.5
+    from scipy.stats import mannwhitneyu
+
+    u = mannwhitneyu(s_a.flatten().numpy(), s_b.flatten().numpy()).statistic
+    assert C.relative_accuracy(s_a, s_b, paired=False) == pytest.approx(u / 9) == pytest.approx(6 / 9)
+
+
+def test_words_vary_more_than_the_gap_absolute_vs_relative():
+    """Each pair is (w + g, w - g) with a word offset w much larger than g: DiM orders every pair
+    (relative accuracy 1) while a fixed threshold misclassifies many words (absolute < 1)."""
+    gen = torch.Generator().manual_seed(7)
+    g = torch.zeros(8)
+    g[0] = 1.0
+    def pairs(n):
+        w = 5.0 * torch.randn(n, 1, 1, generator=gen) * g + 0.05 * torch.randn(n, 2, 8, generator=gen)
+        return w + 0.5 * g, w - 0.5 * g
+    (a_tr, b_tr), (a_te, b_te) = pairs(30), pairs(30)
+    r = C.evaluate_axis(_sae_with_rows("abstopk", [g], k=1), a_tr, b_tr, a_te, b_te)
+    assert r.dim_relative_accuracy == 1.0 and r.relative_accuracy == 1.0
+    assert r.dim_test_accuracy < 0.8 and r.threshold_accuracy < 0.8
 
 
 def test_unpaired_sides_and_shape_errors():
@@ -283,3 +319,15 @@ def test_run_concepts_end_to_end(gemma, tmp_path):
     assert len(dropped["train_pairs"] + dropped["test_pairs"]) == 4
     with pytest.raises(ValueError, match="'man' in 'My {}ly friend came.'"):
         C.run_concepts(sae, gemma, pairs, mismatch="raise", **kw)
+    # explicit test pairs: train on all of `pairs`, test on the file; shared words are refused
+    held = tmp_path / "held.txt"
+    held.write_text("son daughter\nqueen king\n")  # queen is on side b in `pairs`
+    with pytest.raises(ValueError, match="'queen' on side a"):
+        C.run_concepts(sae, gemma, pairs, test_pairs=held, templates=templates[:1])
+    held.write_text("son daughter\nking queen\n")
+    with pytest.raises(ValueError, match="share words.*king"):
+        C.run_concepts(sae, gemma, pairs, test_pairs=held, templates=templates[:1])
+    held.write_text("son daughter\nnephew niece\n")
+    r = C.run_concepts(sae, gemma, pairs, test_pairs=held, templates=templates[:1], neutral_words=[])
+    assert r["test_pairs"] == [["son", "daughter"], ["nephew", "niece"]] and len(r["train_pairs"]) == 5
+    assert r["n_test_a"] == 2 and r["neutral_positions"] is None
