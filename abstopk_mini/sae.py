@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .device import get_device
-from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, THRESHOLD_ACTIVATIONS, make_activation
+from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, make_activation
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
 
