@@ -6,6 +6,7 @@ progress bars and logs go to stderr. Commands:
     toy         the toy benchmark: every activation on P signed axes (no model needed)
     harvest     residual-stream activations of a model on offline text, written to shards
     train       an SAE trained on a harvest (content-addressed: a rerun reuses it)
+    concepts    best single latent for a concept axis (male/female, ...), by sign, vs Difference-in-Means
 
 Further commands (harvest, train, eval, concepts, steer, reproduce, sweep) register themselves
 below as their modules land.
@@ -134,8 +135,65 @@ def _run_train(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- shared
+def _load_sae_and_model(args):
+    """The SAE of ``--sae`` and the model it reads (``--model`` must agree with the SAE's config)."""
+    from .models import DEFAULT_MODEL, load_model
+    from .sae import SAE
+
+    sae = SAE.load(args.sae, device="cpu" if getattr(args, "cpu", False) else None)
+    name = args.model or sae.cfg.model_name or DEFAULT_MODEL
+    if args.model and sae.cfg.model_name and args.model != sae.cfg.model_name:
+        raise ValueError(f"--model {args.model!r} but the SAE in {args.sae!r} was trained on {sae.cfg.model_name!r} "
+                         f"({sae.cfg.hook_name}); pass --model {sae.cfg.model_name!r} or another SAE")
+    return sae, load_model(name)
+
+
+# ----------------------------------------------------------------------------- concepts
+def _add_concepts(sub) -> None:
+    p = sub.add_parser("concepts", help="does one latent separate a concept's two sides (by sign)? vs Difference-in-Means")
+    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--pairs", default="family", help="family, opposite, or a file of 'a b' lines (train pairs)")
+    p.add_argument("--test-pairs", default=None, help="file of 'a b' lines to test on (default: a seeded split of --pairs)")
+    p.add_argument("--templates", default=None, help="file with one template per line, '{}' marking the word")
+    p.add_argument("--layer", type=int, default=None, help="default: the SAE's hook layer")
+    p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
+    p.add_argument("--mismatch", default="keep", choices=["keep", "drop", "raise"],
+                   help="pairs whose word merges with the template text: keep (reported), drop or raise")
+    p.add_argument("--acts", default=None, help="a harvest dir: adds the share of bidirectional latents on 20k of its tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_concepts)
+
+
+def _run_concepts(args) -> int:
+    from pathlib import Path
+
+    from .concepts import run_concepts
+
+    sae, loaded = _load_sae_and_model(args)
+    templates = None
+    if args.templates:
+        if not Path(args.templates).is_file():
+            raise FileNotFoundError(f"--templates {args.templates!r} is not a file")
+        templates = [line.rstrip("\n") for line in Path(args.templates).read_text().splitlines() if line.strip()]
+    token_acts = None
+    if args.acts:
+        from .shards import check_compatible, load_activations
+
+        check_compatible(args.acts, loaded.info.name, sae.cfg.hook_layer if args.layer is None else args.layer, sae.cfg.d_in)
+        token_acts = load_activations(args.acts, 20_000)
+    report = run_concepts(sae, loaded, args.pairs, test_pairs=args.test_pairs, layer=args.layer, templates=templates,
+                          seed=args.seed, mismatch=args.mismatch, token_acts=token_acts)
+    report = {"command": "concepts", **report}
+    text = (f"{report['concept']}: best latent {report['best_latent']} — sign accuracy {report['test_accuracy']:.3f}, "
+            f"DiM accuracy {report['dim_test_accuracy']:.3f} on {len(report['test_pairs'])} test pairs")
+    _emit(args, report, text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
-_COMMANDS = [_add_toy, _add_harvest, _add_train]
+_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_concepts]
 
 
 def build_parser() -> argparse.ArgumentParser:
