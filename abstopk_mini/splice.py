@@ -50,7 +50,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .activations import _encode, _pad, _require_loaded, _unwrap, residual_stream
+from .activations import _check_positive, _encode, _pad, _require_loaded, _unwrap, residual_stream
 from .models import LoadedModel, _check_layer, get_blocks
 
 __all__ = ["splice_residual", "edit_mask", "as_reconstruct", "loss_recovered", "SpliceResult", "evaluate"]
@@ -104,7 +104,7 @@ def splice_residual(model, layer: int, fn: Reconstruct, *, skip_bos: bool = True
 
     def read_inputs(module, args, kwargs):  # forward pre-hook on the whole model
         inputs["ids"] = kwargs.get("input_ids", args[0] if args else None)
-        inputs["mask"] = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        inputs["mask"] = kwargs.get("attention_mask")  # keyword only: its position differs between models
 
     def replace(module, args, output):  # forward hook on block `layer`
         h = output[0] if isinstance(output, tuple) else output
@@ -283,8 +283,7 @@ def evaluate(model: LoadedModel, sae, texts, layer: int | None = None, *, contex
     if d_in is not None and d_in != loaded.info.d_model:
         raise ValueError(f"the SAE reads d_in={d_in} but {loaded.info.name} has d_model={loaded.info.d_model}; "
                          "pass an SAE trained on this model")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    _check_positive(batch_size=batch_size, context_length=context_length)
     reconstruct = as_reconstruct(sae)
     seqs = _sequences(loaded, texts, context_length, max_tokens, skip_bos)
     lm, info = loaded.model, loaded.info

@@ -44,7 +44,7 @@ import torch
 
 from .activations import _encode, _pad, _require_loaded
 from .models import LoadedModel
-from .splice import splice_residual
+from .splice import _layer_of, splice_residual
 
 __all__ = [
     "DEFAULT_PROMPTS", "DEFAULT_PAIRS", "Intervention", "clamp_latent", "add_direction",
@@ -103,15 +103,6 @@ class Intervention:
         return splice_residual(model, self.layer, self.fn, skip_bos=self.skip_bos)
 
 
-def _sae_layer(sae, layer: int | None) -> int:
-    if layer is None:
-        layer = sae.cfg.hook_layer
-        if layer is None:
-            raise ValueError("layer=None and the SAE does not record its layer (cfg.hook_layer is None); "
-                             "pass layer=L")
-    return layer
-
-
 def _check_latent(sae, latent: int) -> None:
     from .sae import SAE
 
@@ -133,7 +124,7 @@ def decoder_direction(sae, latent: int) -> torch.Tensor:
 def clamp_latent(sae, latent: int, value: float, layer: int | None = None) -> Intervention:
     """x' = x + (value − z_i(x)) d_i (module docstring); layer defaults to ``sae.cfg.hook_layer``."""
     _check_latent(sae, latent)
-    layer = _sae_layer(sae, layer)
+    layer = _layer_of(sae, layer)
     value = float(value)
     d_i = decoder_direction(sae, latent)
 

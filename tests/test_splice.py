@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import abstopk_mini as am
 from abstopk_mini import activations as A

@@ -124,6 +124,8 @@ def test_curve_argument_errors(tiny_gpt2):
         St.logit_diff_curve(tiny_gpt2, lambda c: None, [1.0], pairs=[("woman", "man")])
     with pytest.raises(ValueError, match="latent must be an int"):
         St.clamp_latent(_sae(32, 0), 64, 1.0)
+    with pytest.raises(ValueError, match="trained on layer 0"):
+        St.clamp_latent(_sae(32, 0), 1, 1.0, layer=1)
 
 
 # --------------------------------------------------------------------------- generation
@@ -138,8 +140,13 @@ def test_generate_with_matches_transformers_greedy(tiny_gpt2):
     assert St.generate_with(loaded, prompt, max_new_tokens=6) == want
     v = torch.randn(loaded.info.d_model, generator=torch.Generator().manual_seed(0))
     assert St.generate_with(loaded, prompt, St.add_direction(v, 0.0, 0), max_new_tokens=6) == want
-    steered = St.generate_with(loaded, prompt, St.add_direction(v, 50.0, 1), max_new_tokens=6)
+    push = St.add_direction(v, 50.0, 1)
+    steered = St.generate_with(loaded, prompt, push, max_new_tokens=6)
     assert steered != want  # a large push changes the greedy path of this model
+    with push.attach(loaded), torch.inference_mode():  # with a KV cache only new positions reach the hook
+        cached = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                                       do_sample=False, pad_token_id=loaded.info.pad_token_id)
+    assert loaded.tokenizer.decode(cached[0, ids.shape[1]:], skip_special_tokens=True) == steered
 
 
 # --------------------------------------------------------------------------- Gemma
