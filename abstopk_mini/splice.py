@@ -127,8 +127,12 @@ def splice_residual(model, layer: int, fn: Reconstruct, *, skip_bos: bool = True
 
 
 def as_reconstruct(sae_or_fn) -> Reconstruct:
-    """An SAE (its ``forward``, :math:`\\hat x = ((s x - b)W_{enc} \\dots)`, input scale included)
-    or any callable ``x -> x_hat`` as a function of activation rows on any device.
+    """An SAE (its ``forward``: encode then decode, input scale included, on the SAE's device)
+    or any callable ``x -> x_hat``, as a function of activation rows on any device.
+
+    The SAE is used in its current mode: :func:`~abstopk_mini.train.train_sae` and ``SAE.load``
+    return it in eval mode, where the batch top-k activations use their learned threshold, so
+    the result does not depend on which rows share a batch.
 
     shape: x [n, d_model] -> x_hat [n, d_model]
     """
