@@ -55,7 +55,7 @@ __all__ = [
     "TokenIssue", "WordActivations", "locate_word", "word_activations", "sentence_activations",
     "encode_samples", "dim_direction", "threshold_scores", "sign_accuracy", "best_latent", "best_pair",
     "relative_accuracy",
-    "AxisResult", "evaluate_axis", "sign_summary", "run_concepts", "run_sentiment",
+    "AxisResult", "evaluate_axis", "sign_summary", "run_concepts", "run_sentiment", "pair_word_activations",
 ]
 
 QUESTIONS_FILE = "questions-words.txt"
@@ -410,10 +410,23 @@ def _layer_for(sae, model, layer):
     return layer
 
 
+def pair_word_activations(model, pairs="family", layer: int = 6, templates=None, neutral_words=None, *,
+                          include_pronouns: bool = False, batch_size: int = 32) -> WordActivations:
+    """Word activations of every word of ``pairs`` and the neutral words, in the set's templates:
+    what :func:`run_concepts` computes, once, to pass as ``word_acts=`` for several SAEs."""
+    name = os.fspath(pairs) if isinstance(pairs, (str, os.PathLike)) else "custom"
+    all_pairs = load_pairs(pairs, include_pronouns=include_pronouns)
+    templates = check_templates(templates if templates is not None else TEMPLATES.get(name, DEFAULT_TEMPLATES))
+    words = [w for p in all_pairs for w in p]
+    neutral = list(neutral_words) if neutral_words is not None else list(NEUTRAL_WORDS.get(name, ()))
+    neutral = [w for w in neutral if w not in set(words)]
+    return word_activations(model, words + neutral, layer, templates, batch_size=batch_size)
+
+
 def run_concepts(sae, model, pairs="family", *, test_pairs=None, layer: int | None = None, templates=None,
                  test_frac: float = 0.5, seed: int = 0, neutral_words: Sequence[str] | None = None,
                  mismatch: str = "keep", token_acts: torch.Tensor | None = None, include_pronouns: bool = False,
-                 batch_size: int = 32) -> dict:
+                 batch_size: int = 32, word_acts: "WordActivations | None" = None) -> dict:
     """Measure a concept axis of ``sae`` on ``model`` end to end; returns a JSON-able dict.
 
     pairs: a built-in set, a pairs file or a list (:func:`load_pairs`). test_pairs: if given,
@@ -425,6 +438,8 @@ def run_concepts(sae, model, pairs="family", *, test_pairs=None, layer: int | No
     (leave the pair out, listed in ``dropped_pairs``) or ``"raise"``. Issues of every kind are
     always listed in ``tokenization_issues``.
     token_acts: a token sample [N, d_in] for :func:`sign_summary` (skipped when None).
+    word_acts: the :class:`WordActivations` of an earlier call (same model, layer, templates and
+    words), to score several SAEs without running the model again: see :func:`pair_word_activations`.
     """
     if mismatch not in ("keep", "drop", "raise"):
         raise ValueError(f"mismatch must be 'keep', 'drop' or 'raise'; got {mismatch!r}")
@@ -443,7 +458,14 @@ def run_concepts(sae, model, pairs="family", *, test_pairs=None, layer: int | No
     neutral = list(neutral_words) if neutral_words is not None else list(NEUTRAL_WORDS.get(name, ()))
     words = [w for p in train + test for w in p]
     neutral = [w for w in neutral if w not in set(words)]
-    wa = word_activations(model, words + neutral, layer, templates, batch_size=batch_size)
+    if word_acts is not None:
+        missing = [w for w in words + neutral if w not in set(word_acts.words)]
+        if missing or tuple(word_acts.templates) != tuple(templates) or word_acts.layer != layer:
+            raise ValueError("word_acts does not match this call (words, templates or layer differ: "
+                             f"missing {missing[:5]}); pass word_acts=None to recompute")
+        wa = word_acts
+    else:
+        wa = word_activations(model, words + neutral, layer, templates, batch_size=batch_size)
     bad = wa.issue_words()
     dropped = []
     if bad and mismatch == "raise":

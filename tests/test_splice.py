@@ -178,3 +178,15 @@ def test_gemma_identity_and_zero_splice(gemma):
     assert res.loss_recovered_zero == pytest.approx(1.0, abs=1e-6)
     assert res.ce_orig < 5.0 < res.ce_zero  # the model knows these; deleting layer 6's output hurts
     assert res.n_tokens == sum(len(gemma.tokenizer(t, add_special_tokens=False)["input_ids"]) - 1 for t in texts)
+
+
+def test_evaluate_many_equals_evaluate_one_by_one(tiny_gpt2):
+    import abstopk_mini as am
+
+    texts = ["The king and the queen walked through the garden.", "A man and a woman read books in the library."]
+    fns = {"identity": lambda x: x, "half": lambda x: 0.5 * x, "zero": torch.zeros_like}
+    many = am.splice.evaluate_many(tiny_gpt2, fns, texts, layer=1)
+    for name, fn in fns.items():
+        one = am.splice.evaluate(tiny_gpt2, fn, texts, layer=1)
+        assert many[name].to_dict() == pytest.approx(one.to_dict(), rel=1e-9, abs=1e-12)
+    assert many["identity"].loss_recovered_zero == 1.0 and many["zero"].loss_recovered_zero == 0.0
