@@ -201,6 +201,11 @@ def train_sae_ddp(
             f"batch_size={tcfg.batch_size} (the global batch) must be divisible by the {R} ranks; "
             f"use e.g. batch_size={max(R, tcfg.batch_size // R * R)}"
         )
+    if cfg.activation in ("batchtopk", "batchabstopk") and not tcfg.fast:
+        raise ValueError(
+            f"activation={cfg.activation!r} under DDP needs the fast path (fast=True): the reference path would "
+            "keep the k·B largest scores of each rank's shard instead of the global batch"
+        )
     if isinstance(activations, torch.Tensor):
         n_global = sync.sum_int(activations.shape[0])
         n_tokens = tcfg.n_tokens if tcfg.n_tokens is not None else max(n_global, 1000 * tcfg.batch_size)

@@ -1,0 +1,218 @@
+"""Training speed and quality: abstopk_mini vs SAELens (AbsTopK and TopK), same run, same data.
+
+    PYTHONPATH=. python benchmarks/bench_train.py                        # the issue's grid
+    PYTHONPATH=. python benchmarks/bench_train.py --sizes 4096:32 --steps 10 --arch abstopk
+    PYTHONPATH=. python benchmarks/bench_train.py --data acts.pt         # harvested activations [N, d_in]
+
+For every (d_sae, k, architecture) both systems get: the same activations (toy signed sparse
+features in d_in = 640 by default, or a harvested tensor), the same batches in the same order,
+the same initial weights (our init: unit-norm decoder rows, W_enc = W_decᵀ, geometric-median
+b_dec, inputs scaled so E‖s x‖² = d_in), the same Adam (lr, betas, eps 1e-8), the same warm-up /
+decay schedule, the same number of steps, the same AuxK (k_aux = d_in/2, coefficient 1/32, the
+same dead window). Each system keeps its own recipe otherwise: SAELens clips the gradient norm
+at 1 and ranks by u·‖W_dec‖ (rescale_acts_by_decoder_norm); we remove the parallel gradient
+and renormalise the decoder rows.
+
+Printed per row: tokens/s of each (wall time of the whole training call), their ratio, and the
+FVU of each on the same held-out rows after the same number of tokens. ``--reference`` adds our
+dense reference path (``TrainConfig(fast=False)``), to show what the fast kernels buy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import abstopk_mini as am
+from abstopk_mini.train import geometric_median
+
+D_IN = 640
+
+
+# ----------------------------------------------------------------------------- data
+def toy_activations(n: int, d: int, n_features: int, n_active: int, seed: int = 0) -> torch.Tensor:
+    """Signed sparse superposition: x = b + Σ_{i∈S} s_i a_i d_i + noise, |S| = n_active.
+
+    A cheap stand-in for LM activations at any size (no [n, n_features] tensor is built).
+    shape: -> [n, d]
+    """
+    gen = torch.Generator().manual_seed(seed)
+    D = torch.randn(n_features, d, generator=gen)
+    D /= D.norm(dim=1, keepdim=True)
+    idx = torch.randint(n_features, (n, n_active), generator=gen)
+    amp = (0.5 + torch.rand(n, n_active, generator=gen)) * torch.where(torch.rand(n, n_active, generator=gen) < 0.5, -1.0, 1.0)
+    bias = torch.randn(d, generator=gen)
+    x = F.embedding_bag(idx, D, per_sample_weights=amp, mode="sum") + bias
+    return x + 0.05 * torch.randn(n, d, generator=gen)
+
+
+def mem_available() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def peak_bytes(B: int, d_in: int, d_sae: int) -> int:
+    """A generous estimate of the dense (SAELens / reference) training step's peak memory."""
+    return 4 * (10 * B * d_sae + 10 * d_in * d_sae + 8 * B * d_in)
+
+
+# ----------------------------------------------------------------------------- the two systems
+def run_ours(x_batches, x_test, sae0: am.SAE, n_steps: int, lr: float, dead_tokens: int, fast: bool) -> dict:
+    import copy
+
+    sae = copy.deepcopy(sae0)
+    t0 = time.perf_counter()
+    sae, hist = am.train_sae(
+        sae.cfg, x_batches, sae=sae, batch_size=x_batches[0].shape[0], n_tokens=n_steps * x_batches[0].shape[0],
+        lr=lr, adam_eps=1e-8, dead_tokens=dead_tokens, aux_coef=1 / 32, progress=False, fast=fast,
+        log_every=max(1, n_steps // 4),
+    )
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        x_hat = sae(x_test)
+    return dict(seconds=seconds, fvu=am.metrics.fvu(x_test, x_hat), tokens=hist["n_tokens"])
+
+
+def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: float, dead_steps: int, sparse: bool = False) -> dict:
+    from sae_lens import AbsTopKTrainingSAE, AbsTopKTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    s = sae0.cfg.input_scale
+    B = x_batches[0].shape[0]
+    classes = {"abstopk": (AbsTopKTrainingSAE, AbsTopKTrainingSAEConfig), "topk": (TopKTrainingSAE, TopKTrainingSAEConfig)}
+    cls, cfg_cls = classes[arch]
+    extra = {"use_sparse_activations": True} if sparse else {}
+    sae = cls(cfg_cls(d_in=sae0.cfg.d_in, d_sae=sae0.cfg.d_sae, k=sae0.cfg.k, aux_loss_coefficient=1 / 32,
+                      normalize_activations="none", device="cpu", **extra))
+    with torch.no_grad():  # the same initial weights; SAELens sees the same pre-scaled inputs s·x
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            getattr(sae, name).copy_(getattr(sae0, name))
+    scaled = [s * xb for xb in x_batches]  # prepared before the clock starts, like our pre-batched list
+
+    def provider():
+        while True:
+            yield from scaled
+
+    warm = max(1, int(0.05 * n_steps))
+    decay = int(0.2 * n_steps)
+    tcfg = SAETrainerConfig(
+        total_training_samples=n_steps * B, train_batch_size_samples=B, lr=lr, lr_end=lr / 10, lr_warm_up_steps=warm, lr_decay_steps=decay,
+        adam_beta1=0.9, adam_beta2=0.999, device="cpu", dead_feature_window=dead_steps, feature_sampling_window=10**9,
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=provider())
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
+            trainer.fit()
+    seconds = time.perf_counter() - t0
+    sae.eval()
+    with torch.no_grad():
+        x_hat = sae.decode(sae.encode(s * x_test)) / s
+    return dict(seconds=seconds, fvu=am.metrics.fvu(x_test, x_hat), tokens=trainer.n_training_samples)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="4096:32,4096:64,16384:32,16384:64", help="comma list of d_sae:k")
+    ap.add_argument("--arch", default="abstopk,topk", help="comma list from abstopk, topk")
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--n-test", type=int, default=8192)
+    ap.add_argument("--data", default=None, help="a .pt tensor [N, d_in] of harvested activations (default: toy data)")
+    ap.add_argument("--reference", action="store_true", help="also time our dense reference path")
+    ap.add_argument("--saelens-sparse", action="store_true", help="also time SAELens TopK with use_sparse_activations=True")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [tuple(int(v) for v in item.split(":")) for item in args.sizes.split(",")]
+    archs = args.arch.split(",")
+    for arch in archs:
+        if arch not in ("abstopk", "topk"):
+            raise SystemExit(f"--arch {arch!r}: choose from abstopk, topk")
+
+    B, n_steps = args.batch, args.steps
+    n_train = B * n_steps
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} "
+          f"(other processes share this machine), batch {B}, {n_steps} steps", file=sys.stderr)
+    if args.data:
+        x_all = torch.load(args.data, map_location="cpu", weights_only=True).float()
+        if x_all.ndim != 2 or x_all.shape[0] < n_train + args.n_test:
+            raise SystemExit(f"--data {args.data}: need a [N >= {n_train + args.n_test}, d_in] tensor; got {tuple(x_all.shape)}")
+        x_all = x_all[torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(0))[: n_train + args.n_test]]
+    rows = []
+    for d_sae, k in sizes:
+        need = peak_bytes(B, x_all.shape[1] if args.data else D_IN, d_sae) + 4 * (n_train + args.n_test) * D_IN * 2
+        if need > 0.8 * mem_available():
+            print(f"# skip d_sae={d_sae}, k={k}, batch={B}: needs ~{need / 2**30:.1f} GiB, {mem_available() / 2**30:.1f} GiB "
+                  "available; pass a smaller --batch", file=sys.stderr)
+            continue
+        if not args.data:
+            x_all = toy_activations(n_train + args.n_test, D_IN, n_features=d_sae, n_active=max(1, k // 2), seed=d_sae + k)
+        d_in = x_all.shape[1]
+        x_train, x_test = x_all[:n_train], x_all[n_train:]
+        batches = [x_train[i * B : (i + 1) * B] for i in range(n_steps)]
+        sample = x_train[:32768].double()
+        scale = math.sqrt(d_in / sample.pow(2).sum(-1).mean().item())
+        lr = 2e-4 / math.sqrt(d_sae / 2**14)
+        dead_steps = max(1, n_steps // 5)
+        for arch in archs:
+            sae0 = am.SAE(am.SAEConfig(d_in=d_in, d_sae=d_sae, activation=arch, k=k, input_scale=scale, device="cpu"))
+            with torch.no_grad():
+                sae0.b_dec.copy_(geometric_median(sample * scale))
+            ours = run_ours(batches, x_test, sae0, n_steps, lr, dead_steps * B, fast=True)
+            theirs = run_saelens(batches, x_test, sae0, arch, n_steps, lr, dead_steps)
+            row = dict(arch=arch, d_in=d_in, d_sae=d_sae, k=k, batch=B, steps=n_steps,
+                       ours_tok_s=ours["tokens"] / ours["seconds"], saelens_tok_s=theirs["tokens"] / theirs["seconds"],
+                       ours_fvu=ours["fvu"], saelens_fvu=theirs["fvu"])
+            row["ratio"] = row["ours_tok_s"] / row["saelens_tok_s"]
+            if args.reference:
+                ref = run_ours(batches, x_test, sae0, n_steps, lr, dead_steps * B, fast=False)
+                row.update(reference_tok_s=ref["tokens"] / ref["seconds"], reference_fvu=ref["fvu"])
+                row["fast_vs_reference"] = row["ours_tok_s"] / row["reference_tok_s"]
+            if args.saelens_sparse and arch == "topk":
+                try:
+                    sp = run_saelens(batches, x_test, sae0, arch, n_steps, lr, dead_steps, sparse=True)
+                    row.update(saelens_sparse_tok_s=sp["tokens"] / sp["seconds"], saelens_sparse_fvu=sp["fvu"])
+                except Exception as err:  # noqa: BLE001 — reported, not hidden
+                    row["saelens_sparse_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                extra = f"  fast/reference {row['fast_vs_reference']:.2f}x" if "fast_vs_reference" in row else ""
+                if "saelens_sparse_tok_s" in row:
+                    extra += f"  SAELens sparse {row['saelens_sparse_tok_s']:.0f} tok/s"
+                if "saelens_sparse_error" in row:
+                    extra += f"  SAELens sparse failed ({row['saelens_sparse_error']})"
+                print(f"{arch:8s} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:8.0f} tok/s  SAELens "
+                      f"{row['saelens_tok_s']:8.0f} tok/s  ratio {row['ratio']:.2f}x  FVU ours {row['ours_fvu']:.4f} "
+                      f"SAELens {row['saelens_fvu']:.4f}{extra}", flush=True)
+    print(f"# load average at the end {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
