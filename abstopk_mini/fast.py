@@ -1,50 +1,45 @@
-r"""Fast paths for the top-k family: sparse codes, sparse decode, sparse encoder backward.
+r"""Fast paths for the top-k family: no dense code, sparse decode, sparse backward.
 
 The reference path (:meth:`~abstopk_mini.sae.SAE.forward_train`, :func:`~abstopk_mini.losses.auxk_loss`)
-builds a dense code z [B, d_sae] and multiplies it densely, so with k ≪ d_sae almost all of its
-work is on zeros. A top-k code has N = B·k non-zeros: rows :math:`r_n`, latents :math:`c_n`,
-values :math:`v_n`. With :math:`\tilde x = s\,x - b_{dec}`, :math:`g = \partial L/\partial \hat x`
-and :math:`\delta_n = \partial L / \partial u_{r_n c_n}`:
+builds z [B, d_sae] and multiplies it densely about six times per step (the decoder; the
+gradients of z, W_dec, W_enc and of the encoder input; the AuxK decode and its backward). With
+k ≪ d_sae almost all of that work is on zeros. Here a training step is:
 
-.. math::
-    \hat x_b &= \textstyle\sum_{n:\,r_n = b} v_n\, W_{dec}[c_n] + b_{dec}
-        && \text{(embedding\_bag, } N d_{in}) \\
-    \partial L/\partial v_n &= \langle g_{r_n},\, W_{dec}[c_n] \rangle
-        && \text{(sampled matmul, } N d_{in}) \\
-    \partial L/\partial W_{dec}[c] &= \textstyle\sum_{n:\,c_n = c} v_n\, g_{r_n}
-        && \text{(embedding\_bag grouped by latent)} \\
-    \partial L/\partial W_{enc}[:, c] &= \textstyle\sum_{n:\,c_n = c} \delta_n\, \tilde x_{r_n}
-        && \text{(the same)} \\
-    \partial L/\partial b_{enc} = \textstyle\sum_n \delta_n e_{c_n}, &\quad
-    \partial L/\partial b_{dec}\big|_{enc} = -W_{enc}\, \partial L/\partial b_{enc}
-        && \text{(one mat-vec, no per-row gradient)}
+1. :math:`u = (s\,x - b_{dec}) W_{enc} + b_{enc}`, once, densely, without autograd (an exact
+   top-k needs every :math:`u_j`; this product is now most of the step);
+2. the activation's selection on u gives a :class:`~abstopk_mini.sparse_kernels.Pattern`
+   (k entries per row, or a flat list for the batch variants);
+3. the kept pre-activations re-enter the graph through ``GatherPreacts``, whose backward
+   touches only the kept columns of W_enc (and gives b_dec its gradient by one mat-vec);
+4. the decode is ``sparse_decode`` (embedding_bag), whose backward touches only used rows of W_dec;
+5. AuxK selects among dead latents on the same u and decodes densely inside the dead block when
+   the block is small (``DeadBlockDecode``), sparsely otherwise.
 
-Only the encoder product :math:`u = \tilde x W_{enc} + b_{enc}` (B·d_in·d_sae) stays dense: an
-exact top-k needs every :math:`u`. It is computed once, without autograd; the selected entries
-re-enter the graph through :class:`_GatherPreacts`, whose backward is the sparse one above.
-The reference path does that product about five more times (decoder forward, the gradients of
-z, W_enc, W_dec, the AuxK decode and its backward).
+The kernels and their maths are in :mod:`abstopk_mini.sparse_kernels`. Kept because they were
+measured to help on CPU (``benchmarks/bench_train.py --reference``): no dense z, the sparse
+decode and backward, the dense-block AuxK, numpy's radix sort for grouping by latent, fused
+Adam in :func:`~abstopk_mini.train.train_sae`. Tried and dropped: a block-max top-k (no faster
+than ``torch.topk``), row-chunked inference (no faster), CSR ``torch.sparse.mm`` for the weight
+gradients (slower than embedding_bag), ``index_add_`` scatters (5–10x slower).
 
 Precision: fp32 on CPU. On CUDA the dense product runs under bf16 autocast (it only chooses
 *which* latents fire) and the kept values are recomputed exactly in fp32 (``low_precision``).
 
 Entry points: :func:`forward_train` and :func:`auxk_loss` (used by :func:`~abstopk_mini.train.train_sae`
 when ``TrainConfig.fast`` is true, the default), :func:`encode_sparse` and :func:`reconstruct`
-(used by ``SAE.forward`` when ``sae.fast`` is true). The dense reference stays the test oracle
-(``tests/test_fast.py``).
+(used by ``SAE.forward`` when ``sae.fast`` is true). The dense reference path stays, as the
+test oracle (``tests/test_fast.py``) and behind ``fast=False``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import NamedTuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .nonlinearities import K_ACTIVATIONS
+from .sparse_kernels import DeadBlockDecode, GatherPreacts, Pattern, sddmm, sparse_decode
 
 __all__ = [
     "Pattern",
@@ -56,199 +51,15 @@ __all__ = [
     "forward_train",
     "auxk_loss",
     "encode_sparse",
+    "decode_sparse",
     "reconstruct",
+    "reference_path",
 ]
 
 PER_ROW = ("topk", "abstopk")
+BATCH = ("batchtopk", "batchabstopk")
 #: AuxK decodes the dead block densely when its kept entries fill at least this fraction of it
 AUX_DENSE_FRACTION = 0.1
-BATCH = ("batchtopk", "batchabstopk")
-
-
-# ----------------------------------------------------------------------------- sparsity pattern
-class Pattern:
-    """Where the N non-zeros of a [B, d_sae] code sit, in CSR order (grouped by row).
-
-    shape: rows [N], cols [N] (long), crow [B+1] (row r owns entries crow[r]:crow[r+1]).
-    The latent-grouped order (for the weight gradients) is computed once, on first use.
-    """
-
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor, n_latents: int):
-        self.rows, self.cols, self.crow, self.n_latents = rows, cols, crow, int(n_latents)
-        self._by_col = None
-
-    @property
-    def n_rows(self) -> int:
-        return self.crow.numel() - 1
-
-    @classmethod
-    def per_row(cls, idx: torch.Tensor, n_latents: int) -> "Pattern":
-        """k entries in every row.  shape: idx [B, k] -> Pattern with N = B·k"""
-        B, k = idx.shape
-        dev = idx.device
-        rows = torch.arange(B, device=dev).repeat_interleave(k)
-        crow = torch.arange(0, B * k + 1, k, device=dev)
-        return cls(rows, idx.reshape(-1), crow, n_latents)
-
-    @classmethod
-    def from_flat(cls, flat: torch.Tensor, n_rows: int, n_latents: int) -> "Pattern":
-        """Entries given as flat indices row·d_sae + col (any order).  shape: flat [N]"""
-        flat = flat.sort().values
-        rows, cols = flat // n_latents, flat % n_latents
-        return cls(rows, cols, _crow(rows, n_rows), n_latents)
-
-    def by_col(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(order [N], ccol [d_sae+1]): entries order[ccol[c]:ccol[c+1]] belong to latent c."""
-        if self._by_col is None:
-            self._by_col = (_stable_argsort(self.cols, self.n_latents), _crow(self.cols, self.n_latents))
-        return self._by_col
-
-    def csr_mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """The pattern as a sparse CSR tensor of ones (for the sampled matmul)."""
-        ones = torch.ones(self.cols.numel(), dtype=dtype, device=self.cols.device)
-        with warnings.catch_warnings():  # "CSR support is in beta": we use only sampled_addmm, tested
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow, self.cols, ones, (self.n_rows, self.n_latents), check_invariants=False)
-
-
-def _stable_argsort(keys: torch.Tensor, n: int) -> torch.Tensor:
-    """Stable argsort of integer keys in [0, n).
-
-    On CPU with n <= 2**16, numpy's radix sort on uint16 keys: ~10x faster than torch.argsort
-    and single-threaded (torch's parallel sort slows down 50x when another process holds a core).
-    """
-    if keys.device.type == "cpu" and n <= 2**16:
-        return torch.from_numpy(np.argsort(keys.numpy().astype(np.uint16), kind="stable"))
-    return torch.argsort(keys.int() if n < 2**31 else keys, stable=True)
-
-
-def _crow(sorted_keys: torch.Tensor, n: int) -> torch.Tensor:
-    """Compressed offsets [n+1] of a key vector whose entries are grouped (counts need no order)."""
-    counts = torch.bincount(sorted_keys, minlength=n)
-    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-
-# ----------------------------------------------------------------------------- kernels
-def _rows_sum(table: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """out[i] = Σ_{j in offsets[i]:offsets[i+1]} weights[j] · table[idx[j]].  shape: -> [len(offsets)-1, d]"""
-    return F.embedding_bag(
-        idx, table, offsets, mode="sum", per_sample_weights=weights.to(table.dtype), include_last_offset=True
-    )
-
-
-def _sddmm(A: torch.Tensor, T: torch.Tensor, pat: Pattern) -> torch.Tensor:
-    """out[n] = ⟨A[rows n], T[cols n]⟩ (a matmul sampled at the pattern).  shape: A [B, d], T [d_sae, d] -> [N]"""
-    if pat.cols.numel() == 0:
-        return A.new_zeros(0)
-    out = torch.sparse.sampled_addmm(pat.csr_mask(A.dtype), A, T.t(), beta=0.0)
-    return out.values()
-
-
-def _by_latent(src: torch.Tensor, weights: torch.Tensor, pat: Pattern) -> torch.Tensor:
-    """out[c] = Σ_{n: c_n = c} weights[n] · src[r_n].  shape: src [B, d], weights [N] -> [d_sae, d]"""
-    order, ccol = pat.by_col()
-    return _rows_sum(src, pat.rows[order], ccol, weights[order])
-
-
-class _SparseDecode(torch.autograd.Function):
-    """x̂_b = Σ_{n: r_n = b} v_n W_dec[c_n] (no bias).  shape: vals [N], W_dec [d_sae, d] -> [B, d]"""
-
-    @staticmethod
-    def forward(ctx, vals, W_dec, pat):
-        ctx.save_for_backward(vals, W_dec)
-        ctx.pat = pat
-        return _rows_sum(W_dec, pat.cols, pat.crow, vals)
-
-    @staticmethod
-    def backward(ctx, g):
-        vals, W_dec = ctx.saved_tensors
-        pat = ctx.pat
-        g = g.contiguous()
-        grad_vals = _sddmm(g, W_dec, pat) if ctx.needs_input_grad[0] else None
-        grad_W = _by_latent(g, vals, pat) if ctx.needs_input_grad[1] else None
-        return grad_vals, grad_W, None
-
-
-class _GatherPreacts(torch.autograd.Function):
-    """u_n = ⟨x_in[r_n] − b_dec, W_enc[:, c_n]⟩ + b_enc[c_n], values precomputed; sparse backward.
-
-    shape: u_sel [N], x_in [B, d], b_dec [d], W_enc [d, d_sae], b_enc [d_sae] -> [N]
-    """
-
-    @staticmethod
-    def forward(ctx, u_sel, x_in, b_dec, W_enc, b_enc, pat):
-        ctx.save_for_backward(x_in, b_dec, W_enc)
-        ctx.pat = pat
-        return u_sel.clone()
-
-    @staticmethod
-    def backward(ctx, delta):
-        x_in, b_dec, W_enc = ctx.saved_tensors
-        pat = ctx.pat
-        need = ctx.needs_input_grad
-        delta = delta.contiguous()
-        grad_b_enc = torch.zeros(pat.n_latents, dtype=delta.dtype, device=delta.device).index_add_(0, pat.cols, delta)
-        grad_x = grad_b_dec = grad_W = None
-        if need[3]:
-            grad_W = _by_latent(x_in - b_dec, delta, pat).t()  # [d, d_sae] view; autograd lays it out
-        if need[2]:
-            grad_b_dec = -(W_enc @ grad_b_enc)
-        if need[1]:
-            grad_x = _rows_sum(W_enc.t().contiguous(), pat.cols, pat.crow, delta)
-        return None, grad_x, grad_b_dec, grad_W, grad_b_enc if need[4] else None, None
-
-
-class _DeadBlockDecode(torch.autograd.Function):
-    """AuxK decode on the block of dead latents, dense inside the block.
-
-    u_D = (x_in − b_dec) W_enc[:, D] + b_enc[D]; z_D keeps ``local`` [B, k] of each row (ReLU'd
-    unless ``signed``); returns z_D W_dec[D]. The backward writes only the D rows/columns.
-
-    shape: x_in [B, d], dead_idx [n_dead], local [B, k] (positions in the block) -> [B, d]
-    """
-
-    @staticmethod
-    def forward(ctx, x_in, b_dec, W_enc, b_enc, W_dec, dead_idx, local, signed):
-        xc = x_in - b_dec
-        W_enc_D = W_enc.index_select(1, dead_idx)
-        W_dec_D = W_dec.index_select(0, dead_idx)
-        vals = (xc @ W_enc_D + b_enc[dead_idx]).gather(1, local)
-        gate = None if signed else vals > 0
-        z = torch.zeros(x_in.shape[0], dead_idx.numel(), dtype=xc.dtype, device=xc.device)
-        z.scatter_(1, local, vals if signed else vals * gate)
-        ctx.save_for_backward(xc, W_enc_D, W_dec_D, z, dead_idx, local, gate)
-        ctx.shapes = (W_enc.shape, W_dec.shape)
-        return z @ W_dec_D
-
-    @staticmethod
-    def backward(ctx, g):
-        xc, W_enc_D, W_dec_D, z, dead_idx, local, gate = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        grad_kept = (g @ W_dec_D.t()).gather(1, local)  # ∂L/∂u at the kept entries
-        if gate is not None:
-            grad_kept = grad_kept * gate
-        G = torch.zeros_like(z).scatter_(1, local, grad_kept)  # [B, n_dead]
-        G_sum = G.sum(0)
-        grads = [None] * 8
-        if need[0]:
-            grads[0] = G @ W_enc_D.t()
-        if need[1]:
-            grads[1] = -(W_enc_D @ G_sum)
-        if need[2]:
-            grads[2] = xc.new_zeros(ctx.shapes[0])
-            grads[2][:, dead_idx] = xc.t() @ G
-        if need[3]:
-            grads[3] = xc.new_zeros(ctx.shapes[0][1])
-            grads[3][dead_idx] = G_sum
-        if need[4]:
-            grads[4] = xc.new_zeros(ctx.shapes[1])
-            grads[4][dead_idx] = z.t() @ g
-        return tuple(grads)
-
-
-def sparse_decode(vals: torch.Tensor, W_dec: torch.Tensor, pat: Pattern) -> torch.Tensor:
-    """Differentiable Σ_n v_n W_dec[c_n] per row (no bias).  shape: vals [N] -> [B, d_in]"""
-    return _SparseDecode.apply(vals, W_dec, pat)
 
 
 def gather_preacts(sae, u_sel: torch.Tensor, x_in: torch.Tensor, pat: Pattern) -> torch.Tensor:
@@ -256,7 +67,7 @@ def gather_preacts(sae, u_sel: torch.Tensor, x_in: torch.Tensor, pat: Pattern) -
 
     shape: u_sel [N], x_in [B, d_in] (already scaled) -> [N]
     """
-    return _GatherPreacts.apply(u_sel, x_in, sae.b_dec, sae.W_enc, sae.b_enc, pat)
+    return GatherPreacts.apply(u_sel, x_in, sae.b_dec, sae.W_enc, sae.b_enc, pat)
 
 
 # ----------------------------------------------------------------------------- the code
@@ -370,7 +181,7 @@ def _kept_preacts(sae, u: torch.Tensor, x_in: torch.Tensor, pat: Pattern, exact:
     if not exact:
         return u[pat.rows, pat.cols]
     with torch.no_grad():
-        return _sddmm(x_in - sae.b_dec, sae.W_enc.t(), pat) + sae.b_enc[pat.cols]
+        return sddmm(x_in - sae.b_dec, sae.W_enc.t(), pat) + sae.b_enc[pat.cols]
 
 
 def _check_fast(sae) -> None:
@@ -427,7 +238,7 @@ def auxk_loss(sae, out: FastOutput, dead: torch.Tensor, k_aux: int) -> torch.Ten
         local = score.topk(k, dim=-1, sorted=False).indices  # [B, k]
         del score
     if k >= AUX_DENSE_FRACTION * n_dead:
-        e_hat = _DeadBlockDecode.apply(out.x_in, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec, dead_idx, local, signed)
+        e_hat = DeadBlockDecode.apply(out.x_in, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec, dead_idx, local, signed)
     else:
         pat = Pattern.per_row(dead_idx[local], sae.cfg.d_sae)
         u_sel = gather_preacts(sae, u_dead.gather(1, local).reshape(-1), out.x_in, pat)

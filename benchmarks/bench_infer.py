@@ -12,7 +12,9 @@
 Both our paths compute the dense encoder product u = (s·x − b_dec) W_enc + b_enc (B·d_in·d_sae
 multiply-adds, the same for every k): an exact top-k needs all of u. The sparse path removes the
 dense z and the decoder product; the encoder product bounds the ratio (see the note printed at
-the end). Timings: the median of ``--repeats`` calls after one warm-up, under ``torch.no_grad``.
+the end). Timings: the median of ``--repeats`` calls after one warm-up, under ``torch.no_grad``,
+by default in CPU time of this process with one torch thread (other jobs on a shared machine
+cannot inflate it; ``--clock wall --threads 2`` for wall-clock figures).
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ import abstopk_mini as am
 from abstopk_mini import fast
 
 
+CLOCK = time.process_time  # set by --clock
+
+
 def _median_seconds(fn, repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return statistics.median(times)
 
 
@@ -71,14 +76,18 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--saelens", action="store_true", help="also time SAELens on the same weights")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is then a clean measure of work)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="CPU time of this process (robust on a shared machine) or wall clock")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     need = 4 * (3 * args.batch * args.d_sae + 2 * args.d_in * args.d_sae)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} "
-          f"(other processes share this machine); peak ~{need / 2**30:.1f} GiB", file=sys.stderr)
+          f"(other processes share this machine), {args.clock} clock; peak ~{need / 2**30:.1f} GiB", file=sys.stderr)
     available = _mem_available()
     if need > 0.8 * available:
         print(f"# d_sae={args.d_sae}, batch={args.batch} needs ~{need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is "

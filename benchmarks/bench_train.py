@@ -13,8 +13,12 @@ same dead window). Each system keeps its own recipe otherwise: SAELens clips the
 at 1 and ranks by u·‖W_dec‖ (rescale_acts_by_decoder_norm); we remove the parallel gradient
 and renormalise the decoder rows.
 
-Printed per row: tokens/s of each (wall time of the whole training call), their ratio, and the
-FVU of each on the same held-out rows after the same number of tokens. ``--reference`` adds our
+Printed per row: tokens/s of each, their ratio, and the FVU of each on the same held-out rows
+after the same number of tokens. tokens/s = batch size / median step time; both loops pull one
+batch per step from a time-stamping iterator. By default the clock is the CPU time of this
+process with one torch thread: on a machine shared with other jobs, wall time measures the
+other jobs as much as ours, CPU time measures the work done. ``--clock wall --threads 2`` gives
+wall-clock figures; the wall-clock ratio of the whole training calls is printed as well. ``--reference`` adds our
 dense reference path (``TrainConfig(fast=False)``), to show what the fast kernels buy.
 """
 
@@ -24,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -35,6 +40,7 @@ import abstopk_mini as am
 from abstopk_mini.train import geometric_median
 
 D_IN = 640
+CLOCK = time.process_time  # set by --clock
 
 
 # ----------------------------------------------------------------------------- data
@@ -70,21 +76,43 @@ def peak_bytes(B: int, d_in: int, d_sae: int) -> int:
     return 4 * (10 * B * d_sae + 10 * d_in * d_sae + 8 * B * d_in)
 
 
+class TimedBatches:
+    """Re-iterable batches that time-stamp each ``next()``: one stamp per training step in both
+    loops. ``clock`` is ``time.process_time`` (CPU seconds of this process: what other processes
+    on a shared machine cannot inflate) or ``time.perf_counter`` (wall clock)."""
+
+    def __init__(self, batches, clock, forever: bool = False):
+        self.batches, self.clock, self.forever, self.stamps = batches, clock, forever, []
+
+    def __iter__(self):
+        while True:
+            for batch in self.batches:
+                self.stamps.append(self.clock())
+                yield batch
+            if not self.forever:
+                return
+
+    def median_step(self) -> float:
+        steps = [b - a for a, b in zip(self.stamps[1:], self.stamps[2:])]  # skip the first (warm-up) step
+        return statistics.median(steps) if steps else float("nan")
+
+
 # ----------------------------------------------------------------------------- the two systems
 def run_ours(x_batches, x_test, sae0: am.SAE, n_steps: int, lr: float, dead_tokens: int, fast: bool) -> dict:
     import copy
 
     sae = copy.deepcopy(sae0)
+    timed = TimedBatches(x_batches, CLOCK)
     t0 = time.perf_counter()
     sae, hist = am.train_sae(
-        sae.cfg, x_batches, sae=sae, batch_size=x_batches[0].shape[0], n_tokens=n_steps * x_batches[0].shape[0],
+        sae.cfg, timed, sae=sae, batch_size=x_batches[0].shape[0], n_tokens=n_steps * x_batches[0].shape[0],
         lr=lr, adam_eps=1e-8, dead_tokens=dead_tokens, aux_coef=1 / 32, progress=False, fast=fast,
         log_every=max(1, n_steps // 4),
     )
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         x_hat = sae(x_test)
-    return dict(seconds=seconds, fvu=am.metrics.fvu(x_test, x_hat), tokens=hist["n_tokens"])
+    return dict(seconds=seconds, step=timed.median_step(), fvu=am.metrics.fvu(x_test, x_hat), tokens=hist["n_tokens"])
 
 
 def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: float, dead_steps: int, sparse: bool = False) -> dict:
@@ -104,9 +132,7 @@ def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: fl
             getattr(sae, name).copy_(getattr(sae0, name))
     scaled = [s * xb for xb in x_batches]  # prepared before the clock starts, like our pre-batched list
 
-    def provider():
-        while True:
-            yield from scaled
+    timed = TimedBatches(scaled, CLOCK, forever=True)
 
     warm = max(1, int(0.05 * n_steps))
     decay = int(0.2 * n_steps)
@@ -115,7 +141,7 @@ def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: fl
         adam_beta1=0.9, adam_beta2=0.999, device="cpu", dead_feature_window=dead_steps, feature_sampling_window=10**9,
         logger=LoggingConfig(log_to_wandb=False),
     )
-    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=provider())
+    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(timed))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,7 +154,7 @@ def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: fl
     sae.eval()
     with torch.no_grad():
         x_hat = sae.decode(sae.encode(s * x_test)) / s
-    return dict(seconds=seconds, fvu=am.metrics.fvu(x_test, x_hat), tokens=trainer.n_training_samples)
+    return dict(seconds=seconds, step=timed.median_step(), fvu=am.metrics.fvu(x_test, x_hat), tokens=trainer.n_training_samples)
 
 
 # ----------------------------------------------------------------------------- main
@@ -142,9 +168,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="a .pt tensor [N, d_in] of harvested activations (default: toy data)")
     ap.add_argument("--reference", action="store_true", help="also time our dense reference path")
     ap.add_argument("--saelens-sparse", action="store_true", help="also time SAELens TopK with use_sparse_activations=True")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is then a clean measure of work)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="step times from CPU time of this process (robust on a shared machine) or wall clock")
     ap.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in item.split(":")) for item in args.sizes.split(",")]
@@ -156,12 +186,19 @@ def main(argv=None) -> int:
     B, n_steps = args.batch, args.steps
     n_train = B * n_steps
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} "
-          f"(other processes share this machine), batch {B}, {n_steps} steps", file=sys.stderr)
+          f"(other processes share this machine), batch {B}, {n_steps} steps, "
+          f"tokens/s from the median step's {'CPU' if args.clock == 'cpu' else 'wall-clock'} time", file=sys.stderr)
     if args.data:
         x_all = torch.load(args.data, map_location="cpu", weights_only=True).float()
         if x_all.ndim != 2 or x_all.shape[0] < n_train + args.n_test:
             raise SystemExit(f"--data {args.data}: need a [N >= {n_train + args.n_test}, d_in] tensor; got {tuple(x_all.shape)}")
         x_all = x_all[torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(0))[: n_train + args.n_test]]
+    # warm-up (imports, first-call allocations) for both systems, untimed
+    xw = toy_activations(4 * 256, D_IN if not args.data else x_all.shape[1], 256, 2)
+    for arch in archs:
+        w = am.SAE(am.SAEConfig(d_in=xw.shape[1], d_sae=256, activation=arch, k=4, device="cpu"))
+        run_ours([xw[i * 256 : (i + 1) * 256] for i in range(3)], xw[768:], w, 3, 1e-4, 256, fast=True)
+        run_saelens([xw[i * 256 : (i + 1) * 256] for i in range(3)], xw[768:], w, arch, 3, 1e-4, 1)
     rows = []
     for d_sae, k in sizes:
         need = peak_bytes(B, x_all.shape[1] if args.data else D_IN, d_sae) + 4 * (n_train + args.n_test) * D_IN * 2
@@ -185,17 +222,19 @@ def main(argv=None) -> int:
             ours = run_ours(batches, x_test, sae0, n_steps, lr, dead_steps * B, fast=True)
             theirs = run_saelens(batches, x_test, sae0, arch, n_steps, lr, dead_steps)
             row = dict(arch=arch, d_in=d_in, d_sae=d_sae, k=k, batch=B, steps=n_steps,
-                       ours_tok_s=ours["tokens"] / ours["seconds"], saelens_tok_s=theirs["tokens"] / theirs["seconds"],
+                       ours_tok_s=B / ours["step"], saelens_tok_s=B / theirs["step"],
+                       ours_wall_tok_s=ours["tokens"] / ours["seconds"], saelens_wall_tok_s=theirs["tokens"] / theirs["seconds"],
                        ours_fvu=ours["fvu"], saelens_fvu=theirs["fvu"])
             row["ratio"] = row["ours_tok_s"] / row["saelens_tok_s"]
+            row["wall_ratio"] = row["ours_wall_tok_s"] / row["saelens_wall_tok_s"]
             if args.reference:
                 ref = run_ours(batches, x_test, sae0, n_steps, lr, dead_steps * B, fast=False)
-                row.update(reference_tok_s=ref["tokens"] / ref["seconds"], reference_fvu=ref["fvu"])
+                row.update(reference_tok_s=B / ref["step"], reference_fvu=ref["fvu"])
                 row["fast_vs_reference"] = row["ours_tok_s"] / row["reference_tok_s"]
             if args.saelens_sparse and arch == "topk":
                 try:
                     sp = run_saelens(batches, x_test, sae0, arch, n_steps, lr, dead_steps, sparse=True)
-                    row.update(saelens_sparse_tok_s=sp["tokens"] / sp["seconds"], saelens_sparse_fvu=sp["fvu"])
+                    row.update(saelens_sparse_tok_s=B / sp["step"], saelens_sparse_fvu=sp["fvu"])
                 except Exception as err:  # noqa: BLE001 — reported, not hidden
                     row["saelens_sparse_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
             rows.append(row)
@@ -207,9 +246,9 @@ def main(argv=None) -> int:
                     extra += f"  SAELens sparse {row['saelens_sparse_tok_s']:.0f} tok/s"
                 if "saelens_sparse_error" in row:
                     extra += f"  SAELens sparse failed ({row['saelens_sparse_error']})"
-                print(f"{arch:8s} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:8.0f} tok/s  SAELens "
-                      f"{row['saelens_tok_s']:8.0f} tok/s  ratio {row['ratio']:.2f}x  FVU ours {row['ours_fvu']:.4f} "
-                      f"SAELens {row['saelens_fvu']:.4f}{extra}", flush=True)
+                print(f"{arch:8s} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:7.0f} tok/s  SAELens "
+                      f"{row['saelens_tok_s']:7.0f} tok/s  ratio {row['ratio']:.2f}x (wall clock {row['wall_ratio']:.2f}x)  "
+                      f"FVU ours {row['ours_fvu']:.4f} SAELens {row['saelens_fvu']:.4f}{extra}", flush=True)
     print(f"# load average at the end {os.getloadavg()[0]:.2f}", file=sys.stderr)
     return 0
 

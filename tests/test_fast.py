@@ -182,3 +182,35 @@ def test_bad_input():
         fast.forward_train(sae, torch.randn(3, D_IN + 1))
     with pytest.raises(ValueError, match="B, d_in"):
         fast.encode_sparse(sae, torch.randn(2, 3, D_IN))
+
+
+def test_sparse_kernels_gradcheck_with_empty_rows_and_repeated_latents():
+    """The custom backward passes against numerical differentiation (float64)."""
+    from abstopk_mini.sparse_kernels import GatherPreacts, Pattern, sparse_decode
+
+    gen = torch.Generator().manual_seed(0)
+    B, d, P = 5, 4, 7
+    flat = torch.tensor([0 * P + 3, 0 * P + 1, 2 * P + 3, 2 * P + 6, 4 * P + 0, 4 * P + 3])  # rows 1, 3 empty
+    pat = Pattern.from_flat(flat, B, P)
+    assert pat.crow.tolist() == [0, 2, 2, 4, 4, 6]
+    vals = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
+    W_dec = torch.randn(P, d, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, W: sparse_decode(v, W, pat), (vals, W_dec))
+    x_in = torch.randn(B, d, dtype=torch.float64, generator=gen, requires_grad=True)
+    b_dec = torch.randn(d, dtype=torch.float64, generator=gen, requires_grad=True)
+    W_enc = torch.randn(d, P, dtype=torch.float64, generator=gen, requires_grad=True)
+    b_enc = torch.randn(P, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def preacts(x, bd, We, be):
+        u = (x - bd) @ We + be
+        return GatherPreacts.apply(u.detach()[pat.rows, pat.cols], x, bd, We, be, pat)
+
+    assert torch.autograd.gradcheck(preacts, (x_in, b_dec, W_enc, b_enc))
+
+
+@pytest.mark.parametrize("n", [300, 2**16, 2**17])
+def test_stable_argsort_matches_torch(n):
+    from abstopk_mini.sparse_kernels import _stable_argsort
+
+    keys = torch.randint(n, (5000,), generator=torch.Generator().manual_seed(n))
+    assert torch.equal(_stable_argsort(keys, n), torch.argsort(keys, stable=True))
