@@ -157,6 +157,39 @@ def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: fl
     return dict(seconds=seconds, step=timed.median_step(), fvu=am.metrics.fvu(x_test, x_hat), tokens=trainer.n_training_samples)
 
 
+def recipe_ablation(x_batches, x_test, sae0: am.SAE, n_steps: int, lr: float) -> dict:
+    """FVU of our fast kernels in a plain loop (MSE only, Adam eps 1e-8, the same schedule) under
+    four recipes: with/without the unit-norm decoder (parallel-gradient removal + renormalising)
+    and with/without SAELens's gradient-norm clipping at 1. Separates recipe from kernels."""
+    import copy
+
+    from abstopk_mini import fast, losses
+    from abstopk_mini.train import lr_at
+
+    out = {}
+    for constrain in (True, False):
+        for clip in (False, True):
+            sae = copy.deepcopy(sae0)
+            opt = torch.optim.Adam(sae.parameters(), lr=lr, eps=1e-8, fused=True)
+            for t, xb in enumerate(x_batches[:n_steps]):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(t, n_steps, lr, 0.05, 0.2)
+                o = fast.forward_train(sae, xb)
+                opt.zero_grad(set_to_none=True)
+                losses.mse(o.x_in, o.x_hat).backward()
+                if constrain:
+                    sae.remove_parallel_grad()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+                opt.step()
+                if constrain:
+                    sae.post_step()
+            sae.eval()
+            with torch.no_grad():
+                out[f"unit_norm={constrain},clip={clip}"] = am.metrics.fvu(x_test, sae(x_test))
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -168,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="a .pt tensor [N, d_in] of harvested activations (default: toy data)")
     ap.add_argument("--reference", action="store_true", help="also time our dense reference path")
     ap.add_argument("--saelens-sparse", action="store_true", help="also time SAELens TopK with use_sparse_activations=True")
+    ap.add_argument("--recipe-ablation", action="store_true",
+                    help="also report the FVU of our kernels under 4 recipes (unit-norm decoder on/off, grad clip on/off)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is then a clean measure of work)")
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                     help="step times from CPU time of this process (robust on a shared machine) or wall clock")
@@ -237,6 +272,8 @@ def main(argv=None) -> int:
                     row.update(saelens_sparse_tok_s=B / sp["step"], saelens_sparse_fvu=sp["fvu"])
                 except Exception as err:  # noqa: BLE001 — reported, not hidden
                     row["saelens_sparse_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            if args.recipe_ablation:
+                row["recipe_fvu"] = recipe_ablation(batches, x_test, sae0, n_steps, lr)
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
@@ -244,6 +281,8 @@ def main(argv=None) -> int:
                 extra = f"  fast/reference {row['fast_vs_reference']:.2f}x" if "fast_vs_reference" in row else ""
                 if "saelens_sparse_tok_s" in row:
                     extra += f"  SAELens sparse {row['saelens_sparse_tok_s']:.0f} tok/s"
+                if "recipe_fvu" in row:
+                    extra += "  recipe FVU: " + ", ".join(f"{key} {value:.4f}" for key, value in row["recipe_fvu"].items())
                 if "saelens_sparse_error" in row:
                     extra += f"  SAELens sparse failed ({row['saelens_sparse_error']})"
                 print(f"{arch:8s} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:7.0f} tok/s  SAELens "
