@@ -324,7 +324,8 @@ def train_sae(
 
     from tqdm.auto import tqdm
 
-    use_fast = tcfg.fast and cfg.activation in K_ACTIVATIONS
+    # the sparse kernels implement the one-step encoder of am.SAE; subclasses with another encoder opt out
+    use_fast = tcfg.fast and getattr(sae, "fast", False) and cfg.activation in K_ACTIVATIONS
     world, is_main = (sync.world_size, sync.is_main) if sync is not None else (1, True)
     bar = tqdm(total=n_steps, initial=step, disable=not (tcfg.progress and is_main), file=sys.stderr, desc=f"train {cfg.activation}")
     t0 = time.perf_counter()
