@@ -27,7 +27,8 @@ __all__ = [
     "random_dictionary", "paired_dictionary", "mutual_coherence", "sparse_codes",
     "support_recovery", "exact_support_rate", "fit_summary", "SOLVERS", "solve", "convergence_curves",
     "recovery_sweep", "PROX_MAPS", "prox_map_curves", "brute_force_prox", "prox_check",
-    "one_step_check", "signed_axis_codes", "one_step_signed_table", "summarize", "format_rows",
+    "one_step_check", "signed_axis_codes", "one_step_signed_table", "summarize", "pivot", "curves_table",
+    "format_rows",
 ]
 
 
@@ -347,8 +348,29 @@ def summarize(rows: list[dict], by, values) -> list[dict]:
     return out
 
 
-def format_rows(rows: list[dict], cols=None, digits: int = 3) -> str:
-    """A fixed-width text table of row dicts (floats with ``digits`` significant decimals)."""
+def pivot(rows: list[dict], index, column: str, value: str) -> list[dict]:
+    """A wide table: one row per distinct ``index`` key(s), one column per distinct ``column`` value.
+
+    ``pivot(rows, "k", "method", "recovery")`` turns the long rows of :func:`recovery_sweep` into
+    {k, <method 1>, <method 2>, ...} rows holding the recovery.
+    """
+    index = (index,) if isinstance(index, str) else tuple(index)
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        key = tuple(r[i] for i in index)
+        out.setdefault(key, dict(zip(index, key)))[r[column]] = r[value]
+    return list(out.values())
+
+
+def curves_table(curves: dict, steps) -> list[dict]:
+    """Rows of :func:`convergence_curves` at the given iterations (1-based) for printing."""
+    names = {"ista": "ISTA gap", "fista": "FISTA gap", "iht_eta1": "IHT(η=1) residual", "iht_eta1/L": "IHT(η=1/L) residual"}
+    return [{"t": t} | {label: curves[key][t - 1].item() for key, label in names.items()} for t in steps]
+
+
+def format_rows(rows: list[dict], cols=None, digits: int = 3, sci: bool = False) -> str:
+    """A fixed-width text table of row dicts: floats with ``digits`` decimals (scientific notation
+    for very small or large values, or for all floats with ``sci``); exact zeros print as 0."""
     if not rows:
         return "(no rows)"
     cols = list(cols or rows[0].keys())
@@ -356,6 +378,8 @@ def format_rows(rows: list[dict], cols=None, digits: int = 3) -> str:
     def fmt(v):
         if isinstance(v, float) and v == 0:
             return "0"
+        if isinstance(v, float) and sci:
+            return f"{v:.{digits - 1}e}"
         if isinstance(v, float):
             return f"{v:.{digits}g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 10 ** -digits) else f"{v:.{digits}f}"
         return str(v)

@@ -97,22 +97,29 @@ def encoder_flops_per_token(d: int, P: int, T: int) -> int:
     return 2 * d * P * (2 * T - 1)
 
 
-def encode_seconds_per_token(sae, x: torch.Tensor, repeats: int = 5) -> float:
-    """Best-of-``repeats`` wall time of ``sae.encode(x)`` divided by the number of rows."""
-    best = math.inf
+def encode_seconds_per_token(saes, x: torch.Tensor, repeats: int = 10) -> list[float]:
+    """Wall time of ``sae.encode(x)`` per row, for each SAE: the best of ``repeats`` rounds.
+
+    The rounds interleave the SAEs (round r times every SAE once), so a burst of load from other
+    processes slows all of them alike instead of one; the best round is the least disturbed.
+    shape: x [n, d_in] -> one float (seconds per token) per SAE
+    """
+    best = [math.inf] * len(saes)
     with torch.no_grad():
-        sae.encode(x[:8])  # warm-up
+        for sae in saes:
+            sae.encode(x[:8])  # warm-up
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            sae.encode(x)
-            best = min(best, time.perf_counter() - t0)
-    return best / x.shape[0]
+            for i, sae in enumerate(saes):
+                t0 = time.perf_counter()
+                sae.encode(x)
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return [b / x.shape[0] for b in best]
 
 
 def unrolled_training_sweep(x_train: torch.Tensor, x_test: torch.Tensor, z_test: torch.Tensor, D_true: torch.Tensor,
                             *, k: int, activations=(("abstopk", 1), ("topk", 2)), steps=(1, 2, 3, 5),
                             n_tokens: int = 1_000_000, batch_size: int = 256, seeds=(0,), lr: float | None = None,
-                            inference_only: bool = True, progress: bool = False) -> list[dict]:
+                            inference_only: bool = True, timing_repeats: int = 10, progress: bool = False) -> list[dict]:
     """Train :class:`~abstopk_mini.unroll.UnrolledSAE` for every (activation, width multiple) × T × seed.
 
     Every run sees the same data, the same ``n_tokens`` and batch size, the same learning rate
@@ -120,16 +127,18 @@ def unrolled_training_sweep(x_train: torch.Tensor, x_test: torch.Tensor, z_test:
     d_sae = multiple · P. ``relu`` steers its L0 to k. With ``inference_only``, the T = 1 SAE is also
     run with T steps without retraining (``UnrolledSAE.from_sae``; rows with ``trained_T = 1``).
     Returns rows {activation, d_sae, T, trained_T, seed, fvu, recovery, mcc, l0, train_s,
-    encode_us_per_token, flops_per_token} measured on the held-out ``x_test``.
+    flops_per_token, encode_us_per_token} measured on the held-out ``x_test``; the encode times are
+    taken after all training, interleaved (:func:`encode_seconds_per_token`).
     """
     from .sae import SAE, SAEConfig
     from .train import train_sae
 
     d, P = D_true.shape
     scale = math.sqrt(d / x_train.double().pow(2).sum(-1).mean().item())
-    rows = []
+    rows, saes = [], []  # saes[i] produced rows[i]; timed together at the end
 
     def measure(sae, act, T, trained_T, seed, train_s):
+        saes.append(sae)
         with torch.no_grad():
             z = sae.encode(x_test)
             x_hat = sae.decode(z)
@@ -137,7 +146,6 @@ def unrolled_training_sweep(x_train: torch.Tensor, x_test: torch.Tensor, z_test:
         return {"activation": act, "d_sae": sae.cfg.d_sae, "T": T, "trained_T": trained_T, "seed": seed,
                 "fvu": metrics.fvu(x_test, x_hat), "recovery": code_recovery(z, z_test, D_true.double(), A, sae.cfg.signed),
                 "mcc": metrics.mcc(D_true, A), "l0": metrics.l0(z), "train_s": train_s,
-                "encode_us_per_token": 1e6 * encode_seconds_per_token(sae, x_test),
                 "flops_per_token": encoder_flops_per_token(d, sae.cfg.d_sae, T)}
 
     for act, mult in activations:
@@ -157,4 +165,6 @@ def unrolled_training_sweep(x_train: torch.Tensor, x_test: torch.Tensor, z_test:
                 for T in steps:
                     if T > 1:
                         rows.append(measure(UnrolledSAE.from_sae(base, n_steps=T).eval(), act, T, 1, seed, 0.0))
+    for row, seconds in zip(rows, encode_seconds_per_token(saes, x_test, repeats=timing_repeats)):
+        row["encode_us_per_token"] = 1e6 * seconds
     return rows

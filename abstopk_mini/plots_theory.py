@@ -41,7 +41,7 @@ class _Figure(Figure):
         return buf.getvalue()
 
 
-def _panels(n: int, size=(4.6, 3.5), ncols: int | None = None):
+def _panels(n: int, size=(4.0, 3.2), ncols: int | None = None):
     ncols = ncols or n
     nrows = -(-n // ncols)
     fig = _Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
@@ -49,7 +49,9 @@ def _panels(n: int, size=(4.6, 3.5), ncols: int | None = None):
 
 
 def _color(name: str) -> str | None:
-    for key, c in METHOD_COLORS.items():
+    if name in METHOD_COLORS:
+        return METHOD_COLORS[name]
+    for key, c in METHOD_COLORS.items():  # "ISTA, λ=0.05" -> ISTA
         if name.startswith(key):
             return c
     return None
@@ -112,7 +114,7 @@ def prox_maps_figure(u_grid, curves: dict, *, lam: float, theta: float, k: int, 
     (no sign constraint); bottom row: the same regulariser plus z ≥ 0.
     """
     order = ["soft threshold", "hard threshold", "AbsTopK", "ReLU", "JumpReLU", "TopK"]
-    fig, axes = _panels(6, size=(3.9, 3.3), ncols=3)
+    fig, axes = _panels(6, size=(3.0, 2.9), ncols=3)
     u = _np(u_grid)
     rest = np.asarray(rest, dtype=float)
     kth_val = np.sort(rest)[::-1][k - 1]
@@ -136,8 +138,8 @@ def prox_maps_figure(u_grid, curves: dict, *, lam: float, theta: float, k: int, 
         reg = PROX_MAPS[name][0]
         ax.set(xlabel=r"input $u_1$", ylabel=r"output $z_1$", title=f"{name}\n{reg}")
         ax.set_aspect("equal", adjustable="box")
-    fig.suptitle(rf"Proximal maps ($\lambda = {lam:g}$, $\theta = {theta:g}$, $k = {k}$; TopK/AbsTopK cut at the "
-                 rf"$k$-th largest of the other entries, dotted)")
+    fig.suptitle(rf"Proximal maps ($\lambda = {lam:g}$, $\theta = {theta:g}$, $k = {k}$)" "\n"
+                 rf"TopK / AbsTopK cut at the $k$-th largest of the other entries (dotted)")
     return fig
 
 
@@ -148,7 +150,7 @@ def signed_axis_figure(codes: dict) -> Figure:
     squared reconstruction error of each. codes: from
     :func:`~abstopk_mini.experiments_theory.signed_axis_codes`.
     """
-    fig, axes = _panels(4, size=(3.6, 3.2))
+    fig, axes = _panels(4, size=(3.7, 3.0), ncols=2)
     t = _np(codes["a"])
     xlabel = r"coefficient $a$ of $x = a\,d_i$"
     blue, red, brown = METHOD_COLORS["abstopk"], METHOD_COLORS["topk"], "#8c564b"
@@ -159,9 +161,9 @@ def signed_axis_figure(codes: dict) -> Figure:
     axes[2].plot(t, _np(codes["topk_pm_plus"]), color=red, lw=2, label=r"latent for $+d_i$")
     axes[2].plot(t, _np(codes["topk_pm_minus"]), color=brown, lw=2, ls="--", label=r"latent for $-d_i$")
     axes[2].set(title="TopK on [D, −D]: two latents")
-    for ax in axes[:3]:
+    for ax, loc in zip(axes[:3], ("upper left", "upper left", "upper center")):
         ax.set(xlabel=xlabel, ylabel="latent value z", ylim=(t.min() - 0.2, t.max() + 0.2))
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc=loc)
     axes[3].plot(t, _np(codes["err_abstopk"]), color=blue, lw=3, label="AbsTopK on D")
     axes[3].plot(t, _np(codes["err_topk"]), color=red, lw=2, label="TopK on D")
     axes[3].plot(t, _np(codes["err_topk_pm"]), color=brown, lw=1.5, ls="--", label="TopK on [D, −D]")
@@ -201,7 +203,8 @@ def unrolled_figure(rows: list[dict]) -> Figure:
     T steps; dashed: trained with 1 step, run with T (``trained_T = 1``).
     """
     s = summarize(rows, ("activation", "d_sae", "trained_T", "T"), ("fvu", "recovery", "encode_us_per_token"))
-    fig, axes = _panels(3, size=(4.4, 3.5))
+    fig, axes = _panels(4, size=(4.0, 3.2), ncols=2)
+    key_ax = axes.pop()  # the fourth slot holds the legend
     for act in dict.fromkeys(r["activation"] for r in s):
         d_sae = next(r["d_sae"] for r in s if r["activation"] == act)
         trained = [r for r in s if r["activation"] == act and r["trained_T"] == r["T"]]
@@ -226,6 +229,9 @@ def unrolled_figure(rows: list[dict]) -> Figure:
     for ax in axes:
         ax.set_xticks(steps)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[2].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    h2, l2 = axes[2].get_legend_handles_labels()
+    key_ax.legend(handles + h2, labels + l2, loc="center", fontsize=8, frameon=False,
+                  title="solid: trained with T; dashed: trained with T=1, run with T")
+    key_ax.set_axis_off()
     return fig

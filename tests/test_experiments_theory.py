@@ -216,3 +216,12 @@ def test_summarize_and_format_rows():
     assert s == [{"a": "x", "n": 2, "v": 2.0, "v_min": 1.0, "v_max": 3.0}, {"a": "y", "n": 1, "v": 5.0, "v_min": 5.0, "v_max": 5.0}]
     text = xt.format_rows(s, ["a", "v"]).splitlines()
     assert text[0].split() == ["a", "v"] and text[1].split() == ["x", "2.000"] and len(text) == 3
+    assert xt.format_rows([{"g": 4.43e-4, "z": 0.0}], sci=True).splitlines()[1].split() == ["4.43e-04", "0"]
+
+
+def test_pivot_and_curves_table():
+    rows = [{"k": 1, "method": "a", "r": 0.5}, {"k": 1, "method": "b", "r": 0.7}, {"k": 2, "method": "a", "r": 0.1}]
+    assert xt.pivot(rows, "k", "method", "r") == [{"k": 1, "a": 0.5, "b": 0.7}, {"k": 2, "a": 0.1}]
+    curves = {key: torch.arange(5, dtype=torch.float64) for key in ("ista", "fista", "iht_eta1", "iht_eta1/L")}
+    table = xt.curves_table(curves, [1, 5])
+    assert [r["t"] for r in table] == [1, 5] and table[1]["ISTA gap"] == 4.0 and table[0]["IHT(η=1/L) residual"] == 0.0

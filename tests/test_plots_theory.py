@@ -13,8 +13,9 @@ from abstopk_mini import plots_theory as pt
 
 
 def assert_labelled(fig, n_axes):
+    """n_axes visible axes, each with x label, y label and title (a hidden axes may hold a legend)."""
     assert isinstance(fig, Figure)
-    axes = fig.get_axes()
+    axes = [ax for ax in fig.get_axes() if ax.axison]
     assert len(axes) == n_axes
     for ax in axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), ax
@@ -44,6 +45,7 @@ def test_recovery_figure_has_one_line_per_method():
     assert_labelled(fig, 2)
     lines = fig.get_axes()[0].get_lines()
     assert [ln.get_label() for ln in lines] == list(xt.SOLVERS)
+    assert len({ln.get_color() for ln in lines}) == len(lines), "each method needs its own colour"
     one = next(r["recovery"] for r in rows if r["method"] == "one step" and r["k"] == 1)
     assert lines[0].get_ydata()[0] == one
 
@@ -83,7 +85,7 @@ def test_unrolled_figure_from_a_tiny_sweep():
                                       steps=(1, 2), n_tokens=512, batch_size=128, seeds=(0, 1))
     fig = pt.unrolled_figure(rows)
     assert_labelled(fig, 3)
-    fvu_ax = fig.get_axes()[0]
-    assert fvu_ax.get_legend() is not None
-    labels = [t.get_text() for t in fvu_ax.get_legend().get_texts()]
+    key = [ax for ax in fig.get_axes() if not ax.axison]
+    assert len(key) == 1 and key[0].get_legend() is not None
+    labels = [t.get_text() for t in key[0].get_legend().get_texts()]
     assert any("trained with T" in s for s in labels) and any("trained with T=1" in s for s in labels)
