@@ -64,7 +64,7 @@ class TrainConfig:
     l1_coefficient: float = 0.5  # relu: weight of the mean l1 norm of z (in scaled units)
     l0_coefficient: float = 2.0  # (abs)jumprelu: weight of the mean l0 (STE)
     target_l0: float | None = None  # relu/(abs)jumprelu: adapt the coefficient towards this L0; None: cfg.k if set
-    target_rate: float = 0.01  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
+    target_rate: float = 0.05  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
     sparsity_warmup_frac: float = 0.05
     aux_k: int | None = None  # None: d_in // 2
     aux_coef: float = 1 / 32
