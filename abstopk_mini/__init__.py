@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "prox", "unroll", "sae", "train", "metrics", "toy", "models", "activations", "corpus",
     "concepts", "splice", "steering", "interop", "plots", "widgets", "cli", "device", "fast",
-    "sweep", "report", "distributed",
+    "sweep", "report", "distributed", "sparse_kernels", "shards", "pipeline", "reproduce", "concept_metrics",
+    "nonlinearities", "losses", "plots_lm", "plots_theory",
 }
 # public names re-exported from a submodule: name -> module
 _EXPORTS = {

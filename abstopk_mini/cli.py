@@ -6,9 +6,10 @@ progress bars and logs go to stderr. Commands:
     toy         the toy benchmark: every activation on P signed axes (no model needed)
     harvest     residual-stream activations of a model on offline text, written to shards
     train       an SAE trained on a harvest (content-addressed: a rerun reuses it)
-
-Further commands (harvest, train, eval, concepts, steer, reproduce, sweep) register themselves
-below as their modules land.
+    eval        FVU, L0, dead latents, and CE/KL/loss recovered with the SAE spliced into the model
+    concepts    best single latent for a concept axis (male/female, ...), by sign, vs Difference-in-Means
+    steer       clamp a latent from negative to positive: female-vs-male next-token log-odds
+    reproduce   the main job: all of the above for the SAE family on the embedded model, as a report
 """
 
 from __future__ import annotations
@@ -134,8 +135,156 @@ def _run_train(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- shared
+def _load_sae_and_model(args):
+    """The SAE of ``--sae`` and the model it reads (``--model`` must agree with the SAE's config)."""
+    from .models import DEFAULT_MODEL, load_model
+    from .sae import SAE
+
+    sae = SAE.load(args.sae, device="cpu" if getattr(args, "cpu", False) else None)
+    name = args.model or sae.cfg.model_name or DEFAULT_MODEL
+    if args.model and sae.cfg.model_name and args.model != sae.cfg.model_name:
+        raise ValueError(f"--model {args.model!r} but the SAE in {args.sae!r} was trained on {sae.cfg.model_name!r} "
+                         f"({sae.cfg.hook_name}); pass --model {sae.cfg.model_name!r} or another SAE")
+    return sae, load_model(name)
+
+
+# ----------------------------------------------------------------------------- concepts
+def _add_concepts(sub) -> None:
+    p = sub.add_parser("concepts", help="does one latent separate a concept's two sides (by sign)? vs Difference-in-Means")
+    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--pairs", default="family", help="family, opposite, or a file of 'a b' lines (train pairs)")
+    p.add_argument("--test-pairs", default=None, help="file of 'a b' lines to test on (default: a seeded split of --pairs)")
+    p.add_argument("--templates", default=None, help="file with one template per line, '{}' marking the word")
+    p.add_argument("--layer", type=int, default=None, help="default: the SAE's hook layer")
+    p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
+    p.add_argument("--mismatch", default="keep", choices=["keep", "drop", "raise"],
+                   help="pairs whose word merges with the template text: keep (reported), drop or raise")
+    p.add_argument("--acts", default=None, help="a harvest dir: adds the share of bidirectional latents on 20k of its tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_concepts)
+
+
+def _run_concepts(args) -> int:
+    from pathlib import Path
+
+    from .concepts import run_concepts
+
+    sae, loaded = _load_sae_and_model(args)
+    templates = None
+    if args.templates:
+        if not Path(args.templates).is_file():
+            raise FileNotFoundError(f"--templates {args.templates!r} is not a file")
+        templates = [line.rstrip("\n") for line in Path(args.templates).read_text().splitlines() if line.strip()]
+    token_acts = None
+    if args.acts:
+        from .shards import check_compatible, load_activations
+
+        check_compatible(args.acts, loaded.info.name, sae.cfg.hook_layer if args.layer is None else args.layer, sae.cfg.d_in)
+        token_acts = load_activations(args.acts, 20_000)
+    report = run_concepts(sae, loaded, args.pairs, test_pairs=args.test_pairs, layer=args.layer, templates=templates,
+                          seed=args.seed, mismatch=args.mismatch, token_acts=token_acts)
+    report = {"command": "concepts", **report}
+    text = (f"{report['concept']}: best latent {report['best_latent']} — sign accuracy {report['test_accuracy']:.3f}, "
+            f"DiM accuracy {report['dim_test_accuracy']:.3f} on {len(report['test_pairs'])} test pairs")
+    _emit(args, report, text)
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="FVU, L0, dead latents and loss recovered of an SAE on held-out text")
+    p.add_argument("--sae", required=True)
+    p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
+    p.add_argument("--tokens", type=int, default=4096, help="held-out predictions scored with the SAE spliced in")
+    p.add_argument("--acts-tokens", type=int, default=20_000, help="held-out activations for FVU/L0/dead/signs")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from . import splice
+    from .pipeline import HarvestSpec, harvest_spec, offline_texts
+    from .reproduce import evaluate_sae
+    from .shards import load_activations
+
+    sae, loaded = _load_sae_and_model(args)
+    layer = sae.cfg.hook_layer
+    if layer is None:
+        raise ValueError(f"the SAE in {args.sae!r} records no hook_layer; it was not trained by the pipeline")
+    spec = HarvestSpec(loaded.info.name if args.model is None and sae.cfg.model_name is None else (args.model or sae.cfg.model_name),
+                       layer, args.acts_tokens, sae.cfg.context_size or 128, split="heldout", chunk_offsets=(0,))
+    held = load_activations(harvest_spec(spec, args.runs_dir, loaded=loaded))
+    result = {"command": "eval", "sae": args.sae, "layer": layer, **evaluate_sae(sae.cpu().eval(), held)}
+    res = splice.evaluate(loaded, sae, offline_texts(split="heldout"), layer, max_tokens=args.tokens)
+    result.update({f"splice_{k}": v for k, v in res.to_dict().items()})
+    _emit(args, result, f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, "
+                        f"loss recovered {result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- steer
+def _add_steer(sub) -> None:
+    p = sub.add_parser("steer", help="clamp one latent from negative to positive: female-vs-male next-token log-odds")
+    p.add_argument("--sae", required=True)
+    p.add_argument("--latent", type=int, required=True)
+    p.add_argument("--values", default="-20,-10,-5,0,5,10,20", help="comma-separated clamp values c")
+    p.add_argument("--model", default=None)
+    p.add_argument("--prompt", default=None, help="also generate a continuation of this prompt at the smallest and largest c")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_steer)
+
+
+def _run_steer(args) -> int:
+    from . import steering
+
+    sae, loaded = _load_sae_and_model(args)
+    values = [float(v) for v in args.values.split(",") if v.strip()]
+    if not values:
+        raise ValueError("--values is empty; pass e.g. --values=-10,0,10")
+    curve = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, args.latent, c), values)
+    result = {"command": "steer", "sae": args.sae, "latent": args.latent, **curve.to_dict()}
+    if args.prompt:
+        result["generations"] = {str(c): steering.generate_with(loaded, args.prompt, steering.clamp_latent(sae, args.latent, c))
+                                 for c in (min(values), max(values))}
+    _emit(args, result, "\n".join(f"c = {c:+g}: log-odds {lo:+.3f}" for c, lo in zip(curve.values, curve.log_odds)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- reproduce
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser("reproduce", help="the main job: harvest, train the SAE family, eval, concepts, steering, report")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--layer", type=int, default=6)
+    p.add_argument("--tokens", type=int, default=None, help="harvested training tokens (default 1.2M; fewer runs faster)")
+    p.add_argument("--d-sae", type=int, default=None)
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="minutes-long smoke run (tiny harvest, d_sae 512)")
+    p.add_argument("--out", default="reports/reproduce", help="report folder (default reports/reproduce)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args) -> int:
+    from .reproduce import ReproduceConfig, reproduce
+
+    kw = {"model": args.model, "layer": args.layer}
+    for key, value in (("n_tokens", args.tokens), ("d_sae", args.d_sae), ("k", args.k)):
+        if value is not None:
+            kw[key] = value
+    cfg = ReproduceConfig.quick(**kw) if args.quick else ReproduceConfig(**kw)
+    report = reproduce(cfg, args.out, args.runs_dir)
+    from pathlib import Path
+
+    _emit(args, {"command": "reproduce", "out": args.out, **report}, (Path(args.out) / "summary.md").read_text())
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
-_COMMANDS = [_add_toy, _add_harvest, _add_train]
+_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -177,7 +177,7 @@ def hub_offline_reason(timeout: float = 2.0) -> str | None:
         except OSError as err:
             result[0] = f"huggingface.co:443 is not reachable ({type(err).__name__}: {err})"
 
-    thread = threading.Thread(target=probe, daemon=True)
+    thread = threading.Thread(target=probe, daemon=True, name="abstopk-hub-probe")
     thread.start()
     thread.join(timeout + 0.5)
     return result[0]
@@ -354,6 +354,21 @@ def _build_gemma_cache(tmp: Path) -> None:
     shutil.rmtree(gguf_dir)
 
 
+@contextlib.contextmanager
+def _hf_offline():
+    """Force huggingface_hub's offline mode for one call. It reads HF_HUB_OFFLINE once, at import,
+    and even with ``local_files_only`` it may fetch data for its user-agent string unless the
+    flag is set; setting the variable after the import is not enough."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
 def _load_dir(path, dtype: torch.dtype, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -401,7 +416,8 @@ def load_model(name: str | os.PathLike = DEFAULT_MODEL, device: str | torch.devi
             model, tokenizer = _load_dir(hub_id, dtype)
         else:  # no network calls: only an already downloaded copy will do
             try:
-                model, tokenizer = _load_dir(hub_id, dtype, local_files_only=True)
+                with _hf_offline():
+                    model, tokenizer = _load_dir(hub_id, dtype, local_files_only=True)
             except OSError:
                 raise HubUnavailableError(_offline_message(text, hub_id, reason)) from None
         source = hub_id

@@ -68,7 +68,7 @@ class _JumpReLUFn(torch.autograd.Function):
         mask = s > threshold
         ctx.save_for_backward(u, threshold, mask)
         ctx.bandwidth, ctx.signed = bandwidth, signed
-        return u * mask.to(u.dtype)
+        return torch.where(mask, u, torch.zeros_like(u))
 
     @staticmethod
     def backward(ctx, grad_z):

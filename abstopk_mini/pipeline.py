@@ -9,7 +9,8 @@ Every artifact lives in a directory named by a hash of the settings that determi
 
 Asking for the same harvest or the same SAE twice does the work once: a complete directory is
 reused, an interrupted one is resumed (harvests continue from their last shard, training from
-its last checkpoint).
+its last checkpoint). A file lock next to each directory makes concurrent processes (notebooks,
+the sweep, the CLI) wait for the one doing the work instead of doing it twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .models import _flock
 from .sae import SAE, SAEConfig, _atomic_write
 
 __all__ = [
@@ -92,10 +94,16 @@ def offline_texts(sources=("wiki", "lee", "newsgroups"), split: str = "train", n
 
 def harvest_spec(spec: HarvestSpec, root=None, loaded=None, progress: bool = True, overwrite: bool = False) -> Path:
     """Harvest ``spec`` (or reuse / resume it) and return its directory."""
+
+    out = spec.directory(root)
+    with _flock(out.with_name(out.name + ".lock"), exclusive=True):  # one process harvests, the others wait
+        return _harvest_locked(spec, out, loaded, progress, overwrite)
+
+
+def _harvest_locked(spec: HarvestSpec, out: Path, loaded, progress: bool, overwrite: bool) -> Path:
     from .activations import harvest
     from .shards import read_manifest
 
-    out = spec.directory(root)
     if (out / "manifest.json").is_file() and not overwrite:
         manifest = read_manifest(out)
         if manifest.get("complete"):
@@ -134,7 +142,6 @@ def train_on_harvest(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = Tr
     refuse activations of another model or layer. Returns ``(sae, history, directory)``.
     """
     from .shards import ShardDataset
-    from .train import CHECKPOINT_FILE, train_sae
 
     ds = ShardDataset(acts_dir)
     m = ds.manifest
@@ -144,6 +151,13 @@ def train_on_harvest(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = Tr
     cfg = dataclasses.replace(cfg, model_name=m["model"], hook_name=m["hook_name"], hook_layer=m["layer"],
                               context_size=m["context_length"])
     out = sae_dir(acts_dir, cfg, train_kw, root)
+    with _flock(out.with_name(out.name + ".lock"), exclusive=True):  # one process trains, the others wait
+        return _train_locked(ds, cfg, out, acts_dir, m, progress, retrain, train_kw)
+
+
+def _train_locked(ds, cfg, out: Path, acts_dir, m: dict, progress: bool, retrain: bool, train_kw: dict):
+    from .train import CHECKPOINT_FILE, train_sae
+
     if not retrain and (out / "history.json").is_file() and (out / "cfg.json").is_file():
         return SAE.load(out), load_history(out), out
     ckpt = out / "checkpoint"

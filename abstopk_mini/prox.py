@@ -86,7 +86,7 @@ def hard_threshold(u: torch.Tensor, lam, nonneg: bool = False) -> torch.Tensor:
     """
     _check_lam(lam)
     keep = (u > lam) if nonneg else (u.abs() > lam)
-    return u * keep.to(u.dtype)
+    return torch.where(keep, u, torch.zeros_like(u))
 
 
 def l0_lambda_to_threshold(lam: float) -> float:

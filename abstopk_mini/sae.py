@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .device import get_device
-from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, THRESHOLD_ACTIVATIONS, make_activation
+from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, make_activation
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
 
@@ -162,6 +162,8 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         self.act = make_activation(cfg).to(dtype)
+        #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.fast); False: dense reference
+        self.fast = True
         self.to(device)
 
     # ------------------------------------------------------------------ the maps
@@ -189,7 +191,15 @@ class SAE(nn.Module):
         return (z @ self.W_dec + self.b_dec) / self.cfg.input_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction.  shape: x [..., d_in] -> x_hat [..., d_in]"""
+        """Reconstruction.  shape: x [..., d_in] -> x_hat [..., d_in]
+
+        For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.fast.reconstruct`
+        (same result, no dense z); ``sae.fast = False`` takes ``decode(encode(x))``.
+        """
+        if self.fast and self.cfg.activation in K_ACTIVATIONS:
+            from .fast import reconstruct
+
+            return reconstruct(self, x)
         return self.decode(self.encode(x))
 
     def forward_train(self, x: torch.Tensor) -> SAEOutput:

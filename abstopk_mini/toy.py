@@ -16,8 +16,6 @@ person − g, a "king" person + royalty + g, and so on; neutral words have no g 
 
 from __future__ import annotations
 
-import dataclasses
-import math
 
 import torch
 

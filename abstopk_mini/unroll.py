@@ -268,6 +268,7 @@ class UnrolledSAE(SAE):
             raise ValueError(f"UnrolledSAE supports activations {ONE_STEP_ACTIVATIONS}; got {cfg.activation!r}")
         _check_steps(n_steps)
         super().__init__(cfg)
+        self.fast = False  # the sparse kernels of abstopk_mini.fast implement the one-step encoder only
         self.n_steps, self.tied = n_steps, tied
         extra = n_steps - 1
         self.step_sizes = nn.Parameter(torch.ones(extra, dtype=self.W_enc.dtype, device=self.W_enc.device),

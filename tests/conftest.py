@@ -21,6 +21,16 @@ TINY_SENTENCES = [
 ]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one thread: two workers on two cores, no oversubscription."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_global_rng():
     """Every test starts from the same global RNG state, whatever ran before it (or on which xdist worker)."""

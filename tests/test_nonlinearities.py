@@ -36,6 +36,12 @@ def test_jumprelu_is_hard_threshold(cls, nonneg):
     assert torch.equal(act.l0(u), (expected != 0).sum(-1).double())
 
 
+def test_jumprelu_infinite_input_gives_zero_not_nan():
+    act = nl.JumpReLU(3)
+    z = act(torch.tensor([[-float("inf"), 0.5, float("inf")]]))
+    assert z.tolist() == [[0.0, 0.5, float("inf")]]
+
+
 @pytest.mark.parametrize("cls, ref", [(nl.TopK, prox.topk), (nl.AbsTopK, prox.abs_topk)])
 @pytest.mark.parametrize("k", [1, 5, 32])
 def test_topk_modules_match_prox(cls, ref, k):

@@ -52,3 +52,20 @@ def test_cli_harvest_and_train_print_one_json_object(tiny_gpt2_dir, tmp_path, ca
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert cli_main(["train", "--acts", str(tmp_path / "nothing"), "--json"]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_cli_concepts_reports_the_headline_fields(spec, tiny_gpt2, tiny_gpt2_dir, tmp_path, capsys):
+    acts = harvest_spec(spec, tmp_path, loaded=tiny_gpt2, progress=False)
+    cfg = am.SAEConfig(d_in=32, d_sae=64, activation="abstopk", k=4, device="cpu")
+    _, _, sae_path = train_on_harvest(acts, cfg, tmp_path, progress=False, n_tokens=1024, batch_size=256)
+    test_file = tmp_path / "test_pairs.txt"
+    test_file.write_text("bull cow\nrooster hen\n")
+    args = ["concepts", "--sae", str(sae_path), "--model", str(tiny_gpt2_dir), "--test-pairs", str(test_file), "--json"]
+    assert cli_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"best_latent", "test_accuracy", "dim_test_accuracy"} <= set(report)
+    assert report["test_pairs"] == [["bull", "cow"], ["rooster", "hen"]]
+    assert 0.0 <= report["test_accuracy"] <= 1.0 and 0 <= report["best_latent"] < 64
+    # an SAE is refused on another model than the one it was trained on
+    assert cli_main(["concepts", "--sae", str(sae_path), "--model", "gemma-3-270m", "--json"]) == 2
+    assert "was trained on" in capsys.readouterr().err

@@ -145,6 +145,17 @@ def test_hard_threshold_boundary_returns_zero():
     assert prox.hard_threshold(u, 1.0, nonneg=True).tolist() == [0.0, 0.0, 0.0, 1.25, 0.0]
 
 
+def test_hard_threshold_drops_to_a_true_zero():
+    """Dropped entries are +0 (not −0, and not NaN for an infinite entry: −inf·0 would be NaN)."""
+    u = torch.tensor([-float("inf"), -0.5, 0.5, 2.0, float("inf")])
+    z = prox.hard_threshold(u, 1.0, nonneg=True)
+    assert z.tolist() == [0.0, 0.0, 0.0, 2.0, float("inf")]
+    assert not torch.signbit(z[:3]).any()
+    z = prox.hard_threshold(u, 1.0)
+    assert z.tolist() == [-float("inf"), 0.0, 0.0, 2.0, float("inf")]
+    assert not torch.signbit(z[1:3]).any()
+
+
 def test_hard_threshold_per_coordinate_threshold():
     u = torch.tensor([[0.5, -0.5, 2.0], [1.5, -3.0, 0.1]])
     theta = torch.tensor([0.4, 0.6, 2.5])

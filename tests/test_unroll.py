@@ -155,3 +155,12 @@ def test_bad_input_is_named():
         one_step(x, D, "batchtopk", eta=0.1, k=2)
     with pytest.raises(ValueError, match="UnrolledSAE supports"):
         UnrolledSAE(am.SAEConfig(d_in=8, d_sae=16, activation="batchtopk", k=2))
+
+
+def test_unrolled_sae_never_takes_the_one_step_fast_path():
+    cfg = am.SAEConfig(d_in=8, d_sae=16, activation="abstopk", k=3, device="cpu")
+    un = UnrolledSAE(cfg, n_steps=3)
+    x = torch.randn(10, 8)
+    torch.testing.assert_close(un(x), un.decode(un.encode(x)))
+    one = UnrolledSAE.from_sae(am.SAE(cfg), n_steps=1)
+    assert not torch.allclose(un.encode(x), one.encode(x))  # the extra steps do change the code

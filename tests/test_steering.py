@@ -1,0 +1,169 @@
+"""Steering: clamping a latent, adding a direction, the female-vs-male log-odds curve, generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import abstopk_mini as am
+from abstopk_mini import activations as A
+from abstopk_mini import steering as St
+
+TEXTS = ["The king and the queen walked through the garden.", "A man and a woman read books."]
+PROMPTS = ["The king and the", "A man and a", "He said that", "The queen walked through the"]
+
+
+def _sae(d_in: int, layer: int | None, activation: str = "abstopk", seed: int = 0):
+    torch.manual_seed(seed)
+    sae = am.SAE(am.SAEConfig(d_in=d_in, d_sae=64, activation=activation, k=8, device="cpu", seed=seed,
+                              hook_layer=layer, input_scale=0.25))
+    with torch.no_grad():
+        sae.b_dec.normal_(0, 0.1)
+    return sae
+
+
+def _batch(loaded, texts):
+    return A._pad(A._encode(loaded.tokenizer, texts, 128, prepend_bos=True), loaded.info.pad_token_id)
+
+
+def _logits(loaded, ids, mask=None):
+    with torch.inference_mode():
+        return loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+
+# --------------------------------------------------------------------------- clamp / add
+def test_clamp_moves_x_along_the_decoder_row_by_c_minus_z():
+    sae = _sae(16, 0)
+    x = torch.randn(50, 16, generator=torch.Generator().manual_seed(0)) * 4
+    z = sae.encode(x).detach()
+    latent = int((z != 0).sum(0).argmax())  # fires on some rows and not on others
+    assert 0 < (z[:, latent] != 0).sum() < len(x)
+    d_i = sae.W_dec[latent].detach() / sae.cfg.input_scale
+    for c in (-3.0, 0.0, 2.5):
+        x_new = St.clamp_latent(sae, latent, c)(x)
+        torch.testing.assert_close(x_new - x, (c - z[:, latent])[:, None] * d_i, rtol=1e-5, atol=1e-5)
+    for row in range(5):  # the latent's own value: nothing changes, bit for bit
+        own = St.clamp_latent(sae, latent, z[row, latent].item())(x[row:row + 1])
+        assert torch.equal(own, x[row:row + 1])
+    torch.testing.assert_close(St.decoder_direction(sae, latent), d_i)
+
+
+def test_clamp_inside_the_model(tiny_gpt2):
+    """Attached to block 0, the residual becomes x + (c − z_i(x)) d_i at the non-BOS positions."""
+    loaded = tiny_gpt2
+    sae = _sae(loaded.info.d_model, 0, seed=1)
+    ids, mask = _batch(loaded, TEXTS)
+    x = A.residual_stream(loaded, ids, 0, mask)
+    latent, c = 5, -7.0
+    with St.clamp_latent(sae, latent, c).attach(loaded):
+        x_new = A.residual_stream(loaded, ids, 0, mask)
+    edit = mask.bool() & (ids != loaded.info.bos_token_id)
+    z_i = sae.encode(x[edit]).detach()[:, latent]
+    d_i = St.decoder_direction(sae, latent)
+    torch.testing.assert_close(x_new[edit], x[edit] + (c - z_i)[:, None] * d_i, rtol=1e-5, atol=1e-5)
+    assert torch.equal(x_new[~edit], x[~edit])
+
+
+def test_zero_addition_and_detaching_change_nothing(tiny_gpt2):
+    loaded = tiny_gpt2
+    ids, mask = _batch(loaded, TEXTS)
+    before = _logits(loaded, ids, mask)
+    v = torch.randn(loaded.info.d_model, generator=torch.Generator().manual_seed(0))
+    with St.add_direction(v, 0.0, 1).attach(loaded):
+        assert torch.equal(_logits(loaded, ids, mask), before)
+    with St.add_direction(v, 3.0, 1).attach(loaded):
+        assert not torch.allclose(_logits(loaded, ids, mask), before)
+    assert torch.equal(_logits(loaded, ids, mask), before)  # the hook is gone after the block
+
+
+def test_match_norm():
+    sae = _sae(16, 0)
+    u = torch.randn(16, generator=torch.Generator().manual_seed(2)) * 9
+    v = St.match_norm(u, sae, 3)
+    assert v.norm().item() == pytest.approx(St.decoder_direction(sae, 3).norm().item(), rel=1e-6)
+    assert torch.nn.functional.cosine_similarity(u, v, dim=0).item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="zero or non-finite norm"):
+        St.match_norm(torch.zeros(16), sae, 3)
+
+
+# --------------------------------------------------------------------------- the curve
+def test_unembedding_direction_moves_the_log_odds_monotonically(tiny_gpt2):
+    """Adding c (W_U[woman] − W_U[man]) after the last block: the final LayerNorm projects the
+    residual onto the sphere, so the logit difference is ‖ṽ‖ x cos(ṽ, x̃ + c ṽ) (ṽ, x̃ centred;
+    γ = 1, β = 0 at init): strictly increasing in c for every prompt."""
+    loaded = tiny_gpt2
+    pairs = [("woman", "man"), ("she", "he")]
+    used, skipped = St.token_pairs(loaded.tokenizer, pairs)
+    assert [(u[0], u[1]) for u in used] == [("woman", "man")]
+    assert skipped[0][:2] == ("she", "he") and "' he' -> 2 tokens" in skipped[0][2]
+    W_U = loaded.model.lm_head.weight.detach()
+    v = W_U[used[0][2]] - W_U[used[0][3]]
+    values = [-4.0, -2.0, -0.5, 0.0, 0.5, 2.0, 4.0]
+    L = loaded.info.n_layers - 1
+    curve = St.logit_diff_curve(loaded, lambda c: St.add_direction(v, c, L), values, prompts=PROMPTS, pairs=pairs)
+    assert curve.pairs == [("woman", "man")] and len(curve.skipped) == 1
+    assert curve.per_prompt.shape == (len(values), len(PROMPTS)) and curve.per_pair.shape == (len(values), 1)
+    assert (curve.per_prompt.diff(dim=0) > 0).all()
+    assert curve.log_odds[values.index(0.0)].item() == pytest.approx(curve.baseline, abs=1e-12)
+    # an independent reference for one point: logits of the last prompt token by hand
+    ids = torch.tensor([A._encode(loaded.tokenizer, PROMPTS[:1], 128, prepend_bos=True)[0]])
+    x = A.residual_stream(loaded, ids, L)[0, -1] + 2.0 * v
+    logits = loaded.model.lm_head(loaded.model.transformer.ln_f(x)).detach()
+    assert curve.per_prompt[values.index(2.0), 0].item() == pytest.approx(
+        (logits[used[0][2]] - logits[used[0][3]]).item(), rel=1e-5)
+    assert isinstance(curve.to_dict()["log_odds"], list)
+
+
+def test_curve_argument_errors(tiny_gpt2):
+    make = lambda c: St.add_direction(torch.zeros(tiny_gpt2.info.d_model), c, 0)  # noqa: E731
+    with pytest.raises(ValueError, match="no pair"):
+        St.logit_diff_curve(tiny_gpt2, make, [0.0], pairs=[("she", "he")])
+    with pytest.raises(ValueError, match="values is empty"):
+        St.logit_diff_curve(tiny_gpt2, make, [])
+    with pytest.raises(TypeError, match="must return an Intervention"):
+        St.logit_diff_curve(tiny_gpt2, lambda c: None, [1.0], pairs=[("woman", "man")])
+    with pytest.raises(ValueError, match="latent must be an int"):
+        St.clamp_latent(_sae(32, 0), 64, 1.0)
+    with pytest.raises(ValueError, match="trained on layer 0"):
+        St.clamp_latent(_sae(32, 0), 1, 1.0, layer=1)
+
+
+# --------------------------------------------------------------------------- generation
+def test_generate_with_matches_transformers_greedy(tiny_gpt2):
+    loaded = tiny_gpt2
+    prompt = "The king and"
+    ids = torch.tensor([A._encode(loaded.tokenizer, [prompt], 128, prepend_bos=True)[0]])
+    with torch.inference_mode():
+        ref = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                                    pad_token_id=loaded.info.pad_token_id)
+    want = loaded.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+    assert St.generate_with(loaded, prompt, max_new_tokens=6) == want
+    v = torch.randn(loaded.info.d_model, generator=torch.Generator().manual_seed(0))
+    assert St.generate_with(loaded, prompt, St.add_direction(v, 0.0, 0), max_new_tokens=6) == want
+    push = St.add_direction(v, 50.0, 1)
+    steered = St.generate_with(loaded, prompt, push, max_new_tokens=6)
+    assert steered != want  # a large push changes the greedy path of this model
+    with push.attach(loaded), torch.inference_mode():  # with a KV cache only new positions reach the hook
+        cached = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                                       do_sample=False, pad_token_id=loaded.info.pad_token_id)
+    assert loaded.tokenizer.decode(cached[0, ids.shape[1]:], skip_special_tokens=True) == steered
+
+
+# --------------------------------------------------------------------------- Gemma
+@pytest.mark.slow
+def test_gemma_pairs_and_steering_end_to_end(gemma):
+    used, skipped = St.token_pairs(gemma.tokenizer)
+    assert skipped == [] and len(used) == len(St.DEFAULT_PAIRS)  # every default word is one Gemma token
+    W_U = gemma.model.get_output_embeddings().weight.detach()
+    she, he = used[0][2], used[0][3]
+    v = W_U[she] - W_U[he]
+    L = 10
+    x = A.residual_stream(gemma, torch.tensor([[2] + gemma.tokenizer("The doctor said that",
+                                                                   add_special_tokens=False)["input_ids"]]), L)
+    r = x[0, 1:].norm(dim=-1).mean().item() / v.norm().item()  # a push the size of the residual itself
+    curve = St.logit_diff_curve(gemma, lambda c: St.add_direction(v, c, L), [-r, r],
+                                prompts=St.DEFAULT_PROMPTS[:3], pairs=[("she", "he")])
+    assert curve.log_odds[0] < curve.baseline < curve.log_odds[1]
+    plain = St.generate_with(gemma, "The doctor said that", max_new_tokens=3)
+    assert St.generate_with(gemma, "The doctor said that", St.add_direction(v, 0.0, L), max_new_tokens=3) == plain
+    assert len(plain) > 0
