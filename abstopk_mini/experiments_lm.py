@@ -5,6 +5,8 @@ r"""The experiments of chapters 7 and 8, built from the package's pieces.
   the content-addressed runs under ``$ABSTOPK_RUNS`` are reused, or trained once).
 * :func:`concept_reports` — the family, opposite and sentiment axes for several SAEs, with each
   set's word activations computed once.
+* :func:`preact_ranking` — the latents whose *pre-activation* sign separates the sides best on
+  train pairs, with their test numbers before and after the top-k.
 * :func:`latent_scale` — q, a strong but typical value of a latent: the 90th percentile of its
   non-zero :math:`|z|` on held-out tokens (the maximum is an outlier; as in ``reproduce``).
 * Steering methods, each a map from a signed multiple :math:`m` (positive = towards side a) to
@@ -33,7 +35,7 @@ from .sae import SAE, SAEConfig
 
 __all__ = [
     "ChapterSAEs", "chapter_saes", "concept_reports", "latent_scale", "clamp_latents", "clamp_method",
-    "pair_clamp_method", "dim_method", "steering_curves", "generation_rows", "replace_model",
+    "pair_clamp_method", "dim_method", "steering_curves", "generation_rows", "replace_model", "preact_ranking",
 ]
 
 
@@ -105,6 +107,32 @@ def concept_reports(loaded, saes: Mapping[str, SAE], concept_names: Sequence[str
         reports[concept] = {n: concepts.run_concepts(s, loaded, concept, layer=layer, seed=seed, word_acts=wa)
                             for n, s in saes.items()}
     return reports, word_acts
+
+
+def preact_ranking(sae: SAE, word_acts, train_pairs, test_pairs, top: int = 5) -> list[dict]:
+    """Rank latents by the train sign accuracy of their pre-activation u (orientation o chosen on
+    train, zero a coin flip); for the ``top`` ones, the test numbers of u and of the code z.
+
+    Rows: ``latent``, ``train_preact_sign`` / ``test_preact_sign`` (sign rule on o·u),
+    ``test_code_sign`` (same rule on o·z: what survives the top-k), ``coverage_a`` / ``coverage_b``
+    (test share with z ≠ 0), ``mean_u_a`` / ``mean_u_b`` (test means of u).
+    """
+    from .concept_metrics import encode_samples, sign_accuracy
+
+    side = lambda ps, k: word_acts.acts[word_acts.index([p[k] for p in ps])]  # noqa: E731
+    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    (u_a, _), (u_b, _) = encode_samples(sae, side(train_pairs, 0)), encode_samples(sae, side(train_pairs, 1))
+    (ut_a, zt_a), (ut_b, zt_b) = encode_samples(sae, side(test_pairs, 0)), encode_samples(sae, side(test_pairs, 1))
+    acc = sign_accuracy(flat(u_a), flat(u_b))
+    best = torch.maximum(acc, 1 - acc)
+    rows = []
+    for j in best.argsort(descending=True, stable=True)[:top].tolist():
+        o = 1 if float(acc[j]) >= 0.5 else -1
+        ua, ub, za, zb = flat(ut_a)[:, j], flat(ut_b)[:, j], flat(zt_a)[:, j], flat(zt_b)[:, j]
+        rows.append({"latent": j, "train_preact_sign": float(best[j]), "test_preact_sign": float(sign_accuracy(ua, ub, o)),
+                     "test_code_sign": float(sign_accuracy(za, zb, o)), "coverage_a": float((za != 0).double().mean()),
+                     "coverage_b": float((zb != 0).double().mean()), "mean_u_a": float(ua.mean()), "mean_u_b": float(ub.mean())})
+    return rows
 
 
 @torch.no_grad()

@@ -214,7 +214,8 @@ def highlight_html(tokens: Sequence[str], values, title: str = "", vmax: float |
     for tok, v in zip(tokens, values):
         style = "padding:1px 0;border-radius:2px;" + (f"background:{_rgba(v, vmax, positive, negative)};" if v != 0 else "")
         shown = html.escape(tok).replace(" ", "&nbsp;").replace("\n", "↵")
-        spans.append(f'<span title="{v:+.3g}" style="{style}">{shown}</span>')
+        tip = f"{v:+.3g}" if v != 0 else "0"
+        spans.append(f'<span title="{tip}" style="{style}">{shown}</span>')
     head = f"<div style='font-size:0.85em;color:#555'>{html.escape(title)}</div>" if title else ""
     body = "".join(spans)
     return f"<div style='font-family:monospace;line-height:1.9;margin:4px 0'>{head}{body}</div>"
@@ -415,13 +416,15 @@ def probe_figure(reports: Mapping[str, Mapping[str, dict]], sae_colors: Sequence
 
 # =============================================================================== steering
 def steering_figure(curves: Mapping[str, dict], xlabel: str = "steering strength c / q (positive: towards side a)",
-                    ylabel: str = "log p(female) − log p(male)", title: str = "Steering the gender axis"):
+                    ylabel: str = "log p(female) − log p(male)", title: str = "Steering the gender axis",
+                    colors: Sequence[str] | None = None):
     """Log-odds against the signed multiple m = c/q, one line per method. ``curves``: label -> a
-    dict with ``multiples`` [V] and ``log_odds`` [V] (and ``baseline``, drawn once, dashed)."""
+    dict with ``multiples`` [V] and ``log_odds`` [V] (and ``baseline``, drawn once, dashed);
+    ``colors``: one per curve (default C0, C1, ...)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     baseline = None
     for i, (label, c) in enumerate(curves.items()):
-        ax.plot(c["multiples"], c["log_odds"], "o-", color=f"C{i}", label=label)
+        ax.plot(c["multiples"], c["log_odds"], "o-", color=colors[i] if colors else f"C{i}", label=label)
         baseline = c.get("baseline", baseline)
     if baseline is not None:
         ax.axhline(baseline, color="k", lw=0.8, ls="--", label=f"no intervention ({baseline:.2f})")

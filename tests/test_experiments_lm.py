@@ -123,3 +123,36 @@ def test_chapter_saes_find_the_reproduce_directories(tiny_gpt2, tiny_gpt2_dir, t
     assert again.histories["topk"]["wall_time_s"] == cs.histories["topk"]["wall_time_s"]
     assert torch.equal(again.saes["topk"].W_dec, cs.saes["topk"].W_dec)
     assert ex.replace_model(cfg, None) is cfg and ex.replace_model(cfg, "other").model == "other"
+
+
+def test_preact_ranking_against_a_per_latent_loop():
+    from test_plots_concepts import PAIRS, _word_acts
+
+    wa = _word_acts()
+    sae = am.SAE(am.SAEConfig(d_in=wa.acts.shape[-1], d_sae=20, activation="abstopk", k=2, device="cpu", seed=3)).eval()
+    train, test = PAIRS[:3], PAIRS[3:]
+    rows = ex.preact_ranking(sae, wa, train, test, top=4)
+
+    def samples(pairs, k):
+        x = wa.acts[[wa.words.index(p[k]) for p in pairs]].reshape(-1, wa.acts.shape[-1])
+        with torch.no_grad():
+            return sae.pre_acts(x), sae.encode(x)
+
+    def sign_acc(va, vb):  # balanced; a zero is a coin flip
+        score = lambda v, want: ((torch.sign(v) == want).double() + 0.5 * (v == 0).double()).mean()  # noqa: E731
+        return float((score(va, 1) + score(vb, -1)) / 2)
+
+    (ua, _), (ub, _) = samples(train, 0), samples(train, 1)
+    (uta, zta), (utb, ztb) = samples(test, 0), samples(test, 1)
+    train_acc = [max(sign_acc(ua[:, j], ub[:, j]), sign_acc(-ua[:, j], -ub[:, j])) for j in range(20)]
+    chosen = [r["latent"] for r in rows]
+    assert len(set(chosen)) == 4
+    assert [train_acc[j] for j in chosen] == pytest.approx(sorted(train_acc, reverse=True)[:4])  # ties may swap
+    for r in rows:
+        j = r["latent"]
+        o = 1 if sign_acc(ua[:, j], ub[:, j]) >= 0.5 else -1
+        assert r["train_preact_sign"] == pytest.approx(train_acc[j])
+        assert r["test_preact_sign"] == pytest.approx(sign_acc(o * uta[:, j], o * utb[:, j]))
+        assert r["test_code_sign"] == pytest.approx(sign_acc(o * zta[:, j], o * ztb[:, j]))
+        assert r["coverage_b"] == pytest.approx(float((ztb[:, j] != 0).double().mean()))
+    assert rows[0]["train_preact_sign"] > 0.8  # the planted axis shows in some pre-activation
