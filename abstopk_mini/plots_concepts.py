@@ -81,47 +81,48 @@ def pair_codes(sae, word_acts, pairs, latent: int, neutral_words: Sequence[str] 
             "z_a": z[:n], "z_b": z[n:2 * n], "z_n": z[2 * n:], "u_a": u[:n], "u_b": u[n:2 * n], "u_n": u[2 * n:]}
 
 
-def _bars(ax, values: list[torch.Tensor], labels: list[str], colors: list[str], names: Sequence[str], ylabel: str):
-    """Grouped bars: values[g] [n, T] -> mean ± std over T, one group per row n."""
+def _barsh(ax, values: list[torch.Tensor], labels: list[str], colors: list[str], names: Sequence[str], xlabel: str):
+    """Grouped horizontal bars, first row at the top: values[g] [n, T] -> mean ± std over T."""
     n = values[0].shape[0]
-    width = 0.8 / len(values)
+    height = 0.8 / len(values)
     for g, (v, color, name) in enumerate(zip(values, colors, names)):
-        x = [i + (g - (len(values) - 1) / 2) * width for i in range(n)]
-        ax.bar(x, v.mean(1).tolist(), width, yerr=v.std(1, unbiased=False).tolist(), color=color,
-               label=name, error_kw={"elinewidth": 0.8, "capsize": 1.5})
-    ax.axhline(0, color="k", lw=0.7)
-    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_xlim(-0.6, n - 0.4)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
+        y = [i + (g - (len(values) - 1) / 2) * height for i in range(n)]
+        ax.barh(y, v.mean(1).tolist(), height, xerr=v.std(1, unbiased=False).tolist(), color=color,
+                label=name, error_kw={"elinewidth": 0.8, "capsize": 1.5})
+    ax.axvline(0, color="k", lw=0.7)
+    ax.set_yticks(range(n), labels, fontsize=9)
+    ax.set_ylim(n - 0.4, -0.6)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def latent_pair_figure(data: dict, sides: Sequence[str] = ("male", "female"), test_pairs=None,
                        title: str | None = None, preact: bool = True):
-    """Bars of :func:`pair_codes`: for every pair the side-a and side-b word (mean ± std over
-    templates) of the code :math:`z_j` (top) and, if ``preact``, the pre-activation :math:`u_j`
-    (bottom). Neutral words follow in grey. Pairs in ``test_pairs`` are marked with ``*``."""
+    """Horizontal bars of :func:`pair_codes`, one row per pair: the side-a and side-b word (mean ±
+    std over templates) of the code :math:`z_j` (left) and, if ``preact``, the pre-activation
+    :math:`u_j` (right). Neutral words follow in grey. Pairs in ``test_pairs`` are marked ``*``."""
     test = {tuple(p) for p in (test_pairs or ())}
     labels = [f"{a}/{b}" + ("*" if (a, b) in test else "") for a, b in data["pairs"]]
-    rows = [("z", "code $z_j$")] + ([("u", "pre-activation $u_j$")] if preact else [])
+    panels = [("z", "code $z_j$")] + ([("u", "pre-activation $u_j$")] if preact else [])
     n_neutral = len(data["neutral_words"])
-    fig, axes = plt.subplots(len(rows), 1, figsize=(max(7.0, 0.42 * (len(labels) + n_neutral) + 2), 3.0 * len(rows)),
-                             squeeze=False)
-    for ax, (key, ylabel) in zip(axes[:, 0], rows):
+    n_rows = len(labels) + n_neutral
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.2, 0.26 * n_rows + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, (key, xlabel) in zip(axes[0], panels):
         a, b, nn = data[f"{key}_a"], data[f"{key}_b"], data[f"{key}_n"]
         if n_neutral:  # one row per neutral word, in the side-a slot, with an empty side-b bar
             a = torch.cat([a, nn])
             b = torch.cat([b, torch.full_like(nn, float("nan"))])
-        _bars(ax, [a, b], labels + list(data["neutral_words"]), [SIDE_COLORS[0], SIDE_COLORS[1]],
-              [f"{sides[0]} word", f"{sides[1]} word"], ylabel)
+        _barsh(ax, [a, b], labels + list(data["neutral_words"]), [SIDE_COLORS[0], SIDE_COLORS[1]],
+               [f"{sides[0]} word", f"{sides[1]} word"], xlabel)
         if n_neutral:
             for patch in ax.patches[len(labels):len(labels) + n_neutral]:
                 patch.set_color(SIDE_COLORS[2])
+            ax.axhline(len(labels) - 0.5, color="0.6", lw=0.7, ls=":")
     axes[0, 0].legend(fontsize=8, loc="best")
-    for ax in axes[:, 0]:
-        ax.set_xlabel("word pair" + (" (* = test pair)" if test else "") + (", then neutral words" if n_neutral else ""),
-                      fontsize=8)
-    axes[0, 0].set_title(title or f"Latent {data['latent']} on each word pair (mean ± std over templates)")
+    axes[0, 0].set_ylabel("word pair" + (" (* = test pair)" if test else "") + (", then neutral words" if n_neutral else ""),
+                          fontsize=9)
+    fig.suptitle(title or f"Latent {data['latent']} on each word pair (mean ± std over templates)", fontsize=11)
     fig.tight_layout()
     return fig
 
