@@ -135,10 +135,10 @@ def compare_training(x: torch.Tensor, d_sae: int, k: int, *, n_steps: int = 1000
             hist["steps"].append(step)
             for name in models:
                 hist["fvu"][name].append(_fvu(xb, outs[name][1].detach()))
-            hist["max_abs_diff_tied"].append(float((outs["tied_doubled_topk"][1] - outs["abstopk"][1]).abs().max()))
+            hist["max_abs_diff_tied"].append(float((outs["tied_doubled_topk"][1] - outs["abstopk"][1]).detach().abs().max()))
             W = untied.W_dec.detach()
             hist["antipodal_cos"].append(float(nn.functional.cosine_similarity(W[:d_sae], -W[d_sae:], dim=1).mean()))
-            fired = (outs["untied_doubled_topk"][0] != 0).any(0)
+            fired = (outs["untied_doubled_topk"][0].detach() != 0).any(0)
             hist["both_used"].append(float((fired[:d_sae] & fired[d_sae:]).double().mean()))
         if step == n_steps:
             break

@@ -55,7 +55,8 @@ from .sae import SAE, SAEConfig, _atomic_write
 
 __all__ = [
     "VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan", "read_results",
-    "run_sweep", "layer_context", "evaluate_point", "format_status", "run_cli",
+    "run_sweep", "layer_context", "evaluate_point", "format_status", "run_cli", "concept_inputs_path",
+    "load_concept_inputs",
 ]
 
 SCHEMA = "abstopk_mini.sweep/1"
@@ -329,16 +330,32 @@ class LayerContext:
     sentiment: tuple | None
 
 
+def concept_inputs_path(model_name: str, layer: int, concepts=CONCEPTS, root=None) -> Path:
+    """Where the sweep caches the concept inputs of one layer (see :func:`layer_context`)."""
+    from . import concepts as C
+
+    ident = {"model": model_name, "layer": layer, "concepts": list(concepts), "recipe": "sweep-concepts/1",
+             "templates": {k: list(v) for k, v in C.TEMPLATES.items()}, "neutral": {k: list(v) for k, v in C.NEUTRAL_WORDS.items()}}
+    return runs_dir(root) / "concept_acts" / f"L{layer}-{_key(ident)}.pt"
+
+
+def load_concept_inputs(model_name: str, layer: int, concepts=CONCEPTS, root=None):
+    """The cached ``(word_acts {set: WordActivations}, (sentence acts, labels) or None)``, or None."""
+    path = concept_inputs_path(model_name, layer, concepts, root)
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=False)
+    return saved["word_acts"], saved["sentiment"]
+
+
 def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | None]:
     """Word activations of the pair sets and sentence activations of sentiment, cached on disk."""
     from . import concepts as C
 
-    ident = {"model": loaded.info.name, "layer": layer, "concepts": list(concepts), "recipe": "sweep-concepts/1",
-             "templates": {k: list(v) for k, v in C.TEMPLATES.items()}, "neutral": {k: list(v) for k, v in C.NEUTRAL_WORDS.items()}}
-    path = runs_dir(root) / "concept_acts" / f"L{layer}-{_key(ident)}.pt"
-    if path.is_file():
-        saved = torch.load(path, weights_only=False)
-        return saved["word_acts"], saved["sentiment"]
+    path = concept_inputs_path(loaded.info.name, layer, concepts, root)
+    cached = load_concept_inputs(loaded.info.name, layer, concepts, root)
+    if cached is not None:
+        return cached
     word_acts = {c: C.pair_word_activations(loaded, c, layer) for c in concepts if c in C.PAIR_SETS}
     sentiment = None
     if "sentiment" in concepts:
