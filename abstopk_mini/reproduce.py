@@ -204,8 +204,11 @@ def _steering(cfg, loaded, sae, rep, x_held, wa) -> dict | None:
         return None
     latent = rep.get("sign_latent", {}).get("latent", rep["best_latent"])
     with torch.no_grad():
-        z = sae.encode(x_held)[:, latent]
-    q = z.abs().max().item() or 1.0
+        z = torch.cat([sae.encode(x_held[i : i + 4096])[:, latent] for i in range(0, len(x_held), 4096)])
+    nonzero = z[z != 0].abs()
+    # q: a strong but typical activation of the latent (90th percentile of its non-zero |z|);
+    # the maximum is an outlier, and clamping there breaks the model's text
+    q = (nonzero.quantile(0.9).item() if len(nonzero) else 1.0) or 1.0
     values = [m * q for m in (-2, -1, -0.5, 0, 0.5, 1, 2)]
     words_a = [a for a, _ in rep["train_pairs"]]
     words_b = [b for _, b in rep["train_pairs"]]
@@ -222,7 +225,8 @@ def _steering(cfg, loaded, sae, rep, x_held, wa) -> dict | None:
     prompt = steering.DEFAULT_PROMPTS[0]
     gens = {f"{m:+g}q": steering.generate_with(loaded, prompt, steering.clamp_latent(sae, latent, m * q), max_new_tokens=12)
             for m in (-1, 0, 1)}
-    return {"latent": latent, "q": q, "values": values, "cos_latent_dim": float(torch.nn.functional.cosine_similarity(d_i.float(), dim, 0)),
+    return {"latent": latent, "q": q, "q_rule": "90th percentile of the latent's non-zero |z| on held-out tokens",
+            "fires_on": float((z != 0).double().mean()), "values": values, "cos_latent_dim": float(torch.nn.functional.cosine_similarity(d_i.float(), dim, 0)),
             "clamp": clamp.to_dict(), "dim": add.to_dict(), "prompt": prompt, "generations": gens}
 
 

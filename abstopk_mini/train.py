@@ -45,6 +45,7 @@ from .sae import SAE, SAEConfig, _atomic_write
 __all__ = ["TrainConfig", "train_sae", "geometric_median", "lr_at", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+COEF_RANGE = 1e3  # the L0 controller keeps its coefficient within [c0 / 1e3, c0 * 1e3] of the configured one
 
 
 @dataclass
@@ -64,7 +65,7 @@ class TrainConfig:
     l1_coefficient: float = 0.5  # relu: weight of the mean l1 norm of z (in scaled units)
     l0_coefficient: float = 2.0  # (abs)jumprelu: weight of the mean l0 (STE)
     target_l0: float | None = None  # relu/(abs)jumprelu: adapt the coefficient towards this L0; None: cfg.k if set
-    target_rate: float = 0.01  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
+    target_rate: float = 0.05  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
     sparsity_warmup_frac: float = 0.05
     aux_k: int | None = None  # None: d_in // 2
     aux_coef: float = 1 / 32
@@ -310,7 +311,7 @@ def train_sae(
 
     history = {key: [] for key in ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac")}
     step, tokens = 0, 0
-    coef = tcfg.l1_coefficient if cfg.activation == "relu" else tcfg.l0_coefficient
+    coef = coef0 = tcfg.l1_coefficient if cfg.activation == "relu" else tcfg.l0_coefficient
     target_l0 = None
     if cfg.activation not in K_ACTIVATIONS:
         target_l0 = tcfg.target_l0 if tcfg.target_l0 is not None else cfg.k
@@ -380,6 +381,9 @@ def train_sae(
                 if sync is not None:
                     batch_l0 = sync.mean(batch_l0)
                 coef *= math.exp(tcfg.target_rate * max(-1.0, min(1.0, batch_l0 / target_l0 - 1.0)))
+                # bounded: (abs)jumprelu's threshold moves at most ~lr per Adam step whatever the coefficient,
+                # so an unbounded coefficient only grows until the loss overflows
+                coef = min(max(coef, coef0 / COEF_RANGE), coef0 * COEF_RANGE)
         step += 1
         tokens += x.shape[0]
         if step % log_every == 0 or step == n_steps:

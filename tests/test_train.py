@@ -440,3 +440,28 @@ def test_jumprelu_threshold_gets_gradient_from_both_terms():
     (g_l0,) = torch.autograd.grad(sae.act.l0(out.u).mean(), sae.act.threshold)
     assert (g_l0 <= 0).all() and (g_l0 < 0).any()  # raising θ lowers L0
     assert g_mse.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- L0 controller
+@pytest.mark.parametrize("activation,coef", [("relu", "l1_coefficient"), ("jumprelu", "l0_coefficient")])
+def test_target_l0_steers_the_coefficient_towards_the_target(activation, coef):
+    # free runs on this data settle at L0 ~20 (see above); targets 4 and 12 must order and approach
+    x, _, _ = toy(3000, d=16, P=16, n_active=3, seed=1)
+    got = {}
+    for target in (4, 12):
+        sae, hist = train_sae(cfg_for(activation, d_in=16, d_sae=32), x, n_tokens=400 * 128, batch_size=128, lr=1e-2,
+                              target_l0=target, target_rate=0.05, **{coef: 0.01}, **QUIET)
+        with torch.no_grad():
+            got[target] = metrics.l0(sae.encode(x))
+        assert hist["coef"][-1] > 0.01  # too dense at the start: the coefficient rose
+    assert got[4] < got[12], got
+    assert abs(got[12] - 12) < 6 and got[4] < 8, got
+
+
+def test_an_unreachable_target_keeps_the_coefficient_bounded_and_the_loss_finite():
+    # target_rate 1: e^1 per step, e^300 after 300 steps without the bound
+    x, _, _ = toy(2000, d=16, P=16, n_active=3, seed=0)
+    _, hist = train_sae(cfg_for("jumprelu", d_in=16, d_sae=32), x, n_tokens=300 * 128, batch_size=128, lr=1e-4,
+                        l0_coefficient=0.5, target_l0=1e-3, target_rate=1.0, **QUIET)
+    assert max(hist["coef"]) == pytest.approx(0.5 * train_mod.COEF_RANGE)
+    assert all(math.isfinite(v) for v in hist["loss"])
