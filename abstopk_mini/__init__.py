@@ -11,15 +11,13 @@ Submodules load on first use (``am.prox``, ``am.unroll``, ``am.metrics``, ``am.t
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 __version__ = "0.1.0"
 
-# submodules, imported lazily by __getattr__ below
+# submodules, imported lazily by __getattr__ below: every module file of the package
 _SUBMODULES = {
-    "prox", "unroll", "sae", "train", "metrics", "toy", "models", "activations", "corpus",
-    "concepts", "splice", "steering", "interop", "plots", "widgets", "cli", "device", "fast",
-    "sweep", "report", "distributed", "sparse_kernels", "shards", "pipeline", "reproduce", "concept_metrics",
-    "nonlinearities", "losses", "plots_lm", "plots_theory",
+    info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")
 }
 # public names re-exported from a submodule: name -> module
 _EXPORTS = {

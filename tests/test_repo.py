@@ -31,3 +31,14 @@ def test_requirements_keep_torch_a_range():
 
 def test_ci_script_is_executable():
     assert (ROOT / ".ci" / "run").stat().st_mode & 0o111
+
+
+def test_every_submodule_is_reachable_lazily():
+    import importlib
+
+    import abstopk_mini as am
+
+    files = {p.stem for p in Path(am.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert am._SUBMODULES == files
+    for name in sorted(files):
+        assert getattr(am, name) is importlib.import_module(f"abstopk_mini.{name}")
