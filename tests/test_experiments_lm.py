@@ -1,0 +1,158 @@
+"""Experiments of chapters 7-8 (abstopk_mini.experiments_lm): the reproduce SAEs are found again,
+and the steering methods make the edits their formulas say (checked on tensors and the tiny GPT-2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import abstopk_mini as am
+from abstopk_mini import experiments_lm as ex
+from abstopk_mini import steering as St
+from abstopk_mini.pipeline import HarvestSpec, sae_dir
+from abstopk_mini.reproduce import ReproduceConfig
+
+
+def _sae(d_in=16, d_sae=32, activation="abstopk", k=4, layer=0, seed=0):
+    sae = am.SAE(am.SAEConfig(d_in=d_in, d_sae=d_sae, activation=activation, k=k, device="cpu", seed=seed,
+                              hook_layer=layer, input_scale=0.5))
+    with torch.no_grad():
+        sae.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed))
+    return sae.eval()
+
+
+X = torch.randn(40, 16, generator=torch.Generator().manual_seed(1)) * 3
+
+
+def test_clamp_latents_is_the_sum_of_single_clamps_read_from_the_same_x():
+    sae = _sae()
+    with torch.no_grad():
+        z = sae.encode(X)
+    one = ex.clamp_latents(sae, {5: 2.0})
+    torch.testing.assert_close(one(X), St.clamp_latent(sae, 5, 2.0)(X))
+    two = ex.clamp_latents(sae, {5: 2.0, 9: -1.5})
+    d5, d9 = St.decoder_direction(sae, 5), St.decoder_direction(sae, 9)
+    expected = X + (2.0 - z[:, 5:6]) * d5 + (-1.5 - z[:, 9:10]) * d9
+    torch.testing.assert_close(two(X), expected, atol=1e-5, rtol=1e-5)
+    assert two.layer == 0 and "latent 9 to -1.5" in two.label
+    with pytest.raises(ValueError, match="values is empty"):
+        ex.clamp_latents(sae, {})
+    with pytest.raises(ValueError, match="latent must be an int"):
+        ex.clamp_latents(sae, {32: 1.0})
+
+
+def test_steering_methods_move_x_as_documented():
+    sae, q = _sae(), 1.7
+    with torch.no_grad():
+        z = sae.encode(X)
+    # clamp_method: the latent is set to o·m·q
+    for o in (1, -1):
+        torch.testing.assert_close(ex.clamp_method(sae, 3, q, o)(-2.0)(X), St.clamp_latent(sae, 3, -2.0 * o * q)(X))
+    # pair_clamp_method: m >= 0 sets (a, b) to (m q_a, 0), m < 0 to (0, |m| q_b)
+    pair = ex.pair_clamp_method(sae, 3, 8, q, 2 * q)
+    torch.testing.assert_close(pair(1.5)(X), ex.clamp_latents(sae, {3: 1.5 * q, 8: 0.0})(X))
+    torch.testing.assert_close(pair(-0.5)(X), ex.clamp_latents(sae, {3: 0.0, 8: 0.5 * 2 * q})(X))
+    torch.testing.assert_close(pair(0.0)(X), X + (0 - z[:, 3:4]) * St.decoder_direction(sae, 3)
+                               + (0 - z[:, 8:9]) * St.decoder_direction(sae, 8), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must differ"):
+        ex.pair_clamp_method(sae, 3, 3, q, q)
+    # dim_method: a constant move of length |m| q ||d_i|| along the direction
+    u = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    delta = ex.dim_method(u, sae, 3, q)(-2.0)(X) - X
+    norm_di = float(St.decoder_direction(sae, 3).norm())
+    assert torch.allclose(delta, delta[:1].expand_as(delta))
+    assert float(delta[0].norm()) == pytest.approx(2.0 * q * norm_di, rel=1e-5)
+    assert float(torch.nn.functional.cosine_similarity(delta[0], u, dim=0)) == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_latent_scale_is_a_quantile_of_the_non_zero_codes():
+    sae = _sae()
+    with torch.no_grad():
+        z = sae.encode(X)[:, 6]
+    s = ex.latent_scale(sae, 6, X, quantile=0.5, batch_size=7)
+    nz = z[z != 0].abs()
+    assert s["fired"] and s["q"] == pytest.approx(float(nz.quantile(0.5)))
+    assert s["max_abs"] == pytest.approx(float(nz.max()))
+    assert s["fires_on"] == pytest.approx(float((z != 0).double().mean()))
+    assert s["positive"] + s["negative"] == pytest.approx(s["fires_on"])
+    assert 0 < s["negative"] < s["fires_on"]  # an AbsTopK latent with both signs here
+    dead = _sae()
+    with torch.no_grad():  # u_1 = 0 on every row, so z_1 = 0 whether or not the top-k picks it
+        dead.W_enc[:, 1] = 0.0
+        dead.b_enc[1] = 0.0
+    never = ex.latent_scale(dead, 1, X)
+    assert never["fired"] is False and never["q"] == 1.0 and never["fires_on"] == 0.0
+    with pytest.raises(ValueError, match="quantile"):
+        ex.latent_scale(sae, 6, X, quantile=0.0)
+
+
+def test_curves_and_generations_are_the_steering_module_s(tiny_gpt2):
+    loaded = tiny_gpt2
+    sae = _sae(d_in=loaded.info.d_model, d_sae=48, layer=1)
+    prompts, pairs = ["The king and the", "A man and a"], [("woman", "man"), ("queen", "king")]
+    make = ex.clamp_method(sae, 4, 2.0, -1)
+    curves = ex.steering_curves(loaded, {"latent": make}, [-1.0, 0.0, 1.0], prompts=prompts, pairs=pairs)
+    ref = St.logit_diff_curve(loaded, make, [-1.0, 0.0, 1.0], prompts=prompts, pairs=pairs)
+    assert curves["latent"]["multiples"] == [-1.0, 0.0, 1.0]
+    assert curves["latent"]["log_odds"] == pytest.approx(ref.log_odds.tolist())
+    rows = ex.generation_rows(loaded, prompts[:1], {"latent": make}, [-1.0, 1.0], max_new_tokens=3)
+    assert [(r["method"], r["m"]) for r in rows] == [("none", 0.0), ("latent", -1.0), ("latent", 1.0)]
+    assert rows[0]["continuation"] == St.generate_with(loaded, prompts[0], None, 3)
+    assert rows[2]["continuation"] == St.generate_with(loaded, prompts[0], make(1.0), 3)
+
+
+def test_chapter_saes_find_the_reproduce_directories(tiny_gpt2, tiny_gpt2_dir, tmp_path):
+    cfg = ReproduceConfig(model=str(tiny_gpt2_dir), layer=1, n_tokens=600, context_length=32, chunk_offsets=(0,),
+                          d_sae=24, k=3, train_tokens=512, batch_size=128, heldout_tokens=100)
+    cs = ex.chapter_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=tmp_path)
+    # what reproduce() computes for the same config, written out independently
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    assert cs.acts_dir == spec.directory(tmp_path)
+    held = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
+    assert cs.held_dir == held.directory(tmp_path) and cs.x_held.shape == (100, tiny_gpt2.info.d_model)
+    manifest = am.shards.read_manifest(cs.acts_dir)
+    for activation in ("abstopk", "topk"):
+        sae_cfg = am.SAEConfig(d_in=tiny_gpt2.info.d_model, d_sae=24, activation=activation, k=3, seed=cfg.seed)
+        sae_cfg = dataclasses.replace(sae_cfg, model_name=manifest["model"], hook_name=manifest["hook_name"],
+                                      hook_layer=manifest["layer"], context_size=manifest["context_length"])
+        kw = {"n_tokens": cfg.train_tokens, "batch_size": cfg.batch_size, "seed": cfg.seed}
+        assert cs.dirs[activation] == sae_dir(cs.acts_dir, sae_cfg, kw, tmp_path)
+    again = ex.chapter_saes(cfg, ("topk",), loaded=tiny_gpt2, runs_root=tmp_path)  # reused, not retrained
+    assert again.histories["topk"]["wall_time_s"] == cs.histories["topk"]["wall_time_s"]
+    assert torch.equal(again.saes["topk"].W_dec, cs.saes["topk"].W_dec)
+    assert ex.replace_model(cfg, None) is cfg and ex.replace_model(cfg, "other").model == "other"
+
+
+def test_preact_ranking_against_a_per_latent_loop():
+    from test_plots_concepts import PAIRS, _word_acts
+
+    wa = _word_acts()
+    sae = am.SAE(am.SAEConfig(d_in=wa.acts.shape[-1], d_sae=20, activation="abstopk", k=2, device="cpu", seed=3)).eval()
+    train, test = PAIRS[:3], PAIRS[3:]
+    rows = ex.preact_ranking(sae, wa, train, test, top=4)
+
+    def samples(pairs, k):
+        x = wa.acts[[wa.words.index(p[k]) for p in pairs]].reshape(-1, wa.acts.shape[-1])
+        with torch.no_grad():
+            return sae.pre_acts(x), sae.encode(x)
+
+    def sign_acc(va, vb):  # balanced; a zero is a coin flip
+        score = lambda v, want: ((torch.sign(v) == want).double() + 0.5 * (v == 0).double()).mean()  # noqa: E731
+        return float((score(va, 1) + score(vb, -1)) / 2)
+
+    (ua, _), (ub, _) = samples(train, 0), samples(train, 1)
+    (uta, zta), (utb, ztb) = samples(test, 0), samples(test, 1)
+    train_acc = [max(sign_acc(ua[:, j], ub[:, j]), sign_acc(-ua[:, j], -ub[:, j])) for j in range(20)]
+    chosen = [r["latent"] for r in rows]
+    assert len(set(chosen)) == 4
+    assert [train_acc[j] for j in chosen] == pytest.approx(sorted(train_acc, reverse=True)[:4])  # ties may swap
+    for r in rows:
+        j = r["latent"]
+        o = 1 if sign_acc(ua[:, j], ub[:, j]) >= 0.5 else -1
+        assert r["train_preact_sign"] == pytest.approx(train_acc[j])
+        assert r["test_preact_sign"] == pytest.approx(sign_acc(o * uta[:, j], o * utb[:, j]))
+        assert r["test_code_sign"] == pytest.approx(sign_acc(o * zta[:, j], o * ztb[:, j]))
+        assert r["coverage_b"] == pytest.approx(float((ztb[:, j] != 0).double().mean()))
+    assert rows[0]["train_preact_sign"] > 0.8  # the planted axis shows in some pre-activation

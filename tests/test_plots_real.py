@@ -1,0 +1,128 @@
+"""Figures of chapters 5-6: every panel labelled and titled, and the plotted data are the input."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from abstopk_mini import plots_real as P  # noqa: E402
+
+
+def _labelled(fig):
+    for ax in fig.axes:
+        xlabel = ax.get_xlabel() or (fig._supxlabel.get_text() if fig._supxlabel is not None else "")
+        assert xlabel and ax.get_ylabel(), f"unlabelled axes in {fig}"
+    assert any(ax.get_title() for ax in fig.axes) or fig._suptitle is not None
+
+
+def _line(ax, label):
+    return next(line for line in ax.get_lines() if line.get_label() == label)
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _layer_rows():
+    return [{"layer": L, "norm_q01": 1 + L, "norm_median": 10 + L, "norm_q99": 100 + L, "bos_norm": 1000.0 * (L + 1),
+             "mean_share": 0.5 + 0.1 * L, "top_dim_share": 0.2, "top_var_share": 0.1 * L, "kurtosis_max": 50.0 * L, "kurtosis_median": 0.3,
+             "participation_ratio": 2.0 + L} for L in range(4)]
+
+
+def test_layer_stats_plots_the_rows():
+    rows = _layer_rows()
+    fig = P.layer_stats(rows, title="t")
+    _labelled(fig)
+    assert len(fig.axes) == 4
+    np.testing.assert_allclose(_line(fig.axes[0], "BOS position").get_ydata(), [r["bos_norm"] for r in rows])
+    np.testing.assert_allclose(_line(fig.axes[1], "‖mean‖² / mean ‖x‖²").get_ydata(), [0.5, 0.6, 0.7, 0.8])
+    np.testing.assert_allclose(_line(fig.axes[1], "top coordinate's share of tr Σ").get_ydata(), [0, 0.1, 0.2, 0.3])
+    np.testing.assert_allclose(_line(fig.axes[3], "(tr Σ)² / tr Σ²").get_xdata(), [0, 1, 2, 3])
+
+
+def test_norm_histograms_and_position_profile():
+    g = torch.Generator().manual_seed(0)
+    fig = P.norm_histograms({"tokens": torch.rand(500, generator=g) * 10 + 1, "BOS": torch.tensor([300.0, 400.0])})
+    _labelled(fig)
+    assert fig.axes[0].get_xscale() == "log"
+    assert len(fig.axes[0].patches) == 2  # one filled step outline per group
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["tokens (n=500)", "BOS (n=2)"]
+    with pytest.raises(ValueError, match="no norms"):
+        P.norm_histograms({"a": torch.empty(0)})
+    curve = torch.tensor([5.0, 2.0, float("nan"), 3.0])
+    fig = P.position_profile({"layer 6": curve})
+    _labelled(fig)
+    np.testing.assert_allclose(_line(fig.axes[0], "layer 6").get_ydata(), curve.numpy())
+
+
+def _hist(n=5, fvu0=1.0):
+    return {"tokens": [100 * (i + 1) for i in range(n)], "fvu": [fvu0 / (i + 1) for i in range(n)],
+            "l0": [32.0] * n, "dead_frac": [0.1 * i for i in range(n)]}
+
+
+def test_training_curves():
+    fig = P.training_curves({"topk-k32": _hist(), "abstopk-k32": _hist(fvu0=0.5)})
+    _labelled(fig)
+    ax_fvu, _, ax_dead = fig.axes
+    line = _line(ax_fvu, "abstopk-k32")
+    np.testing.assert_allclose(line.get_ydata(), [0.5 / (i + 1) for i in range(5)])
+    assert line.get_linestyle() == "--" and _line(ax_fvu, "topk-k32").get_linestyle() == "-"
+    np.testing.assert_allclose(_line(ax_dead, "topk-k32").get_ydata(), [0, 10, 20, 30, 40])
+
+
+def _rows():
+    rows = []
+    for act, base in (("topk", 0.2), ("abstopk", 0.15)):
+        for k in (16, 32, 64):
+            rows.append({"activation": act, "k": k, "l0": float(k), "fvu": base * 32 / k, "dead_frac": 0.01 * k / 16,
+                         "loss_recovered": 1 - base * 16 / k})
+    rows.append({"activation": "relu", "k": 32, "l0": 40.0, "fvu": 0.3, "dead_frac": 0.0, "loss_recovered": 0.8})
+    return rows
+
+
+def test_frontier_points_are_sorted_by_l0():
+    fig = P.frontier(_rows())
+    _labelled(fig)
+    assert len(fig.axes) == 2
+    line = _line(fig.axes[0], "AbsTopK")
+    np.testing.assert_allclose(line.get_xdata(), [16, 32, 64])
+    np.testing.assert_allclose(line.get_ydata(), [0.3, 0.15, 0.075])
+    np.testing.assert_allclose(_line(fig.axes[1], "ReLU").get_ydata(), [0.8])
+    one = P.frontier([{k: v for k, v in r.items() if k != "loss_recovered"} for r in _rows()])
+    assert len(one.axes) == 1  # without loss recovered: FVU panel only
+
+
+def test_k_comparison_three_panels():
+    fig = P.k_comparison(_rows())
+    _labelled(fig)
+    fvu, lr, dead = fig.axes
+    np.testing.assert_allclose(_line(fvu, "TopK").get_ydata(), [0.4, 0.2, 0.1])
+    np.testing.assert_allclose(_line(lr, "AbsTopK").get_ydata(), [0.85, 0.925, 0.9625])
+    np.testing.assert_allclose(_line(dead, "TopK").get_ydata(), [1, 2, 4])
+    assert "ReLU" not in [line.get_label() for line in fvu.get_lines()]
+
+
+def test_firing_and_sign_histograms_count_latents():
+    rate = torch.tensor([0.0, 0.0, 1e-3, 1e-2, 0.1, 0.5])
+    fig = P.firing_histograms({"topk-k32": rate, "abstopk-k32": torch.tensor([1e-4, 0.2, 0.3, 0.0])})
+    _labelled(fig)
+    ax = fig.axes[0]
+    bars = [p.get_height() for p in ax.patches]
+    assert sum(bars[:-1]) == 4 and bars[-1] == 2  # 4 alive latents in the histogram, a bar of 2 dead
+    assert "2 dead of 6" in ax.texts[0].get_text()
+    st = {"abstopk-k32": {"n_fire": torch.tensor([10, 10, 0, 4]), "n_neg": torch.tensor([0, 5, 0, 4])}}
+    fig = P.negative_share_histograms(st)
+    _labelled(fig)
+    counts = [p for p in fig.axes[0].patches]
+    assert counts and "3 alive" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    with pytest.raises(ValueError, match="empty"):
+        P.firing_histograms({})
