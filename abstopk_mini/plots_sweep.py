@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 __all__ = ["find_results", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
-           "neutral_positions", "latent_words", "doubling_curves", "table", "best_bidirectional", "AXIS_LABELS",
+           "neutral_positions", "doubling_curves", "table", "best_bidirectional", "AXIS_LABELS",
            "METRIC_LABELS"]
 
 AXIS_LABELS = {"d_sae": "SAE width (latents)", "k": "k (non-zeros per token)", "layer": "layer",
@@ -259,38 +259,6 @@ def neutral_positions(record: dict, words, concept: str = "family", ax=None, sid
     ax.set_xlabel(f"position on the DiM axis ({sides[0]} train mean = +1, {sides[1]} = −1; dashed: test means)")
     ax.set_title(f"layer {record['layer']}: neutral words between the sides", fontsize=10)
     return fig if fig is not None else ax.figure
-
-
-def latent_words(sae, word_acts, latent: int, pairs, neutral=(), sides=("male", "female"), title: str | None = None):
-    """The code of one latent on every template of each word: side a (blue), side b (red), neutral
-    words (gray); a zero is a code the top-k dropped.  word_acts: a WordActivations."""
-    import matplotlib.pyplot as plt
-
-    from .concept_metrics import encode_samples
-
-    groups = [(sides[0], [a for a, _ in pairs], "tab:blue"), (sides[1], [b for _, b in pairs], "tab:red"),
-              ("neutral", [w for w in neutral if w in word_acts.words], "tab:gray")]
-    words = [w for _, ws, _ in groups for w in ws]
-    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(words)), 3.4))
-    x = 0
-    for name, ws, color in groups:
-        if not ws:
-            continue
-        z = encode_samples(sae, word_acts.acts[word_acts.index(ws)])[1][..., latent]  # [n_words, T]
-        for i in range(len(ws)):
-            ax.scatter([x + i] * z.shape[1], z[i].tolist(), s=9, color=color, alpha=0.7)
-        x += len(ws) + 1
-    ticks, x = [], 0
-    for _, ws, _ in groups:
-        ticks += [x + i for i in range(len(ws))]
-        x += len(ws) + 1 if ws else 0
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(words, rotation=70, fontsize=7)
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel(f"z of latent {latent} (each template)")
-    ax.set_title(title or f"latent {latent}: {sides[0]} (blue), {sides[1]} (red), neutral (gray)", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def doubling_curves(hist: dict):
