@@ -32,6 +32,8 @@ _STYLE = {"topk": ("tab:blue", "o"), "abstopk": ("tab:red", "s"), "batchtopk": (
           "batchabstopk": ("tab:orange", "^"), "jumprelu": ("tab:green", "D"), "absjumprelu": ("tab:olive", "P"),
           "relu": ("tab:gray", "x")}
 _LINE = {3: ":", 6: "-", 9: "--", 12: "-."}
+_WIDTH_LINE = {512: ":", 1024: "--", 2048: "-.", 4096: "-", 8192: (0, (5, 1))}
+_K_LINE = {8: "--", 16: ":", 32: "-", 64: "-."}
 POINT_FIELDS = ("layer", "d_sae", "k", "activation", "seed", "variant", "train_tokens")
 
 
@@ -86,13 +88,19 @@ def series(records, x: str, y: str, group=("activation", "layer")) -> dict:
 
 
 def _label(key, group) -> str:
-    return ", ".join(f"L{v}" if g == "layer" else str(v) for g, v in zip(group, key))
+    names = {"layer": "L{}", "k": "k={}", "d_sae": "d_sae={}", "seed": "seed {}"}
+    return ", ".join(names.get(g, "{}").format(v) for g, v in zip(group, key))
 
 
 def _style(key, group):
+    """Colour and marker by activation; line style by layer, else by width or k (so lines that share
+    an activation stay apart when the grouping is activation × width or activation × k)."""
     d = dict(zip(group, key))
     color, marker = _STYLE.get(d.get("activation"), ("k", "o"))
-    return dict(color=color, marker=marker, linestyle=_LINE.get(d.get("layer"), "-"))
+    for field, styles in (("layer", _LINE), ("d_sae", _WIDTH_LINE), ("k", _K_LINE)):
+        if field in d:
+            return dict(color=color, marker=marker, linestyle=styles.get(d[field], "-"))
+    return dict(color=color, marker=marker, linestyle="-")
 
 
 def _xaxis(ax, x: str, xs) -> None:
@@ -137,9 +145,10 @@ def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group
 
 
 def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "heldout.fvu", relative: bool = True,
-            base: str = "topk", other: str = "abstopk", title: str | None = None):
+            base: str = "topk", other: str = "abstopk", title: str | None = None, group=("layer",)):
     """(other − base) / base of ``metric`` (default: the relative FVU gap AbsTopK − TopK) against
-    ``x``, one line per layer, pairing runs that agree on every other setting."""
+    ``x``, one line per ``group`` value (default: per layer), pairing runs that agree on every
+    other setting."""
     import matplotlib.pyplot as plt
 
     fig = None
@@ -153,11 +162,12 @@ def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "
         if r["activation"] == other and key(r) in b:
             v0, v1 = get(b[key(r)], metric), get(r, metric)
             rows.append({**{f: r[f] for f in POINT_FIELDS}, "gap": (v1 - v0) / v0 if relative else v1 - v0})
-    data = series([{**row, "g": {"gap": row["gap"]}} for row in rows], x, "g.gap", group=("layer",))
+    data = series([{**row, "g": {"gap": row["gap"]}} for row in rows], x, "g.gap", group=tuple(group))
     all_x = []
-    for (layer,), (xs, ys, lo, hi) in data.items():
-        ax.errorbar(xs, [100 * v for v in ys] if relative else ys, marker="o", ms=4, capsize=2,
-                    linestyle=_LINE.get(layer, "-"), color="k", label=f"L{layer}")
+    for i, (key, (xs, ys, lo, hi)) in enumerate(data.items()):
+        st = _style(key, group)
+        st["color"] = "k" if tuple(group) == ("layer",) else f"C{i}"
+        ax.errorbar(xs, [100 * v for v in ys] if relative else ys, ms=4, capsize=2, label=_label(key, group), **st)
         all_x += xs
     ax.axhline(0, color="gray", lw=0.8)
     if all_x:

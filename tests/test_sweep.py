@@ -179,3 +179,26 @@ def test_compare_training_tied_equals_abstopk_untied_drifts():
     assert h["fvu"]["tied_doubled_topk"] == pytest.approx(h["fvu"]["abstopk"], abs=1e-10)
     assert h["antipodal_cos"][0] == pytest.approx(1.0) and h["antipodal_cos"][-1] < 0.999
     assert h["fvu"]["abstopk"][-1] < 0.5 * h["fvu"]["abstopk"][0]  # it learns
+
+
+# --------------------------------------------------------------------------- plots of the records
+def _record(activation, layer, k, d_sae, fvu):
+    return {"activation": activation, "layer": layer, "k": k, "d_sae": d_sae, "seed": 0, "variant": "default",
+            "train_tokens": 1000, "heldout": {"fvu": fvu}}
+
+
+def test_fvu_gap_pairs_runs_that_agree_on_every_other_setting():
+    import matplotlib.pyplot as plt
+
+    from abstopk_mini import plots_sweep as ps
+
+    recs = [_record("topk", 6, 8, 512, 0.2), _record("abstopk", 6, 8, 512, 0.25),
+            _record("topk", 6, 32, 512, 0.1), _record("abstopk", 6, 32, 512, 0.09),
+            _record("topk", 9, 32, 512, 0.4)]  # no AbsTopK partner: left out
+    fig, ax = plt.subplots()
+    ps.fvu_gap(recs, "layer", ax=ax, group=("k",))
+    lines = {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata())) for c in ax.containers}
+    assert set(lines) == {"k=8", "k=32"}
+    assert lines["k=8"][0] == [6] and lines["k=8"][1] == pytest.approx([25.0])   # (0.25 − 0.2) / 0.2, in %
+    assert lines["k=32"][1] == pytest.approx([-10.0])
+    plt.close(fig)
