@@ -299,9 +299,15 @@ def doubling_curves(hist: dict):
 
 
 def table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "k", "activation", "seed"), digits: int = 3) -> str:
-    """A markdown table of ``columns`` (dotted paths; a tuple ``(path, header)`` renames)."""
+    """A markdown table of ``columns`` (dotted paths; a tuple ``(path, header)`` renames), rows
+    sorted by the ``sort`` fields (numbers numerically, before text; ``sort=()`` keeps the order)."""
     cols = [(c, c.split(".")[-1]) if isinstance(c, str) else c for c in columns]
-    rows = sorted(select(records, where), key=lambda r: tuple(str(get(r, s, "")).zfill(12) for s in sort))
+
+    def key(r):
+        vals = [get(r, s, "") for s in sort]
+        return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in vals)
+
+    rows = sorted(select(records, where), key=key)
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = []

@@ -202,3 +202,15 @@ def test_fvu_gap_pairs_runs_that_agree_on_every_other_setting():
     assert lines["k=8"][0] == [6] and lines["k=8"][1] == pytest.approx([25.0])   # (0.25 − 0.2) / 0.2, in %
     assert lines["k=32"][1] == pytest.approx([-10.0])
     plt.close(fig)
+
+
+def test_table_sorts_numbers_numerically_and_renames_columns():
+    from abstopk_mini import plots_sweep as ps
+
+    recs = [_record("topk", 12, 8, 4096, 0.3), _record("topk", 3, 8, 512, 0.1), _record("abstopk", 3, 8, 512, 0.2)]
+    lines = ps.table(recs, ["layer", "activation", ("heldout.fvu", "FVU")], sort=("layer", "activation")).splitlines()
+    assert lines[0] == "| layer | activation | FVU |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 3", "| 3", "| 12"]   # 3 before 12 (not "12" < "3")
+    assert "abstopk" in lines[2] and "topk" in lines[3]
+    kept = ps.table(recs, ["layer"], sort=()).splitlines()[2:]
+    assert kept == ["| 12 |", "| 3 |", "| 3 |"]
