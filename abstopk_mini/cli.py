@@ -10,6 +10,7 @@ progress bars and logs go to stderr. Commands:
     concepts    best single latent for a concept axis (male/female, ...), by sign, vs Difference-in-Means
     steer       clamp a latent from negative to positive: female-vs-male next-token log-odds
     reproduce   the main job: all of the above for the SAE family on the embedded model, as a report
+    sweep       a grid of SAEs (width, k, layer, ...) trained and measured, one JSON record per run
 """
 
 from __future__ import annotations
@@ -283,8 +284,29 @@ def _run_reproduce(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- sweep
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="train and evaluate a grid of SAEs (config under sweeps/), one JSON record per run")
+    p.add_argument("--config", required=True, help="a JSON sweep config, e.g. sweeps/gemma.json")
+    p.add_argument("--results", default=None, help="results file (default: the config's)")
+    p.add_argument("--status", default=None, help="rewrite this text file with runs done / total and an ETA")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 for a background job on a shared machine)")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many new records")
+    p.add_argument("--dry-run", action="store_true", help="only print what is done and what would run")
+    p.add_argument("--background", default=None, metavar="LOG", help="detach, log to LOG, print the pid and return")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args) -> int:
+    from .sweep import run_cli
+
+    return run_cli(args, _emit)
+
+
 # ----------------------------------------------------------------------------- main
-_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce]
+_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
