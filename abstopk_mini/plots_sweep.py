@@ -112,15 +112,33 @@ def _xaxis(ax, x: str, xs) -> None:
     ax.set_xlabel(AXIS_LABELS.get(x, x))
 
 
+def _axes(ax, figsize=(5.2, 3.6)):
+    """``(fig, ax)``: a new figure when ``ax`` is None (fig then is returned and tightened), else
+    ``(None, ax)`` to draw into the caller's axes."""
+    if ax is not None:
+        return None, ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
+def _finish(fig, ax, title: str | None, legend: bool):
+    """Title, legend, grid; tight layout on a figure we made; the figure to return."""
+    if title:
+        ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
 def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group=("activation", "layer"),
               title: str | None = None, hline: float | None = None):
     """One line per group (default: activation × layer) of metric ``y`` against axis ``x``;
     error bars span the seeds when there are several."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = _axes(ax)
     data = series(select(records, where), x, y, group)
     all_x = []
     for key, (xs, ys, lo, hi) in data.items():
@@ -134,14 +152,7 @@ def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group
     if all_x:
         _xaxis(ax, x, all_x)
     ax.set_ylabel(METRIC_LABELS.get(y, y))
-    if title:
-        ax.set_title(title, fontsize=10)
-    if data:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    if fig is not None:
-        fig.tight_layout()
-    return fig if fig is not None else ax.figure
+    return _finish(fig, ax, title, legend=bool(data))
 
 
 def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "heldout.fvu", relative: bool = True,
@@ -149,18 +160,14 @@ def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "
     """(other − base) / base of ``metric`` (default: the relative FVU gap AbsTopK − TopK) against
     ``x``, one line per ``group`` value (default: per layer), pairing runs that agree on every
     other setting."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = _axes(ax)
     recs = select(records, where)
-    key = lambda r: tuple(get(r, f) for f in POINT_FIELDS if f != "activation")  # noqa: E731
-    b = {key(r): r for r in recs if r["activation"] == base}
+    setting = lambda r: tuple(get(r, f) for f in POINT_FIELDS if f != "activation")  # noqa: E731
+    b = {setting(r): r for r in recs if r["activation"] == base}
     rows = []
     for r in recs:
-        if r["activation"] == other and key(r) in b:
-            v0, v1 = get(b[key(r)], metric), get(r, metric)
+        if r["activation"] == other and setting(r) in b:
+            v0, v1 = get(b[setting(r)], metric), get(r, metric)
             rows.append({**{f: r[f] for f in POINT_FIELDS}, "gap": (v1 - v0) / v0 if relative else v1 - v0})
     data = series([{**row, "g": {"gap": row["gap"]}} for row in rows], x, "g.gap", group=tuple(group))
     all_x = []
@@ -174,14 +181,7 @@ def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "
         _xaxis(ax, x, all_x)
     name = METRIC_LABELS.get(metric, metric).split(" (")[0]
     ax.set_ylabel(f"{other} − {base}: {name}" + (" (% of TopK)" if relative else ""))
-    if title:
-        ax.set_title(title, fontsize=10)
-    if data:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    if fig is not None:
-        fig.tight_layout()
-    return fig if fig is not None else ax.figure
+    return _finish(fig, ax, title, legend=bool(data))
 
 
 GENDER_PANELS = (
@@ -223,11 +223,7 @@ def survival(records, x: str, where: dict | None = None, concept: str = "family"
              title: str | None = None):
     """Why one side is zero: the median |pre-activation| of the chosen latent on each side against the
     median smallest surviving |z| (the top-k bar), for AbsTopK runs."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = _axes(ax)
     recs = select(records, where)
     p = f"concepts.{concept}.{who}_survival"
     for path, lab, color in ((f"{p}.median_u_a", "|u| on side a (male)", "tab:blue"),
@@ -249,11 +245,7 @@ def survival(records, x: str, where: dict | None = None, concept: str = "family"
 
 def neutral_positions(record: dict, words, concept: str = "family", ax=None, sides=("male", "female")):
     """Where the neutral words sit on the Difference-in-Means axis (train side a = +1, b = −1)."""
-    import matplotlib.pyplot as plt
-
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 2.4))
+    fig, ax = _axes(ax, figsize=(7, 2.4))
     c = record["concepts"][concept]
     pos = c.get("neutral_positions") or []
     ax.axvline(1, color="tab:blue", lw=1)
