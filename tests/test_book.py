@@ -225,3 +225,151 @@ def test_toc_reader_finds_nested_entries(tmp_path):
     assert toc_files(toc) == ["book/intro", "notebooks/01_sparse_coding", "notebooks/01b_extra",
                               "book/notation"]
     assert chapter_files(toc) == ["notebooks/01_sparse_coding", "notebooks/01b_extra"]
+
+
+# ------------------------------------------------------------------ the sources (no build needed)
+#
+# Checks on the committed chapter notebooks and book pages themselves: what a reader would see
+# even without building (a placeholder in a printed output), what nbformat and the sidebar need
+# (cell ids; headings without maths, since the sidebar and the page <title> show the heading as
+# plain text where MathJax does not run).
+
+import json  # noqa: E402
+import warnings  # noqa: E402
+
+PLACEHOLDER = re.compile(r"\b(WALL|TODO|TBD|XXX|FIXME)\b|\{\{")
+HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,}|:{3,})")
+
+
+def toc_sources(toc_path: Path = TOC) -> list[Path]:
+    """The source file (.md or .ipynb) of every toc entry."""
+    out = []
+    for entry in toc_files(toc_path):
+        found = [p for p in (ROOT / f"{entry}.ipynb", ROOT / f"{entry}.md") if p.is_file()]
+        assert found, f"_toc.yml lists {entry!r} but neither {entry}.ipynb nor {entry}.md exists"
+        out.append(found[0])
+    return out
+
+
+def placeholders(text: str) -> list[str]:
+    """Each placeholder in ``text`` (WALL, TODO, TBD, XXX, FIXME as words, or an unfilled ``{{``),
+    with a little context."""
+    return [text[max(0, m.start() - 40): m.end() + 40].replace("\n", " ") for m in PLACEHOLDER.finditer(text)]
+
+
+def markdown_headings(text: str) -> list[str]:
+    """The ATX headings (``# ...`` to ``###### ...``) of a markdown text, outside fenced blocks."""
+    heads, fence = [], None
+    for line in text.splitlines():
+        m = FENCE.match(line)
+        if m:
+            mark = m.group(1)[0]
+            if fence is None:
+                fence = mark
+            elif fence == mark:
+                fence = None
+            continue
+        if fence is None and (h := HEADING.match(line)):
+            heads.append(h.group(2))
+    return heads
+
+
+def notebook_texts(nb: dict):
+    """(cell index, what, text) for every markdown cell and every text output of a notebook."""
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            yield i, "markdown", "".join(cell["source"])
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                yield i, f"{out.get('name', 'stream')} output", "".join(out["text"])
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/"):
+                    yield i, f"{mime} output", "".join(value) if isinstance(value, list) else value
+
+
+def source_problems(path: Path) -> list[str]:
+    """Placeholders in the text a reader sees, and maths in headings, for one page source."""
+    problems = []
+    if path.suffix == ".ipynb":
+        texts = list(notebook_texts(json.loads(path.read_text(encoding="utf-8"))))
+    else:
+        texts = [(None, "page", path.read_text(encoding="utf-8"))]
+    for i, what, text in texts:
+        where = f"cell {i} ({what})" if i is not None else what
+        problems += [f"{where}: placeholder ...{p}..." for p in placeholders(text)]
+        if what in ("markdown", "page"):
+            problems += [f"{where}: maths in heading {h!r}" for h in markdown_headings(text) if "$" in h]
+    return problems
+
+
+@pytest.mark.parametrize("source", toc_sources(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_page_has_no_placeholder_and_no_maths_in_headings(source):
+    problems = source_problems(source)
+    assert not problems, f"{source.relative_to(ROOT)}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("chapter", chapter_files())
+def test_notebook_is_valid_nbformat_with_cell_ids(chapter):
+    nbformat = pytest.importorskip("nbformat")
+    path = ROOT / f"{chapter}.ipynb"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    assert (raw["nbformat"], raw["nbformat_minor"]) >= (4, 5), f"{path.name}: cell ids need nbformat >= 4.5"
+    missing = [i for i, cell in enumerate(raw["cells"]) if "id" not in cell]
+    assert not missing, f"{path.name}: cells {missing} have no id"
+    ids = [cell["id"] for cell in raw["cells"]]
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nbformat warns (MissingIDFieldWarning, ...) instead of failing
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        nbformat.validate(nb)
+
+
+def test_placeholder_finder():
+    assert placeholders("wall time 557 s, a wall of text") == []
+    assert len(placeholders("wall time **WALL s**")) == 1
+    assert len(placeholders("TODO: rerun\nnot done (TBD), XXX")) == 3
+    assert len(placeholders("Hello {{ name }}")) == 1
+    assert placeholders("TODOS and XXXL and a set {1}") == []
+
+
+def test_heading_finder_skips_fences_and_sees_maths():
+    text = ("# 3. Unrolling deeper: $T$-step encoders\n\ntext with $x$\n\n```python\n# $not a heading$\n```\n"
+            ":::{admonition} Box\n## $also fenced$\n:::\n### Plain heading ###\n")
+    assert markdown_headings(text) == ["3. Unrolling deeper: $T$-step encoders", "Plain heading"]
+    nb = {"cells": [{"cell_type": "markdown", "source": ["## 1.5 Support as $k$ grows\n"]},
+                    {"cell_type": "code", "source": ["# $code comment$\n"],
+                     "outputs": [{"output_type": "stream", "name": "stdout", "text": ["wall time WALL s\n"]}]}]}
+    assert [(i, what) for i, what, _ in notebook_texts(nb)] == [(0, "markdown"), (1, "stdout output")]
+
+
+def test_source_checker_flags_a_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title with $T$\n\nwall time **WALL s**\n\n## Clean heading\n")
+    problems = source_problems(page)
+    assert len(problems) == 2
+    assert any("placeholder" in p for p in problems) and any("maths in heading" in p for p in problems)
+
+
+# ------------------------------------------------------------------ page chrome of the built book
+
+
+def test_references_page_labels_are_author_year(html_dir):
+    """Citations in the text read "Zhu et al. [2025]"; the references page labels match, not [1]."""
+    soup = bs4.BeautifulSoup((html_dir / "book" / "references.html").read_text(), "html.parser")
+    labels = [el.get_text("", strip=True) for el in soup.select("div.citation span.label")]
+    assert labels, "no labelled entries on the references page"
+    bad = [lab for lab in labels if not re.fullmatch(r"\[[^\[\]\d][^\[\]]*, \d{4}[a-z]?\]", lab)]
+    assert not bad, f"references not labelled author-year: {bad[:5]}"
+    assert "[Zhu et al., 2025]" in labels
+
+
+def test_one_search_field_per_page(html_dir):
+    """The sidebar's search field only: no second, full-width one in a header bar above the page."""
+    for page in ("book/intro.html", "notebooks/03_unrolling_deeper.html"):
+        soup = bs4.BeautifulSoup((html_dir / page).read_text(), "html.parser")
+        fields = soup.select("button.search-button-field")
+        assert len(fields) == 1, f"{page}: {len(fields)} search fields"
+        assert fields[0].find_parent(class_="bd-sidebar-primary") is not None, f"{page}: the search field is not in the sidebar"
+        header = soup.select_one("#pst-header")
+        assert header is None or not header.select(".navbar-item"), f"{page}: the header bar has items"
