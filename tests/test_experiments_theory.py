@@ -176,7 +176,10 @@ def test_unrolled_sae_from_D_runs_iht():
     D = xt.random_dictionary(16, 32, seed=11)
     x = xt.sparse_codes(20, 32, 2, seed=12) @ D.T
     rows = xu.unrolled_vs_solver(x, D, 2, steps=(1, 3))
-    assert len(rows) == 4 and all(r["max_abs_diff"] == 0 for r in rows)
+    # same supports, same maths, but two different matmul calls (the SAE's and the solver's): fp64
+    # rounding of 16- and 32-term sums on O(1) codes gives ~1e-16 (measured <= 4.4e-16 on AVX2
+    # and AVX-512); a different support would differ by O(0.1).
+    assert len(rows) == 4 and all(r["max_abs_diff"] < 1e-12 for r in rows)
 
 
 def test_solver_steps_sweep_iht_safe_step_never_worsens_the_fit():
