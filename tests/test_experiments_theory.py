@@ -123,12 +123,15 @@ def test_prox_map_curves_cut_at_the_kth_competitor():
 
 
 # ------------------------------------------------------------------ one step = SAE
-def test_one_step_check_is_exact_for_every_activation():
+def test_one_step_check_agrees_for_every_activation():
     D = xt.random_dictionary(10, 24, seed=7)
     x = torch.randn(40, 10, dtype=torch.float64)
     rows = xt.one_step_check(x, D, eta=0.5, lam=0.2, k=3, b=0.1 * torch.ones(10, dtype=torch.float64))
     assert [r["activation"] for r in rows] == ["relu", "jumprelu", "absjumprelu", "topk", "abstopk"]
-    assert all(r["max_abs_diff"] == 0 for r in rows)
+    # Not the same instructions: the SAE stores W_enc = eta*D in another memory layout than D, so the
+    # matmul may sum in another order (d=32, P=64 gives 8.9e-16 on AVX-512, 0 with MKL_CBWR). fp64
+    # 10-term sums on O(1) codes round at ~1e-16; a wrong support or threshold would differ by O(0.1).
+    assert all(r["max_abs_diff"] < 1e-12 for r in rows)
     assert {r["activation"]: r["l0"] for r in rows}["abstopk"] == 3
 
 
