@@ -123,12 +123,15 @@ def test_prox_map_curves_cut_at_the_kth_competitor():
 
 
 # ------------------------------------------------------------------ one step = SAE
-def test_one_step_check_is_exact_for_every_activation():
+def test_one_step_check_agrees_for_every_activation():
     D = xt.random_dictionary(10, 24, seed=7)
     x = torch.randn(40, 10, dtype=torch.float64)
     rows = xt.one_step_check(x, D, eta=0.5, lam=0.2, k=3, b=0.1 * torch.ones(10, dtype=torch.float64))
     assert [r["activation"] for r in rows] == ["relu", "jumprelu", "absjumprelu", "topk", "abstopk"]
-    assert all(r["max_abs_diff"] == 0 for r in rows)
+    # Not the same instructions: the SAE stores W_enc = eta*D in another memory layout than D, so the
+    # matmul may sum in another order (d=32, P=64 gives 8.9e-16 on AVX-512, 0 with MKL_CBWR). fp64
+    # 10-term sums on O(1) codes round at ~1e-16; a wrong support or threshold would differ by O(0.1).
+    assert all(r["max_abs_diff"] < 1e-12 for r in rows)
     assert {r["activation"]: r["l0"] for r in rows}["abstopk"] == 3
 
 
@@ -176,7 +179,10 @@ def test_unrolled_sae_from_D_runs_iht():
     D = xt.random_dictionary(16, 32, seed=11)
     x = xt.sparse_codes(20, 32, 2, seed=12) @ D.T
     rows = xu.unrolled_vs_solver(x, D, 2, steps=(1, 3))
-    assert len(rows) == 4 and all(r["max_abs_diff"] == 0 for r in rows)
+    # same supports, same maths, but two different matmul calls (the SAE's and the solver's): fp64
+    # rounding of 16- and 32-term sums on O(1) codes gives ~1e-16 (measured <= 4.4e-16 on AVX2
+    # and AVX-512); a different support would differ by O(0.1).
+    assert len(rows) == 4 and all(r["max_abs_diff"] < 1e-12 for r in rows)
 
 
 def test_solver_steps_sweep_iht_safe_step_never_worsens_the_fit():

@@ -88,7 +88,9 @@ def test_cosine_matrix_matches_numpy():
     A, B = unit_columns(7, 4, 0) * 3, unit_columns(7, 5, 1) * 0.5
     An = A.numpy() / np.linalg.norm(A.numpy(), axis=0)
     Bn = B.numpy() / np.linalg.norm(B.numpy(), axis=0)
-    np.testing.assert_allclose(metrics.cosine_matrix(A, B).numpy(), An.T @ Bn, rtol=1e-12)
+    # cosines lie in [-1, 1]: a 7-term fp64 dot product rounds at ~1e-16 absolute, so a cosine near 0
+    # needs the absolute bound too (rtol alone fails by cancellation)
+    np.testing.assert_allclose(metrics.cosine_matrix(A, B).numpy(), An.T @ Bn, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="same dimension"):
         metrics.cosine_matrix(A, unit_columns(6, 4, 0))
 

@@ -42,3 +42,25 @@ def test_every_submodule_is_reachable_lazily():
     assert am._SUBMODULES == files
     for name in sorted(files):
         assert getattr(am, name) is importlib.import_module(f"abstopk_mini.{name}")
+
+
+def _pins() -> dict[str, str]:
+    """name -> version of every `name==version` line of constraints.txt (names normalised as pip does)."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not a `name==version` pin"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_constraints_pin_every_requirement_and_the_readme_uses_them():
+    pins = _pins()
+    assert pins["torch"] == "2.13.0"  # no local tag: it must also match a CUDA build's 2.13.0
+    assert "abstopk-mini" not in pins  # the package itself comes from the checkout (-e .)
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        name = re.match(r"^([A-Za-z0-9_.-]+)", line)
+        if name and not line.startswith("#"):
+            assert re.sub(r"[-_.]+", "-", name.group(1)).lower() in pins, f"{line!r} has no pin in constraints.txt"
+    assert "-c constraints.txt" in _ci_command()

@@ -117,9 +117,13 @@ def test_pre_acts_matches_the_formula_by_hand():
         expected = np.zeros(16)
         expected[top] = u_ref[b, top]
         np.testing.assert_allclose(z[b], expected, rtol=1e-12, atol=1e-12)
-    # decode is (z W_dec + b_dec) / s
+    # decode is (z W_dec + b_dec) / s. fp64, a 16-term sum per entry: rounding is ~1e-16 of the
+    # operands' scale whatever the summation order (BLAS kernels differ by CPU), and an entry that
+    # cancels to ~1e-4 keeps that absolute error, so the bound is 1e-12 x the operands' scale.
+    W_d = sae.W_dec.detach().numpy()
+    scale = ((np.abs(z) @ np.abs(W_d) + np.abs(b_d)) / s).max()
     np.testing.assert_allclose(
-        sae.decode(torch.from_numpy(z)).detach().numpy(), (z @ sae.W_dec.detach().numpy() + b_d) / s, rtol=1e-12
+        sae.decode(torch.from_numpy(z)).detach().numpy(), (z @ W_d + b_d) / s, rtol=1e-12, atol=1e-12 * scale
     )
 
 
