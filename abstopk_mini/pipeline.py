@@ -10,11 +10,19 @@ Every artifact lives in a directory named by a hash of the settings that determi
 Asking for the same harvest or the same SAE twice does the work once: a complete directory is
 reused, an interrupted one is resumed (harvests continue from their last shard, training from
 its last checkpoint). A file lock next to each directory makes concurrent processes (notebooks,
-the sweep, the CLI) wait for the one doing the work instead of doing it twice.
+the sweep, the CLI) wait for the one doing the work instead of doing it twice; training holds a
+shared lock on its harvest, so overwriting a harvest waits for the runs reading it.
+
+Nothing is served unchecked: a cached SAE is reused only if its ``cfg.json`` is the requested
+config and its weights have the sha256 recorded in ``train.json`` when it was trained
+(:func:`load_trained`; ``retrain=True`` repairs a run that fails the check), and a harvest's
+shards are checked against their hashes before the first training on it
+(:func:`abstopk_mini.shards.verify_harvest`, remembered afterwards).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -211,7 +219,8 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
         digest = sha256_file(out / WEIGHTS_FILE)
         if record.get("weights_sha256") is None:  # saved before hashes were recorded: record it now
             record["weights_sha256"] = digest
-            atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
+            with contextlib.suppress(OSError):  # a read-only store stays as it is
+                atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
         elif digest != record["weights_sha256"]:
             problems.append(f"{WEIGHTS_FILE} has sha256 {digest[:12]}…, but {TRAIN_FILE} recorded "
                             f"{record['weights_sha256'][:12]}… when it was trained (the file was replaced or edited)")

@@ -275,7 +275,9 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
         """Load an SAE written by :meth:`save`, in ``eval()`` mode (batch variants then use the
-        stored threshold row by row). Checks that the config and tensors agree."""
+        stored threshold row by row). Checks that the config and tensors agree: cfg.json must be a JSON
+        object whose ``activation`` and ``architecture`` agree (a missing activation is read from the
+        architecture, never defaulted), and every tensor must be floating-point and finite."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -300,7 +302,7 @@ class SAE(nn.Module):
         raw = dict(raw, activation=_activation_of(raw, path / CONFIG_FILE))
         try:
             cfg = SAEConfig.from_dict(raw)
-        except TypeError as err:  # a required field (d_in, d_sae) is missing, or a field has the wrong type
+        except (TypeError, ValueError) as err:  # a required field (d_in, d_sae) is missing, or a value is invalid
             raise ValueError(f"{path / CONFIG_FILE} does not describe an SAE ({err}); re-save or re-train the SAE") from err
         if device is not None:
             cfg.device = str(device)
