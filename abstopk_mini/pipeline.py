@@ -178,7 +178,7 @@ def _fix_hint(out: Path) -> str:
             f"or delete {str(out)!r}")
 
 
-def _read_json(path: Path, out: Path, kind=dict):
+def _read_json(path: Path, out: Path):
     """The JSON object of ``path`` (a file of the SAE run ``out``), or a ValueError naming the file."""
     try:
         obj = json.loads(path.read_text())
@@ -186,7 +186,7 @@ def _read_json(path: Path, out: Path, kind=dict):
         raise FileNotFoundError(f"{path} is missing from the SAE run {str(out)!r}; {_fix_hint(out)}") from None
     except ValueError as err:  # truncated, empty, not text
         raise ValueError(f"{path} is not valid JSON ({err}); the run was damaged — {_fix_hint(out)}") from err
-    if not isinstance(obj, kind):
+    if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; the run was damaged — {_fix_hint(out)}")
     return obj
 
@@ -227,7 +227,10 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
     if problems:
         raise ValueError(f"the cached SAE in {str(out)!r} is not the one asked for: " + "; ".join(problems) +
                          f". It was changed after training; {_fix_hint(out)}")
-    return SAE.load(out), history
+    try:
+        return SAE.load(out), history
+    except ValueError as err:  # e.g. non-finite weights: say how to repair it from here
+        raise ValueError(f"{err} (in the SAE run {str(out)!r}: {_fix_hint(out)})") from err
 
 
 def save_trained(out, sae: SAE, history: dict, record: dict) -> None:
