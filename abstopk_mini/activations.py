@@ -44,8 +44,9 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .io import atomic_write, sha256_tensors
 from .models import LoadedModel, _check_layer, get_blocks
-from .shards import FORMAT, MANIFEST, _check_positive, read_manifest
+from .shards import FORMAT, MANIFEST, VERIFIED, _check_positive, read_manifest
 
 __all__ = [
     "residual_stream", "TokenActivations", "token_activations", "harvest", "read_manifest",
@@ -199,11 +200,7 @@ def _require_loaded(model) -> LoadedModel:
 
 
 # --------------------------------------------------------------------------- harvest
-def _sha256(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+_sha256 = sha256_tensors
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -220,10 +217,16 @@ def _shard_sizes(n_tokens: int, shard_tokens: int) -> list[int]:
     return [min(shard_tokens, n_tokens - s) for s in range(0, n_tokens, shard_tokens)]
 
 
+def _shard_files(out: Path) -> list[Path]:
+    """Shard files and the temporary files of interrupted shard writes (both naming schemes)."""
+    return list(out.glob("shard_*.safetensors")) + list(out.glob("shard_*.safetensors.tmp")) + \
+        list(out.glob(".shard_*.safetensors.*.tmp"))
+
+
 def _clear(out: Path) -> None:
-    for p in list(out.glob("shard_*.safetensors")) + list(out.glob("shard_*.safetensors.tmp")):
+    for p in _shard_files(out):
         p.unlink()
-    for name in (MANIFEST, MANIFEST + ".tmp"):
+    for name in (MANIFEST, MANIFEST + ".tmp", VERIFIED):
         (out / name).unlink(missing_ok=True)
 
 
@@ -260,7 +263,7 @@ def _start_or_resume(out: Path, settings: dict, n_tokens: int, overwrite: bool) 
             break
         kept.append(rec)
     keep = {rec["file"] for rec in kept}  # drop the rest, and files an interruption left unlisted
-    for p in list(out.glob("shard_*.safetensors")) + list(out.glob("shard_*.safetensors.tmp")):
+    for p in _shard_files(out):
         if p.name not in keep:
             p.unlink()
     return kept
@@ -298,6 +301,13 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
     dtype_name = next((k for k, v in _DTYPES.items() if v == dtype), None)
     if dtype_name is None:
         raise ValueError(f"dtype must be one of {list(_DTYPES.values())}; got {dtype!r}")
+    if context_length < 2:  # checked before anything is written
+        raise ValueError(f"context_length must be >= 2 (BOS plus at least one token; the BOS position is not "
+                         f"harvested); got {context_length}")
+    chunk_offsets = [int(o) for o in chunk_offsets]
+    if not chunk_offsets or min(chunk_offsets) < 0:
+        raise ValueError(f"chunk_offsets must be one or more ints >= 0 (token positions to start cutting "
+                         f"chunks at); got {chunk_offsets!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": info.name, "layer": layer, "hook_name": info.hook_name(layer),
@@ -343,9 +353,7 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
         tensors = {"activations": acts, "token_ids": head[1].to(torch.int32),
                    "doc_index": head[2].long(), "chunk_index": head[3].long(), "position": head[4].to(torch.int32)}
         name = _shard_name(len(shards))
-        tmp = out / (name + ".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, out / name)
+        atomic_write(out / name, lambda tmp: save_file(tensors, tmp))
         shards.append({"file": name, "n_tokens": n, "sha256": _sha256(acts, tensors["token_ids"]),
                        "tokens_sha256": _sha256(tensors["token_ids"])})
         save_manifest(False)

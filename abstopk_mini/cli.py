@@ -109,13 +109,16 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the SAE here too (the run dir is content-addressed under --runs-dir)")
+    p.add_argument("--overwrite", action="store_true", help="let --out replace an SAE (or SAE run dir) already there")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again into the content-addressed run dir, replacing a cached (e.g. damaged) SAE")
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> int:
-    from .pipeline import train_on_harvest
+    from .pipeline import export_sae, train_on_harvest
     from .sae import SAEConfig
     from .shards import read_manifest
 
@@ -126,9 +129,9 @@ def _run_train(args) -> int:
         kw["n_tokens"] = args.tokens
     if args.lr is not None:
         kw["lr"] = args.lr
-    sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, **kw)
+    sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, retrain=args.retrain, **kw)
     if args.out:
-        sae.save(args.out)
+        export_sae(sae, args.out, overwrite=args.overwrite, run_dir=path)
     last = {key: hist[key][-1] for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
     result = {"command": "train", "dir": str(path), "out": args.out, "activation": args.activation, "d_sae": args.d_sae,
               "k": args.k, "n_tokens": hist["n_tokens"], "wall_time_s": hist["wall_time_s"], **{f"final_{k}": v for k, v in last.items()}}

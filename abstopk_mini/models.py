@@ -46,11 +46,7 @@ import torch
 from torch import nn
 
 from .device import get_device
-
-try:  # POSIX file locks; on other systems the cache simply is not locked
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from .io import default_file_mode, flock
 
 __all__ = [
     "DEFAULT_MODEL", "KNOWN_MODELS", "ModelInfo", "LoadedModel", "HubUnavailableError",
@@ -256,19 +252,6 @@ def verify_cache(directory: str | os.PathLike, source: str | None = None) -> str
     return None
 
 
-@contextlib.contextmanager
-def _flock(lock_path: Path, exclusive: bool):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as f:
-        if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def ensure_cache(directory: str | os.PathLike, build: Callable[[Path], None], *,
                  source: str = "", load: Callable[[Path], Any] | None = None):
     """Return ``load(directory)`` for a verified cache directory, building it first if needed.
@@ -284,10 +267,10 @@ def ensure_cache(directory: str | os.PathLike, build: Callable[[Path], None], *,
     load = load if load is not None else (lambda p: p)
     lock = directory.with_name(directory.name + ".lock")
     for _ in range(3):
-        with _flock(lock, exclusive=False):
+        with flock(lock, exclusive=False):
             if verify_cache(directory, source) is None:
                 return load(directory)
-        with _flock(lock, exclusive=True):
+        with flock(lock, exclusive=True):
             reason = verify_cache(directory, source)
             if reason is not None:
                 _rebuild(directory, build, source, reason)
@@ -308,6 +291,9 @@ def _rebuild(directory: Path, build: Callable[[Path], None], source: str, reason
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache is meant to be read by others too
     try:
         build(tmp)
+        for p in tmp.rglob("*"):  # builders (safetensors) may write 0600; a cache is for everyone who reads it
+            if p.is_file():
+                os.chmod(p, default_file_mode())
         _write_manifest(tmp, source)
         if directory.exists():
             old = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from .device import get_device
+from .io import atomic_write
 from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, make_activation
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
@@ -268,14 +268,16 @@ class SAE(nn.Module):
             raise ValueError(f"path={str(path)!r} is a file; SAE.save needs a directory path")
         path.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg.to_dict() | {"device": None, "architecture": self.cfg.architecture, "format": FORMAT}
-        _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(self.state_for_saving(), tmp))
-        _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
+        atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(self.state_for_saving(), tmp))
+        atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
         """Load an SAE written by :meth:`save`, in ``eval()`` mode (batch variants then use the
-        stored threshold row by row). Checks that the config and tensors agree."""
+        stored threshold row by row). Checks that the config and tensors agree: cfg.json must be a JSON
+        object whose ``activation`` and ``architecture`` agree (a missing activation is read from the
+        architecture, never defaulted), and every tensor must be floating-point and finite."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -287,14 +289,21 @@ class SAE(nn.Module):
                 raise FileNotFoundError(f"{path / name} is missing; SAE.load needs {CONFIG_FILE} and {WEIGHTS_FILE}")
         try:
             raw = json.loads((path / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as err:
+        except ValueError as err:  # JSONDecodeError, or bytes that are not text
             raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path / CONFIG_FILE} holds a JSON {type(raw).__name__}, not an object of SAE "
+                             "settings; the file is not an SAE config — re-save or re-train the SAE")
         if raw.get("format") != FORMAT:
             raise ValueError(
                 f"{path / CONFIG_FILE} has format={raw.get('format')!r}, not {FORMAT!r}; for a SAELens "
                 "directory use abstopk_mini.interop.from_saelens(path)"
             )
-        cfg = SAEConfig.from_dict(raw)
+        raw = dict(raw, activation=_activation_of(raw, path / CONFIG_FILE))
+        try:
+            cfg = SAEConfig.from_dict(raw)
+        except (TypeError, ValueError) as err:  # a required field (d_in, d_sae) is missing, or a value is invalid
+            raise ValueError(f"{path / CONFIG_FILE} does not describe an SAE ({err}); re-save or re-train the SAE") from err
         if device is not None:
             cfg.device = str(device)
         try:
@@ -304,6 +313,14 @@ class SAE(nn.Module):
                 f"{path / WEIGHTS_FILE} could not be read ({err}); the file is truncated or corrupt — "
                 "re-save or re-train the SAE"
             ) from err
+        for key, value in state.items():
+            if not value.is_floating_point():
+                raise ValueError(f"{path / WEIGHTS_FILE}: tensor {key!r} has dtype {value.dtype}, not a floating "
+                                 "dtype; the file is not an SAE's weights — re-save or re-train the SAE")
+            if not torch.isfinite(value).all():
+                n_bad = int((~torch.isfinite(value)).sum())
+                raise ValueError(f"{path / WEIGHTS_FILE}: tensor {key!r} holds {n_bad} non-finite values (NaN/inf) "
+                                 f"of {value.numel()}; the SAE is broken — re-train it")
         sae = cls(cfg)
         expected = {key: tuple(value.shape) for key, value in sae.state_for_saving().items()}
         got = {key: tuple(value.shape) for key, value in state.items()}
@@ -324,14 +341,26 @@ class SAE(nn.Module):
         return f"d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}, activation={self.cfg.activation!r}{k}"
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``target``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _activation_of(raw: dict, where: Path) -> str:
+    """The activation a cfg.json describes: its ``activation``, else the one its ``architecture``
+    names; the two must agree (``activation`` is never guessed: a default would silently make an
+    unsigned SAE signed or the reverse)."""
+    by_architecture = {arch: act for act, arch in ARCHITECTURES.items()}
+    activation, architecture = raw.get("activation"), raw.get("architecture")
+    if architecture is not None and architecture not in by_architecture:
+        raise ValueError(f"{where} has architecture={architecture!r}, which is not one of "
+                         f"{sorted(by_architecture)}; fix the file or re-train the SAE")
+    if activation is None:
+        if architecture is None:
+            raise ValueError(f"{where} names neither an activation nor an architecture; add "
+                             f"\"activation\": one of {sorted(ACTIVATIONS)}, or re-train the SAE")
+        return by_architecture[architecture]
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    if architecture is not None and ARCHITECTURES[activation] != architecture:
+        raise ValueError(f"{where} says activation={activation!r} but architecture={architecture!r} (which is "
+                         f"{by_architecture[architecture]!r}); the file was edited — fix one of the two or re-train the SAE")
+    return activation
+
+
+_atomic_write = atomic_write  # the old private name: interop.py and reproduce.py still import it

@@ -13,17 +13,18 @@ own deterministic order and a resumed run reads exactly the batches it would hav
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Iterator
 
-import json
-
 import torch
 
-__all__ = ["ShardDataset", "iter_batches", "load_activations", "check_compatible", "read_manifest"]
+__all__ = ["ShardDataset", "iter_batches", "load_activations", "check_compatible", "read_manifest", "verify_harvest"]
 
 MANIFEST = "manifest.json"
 FORMAT = "abstopk_mini.activations/1"
+VERIFIED = ".verified.json"  # remembers that the shards matched their hashes (see verify_harvest)
 
 
 def _check_positive(**values) -> None:
@@ -38,9 +39,13 @@ def read_manifest(out_dir) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"out_dir={str(out_dir)!r} holds no {MANIFEST}; run "
                                 "am.activations.harvest(...) into it first")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an abstopk_mini activation manifest (format {manifest.get('format')!r})")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:  # truncated, empty, not text
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the harvest (CLI: harvest ... --overwrite)") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = repr(manifest.get("format")) if isinstance(manifest, dict) else f"none: a JSON {type(manifest).__name__}"
+        raise ValueError(f"{path} is not an abstopk_mini activation manifest (format {found})")
     return manifest
 
 
@@ -105,6 +110,87 @@ class ShardDataset:
             del buf
         if len(carry) and not drop_last:
             yield carry
+
+
+def _fingerprint(out: Path, manifest_bytes: bytes, shards: list) -> str:
+    """What the verified-marker is keyed by: the manifest's bytes and each shard file's identity
+    (size, mtime, inode). Any rewrite, swap or edit of the files changes it."""
+    h = hashlib.sha256(manifest_bytes)
+    for rec in shards:
+        st = (out / rec["file"]).stat()
+        h.update(f"|{rec['file']}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode())
+    return h.hexdigest()
+
+
+def verify_harvest(out_dir) -> bool:
+    """Check a complete harvest against its manifest; once, then remembered.
+
+    Checks: every shard file exists, holds ``activations`` [n_tokens, d_model] of the manifest's
+    dtype and ``token_ids`` [n_tokens], and their bytes have the sha256 the manifest recorded; the
+    shard counts add up (``tokens_written``, ``n_shards``, ``n_tokens`` >= ``tokens_written``) and
+    ``content_sha256`` is the hash of the shard hashes. A success is remembered in
+    ``.verified.json``, keyed by the manifest's bytes and the shard files' sizes, mtimes and
+    inodes, so the next call costs a few ``stat`` calls; a swapped shard or an edited manifest is
+    checked again. Returns True when the shards were hashed now, False when the check was
+    remembered. Raises ValueError naming the file and what differs.
+    """
+    from safetensors import safe_open
+
+    from .io import atomic_write, sha256_tensors
+
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    fix = "the harvest was changed after it was written; re-run it (CLI: harvest ... --overwrite)"
+    if not manifest.get("complete"):
+        raise ValueError(f"the harvest in {str(out)!r} is incomplete; run the same harvest again to finish it")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(r, dict) and {"file", "n_tokens", "sha256"} <= set(r)
+                                                  for r in shards):
+        raise ValueError(f"{out / MANIFEST} lists no valid shards; {fix}")
+    missing = [r["file"] for r in shards if not (out / r["file"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{str(out)!r} lacks shard files {missing[:3]}; {fix}")
+    key = _fingerprint(out, (out / MANIFEST).read_bytes(), shards)
+    try:
+        if json.loads((out / VERIFIED).read_text()).get("fingerprint") == key:
+            return False
+    except (OSError, ValueError, AttributeError):
+        pass
+    problems = []
+    written = sum(r["n_tokens"] for r in shards)
+    if manifest.get("tokens_written") != written:
+        problems.append(f"tokens_written={manifest.get('tokens_written')!r} but the shards list {written} tokens")
+    if manifest.get("n_shards") != len(shards):
+        problems.append(f"n_shards={manifest.get('n_shards')!r} but {len(shards)} shards are listed")
+    if not isinstance(manifest.get("n_tokens"), int) or manifest["n_tokens"] < written:
+        problems.append(f"n_tokens={manifest.get('n_tokens')!r} is less than the {written} tokens written")
+    content = hashlib.sha256("".join(r["sha256"] for r in shards).encode()).hexdigest()
+    if manifest.get("content_sha256") != content:
+        problems.append("content_sha256 is not the hash of the shards' hashes")
+    for rec in shards:
+        path = out / rec["file"]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                acts, ids = f.get_tensor("activations"), f.get_tensor("token_ids")
+        except Exception as err:  # safetensors raises its own error types on a bad file
+            problems.append(f"{rec['file']} is not a readable shard ({type(err).__name__}: {err})")
+            continue
+        n = rec["n_tokens"]
+        if tuple(acts.shape) != (n, manifest.get("d_model")) or tuple(ids.shape) != (n,):
+            problems.append(f"{rec['file']} holds activations {tuple(acts.shape)} and token_ids {tuple(ids.shape)}, "
+                            f"the manifest says {n} tokens of width {manifest.get('d_model')}")
+        elif str(acts.dtype).removeprefix("torch.") != manifest.get("dtype"):
+            problems.append(f"{rec['file']} holds {acts.dtype} activations, the manifest says {manifest.get('dtype')}")
+        elif sha256_tensors(acts, ids) != rec["sha256"]:
+            problems.append(f"{rec['file']}: sha256 differs from the manifest's (the shard was replaced or edited)")
+    if problems:
+        raise ValueError(f"the harvest in {str(out)!r} does not match its manifest: " + "; ".join(problems[:5]) +
+                         (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "") + f". {fix}")
+    try:
+        atomic_write(out / VERIFIED, lambda tmp: Path(tmp).write_text(json.dumps({"fingerprint": key})))
+    except OSError:  # a read-only harvest: verified now, checked again next time
+        pass
+    return True
 
 
 def iter_batches(out_dir, batch_size: int, seed: int = 0, buffer_shards: int = 4, epochs: int = 1,

@@ -405,33 +405,33 @@ def train_point(cfg: SweepConfig, p: Point, ctx: LayerContext, d_in: int, root=N
 
 
 def _train_frozen(cfg, p, ctx, sae_cfg, kw, root, progress):
-    """A frozen-b_dec variant: the pipeline's content addressing and lock, our own initialisation."""
-    from .models import _flock
-    from .pipeline import load_history
-    from .shards import ShardDataset, load_activations
+    """A frozen-b_dec variant: the pipeline's content addressing, locks and checks, our own initialisation."""
+    from .io import flock
+    from .pipeline import harvest_lock, load_trained, save_trained
+    from .shards import ShardDataset, load_activations, verify_harvest
     from .train import train_sae
 
-    ds = ShardDataset(ctx.acts_dir)
-    m = ds.manifest
-    sample = load_activations(ctx.acts_dir, 32768).double()
-    centre = _frozen_centre(p, ctx, sample, cfg.eval["pair_seed"])
-    scale = math.sqrt(sae_cfg.d_in / sample.pow(2).sum(-1).mean().item())
-    sae_cfg = dataclasses.replace(sae_cfg, input_scale=scale, model_name=m["model"], hook_name=m["hook_name"],
-                                  hook_layer=m["layer"], context_size=m["context_length"])
-    ident = kw | {"variant": p.variant, "b_dec": _key([round(v, 6) for v in centre.tolist()])}
-    out = sae_dir(ctx.acts_dir, sae_cfg, ident, root)
-    with _flock(out.with_name(out.name + ".lock"), exclusive=True):
-        if (out / "history.json").is_file() and (out / "cfg.json").is_file():
-            return SAE.load(out), load_history(out), out
-        sae = SAE(sae_cfg)
-        with torch.no_grad():
-            sae.b_dec.copy_(centre * scale)
-        sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
-        sae, history = train_sae(sae_cfg, ds, sae=sae, progress=progress, **kw)
-        sae.save(out)
-        record = {"acts_dir": str(ctx.acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
-        _atomic_write(out / "train.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
-        _atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(history, default=float)))
+    with flock(harvest_lock(ctx.acts_dir), exclusive=False):  # a harvest overwrite waits for this run
+        ds = ShardDataset(ctx.acts_dir)
+        m = ds.manifest
+        sample = load_activations(ctx.acts_dir, 32768).double()
+        centre = _frozen_centre(p, ctx, sample, cfg.eval["pair_seed"])
+        scale = math.sqrt(sae_cfg.d_in / sample.pow(2).sum(-1).mean().item())
+        sae_cfg = dataclasses.replace(sae_cfg, input_scale=scale, model_name=m["model"], hook_name=m["hook_name"],
+                                      hook_layer=m["layer"], context_size=m["context_length"])
+        ident = kw | {"variant": p.variant, "b_dec": _key([round(v, 6) for v in centre.tolist()])}
+        out = sae_dir(ctx.acts_dir, sae_cfg, ident, root)
+        with flock(out.with_name(out.name + ".lock"), exclusive=True):
+            if (out / "history.json").is_file():
+                return (*load_trained(out, sae_cfg), out)
+            verify_harvest(ctx.acts_dir)
+            sae = SAE(sae_cfg)
+            with torch.no_grad():
+                sae.b_dec.copy_(centre * scale)
+            sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
+            sae, history = train_sae(sae_cfg, ds, sae=sae, progress=progress, **kw)
+            record = {"acts_dir": str(ctx.acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
+            save_trained(out, sae, history, record)
     return sae, history, out
 
 

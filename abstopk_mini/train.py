@@ -40,7 +40,8 @@ import torch
 
 from . import fast, losses
 from .nonlinearities import K_ACTIVATIONS, THRESHOLD_ACTIVATIONS
-from .sae import SAE, SAEConfig, _atomic_write
+from .io import atomic_write, remove_stale_tmp
+from .sae import SAE, SAEConfig
 
 __all__ = ["TrainConfig", "train_sae", "geometric_median", "lr_at", "CHECKPOINT_FILE"]
 
@@ -270,6 +271,8 @@ def train_sae(
         n_tokens = None  # one pass over the iterable
     n_steps = math.ceil(n_tokens / tcfg.batch_size) if n_tokens is not None else None
 
+    if tcfg.checkpoint_dir is not None and (sync is None or sync.is_main):
+        remove_stale_tmp(tcfg.checkpoint_dir, CHECKPOINT_FILE)  # of a write killed mid-way (SIGKILL)
     state = _load_checkpoint(resume) if resume is not None else None
     if state is not None:
         cfg = SAEConfig.from_dict(state["cfg"])
@@ -434,7 +437,7 @@ def _save_checkpoint(directory, sae, opt, step, tokens, n_steps, since_fired, hi
         "coef": coef,
     }
     target = directory / CHECKPOINT_FILE
-    _atomic_write(target, lambda tmp: torch.save(state, tmp))
+    atomic_write(target, lambda tmp: torch.save(state, tmp))
     return target
 
 
