@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .sae import SAE, SAEConfig
+from .sae import SAE, SAEConfig, standardize
 from .train import TrainConfig, geometric_median, train_sae
 
 __all__ = ["Sync", "train_sae_ddp", "init_from_env", "main"]
@@ -156,6 +156,8 @@ def _initial_sae(cfg: SAEConfig, activations, tcfg: TrainConfig, sync: Sync) -> 
     local = _local_sample(activations, max(1, tcfg.init_sample // sync.world_size), tcfg.seed + sync.rank)
     n = _min_over_ranks(local.shape[0], sync)  # all_gather needs equal shapes
     sample = sync.all_gather(local[:n].double())
+    if cfg.input_unit_norm:  # as in train_sae: scale and b_dec in the standardised space
+        sample = standardize(sample)[0]
     if tcfg.normalize_input:
         scale = math.sqrt(cfg.d_in / sample.pow(2).sum(-1).mean().clamp_min(1e-30).item())
         cfg = dataclasses.replace(cfg, input_scale=scale)

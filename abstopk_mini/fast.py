@@ -22,6 +22,11 @@ Adam in :func:`~abstopk_mini.train.train_sae`. Tried and dropped: a block-max to
 than ``torch.topk``), row-chunked inference (no faster), CSR ``torch.sparse.mm`` for the weight
 gradients (slower than embedding_bag), ``index_add_`` scatters (5–10x slower).
 
+Recipe options (:mod:`abstopk_mini.recipes`) run here natively: ``use_b_enc=False`` is a zero,
+untrained b_enc (the kernels add it and skip its gradient); ``input_unit_norm=True`` enters through
+``sae.to_sae_space`` (x_in, where selection, decode and losses live) and ``sae.from_sae_space``
+(back to the raw space in :func:`decode_sparse`); ``enc_init_scale`` only changes the initial weights.
+
 Precision: fp32 on CPU. On CUDA the dense product runs under bf16 autocast (it only chooses
 *which* latents fire) and the kept values are recomputed exactly in fp32 (``low_precision``).
 
@@ -172,7 +177,7 @@ def _preacts(sae, x: torch.Tensor, low_precision: bool) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return sae.pre_acts(x).to(sae.W_enc.dtype)
     sae._check_input(x)  # sae.pre_acts with the bias added in place (one [B, d_sae] buffer less)
-    u = (x.to(sae.W_enc.dtype) * sae.cfg.input_scale - sae.b_dec) @ sae.W_enc
+    u = (sae.to_sae_space(x) - sae.b_dec) @ sae.W_enc
     return u.add_(sae.b_enc)
 
 
@@ -204,7 +209,7 @@ def forward_train(sae, x: torch.Tensor, sync=None, low_precision: bool | None = 
     _check_fast(sae)
     low = _low_precision_default(x) if low_precision is None else low_precision
     u = _preacts(sae, x, low)
-    x_in = x.to(sae.W_enc.dtype) * sae.cfg.input_scale
+    x_in = sae.to_sae_space(x)
     pat = select(sae.act, u, sync)
     u_sel = gather_preacts(sae, _kept_preacts(sae, u, x_in, pat, exact=low), x_in, pat)
     vals = u_sel if sae.cfg.signed else torch.relu(u_sel)
@@ -255,7 +260,7 @@ def encode_sparse(sae, x: torch.Tensor, low_precision: bool | None = None) -> Sp
         raise ValueError(f"encode_sparse needs x [B, d_in]; got shape {tuple(x.shape)} (use x.reshape(-1, d_in))")
     low = _low_precision_default(x) if low_precision is None else low_precision
     u = _preacts(sae, x, low)
-    x_in = x.to(sae.W_enc.dtype) * sae.cfg.input_scale
+    x_in = sae.to_sae_space(x)
     pat = select(sae.act, u)
     u_sel = _kept_preacts(sae, u, x_in, pat, exact=low)
     if torch.is_grad_enabled():
@@ -263,16 +268,18 @@ def encode_sparse(sae, x: torch.Tensor, low_precision: bool | None = None) -> Sp
     return SparseCode(u_sel if sae.cfg.signed else torch.relu(u_sel), pat)
 
 
-def decode_sparse(sae, code: SparseCode) -> torch.Tensor:
-    """x̂ = (Σ v W_dec + b_dec) / s.  shape: code [B, d_sae] -> [B, d_in]"""
-    return (sparse_decode(code.vals, sae.W_dec, code.pat) + sae.b_dec) / sae.cfg.input_scale
+def decode_sparse(sae, code: SparseCode, stats=None) -> torch.Tensor:
+    """x̂ = (Σ v W_dec + b_dec) / s, then ·σ + μ with ``stats = sae.input_stats(x)`` when the SAE
+    standardises its input (``cfg.input_unit_norm``; see ``SAE.decode``).  shape: code [B, d_sae] -> [B, d_in]"""
+    return sae.from_sae_space(sparse_decode(code.vals, sae.W_dec, code.pat) + sae.b_dec, stats)
 
 
 def reconstruct(sae, x: torch.Tensor, low_precision: bool | None = None) -> torch.Tensor:
     """``sae.decode(sae.encode(x))`` through the sparse code.  shape: x [..., d_in] -> x_hat [..., d_in]"""
     sae._check_input(x)
     lead = x.shape[:-1]
-    x_hat = decode_sparse(sae, encode_sparse(sae, x.reshape(-1, x.shape[-1]), low_precision))
+    x = x.reshape(-1, x.shape[-1])
+    x_hat = decode_sparse(sae, encode_sparse(sae, x, low_precision), sae.input_stats(x))
     return x_hat.reshape(*lead, x_hat.shape[-1])
 
 

@@ -22,6 +22,13 @@ for hub SAEs); :func:`from_saelens` reads it into ``cfg.input_scale`` (or takes
 (:math:`W_{enc}[:, j] \cdot n_j`, :math:`b_{enc}[j] \cdot n_j`, :math:`W_{dec}[j] / n_j`);
 ``apply_b_dec_to_input=False`` is folded into the bias (:math:`b_{enc} + b_{dec} W_{enc}`).
 
+**Recipe options** (:mod:`abstopk_mini.recipes`). ``input_unit_norm`` (per-token
+standardisation) is SAELens's ``normalize_activations="layer_norm"``, the same maths and ε
+(:func:`~abstopk_mini.sae.standardize`), exported and imported as such (with s folded in as
+above). ``use_b_enc=False`` exports ``b_enc`` = 0; ``enc_init_scale`` only shapes the
+initial weights. A SAELens *training* TopK/AbsTopK SAE refuses ``layer_norm`` in its AuxK loss;
+the inference SAE that :func:`to_saelens` writes runs it.
+
 **Architectures.** ours -> SAELens: relu -> ``standard``, jumprelu -> ``jumprelu``, topk ->
 ``topk``, abstopk -> ``abstopk``, batchtopk -> ``jumprelu`` with one threshold for all latents
 (how SAELens itself ships BatchTopK SAEs). The signed thresholds (``absjumprelu``,
@@ -131,6 +138,7 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
         "context_size": cfg.context_size,
         "abstopk_mini_activation": act,
         "abstopk_mini_input_scale_folded": s,
+        "abstopk_mini_recipe": cfg.recipe,
     }
     config = {
         "d_in": cfg.d_in,
@@ -138,7 +146,7 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
         "dtype": "float32",
         "device": "cpu",
         "apply_b_dec_to_input": True,
-        "normalize_activations": "none",
+        "normalize_activations": "layer_norm" if cfg.input_unit_norm else "none",
         "reshape_activations": "none",
         "metadata": meta,
         "architecture": arch,
@@ -234,10 +242,10 @@ def from_saelens(
             f"{path} was trained on hook {meta.get('hook_name')!r}, not hook_name={hook_name!r}; load the SAE for that hook"
         )
     norm = cfg.get("normalize_activations", "none")
-    if norm not in ("none", "expected_average_only_in"):
+    if norm not in ("none", "expected_average_only_in", "layer_norm"):
         raise ValueError(
             f"{path / CONFIG_FILE} has normalize_activations={norm!r}: a per-input normalisation our SAE cannot "
-            "express (we support 'none' and 'expected_average_only_in')"
+            "express (we support 'none', 'expected_average_only_in' and 'layer_norm' = input_unit_norm)"
         )
     if cfg.get("reshape_activations", "none") not in ("none", "hook_z"):
         raise ValueError(f"{path / CONFIG_FILE}: reshape_activations={cfg['reshape_activations']!r} is not supported")
@@ -315,6 +323,7 @@ def from_saelens(
         hook_name=hook,
         hook_layer=layer,
         context_size=meta.get("context_size"),
+        input_unit_norm=norm == "layer_norm",
         metadata={"source": "saelens", "saelens_architecture": arch, "path": str(path)},
     )
     sae = SAE(ours)

@@ -176,8 +176,14 @@ class AbsTopK(TopK):
 class BatchTopK(nn.Module):
     """Top k·B of ReLU(u) over a batch of B rows in training; a global threshold in eval mode.
 
+    Training: the k·B largest entries of ReLU(u) (``BatchAbsTopK``: of |u|, sign kept) over the
+    flattened [B, d_sae] batch, as in the paper's code (``BatchTopKSAE``/``BatchAbsoluteKSAE``).
     ``threshold`` (a scalar buffer, -1 until the first training batch) is an exponential moving
-    average of the smallest magnitude kept in each training batch (Bussmann et al., 2024).
+    average (momentum 0.99) of the smallest positive score kept in each training batch (Bussmann
+    et al., 2024). Eval: keep score > threshold, row by row, so a token's code does not depend on
+    its batch; before any training batch, a per-row top-k. The paper's code has no threshold and
+    selects over the batch at inference too; to replay that, call ``act.train()`` (which also
+    moves the threshold).
     """
 
     name = "batchtopk"

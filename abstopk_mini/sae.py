@@ -12,6 +12,11 @@ r"""The sparse autoencoder: one module, seven activations, SAELens-compatible fi
   (``relu``, ``jumprelu``, ``absjumprelu``, ``topk``, ``abstopk``, ``batchtopk``, ``batchabstopk``).
 * The rows of :math:`W_{dec}` [d_sae, d_in] are the dictionary atoms (the columns of
   :math:`D = W_{dec}^\top`); training keeps them at unit norm.
+* Options of the paper's recipe (:mod:`abstopk_mini.recipes`), off by default:
+  ``use_b_enc=False`` drops the encoder bias (:math:`u = (s\,x - b_{dec}) W_{enc}`) and
+  ``input_unit_norm=True`` standardises each token before the scale,
+  :math:`x \mapsto s\,(x - \mu(x)) / (\sigma(x) + \varepsilon)`, and undoes it after decoding,
+  :math:`\hat x = \sigma(x)\,(z W_{dec} + b_{dec}) / s + \mu(x)` (see :func:`standardize`).
 
 Files: ``save(dir)`` writes ``cfg.json`` and ``sae_weights.safetensors`` with SAELens key names
 (``W_enc`` [d_in, d_sae], ``W_dec`` [d_sae, d_in], ``b_enc``, ``b_dec``, ``threshold``) and an
@@ -36,7 +41,8 @@ from .device import get_device
 from .io import atomic_write
 from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, make_activation
 
-__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
+__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
+           "STANDARDIZE_EPS", "ADDED_FIELDS"]
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -53,6 +59,29 @@ ARCHITECTURES = {
     "absjumprelu": "absjumprelu",
 }
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: ε of the per-token standardisation: the paper's code and SAELens's ``normalize_activations="layer_norm"``
+STANDARDIZE_EPS = 1e-5
+#: fields added after the first file format -> their default (today's behaviour). ``SAEConfig.to_dict``
+#: leaves a field out while it has this value, so content-addressed keys of earlier runs do not change.
+ADDED_FIELDS = {"use_b_enc": True, "input_unit_norm": False, "enc_init_scale": 1.0, "recipe": None}
+
+
+def standardize(x: torch.Tensor, eps: float = STANDARDIZE_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per-token standardisation: :math:`(x - \mu) / (\sigma + \varepsilon)` over the last dim.
+
+    :math:`\mu` is the mean of the token's d entries and :math:`\sigma` the *unbiased* standard
+    deviation (``torch.std``, divisor d − 1) of :math:`x - \mu`; the inverse map is
+    :math:`y \mapsto y\,\sigma + \mu` (without ε, so it inverts to within a factor
+    :math:`\sigma / (\sigma + \varepsilon)`). This is ``preprocess_input`` / ``postprocess_output``
+    of the paper's code (``input_unit_norm``) and SAELens's ``normalize_activations="layer_norm"``,
+    operation for operation.
+
+    shape: x [..., d] -> (x_std [..., d], mu [..., 1], sigma [..., 1])
+    """
+    mu = x.mean(dim=-1, keepdim=True)
+    xc = x - mu
+    sigma = xc.std(dim=-1, keepdim=True)
+    return xc / (sigma + eps), mu, sigma
 
 
 @dataclass
@@ -65,8 +94,19 @@ class SAEConfig:
     the JumpReLUs, k is optional and is the L0 that training steers the penalty towards
     (so every activation can be compared at the same k).
     threshold_init, bandwidth: JumpReLU threshold at init and STE kernel width (in units of the
-    scaled input). input_scale: s in x -> s·x (see module docstring). The remaining fields are
-    provenance (which model, hook and layer the SAE reads) and are stored, never interpreted.
+    scaled input). input_scale: s in x -> s·x (see module docstring). The provenance fields
+    (which model, hook and layer the SAE reads) are stored, never interpreted.
+
+    The options of :mod:`abstopk_mini.recipes` (defaults = the behaviour before they existed):
+
+    * ``use_b_enc``: True: u = (s·x − b_dec) W_enc + b_enc, b_enc trained. False: u = (s·x − b_dec) W_enc;
+      b_enc is a buffer of zeros (not trained), saved as zeros so SAELens files still load.
+    * ``input_unit_norm``: False: x_in = s·x. True: x_in = s·(x − μ)/(σ + ε) per token, μ, σ the mean
+      and unbiased std of the token over d_in, ε = ``STANDARDIZE_EPS``; the training loss is measured
+      on x_in and the SAE's output returns to the raw space, x̂ = σ·(z W_dec + b_dec)/s + μ.
+    * ``enc_init_scale``: c in W_enc = c·W_decᵀ at initialisation (1: W_enc = W_decᵀ, unit columns).
+    * ``recipe``: the name of the preset the config was built from (``"ours"``, ``"paper"``), or None;
+      a label, not read by the SAE.
     """
 
     d_in: int
@@ -84,6 +124,10 @@ class SAEConfig:
     hook_layer: int | None = None
     context_size: int | None = None
     metadata: dict = field(default_factory=dict)
+    use_b_enc: bool = True
+    input_unit_norm: bool = False
+    enc_init_scale: float = 1.0
+    recipe: str | None = None
 
     def __post_init__(self):
         for name in ("d_in", "d_sae"):
@@ -110,6 +154,17 @@ class SAEConfig:
             raise ValueError(
                 f"need bandwidth > 0 and threshold_init >= 0; got {self.bandwidth}, {self.threshold_init}"
             )
+        self._check_recipe_fields()
+
+    def _check_recipe_fields(self) -> None:
+        for name in ("use_b_enc", "input_unit_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"SAEConfig.{name} must be True or False; got {getattr(self, name)!r}")
+        c = self.enc_init_scale
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (math.isfinite(c) and c > 0):
+            raise ValueError(f"SAEConfig.enc_init_scale must be a positive finite number (1 = W_enc = W_decᵀ); got {c!r}")
+        if self.recipe is not None and not isinstance(self.recipe, str):
+            raise TypeError(f"SAEConfig.recipe must be a preset name (str) or None; got {self.recipe!r}")
 
     @property
     def architecture(self) -> str:
@@ -121,6 +176,17 @@ class SAEConfig:
         return self.activation in ("abstopk", "batchabstopk", "absjumprelu")
 
     def to_dict(self) -> dict:
+        """The fields as a dict, minus those of ``ADDED_FIELDS`` still at their default: what
+        content-addressed keys hash, unchanged for configs that do not use the newer options.
+        ``SAE.save`` writes every field (:meth:`to_full_dict`)."""
+        d = dataclasses.asdict(self)
+        for name, default in ADDED_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
+    def to_full_dict(self) -> dict:
+        """Every field (what ``cfg.json`` records)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -158,8 +224,11 @@ class SAE(nn.Module):
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float64)
         W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.T.clone())
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.W_enc = nn.Parameter(W_dec.T.clone() if cfg.enc_init_scale == 1 else W_dec.T * cfg.enc_init_scale)
+        if cfg.use_b_enc:
+            self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        else:  # u = (s·x − b_dec) W_enc: b_enc stays zero (a buffer, so no optimiser sees it)
+            self.register_buffer("b_enc", torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         self.act = make_activation(cfg).to(dtype)
         #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.fast); False: dense reference
@@ -176,40 +245,81 @@ class SAE(nn.Module):
         """The learned threshold (JumpReLU: [d_sae]; batch top-k: a scalar), or None."""
         return getattr(self.act, "threshold", None)
 
+    def input_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(μ, σ) of each token when ``cfg.input_unit_norm`` (see :func:`standardize`), else None.
+
+        shape: x [..., d_in] -> (mu [..., 1], sigma [..., 1]) or None
+        """
+        if not self.cfg.input_unit_norm:
+            return None
+        _, mu, sigma = standardize(x.to(self.W_enc.dtype))
+        return mu, sigma
+
+    def to_sae_space(self, x: torch.Tensor) -> torch.Tensor:
+        """x_in = s·x, or s·(x − μ)/(σ + ε) with ``cfg.input_unit_norm``: the space the SAE codes,
+        reconstructs and is trained in.  shape: x [..., d_in] (raw) -> x_in [..., d_in]"""
+        x = x.to(self.W_enc.dtype)
+        if self.cfg.input_unit_norm:
+            x = standardize(x)[0]
+        return x * self.cfg.input_scale
+
+    def from_sae_space(self, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The inverse of :meth:`to_sae_space`: y / s, then ·σ + μ with ``cfg.input_unit_norm``.
+
+        stats: ``input_stats(x)`` of the raw input (required with ``input_unit_norm``).
+        shape: y [..., d_in] -> [..., d_in] (raw space)
+        """
+        y = y / self.cfg.input_scale
+        if stats is not None:
+            return y * stats[1] + stats[0]
+        if self.cfg.input_unit_norm:
+            raise ValueError(
+                "stats=None, but this SAE standardises each token (cfg.input_unit_norm=True), so the way back to "
+                "the raw space needs that token's mean and std: pass stats=sae.input_stats(x), or use sae(x)"
+            )
+        return y
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """u = (s·x − b_dec) W_enc + b_enc.  shape: x [..., d_in] -> u [..., d_sae]"""
+        """u = (x_in − b_dec) W_enc + b_enc with x_in = :meth:`to_sae_space` (x) (b_enc ≡ 0 without
+        ``cfg.use_b_enc``).  shape: x [..., d_in] (raw) -> u [..., d_sae]"""
         self._check_input(x)
-        x = x.to(self.W_enc.dtype) * self.cfg.input_scale
+        x = self.to_sae_space(x)
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """z = σ(u).  shape: x [..., d_in] -> z [..., d_sae]"""
+        """z = σ(u).  shape: x [..., d_in] (raw activations) -> z [..., d_sae]"""
         return self.act(self.pre_acts(x))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """x̂ = (z W_dec + b_dec) / s.  shape: z [..., d_sae] -> x_hat [..., d_in]"""
-        return (z @ self.W_dec + self.b_dec) / self.cfg.input_scale
+    def decode(self, z: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x̂ = (z W_dec + b_dec) / s in the raw space; with ``cfg.input_unit_norm``,
+        x̂ = σ·(z W_dec + b_dec)/s + μ, which needs ``stats = sae.input_stats(x)`` of the input
+        the code came from (a ValueError says so when it is missing).
+
+        shape: z [..., d_sae] -> x_hat [..., d_in] (raw space)
+        """
+        return self.from_sae_space(z @ self.W_dec + self.b_dec, stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction.  shape: x [..., d_in] -> x_hat [..., d_in]
+        """Reconstruction in the raw space.  shape: x [..., d_in] -> x_hat [..., d_in]
 
         For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.fast.reconstruct`
-        (same result, no dense z); ``sae.fast = False`` takes ``decode(encode(x))``.
+        (same result, no dense z); ``sae.fast = False`` takes ``decode(encode(x), input_stats(x))``.
         """
         if self.fast and self.cfg.activation in K_ACTIVATIONS:
             from .fast import reconstruct
 
             return reconstruct(self, x)
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x), self.input_stats(x))
 
     def forward_train(self, x: torch.Tensor) -> SAEOutput:
-        """Encode and decode in the scaled space, keeping the intermediates for the losses.
+        """Encode and decode in the SAE's space (:meth:`to_sae_space`), keeping the intermediates
+        for the losses; x_hat is *not* mapped back to the raw space.
 
         shape: x [B, d_in] -> SAEOutput(x_in [B, d_in], u [B, d_sae], z [B, d_sae], x_hat [B, d_in])
         """
         u = self.pre_acts(x)
         z = self.act(u)
-        x_in = x.to(self.W_enc.dtype) * self.cfg.input_scale
+        x_in = self.to_sae_space(x)
         return SAEOutput(x_in, u, z, z @ self.W_dec + self.b_dec)
 
     def _check_input(self, x) -> None:
@@ -267,7 +377,7 @@ class SAE(nn.Module):
         if path.exists() and not path.is_dir():
             raise ValueError(f"path={str(path)!r} is a file; SAE.save needs a directory path")
         path.mkdir(parents=True, exist_ok=True)
-        cfg = self.cfg.to_dict() | {"device": None, "architecture": self.cfg.architecture, "format": FORMAT}
+        cfg = self.cfg.to_full_dict() | {"device": None, "architecture": self.cfg.architecture, "format": FORMAT}
         atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(self.state_for_saving(), tmp))
         atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
         return path

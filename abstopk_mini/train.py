@@ -12,7 +12,8 @@ tensor and nothing else:
 3. **Loss.** mse + sparsity term (:mod:`~abstopk_mini.losses`): l1 for ReLU, the STE l0 for
    (Abs)JumpReLU (both coefficients warmed up linearly), AuxK on dead latents for the top-k family.
 4. **Optimiser.** Adam, learning rate warm-up over the first 5 % of steps, constant, then linear
-   decay to 0 over the last 20 %. Default lr ``2e-4 / sqrt(d_sae / 2**14)``.
+   decay to 0 over the last 20 % (``lr_schedule="warmup_decay"``; ``"constant"`` keeps lr
+   throughout). Default lr ``2e-4 / sqrt(d_sae / 2**14)``.
 5. **Decoder constraint.** Before each step, the gradient component parallel to each decoder row
    is removed; after it, rows are renormalised to unit norm.
 6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens.
@@ -41,11 +42,12 @@ import torch
 from . import fast, losses
 from .nonlinearities import K_ACTIVATIONS, THRESHOLD_ACTIVATIONS
 from .io import atomic_write, remove_stale_tmp
-from .sae import SAE, SAEConfig
+from .sae import SAE, SAEConfig, standardize
 
 __all__ = ["TrainConfig", "train_sae", "geometric_median", "lr_at", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+LR_SCHEDULES = ("warmup_decay", "constant")
 COEF_RANGE = 1e3  # the L0 controller keeps its coefficient within [c0 / 1e3, c0 * 1e3] of the configured one
 
 
@@ -60,6 +62,7 @@ class TrainConfig:
     adam_eps: float = 6.25e-10
     warmup_frac: float = 0.05
     decay_frac: float = 0.2
+    lr_schedule: str = "warmup_decay"  # "warmup_decay": linear warm-up over warmup_frac, linear decay to 0 over decay_frac (lr_at); "constant": lr at every step
     normalize_input: bool = True
     b_dec_init: str = "geometric_median"  # or "mean" or "zeros"
     init_sample: int = 32768
@@ -88,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a finite number >= 0 (or None for the default); got {self.lr}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("checkpoint_every is set but checkpoint_dir is None; pass checkpoint_dir=...")
 
@@ -107,8 +112,13 @@ def geometric_median(x: torch.Tensor, n_iter: int = 100, tol: float = 1e-7) -> t
     return m
 
 
-def lr_at(step: int, n_steps: int, lr: float, warmup_frac: float, decay_frac: float) -> float:
-    """Learning rate at ``step``: linear warm-up, constant, linear decay to 0 at ``n_steps``."""
+def lr_at(step: int, n_steps: int, lr: float, warmup_frac: float, decay_frac: float, schedule: str = "warmup_decay") -> float:
+    """Learning rate at ``step``: linear warm-up, constant, linear decay to 0 at ``n_steps``
+    (``schedule="warmup_decay"``), or ``lr`` at every step (``schedule="constant"``)."""
+    if schedule == "constant":
+        return lr
+    if schedule != "warmup_decay":
+        raise ValueError(f"schedule={schedule!r}; choose one of {LR_SCHEDULES}")
     warm = max(1, int(warmup_frac * n_steps))
     decay = int(decay_frac * n_steps)
     if step < warm:
@@ -281,6 +291,8 @@ def train_sae(
         n_steps = state["n_steps"]
     elif sae is None:
         sample = batches.sample(tcfg.init_sample).double()
+        if cfg.input_unit_norm:  # scale and b_dec are set in the standardised space the SAE codes
+            sample = standardize(sample)[0]
         if tcfg.normalize_input:
             scale = math.sqrt(cfg.d_in / sample.pow(2).sum(-1).mean().clamp_min(1e-30).item())
             cfg = dataclasses.replace(cfg, input_scale=scale)
@@ -342,7 +354,7 @@ def train_sae(
             break
         x = x.to(device=device, dtype=dtype, non_blocking=True)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, n_steps, lr, tcfg.warmup_frac, tcfg.decay_frac)
+            group["lr"] = lr_at(step, n_steps, lr, tcfg.warmup_frac, tcfg.decay_frac, tcfg.lr_schedule)
         out = fast.forward_train(sae, x, sync) if use_fast else sae.forward_train(x)
         mse = losses.mse(out.x_in, out.x_hat)
         warm = min(1.0, (step + 1) / max(1, tcfg.sparsity_warmup_frac * n_steps))

@@ -1,7 +1,7 @@
 """Training speed and quality: abstopk_mini vs SAELens (AbsTopK and TopK), same run, same data.
 
-    PYTHONPATH=. python benchmarks/bench_train.py                        # the issue's grid
-    PYTHONPATH=. python benchmarks/bench_train.py --sizes 4096:32 --steps 10 --arch abstopk
+    PYTHONPATH=. python benchmarks/bench_train.py                        # the issue's grid, batch 128 and 1024
+    PYTHONPATH=. python benchmarks/bench_train.py --sizes 4096:32 --steps 10 --arch abstopk --batch 4096
     PYTHONPATH=. python benchmarks/bench_train.py --data acts.pt         # harvested activations [N, d_in]
 
 For every (d_sae, k, architecture) both systems get: the same activations (toy signed sparse
@@ -12,6 +12,9 @@ decay schedule, the same number of steps, the same AuxK (k_aux = d_in/2, coeffic
 same dead window). Each system keeps its own recipe otherwise: SAELens clips the gradient norm
 at 1 and ranks by u·‖W_dec‖ (rescale_acts_by_decoder_norm); we remove the parallel gradient
 and renormalise the decoder rows.
+
+Batch sizes: ``--batch 128,1024`` (default) — 128 is the paper's batch, where the per-step
+overhead (Python, optimiser, bookkeeping) weighs most; 1,024 is where the matrix products do.
 
 Printed per row: tokens/s of each, their ratio, and the FVU of each on the same held-out rows
 after the same number of tokens. tokens/s = batch size / median step time; both loops pull one
@@ -195,7 +198,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="4096:32,4096:64,16384:32,16384:64", help="comma list of d_sae:k")
     ap.add_argument("--arch", default="abstopk,topk", help="comma list from abstopk, topk")
-    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--batch", default="128,1024", help="comma list of batch sizes")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--n-test", type=int, default=8192)
     ap.add_argument("--data", default=None, help="a .pt tensor [N, d_in] of harvested activations (default: toy data)")
@@ -218,16 +221,18 @@ def main(argv=None) -> int:
         if arch not in ("abstopk", "topk"):
             raise SystemExit(f"--arch {arch!r}: choose from abstopk, topk")
 
-    B, n_steps = args.batch, args.steps
-    n_train = B * n_steps
+    batch_sizes = [int(b) for b in str(args.batch).split(",")]
+    n_steps = args.steps
+    n_train_max = max(batch_sizes) * n_steps
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} "
-          f"(other processes share this machine), batch {B}, {n_steps} steps, "
+          f"(other processes share this machine), batch {batch_sizes}, {n_steps} steps, "
           f"tokens/s from the median step's {'CPU' if args.clock == 'cpu' else 'wall-clock'} time", file=sys.stderr)
     if args.data:
         x_all = torch.load(args.data, map_location="cpu", weights_only=True).float()
-        if x_all.ndim != 2 or x_all.shape[0] < n_train + args.n_test:
-            raise SystemExit(f"--data {args.data}: need a [N >= {n_train + args.n_test}, d_in] tensor; got {tuple(x_all.shape)}")
-        x_all = x_all[torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(0))[: n_train + args.n_test]]
+        if x_all.ndim != 2 or x_all.shape[0] < n_train_max + args.n_test:
+            raise SystemExit(f"--data {args.data}: need a [N >= {n_train_max + args.n_test}, d_in] tensor; got {tuple(x_all.shape)}")
+        x_all = x_all[torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(0))[: n_train_max + args.n_test]]
+        x_data = x_all
     # warm-up (imports, first-call allocations) for both systems, untimed
     xw = toy_activations(4 * 256, D_IN if not args.data else x_all.shape[1], 256, 2)
     for arch in archs:
@@ -235,7 +240,8 @@ def main(argv=None) -> int:
         run_ours([xw[i * 256 : (i + 1) * 256] for i in range(3)], xw[768:], w, 3, 1e-4, 256, fast=True)
         run_saelens([xw[i * 256 : (i + 1) * 256] for i in range(3)], xw[768:], w, arch, 3, 1e-4, 1)
     rows = []
-    for d_sae, k in sizes:
+    for B, (d_sae, k) in ((B, size) for B in batch_sizes for size in sizes):
+        n_train = B * n_steps
         need = peak_bytes(B, x_all.shape[1] if args.data else D_IN, d_sae) + 4 * (n_train + args.n_test) * D_IN * 2
         if need > 0.8 * mem_available():
             print(f"# skip d_sae={d_sae}, k={k}, batch={B}: needs ~{need / 2**30:.1f} GiB, {mem_available() / 2**30:.1f} GiB "
@@ -243,6 +249,8 @@ def main(argv=None) -> int:
             continue
         if not args.data:
             x_all = toy_activations(n_train + args.n_test, D_IN, n_features=d_sae, n_active=max(1, k // 2), seed=d_sae + k)
+        else:
+            x_all = torch.cat([x_data[:n_train], x_data[n_train_max:]])
         d_in = x_all.shape[1]
         x_train, x_test = x_all[:n_train], x_all[n_train:]
         batches = [x_train[i * B : (i + 1) * B] for i in range(n_steps)]
@@ -285,9 +293,14 @@ def main(argv=None) -> int:
                     extra += "  recipe FVU: " + ", ".join(f"{key} {value:.4f}" for key, value in row["recipe_fvu"].items())
                 if "saelens_sparse_error" in row:
                     extra += f"  SAELens sparse failed ({row['saelens_sparse_error']})"
-                print(f"{arch:8s} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:7.0f} tok/s  SAELens "
+                print(f"{arch:8s} batch={B:5d} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:7.0f} tok/s  SAELens "
                       f"{row['saelens_tok_s']:7.0f} tok/s  ratio {row['ratio']:.2f}x (wall clock {row['wall_ratio']:.2f}x)  "
                       f"FVU ours {row['ours_fvu']:.4f} SAELens {row['saelens_fvu']:.4f}{extra}", flush=True)
+    for B in batch_sizes:
+        ratios = [r["ratio"] for r in rows if r["batch"] == B]
+        if ratios and not args.json:
+            print(f"# batch {B}: ratio ours/SAELens min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x "
+                  f"over {len(ratios)} rows", flush=True)
     print(f"# load average at the end {os.getloadavg()[0]:.2f}", file=sys.stderr)
     return 0
 

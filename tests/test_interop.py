@@ -191,8 +191,8 @@ def test_bad_input(tmp_path):
         interop.from_saelens(tmp_path / "topk", hook_name="blocks.5.hook_resid_post")
     assert interop.from_saelens(tmp_path / "topk", d_in=D_IN, hook_name="blocks.2.hook_resid_post").cfg.hook_layer == 2
     cfg = json.loads((tmp_path / "topk" / "cfg.json").read_text())
-    (tmp_path / "topk" / "cfg.json").write_text(json.dumps(cfg | {"normalize_activations": "layer_norm"}))
-    with pytest.raises(ValueError, match="layer_norm"):
+    (tmp_path / "topk" / "cfg.json").write_text(json.dumps(cfg | {"normalize_activations": "constant_norm_rescale"}))
+    with pytest.raises(ValueError, match="constant_norm_rescale"):
         interop.from_saelens(tmp_path / "topk")
     (tmp_path / "topk" / "cfg.json").write_text(json.dumps(cfg | {"d_sae": 41}))
     with pytest.raises(ValueError, match="do not belong together"):
