@@ -53,7 +53,7 @@ def get_final_norm(model) -> nn.Module:
 
 @torch.no_grad()
 def logit_effects(model, directions: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """:math:`\ell(v)` of each row v of ``directions`` (see the module docstring).
+    r""":math:`\ell(v)` of each row v of ``directions`` (see the module docstring).
 
     model: a LoadedModel or a transformers causal LM. Computed in float32 on the model's device,
     ``chunk`` directions at a time (a chunk costs chunk × vocab floats).

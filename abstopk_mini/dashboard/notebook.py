@@ -57,4 +57,8 @@ def show(data, latent: int | None = None, *, height: int | None = None, **kw):
         from IPython.display import HTML
     except ImportError:
         return page
-    return HTML(page.iframe())
+    import warnings
+
+    with warnings.catch_warnings():  # IPython suggests IFrame(src=...), which needs a URL; srcdoc needs none
+        warnings.simplefilter("ignore", UserWarning)
+        return HTML(page.iframe())
