@@ -41,7 +41,7 @@ const hay={};for(const r of D.L){const s=[r.sp,r.sn];for(const c of r.P.concat(r
   for(const l of r.lg)for(const e of l)s.push(D.tok[e[0]]);hay[r.i]=s.join('\u0001').toLowerCase();}
 let current=null;
 function item(i){const r=byId(D,i);return '<div class="item" data-latent="'+i+'" title="+ '+esc(r.sp)+' | \u2212 '+esc(r.sn)+'"><b>'+i+
-  '</b><span class="pos">'+esc(r.sp.split(' \u00b7 ')[0]||'\u2014')+'</span> | <span class="neg">'+esc((D.signed?r.sn:byId(D,r.ap)?byId(D,r.ap).sp:'').split(' \u00b7 ')[0]||'\u2014')+'</span></div>';}
+  '</b><span class="pos">'+esc(r.sp.split(' \u00b7 ')[0]||'\u2014')+'</span> | <span class="'+(D.signed?'neg':'muted')+'">'+esc((D.signed?r.sn:byId(D,r.ap)?byId(D,r.ap).sp:'').split(' \u00b7 ')[0]||'\u2014')+'</span></div>';}
 function filter(q){q=q.trim().toLowerCase();let ids=req;
   if(q){ids=/^\d+$/.test(q)?D.L.map(r=>r.i).filter(i=>String(i).startsWith(q)).sort((a,b)=>(String(a)===q?-1:String(b)===q?1:a-b))
     :req.filter(i=>hay[i].includes(q));}
