@@ -308,8 +308,56 @@ def _run_sweep(args) -> int:
     return run_cli(args, _emit)
 
 
+# ----------------------------------------------------------------------------- dashboard
+def _add_dashboard(sub) -> None:
+    p = sub.add_parser("dashboard", help="signed latent dashboards (top contexts of each sign, histogram, logits) as one HTML page")
+    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--acts", required=True, help="harvest directory the SAE reads (from `harvest`)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--latents", default=None, help="comma-separated latent ids, e.g. 0,5,17")
+    which.add_argument("--top-bidirectional", type=int, default=None, metavar="N",
+                       help="the N most bidirectional latents (TopK: the N most antipodal pairs)")
+    p.add_argument("--out", required=True, help="HTML file to write (one latent: its dashboard; several: a browser)")
+    p.add_argument("--model", default=None, help="default: the model named in the harvest's manifest")
+    p.add_argument("--n-top", type=int, default=10, help="contexts per side (default 10)")
+    p.add_argument("--before", type=int, default=10, help="tokens of context before the chosen token (default 10)")
+    p.add_argument("--after", type=int, default=4, help="tokens of context after it (default 4)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--data", default=None, help="also save the full DashboardData as JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_dashboard)
+
+
+def _run_dashboard(args) -> int:
+    from .dashboard import browser_html, compute_dashboards, dashboard_html, write_page
+    from .models import load_model
+    from .sae import SAE
+    from .shards import read_manifest
+
+    latents = None
+    if args.latents is not None:
+        try:
+            latents = [int(x) for x in args.latents.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--latents must be comma-separated ints such as 0,5,17; got {args.latents!r}") from None
+    sae = SAE.load(args.sae)
+    loaded = load_model(args.model or read_manifest(args.acts)["model"])
+    data = compute_dashboards(sae, args.acts, loaded, latents=latents, top_bidirectional=args.top_bidirectional,
+                              n_top=args.n_top, before=args.before, after=args.after, batch_size=args.batch_size,
+                              progress=True)
+    one = len(data.requested) == 1
+    size = write_page(dashboard_html(data, data.requested[0]) if one else browser_html(data), args.out)
+    if args.data:
+        data.save(args.data)
+    result = {"command": "dashboard", "out": args.out, "data": args.data, "latents": data.requested,
+              "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens}
+    _emit(args, result, f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 _COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce, _add_sweep]
+_COMMANDS.append(_add_dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:

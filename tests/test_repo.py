@@ -39,6 +39,7 @@ def test_every_submodule_is_reachable_lazily():
     import abstopk_mini as am
 
     files = {p.stem for p in Path(am.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    files |= {p.parent.name for p in Path(am.__file__).parent.glob("*/__init__.py")}  # subpackages
     assert am._SUBMODULES == files
     for name in sorted(files):
         assert getattr(am, name) is importlib.import_module(f"abstopk_mini.{name}")
