@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from .sae import SAE, SAEConfig
-from .train import TrainConfig, geometric_median, train_sae
+from .train import TrainConfig, geometric_median, input_scale, train_sae
 
 __all__ = ["Sync", "train_sae_ddp", "init_from_env", "main"]
 
@@ -157,8 +157,7 @@ def _initial_sae(cfg: SAEConfig, activations, tcfg: TrainConfig, sync: Sync) -> 
     n = _min_over_ranks(local.shape[0], sync)  # all_gather needs equal shapes
     sample = sync.all_gather(local[:n].double())
     if tcfg.normalize_input:
-        scale = math.sqrt(cfg.d_in / sample.pow(2).sum(-1).mean().clamp_min(1e-30).item())
-        cfg = dataclasses.replace(cfg, input_scale=scale)
+        cfg = dataclasses.replace(cfg, input_scale=input_scale(sample, cfg.d_in))
     sae = SAE(cfg)
     sample = sample * cfg.input_scale
     with torch.no_grad():

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .device import get_device
-from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, make_activation
+from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, check_threshold_settings, make_activation
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE"]
 
@@ -106,10 +106,7 @@ class SAEConfig:
             raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(_DTYPES)}")
         if not (math.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"SAEConfig.input_scale must be a positive finite number; got {self.input_scale}")
-        if self.bandwidth <= 0 or self.threshold_init < 0:
-            raise ValueError(
-                f"need bandwidth > 0 and threshold_init >= 0; got {self.bandwidth}, {self.threshold_init}"
-            )
+        check_threshold_settings(self.threshold_init, self.bandwidth, where="SAEConfig.")
 
     @property
     def architecture(self) -> str:
