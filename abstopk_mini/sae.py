@@ -286,6 +286,8 @@ class SAE(nn.Module):
             raw = json.loads((path / CONFIG_FILE).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path / CONFIG_FILE} holds a JSON {type(raw).__name__}, not an object; re-save the SAE")
         if raw.get("format") != FORMAT:
             raise ValueError(
                 f"{path / CONFIG_FILE} has format={raw.get('format')!r}, not {FORMAT!r}; for a SAELens "
