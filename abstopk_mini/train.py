@@ -170,7 +170,8 @@ def _finite_rows(x: torch.Tensor, drop: bool, where: str) -> tuple[torch.Tensor,
     if n_bad and not drop:
         raise ValueError(
             f"{where} has {n_bad} row(s) with NaN or Inf out of {x.shape[0]}; clean them or pass "
-            "drop_nonfinite=True to drop them (the count goes into history['n_dropped_nonfinite'])"
+            "drop_nonfinite=True (CLI: train --drop-nonfinite) to drop them (the count goes into "
+            "history['n_dropped_nonfinite'])"
         )
     return (x[ok] if n_bad else x), n_bad
 
