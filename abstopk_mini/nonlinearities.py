@@ -37,6 +37,7 @@ they apply that global threshold row by row, so inference does not depend on the
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -110,7 +111,7 @@ def check_threshold_settings(threshold_init, bandwidth, where: str = "") -> None
     finite ``threshold_init >= 0`` (an infinite θ never fires and never learns)."""
     for name, value, ok, need in (("bandwidth", bandwidth, lambda v: v > 0, "> 0"),
                                   ("threshold_init", threshold_init, lambda v: v >= 0, ">= 0")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{where}{name} must be a number; got {type(value).__name__} {value!r}")
         if not (math.isfinite(value) and ok(value)):
             raise ValueError(f"{where}{name} must be a finite number {need}; got {value!r} "
