@@ -22,72 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import re
 import sys
 
-__all__ = ["main", "build_parser"]
+from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, expected_errors, join_signed_values,
+                       parse_floats, report_error)
+
+__all__ = ["main", "build_parser", "UsageError"]
 
 
-class UsageError(ValueError):
-    """A command-line argument argparse refused (reported like every other error)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit; main() reports it as one line
-        raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
-def _positive(value, flag: str) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{flag} must be >= 1; got {value}")
-
-
-def _check_runs_dir(root) -> None:
-    from .pipeline import runs_dir
-
-    path = runs_dir(root)
-    where = "--runs-dir" if root is not None else ("$ABSTOPK_RUNS" if os.environ.get("ABSTOPK_RUNS") else "./runs")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{where} {str(path)!r} is a file, not a directory; pass a directory for the run artifacts")
-
-
-def _parse_floats(text: str, flag: str) -> list[float]:
-    """``"-5,0,5"`` -> [-5.0, 0.0, 5.0]; every item a finite number, at least one."""
-    values = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        try:
-            v = float(item)
-        except ValueError:
-            raise ValueError(f"{flag}: {item!r} is not a number; pass comma-separated numbers, e.g. {flag}=-10,0,10") from None
-        if not math.isfinite(v):
-            raise ValueError(f"{flag}: {item!r} is not a finite number; pass finite values, e.g. {flag}=-10,0,10")
-        values.append(v)
-    if not values:
-        raise ValueError(f"{flag} is empty; pass e.g. {flag}=-10,0,10")
-    return values
-
-
-#: options whose value may start with '-' (argparse reads '--values -5,5' as two options)
-_SIGNED_OPTIONS = ("--values", "--offsets")
-_SIGNED_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
-
-
-def _join_signed_values(argv: list[str]) -> list[str]:
-    """Rewrite ``--values -5,5`` as ``--values=-5,5`` (argparse takes a value starting with '-' and
-    holding a comma for an option)."""
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] in _SIGNED_OPTIONS and i + 1 < len(argv) and _SIGNED_VALUE.match(argv[i + 1]):
-            out.append(f"{argv[i]}={argv[i + 1]}")
-            i += 2
-        else:
-            out.append(argv[i])
-            i += 1
-    return out
 
 
 def _emit(args, result: dict, text: str) -> None:
@@ -161,7 +104,7 @@ def _check_harvest_args(args) -> None:
     """What ``harvest`` can refuse before loading the model (the model's shape from its config)."""
     from .models import check_layer_for, model_shape
 
-    _positive(args.tokens, "--tokens")
+    check_positive(args.tokens, "--tokens")
     if args.context < 2:
         raise ValueError(f"--context must be >= 2 (BOS plus at least one token); got {args.context}")
     check_layer_for(args.model, args.layer, "--layer")
@@ -169,7 +112,7 @@ def _check_harvest_args(args) -> None:
     if shape is not None and shape[2] is not None and args.context > shape[2]:
         raise ValueError(f"--context {args.context} exceeds the {shape[2]} positions of {args.model!r}; "
                          f"pass --context <= {shape[2]}")
-    _check_runs_dir(args.runs_dir)
+    check_runs_dir(args.runs_dir)
 
 
 def _run_harvest(args) -> int:
@@ -212,7 +155,7 @@ def _run_train(args) -> int:
     from .sae import SAEConfig
     from .shards import read_manifest
 
-    _check_runs_dir(args.runs_dir)
+    check_runs_dir(args.runs_dir)
     d_in = read_manifest(args.acts)["d_model"]
     cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
     kw = {"batch_size": args.batch_size, "seed": args.seed}
@@ -344,9 +287,9 @@ def _run_eval(args) -> int:
     from .reproduce import evaluate_sae
     from .shards import load_activations
 
-    _positive(args.tokens, "--tokens")
-    _positive(args.acts_tokens, "--acts-tokens")
-    _check_runs_dir(args.runs_dir)
+    check_positive(args.tokens, "--tokens")
+    check_positive(args.acts_tokens, "--acts-tokens")
+    check_runs_dir(args.runs_dir)
     sae, loaded = _load_sae_and_model(args, check=lambda sae: _sae_layer(args, sae))
     layer = _sae_layer(args, sae)
     spec = HarvestSpec(loaded.info.name if args.model is None and sae.cfg.model_name is None else (args.model or sae.cfg.model_name),
@@ -377,7 +320,7 @@ def _add_steer(sub) -> None:
 def _run_steer(args) -> int:
     from . import steering
 
-    values = _parse_floats(args.values, "--values")
+    values = parse_floats(args.values, "--values")
 
     def check(sae):
         _sae_layer(args, sae)
@@ -415,9 +358,9 @@ def _run_reproduce(args) -> int:
 
     from .models import check_layer_for
 
-    _positive(args.tokens, "--tokens")
+    check_positive(args.tokens, "--tokens")
     check_layer_for(args.model, args.layer, "--layer")
-    _check_runs_dir(args.runs_dir)
+    check_runs_dir(args.runs_dir)
     kw = {"model": args.model, "layer": args.layer}
     for key, value in (("n_tokens", args.tokens), ("d_sae", args.d_sae), ("k", args.k)):
         if value is not None:
@@ -456,7 +399,7 @@ _COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m abstopk_mini", description="Sparse autoencoders from sparse coding (AbsTopK and friends).")
+    parser = Parser(prog="python -m abstopk_mini", description="Sparse autoencoders from sparse coding (AbsTopK and friends).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in _COMMANDS:
         add(sub)
@@ -465,41 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input or a bad environment; their message is the report.
-
-    ValueError/TypeError (arguments, files with wrong content), OSError (missing files, a path that
-    is a file, permissions, a full disk, the hub unreachable: HubUnavailableError), and
-    FloatingPointError (training diverged).
-    """
-    return (ValueError, TypeError, OSError, FloatingPointError)
-
-
-def _report(argv: list[str], args, err: BaseException, bug: bool) -> int:
-    debug = bool(getattr(args, "debug", False) or "--debug" in argv) or os.environ.get("ABSTOPK_DEBUG", "") not in ("", "0")
-    message = " ".join(str(err).split()) or type(err).__name__  # one line
-    if bug:
-        message = (f"unexpected {type(err).__name__}: {message} — this is a bug in abstopk_mini; please report it "
-                   f"with the command line (rerun with --debug or ABSTOPK_DEBUG=1 for the traceback)")
-    if debug:
-        import traceback
-
-        traceback.print_exception(err, file=sys.stderr)
-    print(f"error: {message}", file=sys.stderr)
-    if getattr(args, "json", False) or (args is None and "--json" in argv):
-        json.dump({"error": message, "type": type(err).__name__, "bug": bug}, sys.stdout)
-        sys.stdout.write("\n")
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (0, or 2 after one ``error:`` line)."""
-    argv = _join_signed_values(list(sys.argv[1:] if argv is None else argv))
+    argv = join_signed_values(list(sys.argv[1:] if argv is None else argv))
     args = None
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except _expected_errors() as err:
-        return _report(argv, args, err, bug=False)
+    except expected_errors() as err:
+        return report_error(argv, args, err, bug=False)
     except Exception as err:  # noqa: BLE001 - reported as a bug, with the traceback under --debug
-        return _report(argv, args, err, bug=True)
+        return report_error(argv, args, err, bug=True)
