@@ -11,15 +11,26 @@ progress bars and logs go to stderr. Commands:
     steer       clamp a latent from negative to positive: female-vs-male next-token log-odds
     reproduce   the main job: all of the above for the SAE family on the embedded model, as a report
     sweep       a grid of SAEs (width, k, layer, ...) trained and measured, one JSON record per run
+
+Errors: every failure is one line ``error: ...`` on stderr (under ``--json`` also one object
+``{"error": ..., "type": ...}`` on stdout) and exit code 2. Arguments are checked before a model
+is loaded. An exception the package does not expect is reported as a bug; ``--debug`` (or
+``ABSTOPK_DEBUG=1``) adds its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
-__all__ = ["main", "build_parser"]
+from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, expected_errors, join_signed_values,
+                       parse_floats, report_error)
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
 
 
 def _emit(args, result: dict, text: str) -> None:
@@ -77,16 +88,40 @@ def _add_harvest(sub) -> None:
 def _harvest_spec(args):
     from .pipeline import HarvestSpec
 
+    offsets = []
+    for o in (t.strip() for t in args.offsets.split(",")):
+        if o == "":
+            continue
+        if not re.fullmatch(r"-?\d+", o) or int(o) < 0:
+            raise ValueError(f"--offsets: {o!r} is not an int >= 0; pass token offsets, e.g. --offsets 0,64")
+        offsets.append(int(o))
     return HarvestSpec(model=args.model, layer=args.layer, n_tokens=args.tokens, context_length=args.context,
                        sources=tuple(s for s in args.sources.split(",") if s), split=args.split,
-                       chunk_offsets=tuple(int(o) for o in args.offsets.split(",") if o != ""))
+                       chunk_offsets=tuple(offsets))
+
+
+def _check_harvest_args(args) -> None:
+    """What ``harvest`` can refuse before loading the model (the model's shape from its config)."""
+    from .models import check_layer_for, model_shape
+
+    check_positive(args.tokens, "--tokens")
+    if args.context < 2:
+        raise ValueError(f"--context must be >= 2 (BOS plus at least one token); got {args.context}")
+    check_layer_for(args.model, args.layer, "--layer")
+    shape = model_shape(args.model)
+    if shape is not None and shape[2] is not None and args.context > shape[2]:
+        raise ValueError(f"--context {args.context} exceeds the {shape[2]} positions of {args.model!r}; "
+                         f"pass --context <= {shape[2]}")
+    check_runs_dir(args.runs_dir)
 
 
 def _run_harvest(args) -> int:
     from .pipeline import harvest_spec
     from .shards import read_manifest
 
-    out = harvest_spec(_harvest_spec(args), args.runs_dir, progress=True, overwrite=args.overwrite)
+    spec = _harvest_spec(args)
+    _check_harvest_args(args)
+    out = harvest_spec(spec, args.runs_dir, progress=True, overwrite=args.overwrite)
     m = read_manifest(out)
     result = {"command": "harvest", "dir": str(out), "model": m["model"], "layer": m["layer"],
               "hook_name": m["hook_name"], "tokens": m["tokens_written"], "n_shards": m["n_shards"],
@@ -107,6 +142,7 @@ def _add_train(sub) -> None:
     p.add_argument("--tokens", type=int, default=None, help="training tokens (default: one pass over the harvest)")
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--drop-nonfinite", action="store_true", help="drop activation rows holding NaN/Inf (counted in the history)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="save the SAE here too (the run dir is content-addressed under --runs-dir)")
     p.add_argument("--overwrite", action="store_true", help="let --out replace an SAE (or SAE run dir) already there")
@@ -122,6 +158,7 @@ def _run_train(args) -> int:
     from .sae import SAEConfig
     from .shards import read_manifest
 
+    check_runs_dir(args.runs_dir)
     d_in = read_manifest(args.acts)["d_model"]
     cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
     kw = {"batch_size": args.batch_size, "seed": args.seed}
@@ -129,6 +166,8 @@ def _run_train(args) -> int:
         kw["n_tokens"] = args.tokens
     if args.lr is not None:
         kw["lr"] = args.lr
+    if args.drop_nonfinite:  # only when set: the run directory's hash of the settings stays as before
+        kw["drop_nonfinite"] = True
     sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, retrain=args.retrain, **kw)
     if args.out:
         export_sae(sae, args.out, overwrite=args.overwrite, run_dir=path)
@@ -140,9 +179,27 @@ def _run_train(args) -> int:
 
 
 # ----------------------------------------------------------------------------- shared
-def _load_sae_and_model(args):
-    """The SAE of ``--sae`` and the model it reads (``--model`` must agree with the SAE's config)."""
-    from .models import DEFAULT_MODEL, load_model
+def _sae_layer(args, sae, required: bool = True) -> int | None:
+    """``--layer``, else the SAE's recorded hook layer; they must agree when both are given."""
+    layer, recorded = getattr(args, "layer", None), sae.cfg.hook_layer
+    if layer is not None and recorded is not None and layer != recorded:
+        raise ValueError(f"--layer {layer} but the SAE in {args.sae!r} was trained on layer {recorded} "
+                         f"({sae.cfg.hook_name}); drop --layer or pass --layer {recorded}")
+    layer = layer if layer is not None else recorded
+    if layer is None and required:
+        raise ValueError(f"the SAE in {args.sae!r} records no layer (it was trained through the API, not the "
+                         "pipeline); pass --layer L, the block whose output it was trained on")
+    return layer
+
+
+def _load_sae_and_model(args, check=None):
+    """The SAE of ``--sae`` and the model it reads (``--model`` must agree with the SAE's config).
+
+    Everything that can be checked without the model's weights is checked first: the model name
+    against the SAE, ``--layer`` against the SAE and the model's layer count, the SAE's width
+    against the model's (from its config), and ``check(sae)`` (the command's own checks).
+    """
+    from .models import DEFAULT_MODEL, check_layer_for, load_model, model_shape
     from .sae import SAE
 
     sae = SAE.load(args.sae, device="cpu" if getattr(args, "cpu", False) else None)
@@ -150,6 +207,16 @@ def _load_sae_and_model(args):
     if args.model and sae.cfg.model_name and args.model != sae.cfg.model_name:
         raise ValueError(f"--model {args.model!r} but the SAE in {args.sae!r} was trained on {sae.cfg.model_name!r} "
                          f"({sae.cfg.hook_name}); pass --model {sae.cfg.model_name!r} or another SAE")
+    layer = getattr(args, "layer", None)
+    layer = layer if layer is not None else sae.cfg.hook_layer
+    if layer is not None:
+        check_layer_for(name, layer, "--layer" if getattr(args, "layer", None) is not None else "the SAE's hook_layer")
+    shape = model_shape(name)
+    if shape is not None and shape[1] != sae.cfg.d_in:
+        raise ValueError(f"the SAE in {args.sae!r} reads d_in={sae.cfg.d_in} but {name!r} has d_model={shape[1]}; "
+                         "pass --model with the model the SAE was trained on")
+    if check is not None:
+        check(sae)
     return sae, load_model(name)
 
 
@@ -173,14 +240,22 @@ def _add_concepts(sub) -> None:
 def _run_concepts(args) -> int:
     from pathlib import Path
 
+    from .concepts import check_templates, load_pairs, split_pairs
     from .concepts import run_concepts
 
-    sae, loaded = _load_sae_and_model(args)
+    # the pairs, the split and the templates are checked before the model loads
+    pairs = load_pairs(args.pairs)
+    if args.test_pairs is not None:
+        load_pairs(args.test_pairs)
+    else:
+        split_pairs(pairs, seed=args.seed)
     templates = None
     if args.templates:
         if not Path(args.templates).is_file():
             raise FileNotFoundError(f"--templates {args.templates!r} is not a file")
         templates = [line.rstrip("\n") for line in Path(args.templates).read_text().splitlines() if line.strip()]
+        check_templates(templates)
+    sae, loaded = _load_sae_and_model(args)
     token_acts = None
     if args.acts:
         from .shards import check_compatible, load_activations
@@ -201,6 +276,7 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="FVU, L0, dead latents and loss recovered of an SAE on held-out text")
     p.add_argument("--sae", required=True)
     p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
+    p.add_argument("--layer", type=int, default=None, help="the block the SAE reads (default: the SAE's hook layer)")
     p.add_argument("--tokens", type=int, default=4096, help="held-out predictions scored with the SAE spliced in")
     p.add_argument("--acts-tokens", type=int, default=20_000, help="held-out activations for FVU/L0/dead/signs")
     p.add_argument("--runs-dir", default=None)
@@ -214,10 +290,11 @@ def _run_eval(args) -> int:
     from .reproduce import evaluate_sae
     from .shards import load_activations
 
-    sae, loaded = _load_sae_and_model(args)
-    layer = sae.cfg.hook_layer
-    if layer is None:
-        raise ValueError(f"the SAE in {args.sae!r} records no hook_layer; it was not trained by the pipeline")
+    check_positive(args.tokens, "--tokens")
+    check_positive(args.acts_tokens, "--acts-tokens")
+    check_runs_dir(args.runs_dir)
+    sae, loaded = _load_sae_and_model(args, check=lambda sae: _sae_layer(args, sae))
+    layer = _sae_layer(args, sae)
     spec = HarvestSpec(loaded.info.name if args.model is None and sae.cfg.model_name is None else (args.model or sae.cfg.model_name),
                        layer, args.acts_tokens, sae.cfg.context_size or 128, split="heldout", chunk_offsets=(0,))
     held = load_activations(harvest_spec(spec, args.runs_dir, loaded=loaded))
@@ -234,8 +311,10 @@ def _add_steer(sub) -> None:
     p = sub.add_parser("steer", help="clamp one latent from negative to positive: female-vs-male next-token log-odds")
     p.add_argument("--sae", required=True)
     p.add_argument("--latent", type=int, required=True)
-    p.add_argument("--values", default="-20,-10,-5,0,5,10,20", help="comma-separated clamp values c")
+    p.add_argument("--values", default="-20,-10,-5,0,5,10,20",
+                   help="comma-separated clamp values c (--values -5,5 and --values=-5,5 both work)")
     p.add_argument("--model", default=None)
+    p.add_argument("--layer", type=int, default=None, help="the block the SAE reads (default: the SAE's hook layer)")
     p.add_argument("--prompt", default=None, help="also generate a continuation of this prompt at the smallest and largest c")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_steer)
@@ -244,14 +323,19 @@ def _add_steer(sub) -> None:
 def _run_steer(args) -> int:
     from . import steering
 
-    sae, loaded = _load_sae_and_model(args)
-    values = [float(v) for v in args.values.split(",") if v.strip()]
-    if not values:
-        raise ValueError("--values is empty; pass e.g. --values=-10,0,10")
-    curve = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, args.latent, c), values)
-    result = {"command": "steer", "sae": args.sae, "latent": args.latent, **curve.to_dict()}
+    values = parse_floats(args.values, "--values")
+
+    def check(sae):
+        _sae_layer(args, sae)
+        if not 0 <= args.latent < sae.cfg.d_sae:
+            raise ValueError(f"--latent must satisfy 0 <= latent < d_sae = {sae.cfg.d_sae}; got {args.latent}")
+
+    sae, loaded = _load_sae_and_model(args, check=check)
+    layer = _sae_layer(args, sae)
+    curve = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, args.latent, c, layer), values)
+    result = {"command": "steer", "sae": args.sae, "latent": args.latent, "layer": layer, **curve.to_dict()}
     if args.prompt:
-        result["generations"] = {str(c): steering.generate_with(loaded, args.prompt, steering.clamp_latent(sae, args.latent, c))
+        result["generations"] = {str(c): steering.generate_with(loaded, args.prompt, steering.clamp_latent(sae, args.latent, c, layer))
                                  for c in (min(values), max(values))}
     _emit(args, result, "\n".join(f"c = {c:+g}: log-odds {lo:+.3f}" for c, lo in zip(curve.values, curve.log_odds)))
     return 0
@@ -275,6 +359,11 @@ def _add_reproduce(sub) -> None:
 def _run_reproduce(args) -> int:
     from .reproduce import ReproduceConfig, reproduce
 
+    from .models import check_layer_for
+
+    check_positive(args.tokens, "--tokens")
+    check_layer_for(args.model, args.layer, "--layer")
+    check_runs_dir(args.runs_dir)
     kw = {"model": args.model, "layer": args.layer}
     for key, value in (("n_tokens", args.tokens), ("d_sae", args.d_sae), ("k", args.k)):
         if value is not None:
@@ -356,23 +445,28 @@ def _run_dashboard(args) -> int:
 
 
 # ----------------------------------------------------------------------------- main
-_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce, _add_sweep]
-_COMMANDS.append(_add_dashboard)
+_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce, _add_sweep,
+             _add_dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m abstopk_mini", description="Sparse autoencoders from sparse coding (AbsTopK and friends).")
+    parser = Parser(prog="python -m abstopk_mini", description="Sparse autoencoders from sparse coding (AbsTopK and friends).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for add in _COMMANDS:
         add(sub)
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback (or set ABSTOPK_DEBUG=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; return its exit code (0, or 2 after one ``error:`` line)."""
+    argv = join_signed_values(list(sys.argv[1:] if argv is None else argv))
+    args = None
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except expected_errors() as err:
+        return report_error(argv, args, err, bug=False)
+    except Exception as err:  # noqa: BLE001 - reported as a bug, with the traceback under --debug
+        return report_error(argv, args, err, bug=True)

@@ -197,18 +197,62 @@ def load_pairs(source: str | os.PathLike | Sequence = "family", *, include_prono
     return read_pairs_file(name)
 
 
+def _word_groups(pairs: list) -> list[list[int]]:
+    """Indices of ``pairs`` grouped so that pairs sharing a word (directly or through other pairs)
+    are in one group; items that are not word pairs are groups of their own. Groups are ordered by
+    their first member."""
+    parent = list(range(len(pairs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, p in enumerate(pairs):
+        if isinstance(p, (tuple, list)) and all(isinstance(w, str) for w in p):
+            for w in p:
+                j = owner.setdefault(w, i)
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pairs)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
 def split_pairs(pairs: Sequence, test_frac: float = 0.5, seed: int = 0) -> tuple[list, list]:
     """Seeded split by pair: ``round(n·test_frac)`` pairs (at least 1, at most n − 1) go to test.
-    Both parts keep the input order. Same pairs, fraction and seed → same split."""
+    Both parts keep the input order. Same pairs, fraction and seed → same split.
+
+    No word lands on both sides: pairs that share a word (``his her`` and ``him her``) are kept
+    together, as one unit of the shuffle, and test takes whole units until it holds about
+    ``round(n·test_frac)`` pairs. When no pair shares a word (the built-in sets) every unit is one
+    pair and the split is the plain seeded split. ValueError when all pairs hang together."""
     pairs = list(pairs)
     if not 0.0 < test_frac < 1.0:
         raise ValueError(f"test_frac must be in (0, 1); got {test_frac}")
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 pairs to split into train and test; got {len(pairs)}")
     n_test = min(max(1, round(len(pairs) * test_frac)), len(pairs) - 1)
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    test_idx = set(order[:n_test])
+    groups = _word_groups(pairs)
+    if len(groups) == len(pairs):  # no shared words: the plain split, unchanged
+        order = list(range(len(pairs)))
+        random.Random(seed).shuffle(order)
+        test_idx = set(order[:n_test])
+    else:
+        if len(groups) < 2:
+            raise ValueError(f"all {len(pairs)} pairs are linked by shared words (e.g. {pairs[0]!r}), so no split keeps "
+                             "the test words unseen; add pairs with new words or pass separate test pairs")
+        order = list(range(len(groups)))
+        random.Random(seed).shuffle(order)
+        test_idx: set[int] = set()
+        for g in order[:-1]:  # at least one unit stays in train
+            if test_idx and len(test_idx) + len(groups[g]) > n_test:
+                continue
+            test_idx.update(groups[g])
+            if len(test_idx) >= n_test:
+                break
     return ([p for i, p in enumerate(pairs) if i not in test_idx], [p for i, p in enumerate(pairs) if i in test_idx])
 
 

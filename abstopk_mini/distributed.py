@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from .sae import SAE, SAEConfig, standardize
-from .train import TrainConfig, geometric_median, train_sae
+from .train import TrainConfig, geometric_median, input_scale, train_sae
 
 __all__ = ["Sync", "train_sae_ddp", "init_from_env", "main"]
 
@@ -159,8 +159,7 @@ def _initial_sae(cfg: SAEConfig, activations, tcfg: TrainConfig, sync: Sync) -> 
     if cfg.input_unit_norm:  # as in train_sae: scale and b_dec in the standardised space
         sample = standardize(sample)[0]
     if tcfg.normalize_input:
-        scale = math.sqrt(cfg.d_in / sample.pow(2).sum(-1).mean().clamp_min(1e-30).item())
-        cfg = dataclasses.replace(cfg, input_scale=scale)
+        cfg = dataclasses.replace(cfg, input_scale=input_scale(sample, cfg.d_in))
     sae = SAE(cfg)
     sample = sample * cfg.input_scale
     with torch.no_grad():

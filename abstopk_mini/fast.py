@@ -29,6 +29,11 @@ untrained b_enc (the kernels add it and skip its gradient); ``input_unit_norm=Tr
 
 Precision: fp32 on CPU. On CUDA the dense product runs under bf16 autocast (it only chooses
 *which* latents fire) and the kept values are recomputed exactly in fp32 (``low_precision``).
+An SAE stored in bfloat16 / float16 (``SAEConfig(dtype="bfloat16")``) trains on this path too:
+the dense products and embedding_bag run in that dtype, as the reference path's would, and the
+one kernel without a half-precision version (the sampled matmul ``sddmm``) computes in float32
+with casts at its boundary. Its gradients agree with the reference path's to bf16 rounding
+(``tests/test_defects_cli.py``), not bit for bit.
 
 Entry points: :func:`forward_train` and :func:`auxk_loss` (used by :func:`~abstopk_mini.train.train_sae`
 when ``TrainConfig.fast`` is true, the default), :func:`encode_sparse` and :func:`reconstruct`

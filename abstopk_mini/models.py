@@ -51,6 +51,7 @@ from .io import default_file_mode, flock
 __all__ = [
     "DEFAULT_MODEL", "KNOWN_MODELS", "ModelInfo", "LoadedModel", "HubUnavailableError",
     "load_model", "get_blocks", "cache_dir", "hub_offline_reason", "verify_cache", "ensure_cache",
+    "check_model_dir", "model_shape", "check_layer_for",
 ]
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -60,6 +61,13 @@ KNOWN_MODELS: dict[str, str | None] = {
     "gpt2": "openai-community/gpt2",
     "pythia-70m": "EleutherAI/pythia-70m",
     "gemma-2-2b": "google/gemma-2-2b",
+}
+# shapes of the registry's models (n_layers, d_model, max positions), known without loading anything
+KNOWN_SHAPES: dict[str, tuple[int, int, int]] = {
+    "gemma-3-270m": (18, 640, 32768),
+    "gpt2": (12, 768, 1024),
+    "pythia-70m": (6, 512, 2048),
+    "gemma-2-2b": (26, 2304, 8192),
 }
 # where the nn.ModuleList of transformer blocks lives, tried in order (attribute paths)
 BLOCK_PATHS = (
@@ -355,6 +363,73 @@ def _hf_offline():
         constants.HF_HUB_OFFLINE = old
 
 
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """Raise FileNotFoundError unless ``path`` looks like a ``save_pretrained`` model directory:
+    a ``config.json``, weights (``*.safetensors`` or ``pytorch_model*.bin``) and tokenizer files.
+    The message lists what is missing (transformers would otherwise fail deep inside, e.g. asking
+    for sentencepiece). Returns the path."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {str(path)!r} does not exist or is not a directory")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(next(path.glob(g), None) is not None for g in _WEIGHT_GLOBS):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json, tokenizer.model or vocab.json + merges.txt)")
+    if missing:
+        found = sorted(p.name for p in path.iterdir())[:8]
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a model directory: it lacks {', '.join(missing)} (it holds {found}). Pass a "
+            f"directory written by model.save_pretrained(dir) and tokenizer.save_pretrained(dir), a hub id, or "
+            f"'{DEFAULT_MODEL}'."
+        )
+    return path
+
+
+def model_shape(name: str | os.PathLike) -> tuple[int, int, int | None] | None:
+    """``(n_layers, d_model, max_positions)`` of a model without loading its weights, or None when
+    that needs the hub. Reads a local directory's ``config.json`` (checked with
+    :func:`check_model_dir`), the Gemma cache's, or the registry's :data:`KNOWN_SHAPES`."""
+    text = os.fspath(name)
+    local = Path(text).expanduser()
+    if text in KNOWN_SHAPES:
+        return KNOWN_SHAPES[text]
+    if not local.is_dir():
+        return None
+    check_model_dir(local)
+    try:
+        config = json.loads((local / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{local / 'config.json'} is not readable JSON ({err}); re-save the model") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{local / 'config.json'} holds a JSON {type(config).__name__}, not an object; re-save the model")
+    config = config.get("text_config", config) if "num_hidden_layers" not in config and "n_layer" not in config else config
+    n_layers = config.get("num_hidden_layers", config.get("n_layer"))
+    d_model = config.get("hidden_size", config.get("n_embd"))
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    if not isinstance(n_layers, int) or not isinstance(d_model, int):
+        return None
+    return n_layers, d_model, positions if isinstance(positions, int) else None
+
+
+def check_layer_for(name: str | os.PathLike, layer, what: str = "layer") -> None:
+    """Raise before any model load when ``layer`` cannot be a block of model ``name`` (when its
+    shape is known offline, see :func:`model_shape`)."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"{what} must be an int; got {type(layer).__name__} {layer!r}")
+    shape = model_shape(name)
+    n_layers = shape[0] if shape is not None else None
+    if layer < 0 or (n_layers is not None and layer >= n_layers):
+        bound = f"< n_layers = {n_layers} of {os.fspath(name)!r}" if n_layers is not None else "a block index"
+        raise ValueError(f"{what} must satisfy 0 <= {what} {bound}; got {what}={layer}")
+
+
 def _load_dir(path, dtype: torch.dtype, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -393,7 +468,7 @@ def load_model(name: str | os.PathLike = DEFAULT_MODEL, device: str | torch.devi
         model = model.to(dtype)
         source = str(target)
     elif local.is_dir():
-        model, tokenizer = _load_dir(local, dtype)
+        model, tokenizer = _load_dir(check_model_dir(local), dtype)
         text, source = str(local.resolve()), str(local.resolve())
     elif text in KNOWN_MODELS or _looks_like_hub_id(text):
         hub_id = KNOWN_MODELS.get(text) or text

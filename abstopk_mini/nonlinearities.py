@@ -36,10 +36,14 @@ they apply that global threshold row by row, so inference does not depend on the
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
 __all__ = [
+    "check_threshold_settings",
     "ACTIVATIONS",
     "K_ACTIVATIONS",
     "THRESHOLD_ACTIVATIONS",
@@ -101,6 +105,19 @@ class _StepFn(torch.autograd.Function):
 
 
 # ----------------------------------------------------------------------------- modules
+def check_threshold_settings(threshold_init, bandwidth, where: str = "") -> None:
+    """Raise unless the JumpReLU settings are usable: a finite ``bandwidth > 0`` (the STE kernel
+    width ε divides the gradient, so ε = 0, NaN or Inf gives NaN/Inf or zero gradients) and a
+    finite ``threshold_init >= 0`` (an infinite θ never fires and never learns)."""
+    for name, value, ok, need in (("bandwidth", bandwidth, lambda v: v > 0, "> 0"),
+                                  ("threshold_init", threshold_init, lambda v: v >= 0, ">= 0")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{where}{name} must be a number; got {type(value).__name__} {value!r}")
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"{where}{name} must be a finite number {need}; got {value!r} "
+                             f"(the default is 1e-3, in units of the scaled input)")
+
+
 class ReLU(nn.Module):
     """z = max(u, 0). The l1 penalty itself lives in the training loss."""
 
@@ -119,6 +136,7 @@ class JumpReLU(nn.Module):
 
     def __init__(self, d_sae: int, threshold_init: float = 1e-3, bandwidth: float = 1e-3):
         super().__init__()
+        check_threshold_settings(threshold_init, bandwidth)
         self.threshold = nn.Parameter(torch.full((d_sae,), float(threshold_init)))
         self.bandwidth = float(bandwidth)
 

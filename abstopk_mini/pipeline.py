@@ -87,9 +87,9 @@ class HarvestSpec:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int; got {value!r}")
         if self.layer < 0:
-            raise ValueError(f"layer must be >= 0; got {self.layer}")
+            raise ValueError(f"layer must be >= 0; got {self.layer} (CLI: --layer)")
         if self.n_tokens < 1:
-            raise ValueError(f"n_tokens must be >= 1; got {self.n_tokens}")
+            raise ValueError(f"n_tokens must be >= 1; got {self.n_tokens} (CLI: --tokens)")
         if self.context_length < 2:
             raise ValueError(f"context_length must be >= 2 (BOS plus at least one token, the BOS position is not "
                              f"harvested); got {self.context_length} (CLI: --context)")

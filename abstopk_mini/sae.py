@@ -39,7 +39,7 @@ from torch import nn
 
 from .device import get_device
 from .io import atomic_write
-from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, make_activation
+from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, check_threshold_settings, make_activation
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
            "STANDARDIZE_EPS", "ADDED_FIELDS"]
@@ -150,10 +150,7 @@ class SAEConfig:
             raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(_DTYPES)}")
         if not (math.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"SAEConfig.input_scale must be a positive finite number; got {self.input_scale}")
-        if self.bandwidth <= 0 or self.threshold_init < 0:
-            raise ValueError(
-                f"need bandwidth > 0 and threshold_init >= 0; got {self.bandwidth}, {self.threshold_init}"
-            )
+        check_threshold_settings(self.threshold_init, self.bandwidth, where="SAEConfig.")
         self._check_recipe_fields()
 
     def _check_recipe_fields(self) -> None:

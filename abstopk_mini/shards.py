@@ -25,6 +25,7 @@ __all__ = ["ShardDataset", "iter_batches", "load_activations", "check_compatible
 MANIFEST = "manifest.json"
 FORMAT = "abstopk_mini.activations/1"
 VERIFIED = ".verified.json"  # remembers that the shards matched their hashes (see verify_harvest)
+_REQUIRED = ("model", "layer", "hook_name", "d_model", "context_length", "complete", "shards")
 
 
 def _check_positive(**values) -> None:
@@ -41,11 +42,15 @@ def read_manifest(out_dir) -> dict:
                                 "am.activations.harvest(...) into it first")
     try:
         manifest = json.loads(path.read_text())
-    except ValueError as err:  # truncated, empty, not text
-        raise ValueError(f"{path} is not valid JSON ({err}); re-run the harvest (CLI: harvest ... --overwrite)") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = repr(manifest.get("format")) if isinstance(manifest, dict) else f"none: a JSON {type(manifest).__name__}"
-        raise ValueError(f"{path} is not an abstopk_mini activation manifest (format {found})")
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the harvest with --overwrite") from err
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not an object; re-run the harvest with --overwrite")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an abstopk_mini activation manifest (format {manifest.get('format')!r})")
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        raise ValueError(f"{path} lacks the keys {missing}; it was edited or truncated — re-run the harvest with --overwrite")
     return manifest
 
 
@@ -75,10 +80,18 @@ class ShardDataset:
 
     def read_shard(self, i: int, key: str = "activations") -> torch.Tensor:
         """Shard ``i``; activations as float32. shape: [n_i, d_model] (or [n_i] for the other keys)"""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(self.dir / self.shards[i]["file"]), framework="pt") as f:
-            t = f.get_tensor(key)
+        path = self.dir / self.shards[i]["file"]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                t = f.get_tensor(key)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"shard {str(path)!r} is not a readable safetensors file ({err}); it is truncated or "
+                             "corrupt — re-run the harvest with --overwrite") from err
+        if key == "activations" and (t.ndim != 2 or t.shape[1] != self.d_model):
+            raise ValueError(f"shard {str(path)!r} holds activations of shape {list(t.shape)} but the manifest says "
+                             f"d_model={self.d_model}; the two disagree — re-run the harvest with --overwrite")
         return t.float() if key == "activations" else t
 
     def iter_batches(self, batch_size: int, seed: int = 0, buffer_shards: int = 4, epochs: int = 1,

@@ -103,10 +103,24 @@ def _rows_sum(table: torch.Tensor, idx: torch.Tensor, offsets: torch.Tensor, wei
     )
 
 
+#: dtypes ``torch.sparse.sampled_addmm`` rejects (on CPU); :func:`sddmm` computes them in float32
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
 def sddmm(A: torch.Tensor, T: torch.Tensor, pat: Pattern) -> torch.Tensor:
-    """out[n] = ⟨A[rows n], T[cols n]⟩ (a matmul sampled at the pattern).  shape: A [B, d], T [d_sae, d] -> [N]"""
+    """out[n] = ⟨A[rows n], T[cols n]⟩ (a matmul sampled at the pattern).  shape: A [B, d], T [d_sae, d] -> [N]
+
+    bfloat16 / float16 operands (an SAE with ``dtype="bfloat16"``, as GPUs train) are cast to
+    float32 at the boundary, the sampled product is computed in float32, and the result is cast
+    back: ``sampled_addmm`` has no half-precision kernel, and each dot product then rounds once
+    (at the final cast) instead of once per partial sum, which is as accurate as the dense bf16
+    matmul of the reference path (fp32 accumulation) or better. The cost is one float32 copy of
+    A and T per call.
+    """
     if pat.cols.numel() == 0:
         return A.new_zeros(0)
+    if A.dtype in LOW_PRECISION or T.dtype in LOW_PRECISION:
+        return sddmm(A.float(), T.float(), pat).to(A.dtype)
     out = torch.sparse.sampled_addmm(pat.csr_mask(A.dtype), A, T.t(), beta=0.0)
     return out.values()
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -121,11 +122,19 @@ def decoder_direction(sae, latent: int) -> torch.Tensor:
     return (sae.W_dec[latent].detach() / sae.cfg.input_scale).clone()
 
 
+def _finite(value, name: str) -> float:
+    """``float(value)``, refusing NaN and ±Inf (they would put NaN into every later residual)."""
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be a finite number; got {value!r} — pass values such as -10, 0, 10")
+    return out
+
+
 def clamp_latent(sae, latent: int, value: float, layer: int | None = None) -> Intervention:
     """x' = x + (value − z_i(x)) d_i (module docstring); layer defaults to ``sae.cfg.hook_layer``."""
     _check_latent(sae, latent)
     layer = _layer_of(sae, layer)
-    value = float(value)
+    value = _finite(value, "value")
     d_i = decoder_direction(sae, latent)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +151,7 @@ def add_direction(direction: torch.Tensor, scale: float, layer: int) -> Interven
     if not isinstance(direction, torch.Tensor) or direction.dim() != 1:
         raise ValueError("direction must be a 1-D tensor [d_model]; got "
                          f"{tuple(direction.shape) if isinstance(direction, torch.Tensor) else type(direction).__name__}")
-    step = (float(scale) * direction.detach()).clone()
+    step = (_finite(scale, "scale") * direction.detach()).clone()
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         return x + step.to(device=x.device, dtype=x.dtype)
@@ -240,7 +249,7 @@ def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], 
     loaded = _require_loaded(model)
     if not callable(make):
         raise TypeError(f"make must be a callable value -> Intervention; got {type(make).__name__}")
-    values = [float(v) for v in values]
+    values = [_finite(v, "each of values") for v in values]
     if not values:
         raise ValueError("values is empty; pass the steering values, e.g. [-10, -5, 0, 5, 10]")
     used, skipped = token_pairs(loaded.tokenizer, pairs)
