@@ -1,7 +1,7 @@
 r"""The SAE activation functions: each one is the proximal map of a sparsity regularizer.
 
 An SAE encoder computes the pre-activation :math:`u = (x - b_{dec})W_{enc} + b_{enc}` and then
-:math:`z = \sigma(u)`. Each :math:`\sigma` below is a prox from :mod:`abstopk_mini.prox`, made
+:math:`z = \sigma(u)`. Each :math:`\sigma` below is a prox from :mod:`abstopk_mini.coding.prox`, made
 trainable:
 
 =================  ===============================================  ===========================

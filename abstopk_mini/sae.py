@@ -228,7 +228,7 @@ class SAE(nn.Module):
             self.register_buffer("b_enc", torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         self.act = make_activation(cfg).to(dtype)
-        #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.fast); False: dense reference
+        #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.kernels.fast); False: dense reference
         self.fast = True
         self.to(device)
 
@@ -299,11 +299,11 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction in the raw space.  shape: x [..., d_in] -> x_hat [..., d_in]
 
-        For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.fast.reconstruct`
+        For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.kernels.fast.reconstruct`
         (same result, no dense z); ``sae.fast = False`` takes ``decode(encode(x), input_stats(x))``.
         """
         if self.fast and self.cfg.activation in K_ACTIVATIONS:
-            from .fast import reconstruct
+            from .kernels.fast import reconstruct
 
             return reconstruct(self, x)
         return self.decode(self.encode(x), self.input_stats(x))

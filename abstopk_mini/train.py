@@ -19,7 +19,7 @@ tensor and nothing else:
 6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens.
 
 Data: a tensor ``[N, d_in]`` (shuffled each epoch with a seeded generator), a
-:class:`~abstopk_mini.shards.ShardDataset` (streamed from disk, its own shuffle each epoch), or
+:class:`~abstopk_mini.lm.shards.ShardDataset` (streamed from disk, its own shuffle each epoch), or
 an iterable of ``[b, d_in]`` batches (re-batched to ``batch_size``; pass a re-iterable object to
 train for several epochs or to resume). Checkpoints are single files written
 atomically; ``resume=path`` continues bit-identically on CPU.
@@ -39,7 +39,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from . import fast, losses
+from .kernels import fast
+from . import losses
 from .nonlinearities import K_ACTIVATIONS, THRESHOLD_ACTIVATIONS
 from .io import atomic_write, remove_stale_tmp
 from .sae import SAE, SAEConfig, standardize
@@ -87,7 +88,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # steps
     drop_nonfinite: bool = False
     progress: bool = True
-    fast: bool = True  # top-k family: sparse kernels of abstopk_mini.fast; False: the dense reference path
+    fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path
 
     def __post_init__(self):
         if self.batch_size < 1:

@@ -17,8 +17,8 @@ import time
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import corpus as C
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import corpus as C
 
 
 def best_of(fn, repeats: int) -> float:
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    loaded = am.models.load_model()
+    loaded = am.lm.models.load_model()
     print(f"load_model(): {time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}, "
           f"device {next(loaded.model.parameters()).device}")
     docs = C.wiki_docs()

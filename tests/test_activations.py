@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from abstopk_mini import activations as A
-from abstopk_mini import corpus as C
-from abstopk_mini import models as M
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import corpus as C
+from abstopk_mini.lm import models as M
 
 from conftest import TINY_SENTENCES
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from abstopk_mini import models as M
+from abstopk_mini.lm import models as M
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_two_processes_build_the_cache_once(tmp_path):
         import time, torch
         from pathlib import Path
         from safetensors.torch import save_file
-        from abstopk_mini import models as M
+        from abstopk_mini.lm import models as M
         log = Path({str(tmp_path / 'log')!r})
         def note(kind):
             with open(log, "a") as f:

@@ -1,4 +1,4 @@
-"""The SAE activation modules agree with the reference proximal maps in abstopk_mini.prox,
+"""The SAE activation modules agree with the reference proximal maps in abstopk_mini.coding.prox,
 and JumpReLU's straight-through gradients follow the formulas in the nonlinearities docstring."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from abstopk_mini import nonlinearities as nl
-from abstopk_mini import prox
+from abstopk_mini.coding import prox
 
 
 def randn(*shape, seed=0, dtype=torch.float64):

@@ -1,4 +1,4 @@
-"""Data functions and figures of abstopk_mini.plots_concepts, against per-sample brute force and
+"""Data functions and figures of abstopk_mini.chapters.plots_concepts, against per-sample brute force and
 the package's own axis metrics (evaluate_axis)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import abstopk_mini as am  # noqa: E402
-from abstopk_mini import plots_concepts as pc  # noqa: E402
-from abstopk_mini.concepts import WordActivations, evaluate_axis  # noqa: E402
+from abstopk_mini.chapters import plots_concepts as pc  # noqa: E402
+from abstopk_mini.concepts.words import WordActivations, evaluate_axis  # noqa: E402
 
 PAIRS = [("king", "queen"), ("man", "woman"), ("boy", "girl"), ("uncle", "aunt"), ("son", "daughter")]
 NEUTRAL = ["person", "child"]
@@ -153,7 +153,7 @@ def test_token_values_are_the_sae_on_the_residual_stream(tiny_gpt2):
     text = "The king and the queen walked."
     tokens = pc.text_tokens(loaded, text, 1)
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-    x = am.activations.residual_stream(loaded, torch.tensor([[loaded.tokenizer.bos_token_id] + ids]), 1)[0, 1:]
+    x = am.lm.activations.residual_stream(loaded, torch.tensor([[loaded.tokenizer.bos_token_id] + ids]), 1)[0, 1:]
     tv = pc.token_values(sae, tokens, 7)
     with torch.no_grad():
         torch.testing.assert_close(tv["z"], sae.encode(x)[:, 7], atol=1e-5, rtol=1e-5)

@@ -7,9 +7,9 @@ import torch
 from matplotlib.figure import Figure
 
 import abstopk_mini as am
-from abstopk_mini import experiments_theory as xt
-from abstopk_mini import experiments_unrolled as xu
-from abstopk_mini import plots_theory as pt
+from abstopk_mini.chapters import experiments_theory as xt
+from abstopk_mini.chapters import experiments_unrolled as xu
+from abstopk_mini.chapters import plots_theory as pt
 
 
 def assert_labelled(fig, n_axes):
@@ -80,7 +80,7 @@ def test_solver_steps_figure(small_problem):
 
 
 def test_unrolled_figure_from_a_tiny_sweep():
-    x, z, D = am.toy.bidirectional_data(700, d=8, P=8, n_active=2, seed=0)
+    x, z, D = am.coding.toy.bidirectional_data(700, d=8, P=8, n_active=2, seed=0)
     rows = xu.unrolled_training_sweep(x[:600], x[600:], z[600:], D, k=2, activations=(("abstopk", 1),),
                                       steps=(1, 2), n_tokens=512, batch_size=128, seeds=(0, 1))
     fig = pt.unrolled_figure(rows)

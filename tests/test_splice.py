@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import splice as S
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import splice as S
 
 TEXTS = ["The king and the queen walked through the garden.",
          "A man and a woman read books.",
@@ -148,7 +148,7 @@ def test_bad_reconstruction_shape_is_reported(tiny_gpt2):
 def test_max_tokens_scores_exactly_that_many(tiny_gpt2):
     res = S.evaluate(tiny_gpt2, lambda x: x, TEXTS, layer=0, max_tokens=13)
     assert res.n_tokens == 13
-    docs = [am.corpus.Document(t, "test") for t in TEXTS]
+    docs = [am.lm.corpus.Document(t, "test") for t in TEXTS]
     assert S.evaluate(tiny_gpt2, lambda x: x, docs, layer=0, context_length=16).n_tokens > 0
 
 
@@ -185,8 +185,8 @@ def test_evaluate_many_equals_evaluate_one_by_one(tiny_gpt2):
 
     texts = ["The king and the queen walked through the garden.", "A man and a woman read books in the library."]
     fns = {"identity": lambda x: x, "half": lambda x: 0.5 * x, "zero": torch.zeros_like}
-    many = am.splice.evaluate_many(tiny_gpt2, fns, texts, layer=1)
+    many = am.lm.splice.evaluate_many(tiny_gpt2, fns, texts, layer=1)
     for name, fn in fns.items():
-        one = am.splice.evaluate(tiny_gpt2, fn, texts, layer=1)
+        one = am.lm.splice.evaluate(tiny_gpt2, fn, texts, layer=1)
         assert many[name].to_dict() == pytest.approx(one.to_dict(), rel=1e-9, abs=1e-12)
     assert many["identity"].loss_recovered_zero == 1.0 and many["zero"].loss_recovered_zero == 0.0

@@ -8,10 +8,10 @@ import scipy.stats
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import corpus as C
-from abstopk_mini import models as M
-from abstopk_mini import stats as S
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import corpus as C
+from abstopk_mini.lm import models as M
+from abstopk_mini.lm import stats as S
 
 TEXTS = ["The king and the queen walked.", "A woman read books in the library and a man read too.",
          "Sparse autoencoders."]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import steering as St
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import steering as St
 
 TEXTS = ["The king and the queen walked through the garden.", "A man and a woman read books."]
 PROMPTS = ["The king and the", "A man and a", "He said that", "The queen walked through the"]

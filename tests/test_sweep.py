@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import doubling, sweep
-from abstopk_mini.cli import main as cli_main
+from abstopk_mini.coding import doubling
+from abstopk_mini.runs import sweep
+from abstopk_mini.runs.cli import main as cli_main
 
 
 def tiny_config(model_dir, results, **stage):
@@ -107,8 +108,8 @@ def test_frozen_b_dec_stays_at_the_gender_midpoint(tiny_gpt2, tiny_gpt2_dir, tmp
     sweep.run_sweep(cfg, runs_root=tmp_path, loaded=tiny_gpt2, progress=False)
     rec = sweep.read_results(tmp_path / "r.jsonl")[0]
     sae = am.SAE.load(rec["provenance"]["sae_dir"])
-    wa = am.concepts.pair_word_activations(tiny_gpt2, "family", 1)  # recomputed here, independently of the cache
-    train, _ = am.concepts.split_pairs(am.concepts.load_pairs("family"), seed=0)
+    wa = am.concepts.words.pair_word_activations(tiny_gpt2, "family", 1)  # recomputed here, independently of the cache
+    train, _ = am.concepts.words.split_pairs(am.concepts.words.load_pairs("family"), seed=0)
     male = torch.stack([wa.acts[wa.words.index(a)] for a, _ in train]).double().mean((0, 1))
     female = torch.stack([wa.acts[wa.words.index(b)] for _, b in train]).double().mean((0, 1))
     expected = (male + female) / 2 * sae.cfg.input_scale
@@ -177,7 +178,7 @@ def test_tied_doubled_topk_has_the_gradients_of_abstopk():
 
 
 def test_compare_training_tied_equals_abstopk_untied_drifts():
-    x, _, _ = am.toy.bidirectional_data(4000, d=16, P=8, n_active=2, seed=0)
+    x, _, _ = am.coding.toy.bidirectional_data(4000, d=16, P=8, n_active=2, seed=0)
     h = doubling.compare_training(x.double(), 8, 2, n_steps=200, batch_size=128, lr=1e-2, log_every=50)
     assert h["steps"] == [0, 50, 100, 150, 200]
     assert max(h["max_abs_diff_tied"]) < 1e-10
@@ -195,7 +196,7 @@ def _record(activation, layer, k, d_sae, fvu):
 def test_fvu_gap_pairs_runs_that_agree_on_every_other_setting():
     import matplotlib.pyplot as plt
 
-    from abstopk_mini import plots_sweep as ps
+    from abstopk_mini.chapters import plots_sweep as ps
 
     recs = [_record("topk", 6, 8, 512, 0.2), _record("abstopk", 6, 8, 512, 0.25),
             _record("topk", 6, 32, 512, 0.1), _record("abstopk", 6, 32, 512, 0.09),
@@ -210,7 +211,7 @@ def test_fvu_gap_pairs_runs_that_agree_on_every_other_setting():
 
 
 def test_table_sorts_numbers_numerically_and_renames_columns():
-    from abstopk_mini import plots_sweep as ps
+    from abstopk_mini.chapters import plots_sweep as ps
 
     recs = [_record("topk", 12, 8, 4096, 0.3), _record("topk", 3, 8, 512, 0.1), _record("abstopk", 3, 8, 512, 0.2)]
     lines = ps.table(recs, ["layer", "activation", ("heldout.fvu", "FVU")], sort=("layer", "activation")).splitlines()

@@ -14,7 +14,7 @@ import torch
 import abstopk_mini.train as train_mod
 from abstopk_mini import metrics
 from abstopk_mini.sae import SAE, SAEConfig
-from abstopk_mini.toy import bidirectional_data
+from abstopk_mini.coding.toy import bidirectional_data
 from abstopk_mini.train import CHECKPOINT_FILE, TrainConfig, geometric_median, lr_at, train_sae
 
 QUIET = dict(progress=False)

