@@ -38,11 +38,16 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 __all__ = [
+    "ActivationSpec",
+    "SPECS",
+    "spec",
+    "SIGNED_ACTIVATIONS",
     "check_threshold_settings",
     "ACTIVATIONS",
     "K_ACTIVATIONS",
@@ -249,19 +254,94 @@ class BatchAbsTopK(BatchTopK):
     signed = True
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    cls.name: cls for cls in (ReLU, JumpReLU, AbsJumpReLU, TopK, AbsTopK, BatchTopK, BatchAbsTopK)
-}
+@dataclass(frozen=True)
+class ActivationSpec:
+    """Everything the package knows about one activation, in one place.
+
+    The SAE, the fast path, training, SAELens interop, unrolling and the book's figures read these
+    fields; adding an activation is one module class, one spec here, and its tests.
+
+    name: the ``SAEConfig.activation`` string. module: the class that computes z = σ(u).
+    prox: the proximal map it is, as a formula (see :mod:`abstopk_mini.coding.prox`).
+    signed: codes keep their sign (no nonnegativity constraint).
+    selection: ``"row"`` (k per row), ``"batch"`` (k·B over a batch of B rows) or ``"threshold"``
+    (elementwise: a fixed 0 for ReLU, a learned θ per latent for the JumpReLUs).
+    param: ``"k"`` (needs ``cfg.k``), ``"threshold"`` (learned θ, ``cfg.threshold_init`` and
+    ``cfg.bandwidth``) or ``None``. penalty: the sparsity term training adds (``"l1"``, ``"l0"``)
+    or ``None`` for the top-k family, which trains with AuxK on dead latents instead.
+    architecture: the ``architecture`` written to cfg.json (SAELens names where they exist).
+    label, color: how figures name and draw it (one colour per method in every chapter).
+    """
+
+    name: str
+    module: type
+    prox: str
+    signed: bool
+    selection: str
+    param: str | None
+    penalty: str | None
+    architecture: str
+    label: str
+    color: str
+
+    @property
+    def k_based(self) -> bool:
+        return self.param == "k"
+
+    @property
+    def threshold_based(self) -> bool:
+        return self.param == "threshold"
+
+    @property
+    def per_batch(self) -> bool:
+        return self.selection == "batch"
+
+    @property
+    def aux(self) -> bool:
+        """Trains with the AuxK loss on dead latents (the top-k family)."""
+        return self.penalty is None
+
+
+#: one spec per activation, the single source of what an activation is
+SPECS: dict[str, ActivationSpec] = {spec.name: spec for spec in (
+    ActivationSpec("relu", ReLU, "ReLU(u) = prox of λ‖z‖₁ + ι(z ≥ 0) with b_enc = −λ", False, "threshold", None,
+                   "l1", "standard", "ReLU", "#7f7f7f"),
+    ActivationSpec("jumprelu", JumpReLU, "u·H(u − θ) = prox of ‖z‖₀ penalties + ι(z ≥ 0)", False, "threshold",
+                   "threshold", "l0", "jumprelu", "JumpReLU", "#2ca02c"),
+    ActivationSpec("absjumprelu", AbsJumpReLU, "u·H(|u| − θ) = prox of ‖z‖₀ penalties", True, "threshold",
+                   "threshold", "l0", "absjumprelu", "AbsJumpReLU", "#9467bd"),
+    ActivationSpec("topk", TopK, "ReLU of the k largest u_i = projection on {‖z‖₀ ≤ k, z ≥ 0}", False, "row", "k",
+                   None, "topk", "TopK", "#1f77b4"),
+    ActivationSpec("abstopk", AbsTopK, "the k largest |u_i|, sign kept = projection on {‖z‖₀ ≤ k}", True, "row", "k",
+                   None, "abstopk", "AbsTopK", "#d62728"),
+    ActivationSpec("batchtopk", BatchTopK, "top k·B of ReLU(u) over a batch of B rows", False, "batch", "k", None,
+                   "batchtopk", "BatchTopK", "#17becf"),
+    ActivationSpec("batchabstopk", BatchAbsTopK, "top k·B of |u| over a batch of B rows, sign kept", True, "batch",
+                   "k", None, "batchabstopk", "BatchAbsTopK", "#ff7f0e"),
+)}
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: spec.module for name, spec in SPECS.items()}
 #: activations that take ``k`` (a fixed number of non-zeros per row, or per row on average)
-K_ACTIVATIONS = ("topk", "abstopk", "batchtopk", "batchabstopk")
+K_ACTIVATIONS = tuple(name for name, spec in SPECS.items() if spec.k_based)
 #: activations with a learned per-latent threshold
-THRESHOLD_ACTIVATIONS = ("jumprelu", "absjumprelu")
+THRESHOLD_ACTIVATIONS = tuple(name for name, spec in SPECS.items() if spec.threshold_based)
+#: activations whose codes keep their sign
+SIGNED_ACTIVATIONS = tuple(name for name, spec in SPECS.items() if spec.signed)
+
+
+def spec(name: str) -> ActivationSpec:
+    """The spec of activation ``name``; a clear error for an unknown one."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"activation={name!r} is not known; choose one of {sorted(SPECS)}") from None
 
 
 def make_activation(cfg) -> nn.Module:
     """Build the activation module an :class:`~abstopk_mini.sae.SAEConfig` asks for."""
-    if cfg.activation in K_ACTIVATIONS:
-        return ACTIVATIONS[cfg.activation](cfg.k)
-    if cfg.activation in THRESHOLD_ACTIVATIONS:
-        return ACTIVATIONS[cfg.activation](cfg.d_sae, cfg.threshold_init, cfg.bandwidth)
-    return ACTIVATIONS[cfg.activation]()
+    s = spec(cfg.activation)
+    if s.k_based:
+        return s.module(cfg.k)
+    if s.threshold_based:
+        return s.module(cfg.d_sae, cfg.threshold_init, cfg.bandwidth)
+    return s.module()
