@@ -23,7 +23,7 @@ import torch
 __all__ = ["ShardDataset", "iter_batches", "load_activations", "check_compatible", "read_manifest", "verify_harvest"]
 
 MANIFEST = "manifest.json"
-FORMAT = "abstopk_mini.lm.activations/1"
+FORMAT = "abstopk_mini.activations/1"
 VERIFIED = ".verified.json"  # remembers that the shards matched their hashes (see verify_harvest)
 _REQUIRED = ("model", "layer", "hook_name", "d_model", "context_length", "complete", "shards")
 

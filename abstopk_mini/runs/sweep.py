@@ -59,7 +59,7 @@ __all__ = [
     "load_concept_inputs",
 ]
 
-SCHEMA = "abstopk_mini.runs.sweep/1"
+SCHEMA = "abstopk_mini.sweep/1"
 CONCEPTS = ("family", "opposite", "sentiment")
 #: variant -> extra training keywords (``None``: b_dec frozen at a centre, see the module docstring)
 VARIANTS = {
