@@ -39,7 +39,7 @@ from torch import nn
 
 from .device import get_device
 from .io import atomic_write
-from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, check_threshold_settings, make_activation
+from .nonlinearities import ACTIVATIONS, SPECS, check_threshold_settings, make_activation, spec
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
            "STANDARDIZE_EPS", "ADDED_FIELDS"]
@@ -48,16 +48,9 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 FORMAT = "abstopk_mini/1"
 
-#: our activation name -> the ``architecture`` written to cfg.json (SAELens names where they exist)
-ARCHITECTURES = {
-    "relu": "standard",
-    "jumprelu": "jumprelu",
-    "topk": "topk",
-    "batchtopk": "batchtopk",
-    "abstopk": "abstopk",
-    "batchabstopk": "batchabstopk",
-    "absjumprelu": "absjumprelu",
-}
+#: our activation name -> the ``architecture`` written to cfg.json (SAELens names where they exist);
+#: a view of :data:`abstopk_mini.nonlinearities.SPECS`
+ARCHITECTURES = {name: s.architecture for name, s in SPECS.items()}
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: ε of the per-token standardisation: the paper's code and SAELens's ``normalize_activations="layer_norm"``
 STANDARDIZE_EPS = 1e-5
@@ -134,12 +127,12 @@ class SAEConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SAEConfig.{name} must be a positive int; got {value!r}")
-        if self.activation not in ACTIVATIONS:
+        if self.activation not in SPECS:
             raise ValueError(
                 f"SAEConfig.activation={self.activation!r} is not known; choose one of "
-                f"{sorted(ACTIVATIONS)}"
+                f"{sorted(SPECS)}"
             )
-        if self.activation in K_ACTIVATIONS and self.k is None:
+        if SPECS[self.activation].k_based and self.k is None:
             raise ValueError(f"activation={self.activation!r} needs k (non-zeros per row); got k=None")
         if self.k is not None:
             if isinstance(self.k, bool) or not isinstance(self.k, int):
@@ -164,13 +157,18 @@ class SAEConfig:
             raise TypeError(f"SAEConfig.recipe must be a preset name (str) or None; got {self.recipe!r}")
 
     @property
+    def spec(self):
+        """The :class:`~abstopk_mini.nonlinearities.ActivationSpec` of ``activation``."""
+        return spec(self.activation)
+
+    @property
     def architecture(self) -> str:
-        return ARCHITECTURES[self.activation]
+        return self.spec.architecture
 
     @property
     def signed(self) -> bool:
         """True for the activations that keep negative values (no nonnegativity constraint)."""
-        return self.activation in ("abstopk", "batchabstopk", "absjumprelu")
+        return self.spec.signed
 
     def to_dict(self) -> dict:
         """The fields as a dict, minus those of ``ADDED_FIELDS`` still at their default: what
@@ -302,7 +300,7 @@ class SAE(nn.Module):
         For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.kernels.fast.reconstruct`
         (same result, no dense z); ``sae.fast = False`` takes ``decode(encode(x), input_stats(x))``.
         """
-        if self.fast and self.cfg.activation in K_ACTIVATIONS:
+        if self.fast and self.cfg.spec.k_based:
             from .kernels.fast import reconstruct
 
             return reconstruct(self, x)
@@ -452,7 +450,7 @@ def _activation_of(raw: dict, where: Path) -> str:
     """The activation a cfg.json describes: its ``activation``, else the one its ``architecture``
     names; the two must agree (``activation`` is never guessed: a default would silently make an
     unsigned SAE signed or the reverse)."""
-    by_architecture = {arch: act for act, arch in ARCHITECTURES.items()}
+    by_architecture = {s.architecture: name for name, s in SPECS.items()}
     activation, architecture = raw.get("activation"), raw.get("architecture")
     if architecture is not None and architecture not in by_architecture:
         raise ValueError(f"{where} has architecture={architecture!r}, which is not one of "
@@ -460,11 +458,11 @@ def _activation_of(raw: dict, where: Path) -> str:
     if activation is None:
         if architecture is None:
             raise ValueError(f"{where} names neither an activation nor an architecture; add "
-                             f"\"activation\": one of {sorted(ACTIVATIONS)}, or re-train the SAE")
+                             f"\"activation\": one of {sorted(SPECS)}, or re-train the SAE")
         return by_architecture[architecture]
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    if architecture is not None and ARCHITECTURES[activation] != architecture:
+    if activation not in SPECS:
+        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(SPECS)}")
+    if architecture is not None and SPECS[activation].architecture != architecture:
         raise ValueError(f"{where} says activation={activation!r} but architecture={architecture!r} (which is "
                          f"{by_architecture[architecture]!r}); the file was edited — fix one of the two or re-train the SAE")
     return activation
