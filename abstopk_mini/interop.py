@@ -96,6 +96,9 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
     extra: dict = {}
     tensors = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
     arch = saelens_architecture(spec)
+    if arch not in SAELENS_ARCHITECTURES:
+        raise ValueError(f"activation={act!r} has no SAELens architecture (SAELens has {list(SAELENS_ARCHITECTURES)}); "
+                         "save it with sae.save(path) and load it with abstopk_mini.SAE.load(path)")
     if arch != "jumprelu":  # relu, per-row top-k: the same architecture in SAELens
         if spec.k_based:
             extra = {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
