@@ -49,8 +49,9 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_write
 from .nonlinearities import SPECS, ActivationSpec
-from .sae import _DTYPES, CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig, _atomic_write
+from .sae import CONFIG_FILE, DTYPES, SAE, WEIGHTS_FILE, SAEConfig
 
 __all__ = ["to_saelens", "from_saelens", "SUPPORTED_FROM_SAELENS", "SAELENS_ARCHITECTURE"]
 
@@ -156,8 +157,8 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
         raise ValueError(f"path={str(path)!r} is a file; to_saelens needs a directory path")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.contiguous() for key, value in tensors.items()}
-    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     return path
 
 
@@ -317,7 +318,7 @@ def from_saelens(
         activation=activation,
         k=k,
         input_scale=scale,
-        dtype=dtype if dtype in _DTYPES else "float32",
+        dtype=dtype if dtype in DTYPES else "float32",
         device=str(device) if device is not None else None,
         model_name=meta.get("model_name"),
         hook_name=hook,

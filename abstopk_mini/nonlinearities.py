@@ -47,6 +47,7 @@ __all__ = [
     "ActivationSpec",
     "SPECS",
     "spec",
+    "activation_named",
     "SIGNED_ACTIVATIONS",
     "check_threshold_settings",
     "ACTIVATIONS",
@@ -358,6 +359,28 @@ def spec(name: str) -> ActivationSpec:
         return SPECS[name]
     except KeyError:
         raise ValueError(f"activation={name!r} is not known; choose one of {sorted(SPECS)}") from None
+
+
+def activation_named(activation: str | None, architecture: str | None, where="cfg.json") -> str:
+    """The activation a saved config names: its ``activation``, else the one its ``architecture``
+    names (:attr:`ActivationSpec.architecture`, one-to-one); the two must agree. ``activation`` is
+    never guessed: a default would silently make an unsigned SAE signed or the reverse. ``where``
+    (the file) starts each error message."""
+    by_architecture = {s.architecture: name for name, s in SPECS.items()}
+    if architecture is not None and architecture not in by_architecture:
+        raise ValueError(f"{where} has architecture={architecture!r}, which is not one of "
+                         f"{sorted(by_architecture)}; fix the file or re-train the SAE")
+    if activation is None:
+        if architecture is None:
+            raise ValueError(f"{where} names neither an activation nor an architecture; add "
+                             f"\"activation\": one of {sorted(SPECS)}, or re-train the SAE")
+        return by_architecture[architecture]
+    if activation not in SPECS:
+        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(SPECS)}")
+    if architecture is not None and SPECS[activation].architecture != architecture:
+        raise ValueError(f"{where} says activation={activation!r} but architecture={architecture!r} (which is "
+                         f"{by_architecture[architecture]!r}); the file was edited — fix one of the two or re-train the SAE")
+    return activation
 
 
 def make_activation(cfg) -> nn.Module:

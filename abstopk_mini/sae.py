@@ -39,9 +39,9 @@ from torch import nn
 
 from .device import get_device
 from .io import atomic_write
-from .nonlinearities import ACTIVATIONS, SPECS, check_threshold_settings, make_activation, spec
+from .nonlinearities import ACTIVATIONS, SPECS, activation_named, check_threshold_settings, make_activation, spec
 
-__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
+__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "DTYPES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
            "STANDARDIZE_EPS", "ADDED_FIELDS"]
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -51,7 +51,7 @@ FORMAT = "abstopk_mini/1"
 #: our activation name -> the ``architecture`` written to cfg.json (SAELens names where they exist);
 #: a view of :data:`abstopk_mini.nonlinearities.SPECS`
 ARCHITECTURES = {name: s.architecture for name, s in SPECS.items()}
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: ε of the per-token standardisation: the paper's code and SAELens's ``normalize_activations="layer_norm"``
 STANDARDIZE_EPS = 1e-5
 #: fields added after the first file format -> their default (today's behaviour). ``SAEConfig.to_dict``
@@ -139,8 +139,8 @@ class SAEConfig:
                 raise TypeError(f"SAEConfig.k must be an int; got {type(self.k).__name__} {self.k!r}")
             if not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"SAEConfig.k must satisfy 1 <= k <= d_sae={self.d_sae}; got k={self.k}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(DTYPES)}")
         if not (math.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"SAEConfig.input_scale must be a positive finite number; got {self.input_scale}")
         check_threshold_settings(self.threshold_init, self.bandwidth, where="SAEConfig.")
@@ -214,7 +214,7 @@ class SAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         device = torch.device(cfg.device) if cfg.device else get_device()
-        dtype = _DTYPES[cfg.dtype]
+        dtype = DTYPES[cfg.dtype]
         gen = torch.Generator().manual_seed(cfg.seed)
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float64)
         W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)
@@ -404,7 +404,7 @@ class SAE(nn.Module):
                 f"{path / CONFIG_FILE} has format={raw.get('format')!r}, not {FORMAT!r}; for a SAELens "
                 "directory use abstopk_mini.interop.from_saelens(path)"
             )
-        raw = dict(raw, activation=_activation_of(raw, path / CONFIG_FILE))
+        raw = dict(raw, activation=activation_named(raw.get("activation"), raw.get("architecture"), path / CONFIG_FILE))
         try:
             cfg = SAEConfig.from_dict(raw)
         except (TypeError, ValueError) as err:  # a required field (d_in, d_sae) is missing, or a value is invalid
@@ -444,28 +444,6 @@ class SAE(nn.Module):
     def extra_repr(self) -> str:
         k = f", k={self.cfg.k}" if self.cfg.k is not None else ""
         return f"d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}, activation={self.cfg.activation!r}{k}"
-
-
-def _activation_of(raw: dict, where: Path) -> str:
-    """The activation a cfg.json describes: its ``activation``, else the one its ``architecture``
-    names; the two must agree (``activation`` is never guessed: a default would silently make an
-    unsigned SAE signed or the reverse)."""
-    by_architecture = {s.architecture: name for name, s in SPECS.items()}
-    activation, architecture = raw.get("activation"), raw.get("architecture")
-    if architecture is not None and architecture not in by_architecture:
-        raise ValueError(f"{where} has architecture={architecture!r}, which is not one of "
-                         f"{sorted(by_architecture)}; fix the file or re-train the SAE")
-    if activation is None:
-        if architecture is None:
-            raise ValueError(f"{where} names neither an activation nor an architecture; add "
-                             f"\"activation\": one of {sorted(SPECS)}, or re-train the SAE")
-        return by_architecture[architecture]
-    if activation not in SPECS:
-        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(SPECS)}")
-    if architecture is not None and SPECS[activation].architecture != architecture:
-        raise ValueError(f"{where} says activation={activation!r} but architecture={architecture!r} (which is "
-                         f"{by_architecture[architecture]!r}); the file was edited — fix one of the two or re-train the SAE")
-    return activation
 
 
 _atomic_write = atomic_write  # the old private name: interop.py and reproduce.py still import it
