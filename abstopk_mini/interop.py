@@ -51,7 +51,7 @@ import torch
 
 from .io import atomic_write
 from .nonlinearities import SPECS, ActivationSpec
-from .sae import CONFIG_FILE, DTYPES, SAE, WEIGHTS_FILE, SAEConfig
+from .sae import CONFIG_FILE, DTYPES, SAE, WEIGHTS_FILE, SAEConfig, read_config
 
 __all__ = ["to_saelens", "from_saelens", "SUPPORTED_FROM_SAELENS", "SAELENS_ARCHITECTURE"]
 
@@ -164,15 +164,7 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
 
 # ----------------------------------------------------------------------------- import
 def _read_config(path: Path) -> dict:
-    if not path.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r} is not a directory (a SAELens SAE is a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing; a SAELens SAE directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        raw = json.loads((path / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err})") from err
+    raw = read_config(path, "a SAELens SAE")
     if raw.get("format", "").startswith("abstopk_mini/"):
         raise ValueError(f"{path} was written by SAE.save (abstopk_mini format); load it with abstopk_mini.SAE.load(path)")
     return _modernise(raw)

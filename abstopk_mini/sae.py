@@ -41,7 +41,7 @@ from .device import get_device
 from .io import atomic_write
 from .nonlinearities import ACTIVATIONS, SPECS, activation_named, check_threshold_settings, make_activation, spec
 
-__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "DTYPES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
+__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "DTYPES", "WEIGHTS_FILE", "CONFIG_FILE", "read_config", "standardize",
            "STANDARDIZE_EPS", "ADDED_FIELDS"]
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -188,6 +188,20 @@ class SAEConfig:
     def from_dict(cls, d: dict) -> "SAEConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in d.items() if key in names})
+
+
+def read_config(path: Path, what: str) -> object:
+    """The parsed ``cfg.json`` of an SAE directory (ours or SAELens's: ``what`` names it in errors),
+    after checking that ``path`` is a directory holding both files."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"path={str(path)!r} is not a directory holding {what} ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing; the directory of {what} holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        return json.loads((path / CONFIG_FILE).read_text())
+    except ValueError as err:  # JSONDecodeError, or bytes that are not text
+        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
 
 
 class SAEOutput(NamedTuple):
@@ -387,15 +401,7 @@ class SAE(nn.Module):
         from safetensors.torch import load_file
 
         path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"path={str(path)!r} is not a directory holding an SAE (cfg.json + {WEIGHTS_FILE})")
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path / name} is missing; SAE.load needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-        try:
-            raw = json.loads((path / CONFIG_FILE).read_text())
-        except ValueError as err:  # JSONDecodeError, or bytes that are not text
-            raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
+        raw = read_config(path, "an SAE")
         if not isinstance(raw, dict):
             raise ValueError(f"{path / CONFIG_FILE} holds a JSON {type(raw).__name__}, not an object of SAE "
                              "settings; the file is not an SAE config — re-save or re-train the SAE")
