@@ -31,7 +31,13 @@ The signed version replaces :math:`u` by :math:`|u|` inside H and K, and the fir
 
 Batch variants train with a budget of :math:`kB` non-zeros for a batch of B rows and keep a
 running estimate of the smallest value they kept (the ``threshold`` buffer); in ``eval()`` mode
-they apply that global threshold row by row, so inference does not depend on the batch.
+they apply that global threshold row by row, so inference does not depend on the batch. Their
+selection is :meth:`BatchTopK.keep`, the one implementation the module's forward and the fast path
+(:func:`abstopk_mini.kernels.fast.select`, across distributed ranks too) both run.
+
+Each activation is described once, by its :class:`ActivationSpec` in :data:`SPECS`; the SAE, the
+fast path, training, SAELens interop, unrolling, the CLI and the figures read the spec instead of
+testing names.
 """
 
 from __future__ import annotations
