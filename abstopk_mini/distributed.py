@@ -202,7 +202,7 @@ def train_sae_ddp(
             f"batch_size={tcfg.batch_size} (the global batch) must be divisible by the {R} ranks; "
             f"use e.g. batch_size={max(R, tcfg.batch_size // R * R)}"
         )
-    if cfg.activation in ("batchtopk", "batchabstopk") and not tcfg.fast:
+    if cfg.spec.per_batch and not tcfg.fast:
         raise ValueError(
             f"activation={cfg.activation!r} under DDP needs the fast path (fast=True): the reference path would "
             "keep the k·B largest scores of each rank's shard instead of the global batch"

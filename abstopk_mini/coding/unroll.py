@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from . import prox
+from ..nonlinearities import SPECS, spec
 from ..sae import SAE, SAEConfig, SAEOutput
 
 __all__ = [
@@ -71,7 +72,17 @@ __all__ = [
     "UnrolledSAE", "ONE_STEP_ACTIVATIONS",
 ]
 
-ONE_STEP_ACTIVATIONS = ("relu", "jumprelu", "absjumprelu", "topk", "abstopk")
+#: the activations that are one proximal-gradient step: all but the batch ones (a budget shared
+#: by the rows of a batch is no prox of a per-row regularizer)
+ONE_STEP_ACTIVATIONS = tuple(name for name, s in SPECS.items() if not s.per_batch)
+
+
+def _one_step_spec(activation: str, where: str):
+    s = SPECS.get(activation)
+    if s is None or s.per_batch:
+        known = tuple(name for name, t in SPECS.items() if not t.per_batch)
+        raise ValueError(f"activation={activation!r}; {where} knows {known}")
+    return s
 
 
 # ----------------------------------------------------------------------------- checks
@@ -191,15 +202,16 @@ def iht(x, D, k: int, n_steps: int, nonneg: bool = False, b=None, step: float | 
 
 
 # ----------------------------------------------------------------------------- one step = SAE
-def _one_step_args(activation: str, eta: float, lam, k) -> None:
-    if activation not in ONE_STEP_ACTIVATIONS:
-        raise ValueError(f"activation={activation!r}; one_step knows {ONE_STEP_ACTIVATIONS}")
+def _one_step_args(activation: str, eta: float, lam, k):
+    """The activation's spec, after checking the arguments its prox needs (λ for a penalty, else k)."""
+    s = _one_step_spec(activation, "one_step")
     if not eta > 0:
         raise ValueError(f"eta must be > 0; got {eta}")
-    if activation in ("relu", "jumprelu", "absjumprelu"):
+    if s.penalty is not None:
         _check_lam(lam)
     elif k is None:
         raise ValueError(f"activation={activation!r} needs k")
+    return s
 
 
 def one_step(x, D, activation: str, *, eta: float, lam: float | None = None, k: int | None = None, b=None,
@@ -210,14 +222,14 @@ def one_step(x, D, activation: str, *, eta: float, lam: float | None = None, k: 
     (λ‖z‖₀ + z ≥ 0), ``absjumprelu`` (λ‖z‖₀), ``topk`` (‖z‖₀ ≤ k, z ≥ 0), ``abstopk`` (‖z‖₀ ≤ k).
     shape: x [B, d], D [d, P] -> z [B, P]
     """
-    _one_step_args(activation, eta, lam, k)
+    s = _one_step_args(activation, eta, lam, k)
     x, D, b = _check_problem(x, D, b, normalize)
     v = eta * (x - b) @ D
-    if activation == "relu":
-        return prox.soft_threshold(v, eta * lam, nonneg=True)
-    if activation in ("jumprelu", "absjumprelu"):
-        return prox.hard_threshold(v, math.sqrt(2 * eta * lam), nonneg=activation == "jumprelu")
-    return prox.topk(v, k) if activation == "topk" else prox.abs_topk(v, k)
+    if s.penalty == "l1":
+        return prox.soft_threshold(v, eta * lam, nonneg=not s.signed)
+    if s.penalty == "l0":
+        return prox.hard_threshold(v, math.sqrt(2 * eta * lam), nonneg=not s.signed)
+    return prox.abs_topk(v, k) if s.signed else prox.topk(v, k)
 
 
 def sae_from_dictionary(D, activation: str, *, eta: float, lam: float | None = None, k: int | None = None,
@@ -227,7 +239,7 @@ def sae_from_dictionary(D, activation: str, *, eta: float, lam: float | None = N
     W_enc = η·D, W_dec = Dᵀ, b_dec = b, and the prox threshold in b_enc (relu: −ηλ) or in the
     JumpReLU threshold (√(2ηλ)). ``sae.encode(x) == one_step(x, D, activation, ...)``.
     """
-    _one_step_args(activation, eta, lam, k)
+    s = _one_step_args(activation, eta, lam, k)
     d, P = D.shape
     x_dummy = torch.zeros(1, d, dtype=D.dtype)
     _, D, b = _check_problem(x_dummy, D, b, normalize)
@@ -238,9 +250,9 @@ def sae_from_dictionary(D, activation: str, *, eta: float, lam: float | None = N
         sae.W_dec.copy_(D.T)
         sae.b_dec.copy_(b)
         sae.b_enc.zero_()
-        if activation == "relu":
+        if s.penalty == "l1":  # the soft threshold ηλ folded into the bias
             sae.b_enc.fill_(-eta * lam)
-        elif activation in ("jumprelu", "absjumprelu"):
+        elif s.penalty == "l0":  # the hard threshold √(2ηλ) is the JumpReLU's θ
             sae.threshold.fill_(math.sqrt(2 * eta * lam))
     return sae.eval()
 
@@ -264,7 +276,7 @@ class UnrolledSAE(SAE):
     """
 
     def __init__(self, cfg: SAEConfig, n_steps: int = 2, tied: bool = True, learn_steps: bool = True):
-        if cfg.activation not in ONE_STEP_ACTIVATIONS:
+        if spec(cfg.activation).per_batch:
             raise ValueError(f"UnrolledSAE supports activations {ONE_STEP_ACTIVATIONS}; got {cfg.activation!r}")
         _check_steps(n_steps)
         super().__init__(cfg)

@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..nonlinearities import K_ACTIVATIONS
+from ..nonlinearities import K_ACTIVATIONS, spec
 from .sparse import DeadBlockDecode, GatherPreacts, Pattern, sddmm, sparse_decode
 
 __all__ = [
@@ -66,8 +66,6 @@ __all__ = [
     "reference_path",
 ]
 
-PER_ROW = ("topk", "abstopk")
-BATCH = ("batchtopk", "batchabstopk")
 #: AuxK decodes the dead block densely when its kept entries fill at least this fraction of it
 AUX_DENSE_FRACTION = 0.1
 
@@ -130,45 +128,22 @@ class FastOutput(NamedTuple):
 def select(act, u: torch.Tensor, sync=None) -> Pattern:
     """The non-zeros the activation module ``act`` keeps in ``u``, as a :class:`Pattern`.
 
-    Per-row top-k uses ``act.select`` itself. The batch variants mirror
-    :class:`~abstopk_mini.nonlinearities.BatchTopK` (training: the k·B largest scores of the
-    batch and the running threshold update; eval: score > threshold). With ``sync`` (a
-    :class:`~abstopk_mini.distributed.Sync`) the batch budget and the threshold are global
-    across ranks, so DDP keeps exactly the entries one process would keep on the whole batch.
+    Per-row selection (``spec.selection == "row"``) uses ``act.select``; per-batch selection uses
+    ``act.keep`` (:meth:`~abstopk_mini.nonlinearities.BatchTopK.keep`: the k·B largest scores of
+    the batch and the running threshold in training, score > threshold in eval), the very code
+    the module's own forward runs. With ``sync`` (a :class:`~abstopk_mini.distributed.Sync`) the
+    batch budget and the threshold are global across ranks, so DDP keeps exactly the entries one
+    process would keep on the whole batch.
 
     shape: u [B, d_sae] -> Pattern
     """
     B, P = u.shape
-    if act.name in PER_ROW:
+    s = spec(act.name)
+    if s.selection == "row":
         return Pattern.per_row(act.select(u)[1], P)
-    if act.name not in BATCH:
-        raise ValueError(f"fast.select handles {PER_ROW + BATCH}; got activation {act.name!r}")
-    score = u.abs() if act.signed else torch.relu(u)
-    if not act.training:
-        if act.threshold < 0:  # never trained: per-row top-k of positive scores, like the reference
-            idx = score.topk(act.k, dim=-1, sorted=False).indices
-            keep = torch.zeros_like(score, dtype=torch.bool).scatter(-1, idx, True) & (score > 0)
-        else:
-            keep = score > act.threshold
-        return Pattern.from_flat(keep.reshape(-1).nonzero().squeeze(1), B, P)
-    flat = score.reshape(-1)
-    world = sync.world_size if sync is not None else 1
-    n_keep = min(act.k * B * world, flat.numel() * world)
-    vals, idx = flat.topk(min(n_keep, flat.numel()), sorted=False)
-    if world > 1:  # the global n_keep-th score decides, on every rank alike
-        top = sync.all_gather(vals).topk(n_keep, sorted=False).values
-        keep = (vals >= top.min()) & (vals > 0)
-        kept_all = top[top > 0]
-    else:
-        keep = vals > 0
-        kept_all = vals[keep]
-    if kept_all.numel():
-        smallest = kept_all.min().to(act.threshold.dtype)
-        if act.threshold < 0:
-            act.threshold.copy_(smallest)
-        else:
-            act.threshold.mul_(act.momentum).add_((1 - act.momentum) * smallest)
-    return Pattern.from_flat(idx[keep], B, P)
+    if not s.per_batch:
+        raise ValueError(f"fast.select handles the top-k family {K_ACTIVATIONS}; got activation {act.name!r}")
+    return Pattern.from_flat(act.keep(u, sync), B, P)
 
 
 def _low_precision_default(x: torch.Tensor) -> bool:
@@ -195,7 +170,7 @@ def _kept_preacts(sae, u: torch.Tensor, x_in: torch.Tensor, pat: Pattern, exact:
 
 
 def _check_fast(sae) -> None:
-    if sae.cfg.activation not in K_ACTIVATIONS:
+    if not spec(sae.cfg.activation).k_based:
         raise ValueError(
             f"the fast path serves the top-k family {K_ACTIVATIONS}; this SAE has activation="
             f"{sae.cfg.activation!r} — use sae.forward_train / sae.encode (the reference path)"

@@ -132,11 +132,11 @@ def _run_harvest(args) -> int:
 
 # ----------------------------------------------------------------------------- train
 def _add_train(sub) -> None:
-    from ..nonlinearities import ACTIVATIONS
+    from ..nonlinearities import SPECS
 
     p = sub.add_parser("train", help="train an SAE on a harvest directory")
     p.add_argument("--acts", required=True, help="harvest directory (from `harvest`)")
-    p.add_argument("--activation", default="abstopk", choices=sorted(ACTIVATIONS))
+    p.add_argument("--activation", default="abstopk", choices=sorted(SPECS))
     p.add_argument("--d-sae", type=int, default=4096)
     p.add_argument("--k", type=int, default=32, help="non-zeros per token (target L0 for relu/jumprelu)")
     p.add_argument("--tokens", type=int, default=None, help="training tokens (default: one pass over the harvest)")

@@ -31,10 +31,15 @@ from pathlib import Path
 import torch
 
 from .. import metrics
+from ..nonlinearities import SPECS
 from .store import HarvestSpec, harvest_spec, offline_texts, train_on_harvest
 from ..sae import SAE, SAEConfig, _atomic_write
 
 __all__ = ["ReproduceConfig", "reproduce", "evaluate_sae"]
+
+
+#: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
+K_SWEEP = tuple(name for name, s in SPECS.items() if s.selection == "row")
 
 
 @dataclass
@@ -66,7 +71,7 @@ class ReproduceConfig:
     @property
     def runs(self) -> list[tuple[str, int]]:
         plan = [(a, self.k) for a in self.activations]
-        plan += [(a, k) for k in self.ks for a in ("topk", "abstopk") if (a, k) not in plan]
+        plan += [(a, k) for k in self.ks for a in K_SWEEP if (a, k) not in plan]
         return plan
 
 
@@ -237,7 +242,7 @@ def _write(out: Path, report, rows, gender, steer, cfg, fvu_l0_frontier, fvu_vs_
 
     figs = {
         "fvu_l0.png": fvu_l0_frontier([r for r in rows], title=f"{cfg.model} L{cfg.layer}, d_sae={cfg.d_sae}"),
-        "k_sweep.png": fvu_vs_k([r for r in rows if r["activation"] in ("topk", "abstopk")]),
+        "k_sweep.png": fvu_vs_k([r for r in rows if r["activation"] in K_SWEEP]),
     }
     if gender:
         figs["gender.png"] = concept_bars(gender)

@@ -179,7 +179,7 @@ def _int_list(where: str, values, minimum: int = 1) -> tuple[int, ...]:
 
 
 def _check_stage(i: int, raw: dict) -> Stage:
-    from ..nonlinearities import ACTIVATIONS
+    from ..nonlinearities import SPECS
 
     where = f"stages[{i}]"
     if not isinstance(raw, dict):
@@ -199,7 +199,7 @@ def _check_stage(i: int, raw: dict) -> Stage:
         kw["seeds"] = _int_list(f"{where}.seeds", raw["seeds"], minimum=0)
     if "train_tokens" in raw:
         kw["train_tokens"] = _int_list(f"{where}.train_tokens", raw["train_tokens"])
-    for name, choices in (("activations", ACTIVATIONS), ("variants", VARIANTS)):
+    for name, choices in (("activations", SPECS), ("variants", VARIANTS)):
         if name in raw:
             values = raw[name]
             if not isinstance(values, (list, tuple)) or not values:
