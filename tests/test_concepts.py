@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini.concepts import words as C
+from abstopk_mini import concepts as C
 
 # --------------------------------------------------------------------------- data
 

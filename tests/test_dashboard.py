@@ -180,7 +180,7 @@ def test_final_norm_and_logit_lens_on_a_tiny_gemma3():
         lm.model.norm.weight.normal_(0, 0.3)
     ids = torch.randint(0, 64, (2, 7))
     hidden = lm(input_ids=ids, output_hidden_states=True).hidden_states
-    x = am.lm.activations.residual_stream(lm, ids, 1)
+    x = am.lm.hooks.residual_stream(lm, ids, 1)
     norm = dash.get_final_norm(lm)
     torch.testing.assert_close(norm(x), hidden[-1], rtol=1e-5, atol=1e-5)  # it is the norm the model applies
     d = torch.randn(3, 32, dtype=torch.float64)

@@ -415,7 +415,7 @@ def test_defect12_model_cache_files_get_umask_permissions(tmp_path, umask_027):
         save_file({"w": torch.ones(4, 3)}, str(tmp / "model.safetensors"))  # safetensors itself writes 0600
         (tmp / "config.json").write_text("{}")
 
-    target = am.lm.models.ensure_cache(tmp_path / "toy", build, source="toy:1")
+    target = am.lm.cache.ensure_cache(tmp_path / "toy", build, source="toy:1")
     assert {p.name: oct(_mode(p)) for p in target.iterdir()} == \
         {p.name: oct(umask_027) for p in target.iterdir()}
-    assert am.lm.models.verify_cache(target, "toy:1") is None
+    assert am.lm.cache.verify_cache(target, "toy:1") is None

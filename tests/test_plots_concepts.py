@@ -153,7 +153,7 @@ def test_token_values_are_the_sae_on_the_residual_stream(tiny_gpt2):
     text = "The king and the queen walked."
     tokens = pc.text_tokens(loaded, text, 1)
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-    x = am.lm.activations.residual_stream(loaded, torch.tensor([[loaded.tokenizer.bos_token_id] + ids]), 1)[0, 1:]
+    x = am.lm.hooks.residual_stream(loaded, torch.tensor([[loaded.tokenizer.bos_token_id] + ids]), 1)[0, 1:]
     tv = pc.token_values(sae, tokens, 7)
     with torch.no_grad():
         torch.testing.assert_close(tv["z"], sae.encode(x)[:, 7], atol=1e-5, rtol=1e-5)

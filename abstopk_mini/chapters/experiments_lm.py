@@ -30,6 +30,7 @@ import torch
 
 from ..concepts import words as concepts
 from ..lm import steering
+from ..lm.hooks import layer_of
 from ..runs.store import HarvestSpec, harvest_spec, train_on_harvest
 from ..runs.reproduce import ReproduceConfig
 from ..sae import SAE, SAEConfig
@@ -141,7 +142,7 @@ def latent_scale(sae: SAE, latent: int, x: torch.Tensor, quantile: float = 0.9, 
     """Statistics of ``latent`` on activations x [N, d_in]: ``q`` (the ``quantile`` of its non-zero
     |z|; 1.0 if it never fires, with ``fired=False``), ``max_abs``, ``fires_on`` (share of rows
     with z ≠ 0), ``positive`` and ``negative`` (shares of rows with z > 0, z < 0)."""
-    steering._check_latent(sae, latent)
+    steering.check_latent(sae, latent)
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"quantile must be in (0, 1]; got {quantile}")
     device = sae.W_enc.device
@@ -157,13 +158,11 @@ def latent_scale(sae: SAE, latent: int, x: torch.Tensor, quantile: float = 0.9, 
 def clamp_latents(sae: SAE, values: Mapping[int, float], layer: int | None = None) -> steering.Intervention:
     r"""Clamp several latents at once: :math:`x' = x + \sum_i (c_i - z_i(x))\, d_i`, every
     :math:`z_i` read from the same unedited x (:func:`abstopk_mini.lm.steering.clamp_latent` for one)."""
-    from ..lm.splice import _layer_of
-
     if not values:
         raise ValueError("values is empty; pass {latent: value}")
     for latent in values:
-        steering._check_latent(sae, latent)
-    layer = _layer_of(sae, layer)
+        steering.check_latent(sae, latent)
+    layer = layer_of(sae, layer)
     idx = list(values)
     target = torch.tensor([float(values[i]) for i in idx])
     D = torch.stack([steering.decoder_direction(sae, i) for i in idx])  # [m, d]
@@ -196,10 +195,8 @@ def dim_method(direction: torch.Tensor, sae: SAE, latent: int, q: float, layer: 
                ) -> Callable[[float], steering.Intervention]:
     """m -> add m·q·v, v = ``direction`` (side a − side b) at the norm of the latent's decoder
     row (:func:`abstopk_mini.lm.steering.match_norm`): the move of clamping the latent from 0 to m·q."""
-    from ..lm.splice import _layer_of
-
     v = steering.match_norm(direction.float(), sae, latent)
-    layer = _layer_of(sae, layer)
+    layer = layer_of(sae, layer)
     return lambda m: steering.add_direction(v, m * q, layer)
 
 

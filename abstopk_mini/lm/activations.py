@@ -1,22 +1,9 @@
-r"""Residual-stream activations: read them with a truncated forward, harvest them to disk, stream
-them back shuffled.
+r"""Residual-stream activations of texts: in memory (:func:`token_activations`), or harvested to disk
+in shards (:func:`harvest`); :mod:`abstopk_mini.lm.shards` streams a harvest back shuffled.
 
-The SAE input is the residual stream after block :math:`L`,
-``blocks.L.hook_resid_post`` in TransformerLens/SAELens naming: with :math:`h_0` the (scaled)
-token embeddings and :math:`h_{l+1} = \mathrm{block}_l(h_l)`, we read :math:`x = h_{L+1}`,
-one vector :math:`x \in \mathbb{R}^{d}` per token.
-
-Truncated forward. A forward hook on block :math:`L` stores its output and raises a private
-exception, so blocks :math:`L+1, \dots` and the LM head (for Gemma-3 a 640 x 262144 matmul per
-token, the most expensive part of the model) never run. The result equals
-``model(..., output_hidden_states=True).hidden_states[L + 1]`` for every layer but the last:
-in transformers 5.x (checked with 5.24 for Gemma-3 and GPT-2) ``hidden_states[-1]`` has the final
-norm applied, whereas ``hook_resid_post`` of the last block is the raw block output, before the
-final norm (as in TransformerLens). The tests check both facts.
-
-Batching. Sequences are right-padded with the pad id and an attention mask; with right padding the
-positions of the real tokens are 0..n-1 whatever the padding. The BOS position and pad positions
-are dropped by default (BOS activations are huge outliers and carry no text; pads are not tokens).
+Both read ``blocks.L.hook_resid_post`` with the truncated forward of :mod:`abstopk_mini.lm.hooks`
+(blocks after L and the LM head never run). The BOS position and pad positions are dropped by
+default (BOS activations are huge outliers and carry no text; pads are not tokens).
 
 Harvest layout (``out_dir``)::
 
@@ -45,11 +32,13 @@ from typing import Iterable, Sequence
 import torch
 
 from ..io import atomic_write, sha256_tensors
-from .models import LoadedModel, _check_layer, get_blocks
-from .shards import FORMAT, MANIFEST, VERIFIED, _check_positive, read_manifest
+from .checks import check_layer, check_positive
+from .hooks import batch_tokens, encode, require_loaded
+from .models import LoadedModel
+from .shards import FORMAT, MANIFEST, VERIFIED, read_manifest
 
 __all__ = [
-    "residual_stream", "TokenActivations", "token_activations", "harvest", "read_manifest",
+    "TokenActivations", "token_activations", "harvest", "read_manifest",
     "ShardDataset", "iter_batches", "load_activations", "check_compatible",
 ]
 
@@ -57,99 +46,6 @@ __all__ = [
 _IDENTITY = ("model", "layer", "hook_name", "d_model", "context_length", "dtype", "text_source",
              "prepend_bos", "min_length", "batch_size", "shard_tokens", "chunk_offsets")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class _StopForward(Exception):
-    """Raised by the hook on block L: the forward pass stops there."""
-
-
-# --------------------------------------------------------------------------- truncated forward
-def _unwrap(model):
-    return model.model if isinstance(model, LoadedModel) else model
-
-
-def residual_stream(model, input_ids: torch.Tensor, layer: int,
-                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Residual stream after block ``layer``, running blocks 0..layer only.
-
-    model: a :class:`~abstopk_mini.lm.models.LoadedModel` or a transformers causal LM.
-    shape: input_ids [B, T] (long), attention_mask [B, T] (1 = token, 0 = pad) -> x [B, T, d_model]
-    The result is a normal tensor (usable in autograd), on the model's device and dtype.
-    """
-    lm = _unwrap(model)
-    blocks = get_blocks(lm)
-    _check_layer(layer, len(blocks))
-    device = next(lm.parameters()).device
-    captured = {}
-
-    def hook(module, args, output):
-        captured["x"] = output[0] if isinstance(output, tuple) else output
-        raise _StopForward
-
-    handle = blocks[layer].register_forward_hook(hook)
-    try:
-        with torch.inference_mode():
-            lm(input_ids=input_ids.to(device),
-               attention_mask=None if attention_mask is None else attention_mask.to(device),
-               use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "x" not in captured:
-        raise RuntimeError(f"block {layer} of {type(lm).__name__} did not run during the forward pass")
-    return captured["x"].clone()  # clone outside inference mode: a normal tensor
-
-
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad. shape: B lists of length <= T -> ids [B, T] long, mask [B, T] long."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
-def _batch_tokens(loaded: LoadedModel, seqs, layer: int, keep_special: bool = False):
-    """Activations of one batch of token-id sequences, flattened over kept positions.
-
-    shape: B sequences -> acts [n, d], ids [n], seq [n] (index in the batch), pos [n]
-    """
-    info = loaded.info
-    ids, mask = _pad(seqs, info.pad_token_id if info.pad_token_id is not None else 0)
-    x = residual_stream(loaded, ids, layer, mask)
-    keep = mask.bool()
-    if info.bos_token_id is not None:
-        keep[:, 0] &= ids[:, 0] != info.bos_token_id
-    if keep_special:
-        keep = torch.ones_like(keep)
-    seq, pos = keep.nonzero(as_tuple=True)
-    return x[seq.to(x.device), pos.to(x.device)].float().cpu(), ids[seq, pos], seq, pos
-
-
-def _encode(tokenizer, texts, context_length: int, prepend_bos: bool) -> list[list[int]]:
-    """Texts -> token-id lists (BOS first when asked), truncated to ``context_length``;
-    token-id lists pass through (truncated)."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings (or of token-id lists), not one str; wrap it: [text]")
-    texts = list(texts)
-    bos = tokenizer.bos_token_id if prepend_bos else None
-    out = []
-    strings = [t for t in texts if isinstance(t, str)]
-    encoded = iter(tokenizer(strings, add_special_tokens=False)["input_ids"]) if strings else iter(())
-    for t in texts:
-        if isinstance(t, str):
-            ids = ([bos] if bos is not None else []) + list(next(encoded))
-        elif isinstance(t, (list, tuple, torch.Tensor)):
-            ids = [int(i) for i in t]
-        else:
-            raise TypeError(f"texts must hold str or token-id lists; got {type(t).__name__}")
-        if not ids:
-            raise ValueError("texts holds an empty text; it has no tokens to read activations at")
-        out.append(ids[:context_length])
-    return out
 
 
 @dataclass
@@ -179,24 +75,17 @@ def token_activations(model: LoadedModel, texts, layer: int, *, context_length: 
     BOS included) at ``blocks.layer.hook_resid_post``; BOS and pad positions are left out
     unless ``keep_special``. ``texts`` may also hold token-id lists (e.g. from
     :func:`abstopk_mini.lm.corpus.chunk`)."""
-    loaded = _require_loaded(model)
-    _check_layer(layer, loaded.info.n_layers)
-    _check_positive(batch_size=batch_size, context_length=context_length)
-    seqs = _encode(loaded.tokenizer, texts, context_length, prepend_bos)
+    loaded = require_loaded(model)
+    check_layer(layer, loaded.info.n_layers)
+    check_positive(batch_size=batch_size, context_length=context_length)
+    seqs = encode(loaded.tokenizer, texts, context_length, prepend_bos)
     parts = []
     for start in range(0, len(seqs), batch_size):
-        acts, ids, seq, pos = _batch_tokens(loaded, seqs[start:start + batch_size], layer, keep_special)
+        acts, ids, seq, pos = batch_tokens(loaded, seqs[start:start + batch_size], layer, keep_special)
         parts.append((acts, ids, seq + start, pos))
     acts, ids, doc, pos = (torch.cat(p) for p in zip(*parts))
     tokens = loaded.tokenizer.convert_ids_to_tokens(ids.tolist())
     return TokenActivations(acts, ids, doc, pos, tokens, layer, loaded.info.hook_name(layer))
-
-
-def _require_loaded(model) -> LoadedModel:
-    if not isinstance(model, LoadedModel):
-        raise TypeError("model must be the LoadedModel returned by am.models.load_model() (it carries "
-                        f"the tokenizer and ModelInfo); got {type(model).__name__}")
-    return model
 
 
 # --------------------------------------------------------------------------- harvest
@@ -293,10 +182,10 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
     from .. import __version__
     from .corpus import iter_doc_chunks
 
-    loaded = _require_loaded(model)
+    loaded = require_loaded(model)
     info = loaded.info
-    _check_layer(layer, info.n_layers)
-    _check_positive(n_tokens=n_tokens, batch_size=batch_size, shard_tokens=shard_tokens,
+    check_layer(layer, info.n_layers)
+    check_positive(n_tokens=n_tokens, batch_size=batch_size, shard_tokens=shard_tokens,
                     context_length=context_length)
     dtype_name = next((k for k, v in _DTYPES.items() if v == dtype), None)
     if dtype_name is None:
@@ -388,7 +277,7 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
                 stream_pos += n_batch
                 chunk_base += len(batch)
                 continue
-            acts, ids, seq, pos = _batch_tokens(loaded, seqs, layer)
+            acts, ids, seq, pos = batch_tokens(loaded, seqs, layer)
             skip = max(0, resume_at - stream_pos)
             if not checked:
                 skipped.extend(ids[:skip].tolist())

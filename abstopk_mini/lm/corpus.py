@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = [
-    "SOURCES", "Document", "gensim_data_dir", "wiki_docs", "lee_docs", "newsgroup_docs",
+    "SOURCES", "Document", "gensim_data_dir", "gensim_file", "wiki_docs", "lee_docs", "newsgroup_docs",
     "load_docs", "dedupe", "train_heldout_split", "iter_chunks", "iter_doc_chunks", "chunk",
     "hf_texts",
 ]
@@ -73,7 +73,8 @@ def gensim_data_dir() -> Path:
     return Path(gensim.__file__).parent / "test" / "test_data"
 
 
-def _data_file(name: str) -> Path:
+def gensim_file(name: str) -> Path:
+    """The path of gensim's test-data file ``name`` (FileNotFoundError when this gensim has no test data)."""
     path = gensim_data_dir() / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; this gensim install has no test data (pip install gensim>=4)")
@@ -112,7 +113,7 @@ def wiki_docs(min_chars: int = 500, min_words: int = 10) -> list[Document]:
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
     docs = []
-    with bz2.open(_data_file(WIKI_FILE), "rb") as f:
+    with bz2.open(gensim_file(WIKI_FILE), "rb") as f:
         for title, raw, _pageid in extract_pages(f, filter_namespaces=("0",)):
             if raw.lstrip()[:9].upper() == "#REDIRECT":
                 continue
@@ -125,7 +126,7 @@ def wiki_docs(min_chars: int = 500, min_words: int = 10) -> list[Document]:
 # --------------------------------------------------------------------------- lee
 def lee_docs(min_chars: int = 200) -> list[Document]:
     """The 300 Lee background news articles (one a line) with at least ``min_chars`` characters."""
-    lines = _data_file(LEE_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = gensim_file(LEE_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
     return [Document(" ".join(line.split()), "lee") for line in lines if len(line.strip()) >= min_chars]
 
 
@@ -188,7 +189,7 @@ def _newsgroup_post(raw: str) -> tuple[str, list[str], str]:
 
 def newsgroup_docs(min_chars: int = 200) -> list[Document]:
     """The 200 mini 20-Newsgroups posts: subject + own text; label = newsgroup."""
-    data = zlib.decompress(_data_file(NEWSGROUP_FILE).read_bytes())
+    data = zlib.decompress(gensim_file(NEWSGROUP_FILE).read_bytes())
     bunch = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     docs = []
     names = list(bunch["target_names"])  # the two folders the posts were taken from

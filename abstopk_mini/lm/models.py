@@ -11,7 +11,8 @@ Names ``load_model`` understands
   2 cores) and writes the float32 weights, config and tokenizer to a cache directory,
   ``$ABSTOPK_CACHE/models/gemma-3-270m`` (``$ABSTOPK_CACHE`` defaults to ``~/.cache/abstopk_mini``).
   Later loads read the cache (a few seconds) after checking it against its manifest (file sizes,
-  sha256 hashes, tensor names and shapes); a corrupt or truncated cache is rebuilt, never trusted.
+  sha256 hashes, tensor names and shapes); a corrupt or truncated cache is rebuilt, never trusted
+  (:mod:`abstopk_mini.lm.cache`).
 * ``"gpt2"``, ``"pythia-70m"``, ``"gemma-2-2b"``, or any hub id ``"org/name"``: loaded with
   ``from_pretrained`` from the Hugging Face hub. Offline (``HF_HUB_OFFLINE=1``,
   ``TRANSFORMERS_OFFLINE=1``, or huggingface.co not reachable within ~2 s) only an already
@@ -27,31 +28,25 @@ token (GPT-2) gets its EOS token as pad token.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import socket
-import sys
-import tempfile
 import threading
-import time
-import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..device import get_device
-from ..io import default_file_mode, flock
+from .cache import cache_dir, ensure_cache
+from .checks import check_layer
 
 __all__ = [
     "DEFAULT_MODEL", "KNOWN_MODELS", "ModelInfo", "LoadedModel", "HubUnavailableError",
-    "load_model", "get_blocks", "cache_dir", "hub_offline_reason", "verify_cache", "ensure_cache",
-    "check_model_dir", "model_shape", "check_layer_for",
+    "load_model", "get_blocks", "hub_offline_reason", "check_model_dir", "model_shape", "check_layer_for",
 ]
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -79,8 +74,6 @@ BLOCK_PATHS = (
     "h",                            # bare GPT2Model
 )
 _FAMILY = {"gemma3_text": "gemma3"}  # config.model_type -> family (otherwise the model_type itself)
-_MANIFEST = "manifest.json"
-_CACHE_FORMAT = 1
 
 
 class HubUnavailableError(ConnectionError):
@@ -106,7 +99,7 @@ class ModelInfo:
 
     def hook_name(self, layer: int) -> str:
         """TransformerLens/SAELens name of the residual stream after block ``layer`` (0-based)."""
-        _check_layer(layer, self.n_layers)
+        check_layer(layer, self.n_layers)
         return f"blocks.{layer}.hook_resid_post"
 
 
@@ -116,13 +109,6 @@ class LoadedModel(NamedTuple):
     model: nn.Module
     tokenizer: Any
     info: ModelInfo
-
-
-def _check_layer(layer, n_layers: int) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, int):
-        raise TypeError(f"layer must be an int; got {type(layer).__name__} {layer!r}")
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer must satisfy 0 <= layer < n_layers = {n_layers}; got layer={layer}")
 
 
 # --------------------------------------------------------------------------- blocks
@@ -136,7 +122,7 @@ def _get_attr_path(obj, path: str):
 
 def get_blocks(model) -> nn.ModuleList:
     """The ``nn.ModuleList`` of transformer blocks: block ``L`` writes the residual stream that
-    :mod:`abstopk_mini.lm.activations` reads at layer ``L``.
+    :mod:`abstopk_mini.lm.hooks` reads at layer ``L``.
 
     Accepts a model or a :class:`LoadedModel`. Known layouts: ``model.layers`` (Gemma-3,
     Gemma-2, Llama *ForCausalLM), ``transformer.h`` (GPT-2), ``gpt_neox.layers`` (Pythia), and
@@ -185,132 +171,6 @@ def hub_offline_reason(timeout: float = 2.0) -> str | None:
     thread.start()
     thread.join(timeout + 0.5)
     return result[0]
-
-
-# --------------------------------------------------------------------------- verified cache
-def cache_dir() -> Path:
-    """Root of the package's cache: ``$ABSTOPK_CACHE`` or ``~/.cache/abstopk_mini``."""
-    root = os.environ.get("ABSTOPK_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "abstopk_mini"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-
-
-def _write_manifest(directory: Path, source: str) -> dict:
-    files, tensors = {}, {}
-    for p in sorted(directory.iterdir()):
-        if p.is_file() and p.name != _MANIFEST:
-            files[p.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
-            if p.suffix == ".safetensors":
-                tensors[p.name] = _safetensors_shapes(p)
-    manifest = {"format": _CACHE_FORMAT, "source": source, "files": files, "tensors": tensors,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = directory / (_MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, directory / _MANIFEST)
-    return manifest
-
-
-def verify_cache(directory: str | os.PathLike, source: str | None = None) -> str | None:
-    """Check a cache directory against its manifest; return None if valid, else the reason.
-
-    Checks: manifest readable, same ``source`` (if given), every listed file present with the
-    recorded size and sha256, and each safetensors file holding the recorded tensor names and
-    shapes. Costs one read of the files (about 1 s for the 1 GB Gemma cache).
-    """
-    directory = Path(directory)
-    try:
-        manifest = json.loads((directory / _MANIFEST).read_text())
-    except FileNotFoundError:
-        return f"no {_MANIFEST} in {directory}" if directory.exists() else f"{directory} does not exist"
-    except (OSError, ValueError) as err:
-        return f"unreadable {_MANIFEST}: {err}"
-    if not isinstance(manifest, dict) or manifest.get("format") != _CACHE_FORMAT or not manifest.get("files"):
-        return f"{_MANIFEST} has an unknown format"
-    if source is not None and manifest.get("source") != source:
-        return f"built from {manifest.get('source')!r}, expected {source!r}"
-    for name, rec in manifest["files"].items():
-        path = directory / name
-        if not path.is_file():
-            return f"missing file {name}"
-        size = path.stat().st_size
-        if size != rec["size"]:
-            return f"{name} has {size} bytes, manifest says {rec['size']} (truncated or replaced)"
-    for name, shapes in manifest.get("tensors", {}).items():
-        try:
-            found = _safetensors_shapes(directory / name)
-        except Exception as err:  # safetensors raises its own error types on a bad header
-            return f"{name} is not a readable safetensors file ({err})"
-        if found != shapes:
-            diff = sorted(k for k in set(found) | set(shapes) if found.get(k) != shapes.get(k))
-            return f"{name}: tensor names/shapes differ from the manifest (e.g. {diff[:3]})"
-    for name, rec in manifest["files"].items():
-        if _sha256(directory / name) != rec["sha256"]:
-            return f"{name}: sha256 differs from the manifest (corrupted)"
-    return None
-
-
-def ensure_cache(directory: str | os.PathLike, build: Callable[[Path], None], *,
-                 source: str = "", load: Callable[[Path], Any] | None = None):
-    """Return ``load(directory)`` for a verified cache directory, building it first if needed.
-
-    ``build(tmp_dir)`` writes the files into an empty temporary directory next to ``directory``;
-    the manifest is written after it, and the directory is renamed into place in one step, so a
-    reader never sees a half-built cache. A shared file lock (fcntl, ``<directory>.lock``) is held
-    while verifying and loading and an exclusive one while building, so two processes (e.g.
-    ``pytest -n 2``) build the cache once and never read it mid-rebuild. An invalid cache (see
-    :func:`verify_cache`) is rebuilt with a warning.
-    """
-    directory = Path(directory).expanduser()
-    load = load if load is not None else (lambda p: p)
-    lock = directory.with_name(directory.name + ".lock")
-    for _ in range(3):
-        with flock(lock, exclusive=False):
-            if verify_cache(directory, source) is None:
-                return load(directory)
-        with flock(lock, exclusive=True):
-            reason = verify_cache(directory, source)
-            if reason is not None:
-                _rebuild(directory, build, source, reason)
-    raise RuntimeError(f"cache at {directory} did not verify after rebuilding; see the warnings above")
-
-
-def _rebuild(directory: Path, build: Callable[[Path], None], source: str, reason: str) -> None:
-    """Build into a temporary sibling, then swap it in (caller holds the exclusive lock)."""
-    parent = directory.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(f".{directory.name}.tmp-*"):  # left by a killed build
-        shutil.rmtree(stale, ignore_errors=True)
-    if directory.exists():
-        warnings.warn(f"cache at {directory} is invalid ({reason}); rebuilding it", stacklevel=3)
-    else:
-        print(f"abstopk_mini: building the cache at {directory} (one time)", file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache is meant to be read by others too
-    try:
-        build(tmp)
-        for p in tmp.rglob("*"):  # builders (safetensors) may write 0600; a cache is for everyone who reads it
-            if p.is_file():
-                os.chmod(p, default_file_mode())
-        _write_manifest(tmp, source)
-        if directory.exists():
-            old = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(directory, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- loading

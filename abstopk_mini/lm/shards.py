@@ -20,18 +20,14 @@ from typing import Iterator
 
 import torch
 
+from .checks import check_positive
+
 __all__ = ["ShardDataset", "iter_batches", "load_activations", "check_compatible", "read_manifest", "verify_harvest"]
 
 MANIFEST = "manifest.json"
-FORMAT = "abstopk_mini.activations/1"
+FORMAT = "abstopk_mini.activations/1"  # written into every manifest: a format id, not a module path
 VERIFIED = ".verified.json"  # remembers that the shards matched their hashes (see verify_harvest)
 _REQUIRED = ("model", "layer", "hook_name", "d_model", "context_length", "complete", "shards")
-
-
-def _check_positive(**values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int; got {v!r}")
 
 
 def read_manifest(out_dir) -> dict:
@@ -101,7 +97,7 @@ class ShardDataset:
         Without ``drop_last`` each epoch ends with one smaller batch if the count does not divide.
         shape: yields [batch_size, d_model]
         """
-        _check_positive(batch_size=batch_size, buffer_shards=buffer_shards, epochs=epochs)
+        check_positive(batch_size=batch_size, buffer_shards=buffer_shards, epochs=epochs)
         for epoch in range(epochs):
             yield from self.iter_epoch(epoch, seed, batch_size, buffer_shards, drop_last)
 
@@ -109,7 +105,7 @@ class ShardDataset:
                    drop_last: bool = False) -> Iterator[torch.Tensor]:
         """The batches of one epoch; its order depends only on (seed, epoch).
         shape: yields [batch_size, d_model] (the last one may be smaller)"""
-        _check_positive(batch_size=batch_size, buffer_shards=buffer_shards)
+        check_positive(batch_size=batch_size, buffer_shards=buffer_shards)
         g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
         order = torch.randperm(len(self.shards), generator=g).tolist()
         carry = torch.empty(0, self.d_model)

@@ -1,7 +1,7 @@
 r"""Splice an SAE into the model: how much of the language-model loss does the reconstruction keep?
 
 Splicing replaces the residual stream after block :math:`L` (``blocks.L.hook_resid_post``, the
-tensor :func:`abstopk_mini.lm.activations.residual_stream` returns) by :math:`f(x)` — the SAE
+tensor :func:`abstopk_mini.lm.hooks.residual_stream` returns) by :math:`f(x)` — the SAE
 reconstruction :math:`\hat x`, zero, or a mean vector — and lets blocks :math:`L+1, \dots` and
 the LM head run on it. With next-token cross entropies
 
@@ -22,7 +22,7 @@ over the scored positions :math:`S` (below), we report
 
 Which positions. A position is *edited* when it is a real token (attention mask 1) and, with
 ``skip_bos=True`` (the default), its input token is not BOS: our SAEs are trained without the
-BOS position (its activation is a huge outlier, see :mod:`abstopk_mini.lm.activations`), so the BOS
+BOS position (its activation is a huge outlier, see :mod:`abstopk_mini.lm.hooks`), so the BOS
 residual is left as it is; pass ``skip_bos=False`` to replace it too. A prediction at position
 :math:`p` (of token :math:`p+1`) is *scored* when :math:`p` is edited and :math:`p+1` is a real
 token. So with the default the prediction made from BOS alone (identical in every variant,
@@ -50,8 +50,9 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .activations import _check_positive, _encode, _pad, _require_loaded, _unwrap, residual_stream
-from .models import LoadedModel, _check_layer, get_blocks
+from .checks import check_layer, check_positive
+from .hooks import encode, layer_of, pad, require_loaded, residual_stream, unwrap
+from .models import LoadedModel, get_blocks
 
 __all__ = ["splice_residual", "edit_mask", "as_reconstruct", "loss_recovered", "SpliceResult", "evaluate", "evaluate_many"]
 
@@ -96,9 +97,9 @@ def splice_residual(model, layer: int, fn: Reconstruct, *, skip_bos: bool = True
     """
     if not callable(fn):
         raise TypeError(f"fn must be a callable x [n, d_model] -> x' [n, d_model]; got {type(fn).__name__}")
-    lm = _unwrap(model)
+    lm = unwrap(model)
     blocks = get_blocks(lm)
-    _check_layer(layer, len(blocks))
+    check_layer(layer, len(blocks))
     bos = _bos_id(model)
     inputs: dict = {}
 
@@ -178,19 +179,6 @@ class SpliceResult:
         return dataclasses.asdict(self)
 
 
-def _layer_of(sae_or_fn, layer: int | None) -> int:
-    cfg_layer = getattr(getattr(sae_or_fn, "cfg", None), "hook_layer", None)
-    if layer is None:
-        if cfg_layer is None:
-            raise ValueError("layer=None and the SAE does not record its layer (cfg.hook_layer is None); "
-                             "pass layer=L, the block whose output the SAE was trained on")
-        return cfg_layer
-    if cfg_layer is not None and cfg_layer != layer:
-        raise ValueError(f"layer={layer} but the SAE was trained on layer {cfg_layer} (cfg.hook_layer); "
-                         "pass the SAE's layer or layer=None")
-    return layer
-
-
 def _sequences(loaded: LoadedModel, texts, context_length: int, max_tokens: int | None,
                skip_bos: bool) -> list[list[int]]:
     """Token-id sequences (BOS first) whose scored predictions total ``max_tokens`` (the last
@@ -205,7 +193,7 @@ def _sequences(loaded: LoadedModel, texts, context_length: int, max_tokens: int 
     if all(isinstance(t, Document) for t in texts):
         seqs = chunk(loaded.tokenizer, texts, context_length)
     else:
-        seqs = _encode(loaded.tokenizer, texts, context_length, prepend_bos=True)
+        seqs = encode(loaded.tokenizer, texts, context_length, prepend_bos=True)
     if max_tokens is None:
         return seqs
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -253,7 +241,7 @@ def _mean_activation(loaded, seqs, layer, batch_size, skip_bos, pad_id) -> torch
     """Mean residual after block ``layer`` over the edited positions (truncated forwards)."""
     total, n = None, 0
     for start in range(0, len(seqs), batch_size):
-        ids, mask = _pad(seqs[start:start + batch_size], pad_id)
+        ids, mask = pad(seqs[start:start + batch_size], pad_id)
         x = residual_stream(loaded, ids, layer, mask)
         edit = edit_mask(ids, mask, tuple(ids.shape), loaded.info.bos_token_id, skip_bos).to(x.device)
         s = x[edit].double().sum(0)
@@ -293,18 +281,18 @@ def evaluate_many(model: LoadedModel, saes: dict, texts, layer: int | None = Non
     """
     if not isinstance(saes, dict) or not saes:
         raise ValueError("saes must be a non-empty dict {name: SAE or callable}")
-    loaded = _require_loaded(model)
-    layers = {_layer_of(sae, layer) for sae in saes.values()}
+    loaded = require_loaded(model)
+    layers = {layer_of(sae, layer) for sae in saes.values()}
     if len(layers) != 1:
         raise ValueError(f"the SAEs read different layers {sorted(layers)}; evaluate each layer separately")
     layer = layers.pop()
-    _check_layer(layer, loaded.info.n_layers)
+    check_layer(layer, loaded.info.n_layers)
     for name, sae in saes.items():
         d_in = getattr(getattr(sae, "cfg", None), "d_in", None)
         if d_in is not None and d_in != loaded.info.d_model:
             raise ValueError(f"SAE {name!r} reads d_in={d_in} but {loaded.info.name} has d_model={loaded.info.d_model}; "
                              "pass an SAE trained on this model")
-    _check_positive(batch_size=batch_size, context_length=context_length)
+    check_positive(batch_size=batch_size, context_length=context_length)
     seqs = _sequences(loaded, texts, context_length, max_tokens, skip_bos)
     lm, info = loaded.model, loaded.info
     device = next(lm.parameters()).device
@@ -327,7 +315,7 @@ def evaluate_many(model: LoadedModel, saes: dict, texts, layer: int | None = Non
     n_tokens = 0
     with torch.inference_mode():
         for start in range(0, len(seqs), batch_size):
-            ids, mask = _pad(seqs[start:start + batch_size], pad_id)
+            ids, mask = pad(seqs[start:start + batch_size], pad_id)
             scored = edit_mask(ids, mask, tuple(ids.shape), info.bos_token_id, skip_bos)[:, :-1] & mask[:, 1:].bool()
             targets = ids[:, 1:][scored].to(device)
             n_tokens += int(scored.sum())

@@ -1,7 +1,8 @@
 r"""Statistics of residual-stream activations and of SAE codes (chapters 5 and 6).
 
-Activations, layer by layer. One forward with a hook on every block reads the residual stream
-after each block in ``layers`` (``blocks.L.hook_resid_post``), BOS position included and marked,
+Activations, layer by layer. One forward with a hook on every block
+(:func:`abstopk_mini.lm.hooks.residual_streams`) reads the residual stream after each block in
+``layers`` (``blocks.L.hook_resid_post``), BOS position included and marked,
 so the BOS outlier can be measured instead of silently dropped::
 
     la = am.stats.layer_activations(loaded, chunks, layers=range(18))   # la.acts[L]: [N, d]
@@ -35,12 +36,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .activations import _encode, _pad, _require_loaded, _unwrap
-from .models import _check_layer, get_blocks
-from .shards import _check_positive
+from .checks import check_layers, check_positive
+from .hooks import encode, pad, require_loaded, residual_streams
 
 __all__ = [
-    "residual_streams", "LayerActivations", "layer_activations", "norm_quantiles", "mean_share",
+    "LayerActivations", "layer_activations", "norm_quantiles", "mean_share",
     "excess_kurtosis", "top_dim_share", "participation_ratio", "activation_summary", "layer_table",
     "group_mean", "harvest_columns", "corpus_table", "firing_stats",
 ]
@@ -48,60 +48,7 @@ __all__ = [
 QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
 
 
-class _Stop(Exception):
-    """Raised by the hook on the deepest requested block: the forward stops there."""
-
-
 # --------------------------------------------------------------------------- reading every layer
-def _check_layers(layers, n_layers: int) -> list[int]:
-    if isinstance(layers, int):
-        raise TypeError(f"layers must be a sequence of ints such as range({n_layers}); got the int {layers}; wrap it: [{layers}]")
-    layers = sorted(set(layers))
-    if not layers:
-        raise ValueError("layers is empty; pass at least one block index, e.g. range(n_layers)")
-    for layer in layers:
-        _check_layer(layer, n_layers)
-    return layers
-
-
-def residual_streams(model, input_ids: torch.Tensor, layers: Sequence[int],
-                     attention_mask: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
-    """Residual stream after each block in ``layers``, from one forward that stops after the
-    deepest of them (same numbers as :func:`abstopk_mini.lm.activations.residual_stream` per layer).
-
-    model: a LoadedModel or a transformers causal LM.
-    shape: input_ids [B, T], attention_mask [B, T] -> {layer: x [B, T, d_model]}
-    """
-    lm = _unwrap(model)
-    blocks = get_blocks(lm)
-    layers = _check_layers(layers, len(blocks))
-    last = layers[-1]
-    device = next(lm.parameters()).device
-    captured: dict[int, torch.Tensor] = {}
-
-    def make_hook(layer):
-        def hook(module, args, output):
-            captured[layer] = (output[0] if isinstance(output, tuple) else output).clone()
-            if layer == last:
-                raise _Stop
-        return hook
-
-    handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in layers]
-    try:
-        with torch.inference_mode():
-            lm(input_ids=input_ids.to(device),
-               attention_mask=None if attention_mask is None else attention_mask.to(device), use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [layer for layer in layers if layer not in captured]
-    if missing:
-        raise RuntimeError(f"blocks {missing} of {type(lm).__name__} did not run during the forward pass")
-    return {layer: captured[layer].clone() for layer in layers}  # normal tensors, outside inference mode
-
-
 @dataclass
 class LayerActivations:
     """Activations of the same tokens at several layers.
@@ -130,16 +77,16 @@ def layer_activations(model, texts, layers: Iterable[int] | None = None, *, cont
     block in ``layers`` (default: all). ``texts``: strings (BOS prepended, truncated to
     ``context_length``) or token-id lists such as the chunks of :func:`abstopk_mini.lm.corpus.chunk`.
     """
-    loaded = _require_loaded(model)
+    loaded = require_loaded(model)
     info = loaded.info
-    layers = _check_layers(range(info.n_layers) if layers is None else layers, info.n_layers)
-    _check_positive(batch_size=batch_size, context_length=context_length)
-    seqs = _encode(loaded.tokenizer, texts, context_length, prepend_bos)
+    layers = check_layers(range(info.n_layers) if layers is None else layers, info.n_layers)
+    check_positive(batch_size=batch_size, context_length=context_length)
+    seqs = encode(loaded.tokenizer, texts, context_length, prepend_bos)
     pad_id = info.pad_token_id if info.pad_token_id is not None else 0
     parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     ids_l, doc_l, pos_l = [], [], []
     for start in range(0, len(seqs), batch_size):
-        ids, mask = _pad(seqs[start:start + batch_size], pad_id)
+        ids, mask = pad(seqs[start:start + batch_size], pad_id)
         xs = residual_streams(loaded, ids, layers, mask)
         keep = mask.bool()
         seq, pos = keep.nonzero(as_tuple=True)
@@ -320,7 +267,7 @@ def firing_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torc
         raise ValueError(f"x must be a tensor [N, d_in]; got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
     if x.shape[1] != sae.cfg.d_in:
         raise ValueError(f"x has width {x.shape[1]} but the SAE reads d_in={sae.cfg.d_in}; pass activations it was trained on")
-    _check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     device = sae.W_enc.device
     n_fire = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
     n_neg = torch.zeros(sae.cfg.d_sae, dtype=torch.long)

@@ -43,12 +43,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from .activations import _encode, _pad, _require_loaded
+from .hooks import encode, layer_of, pad, require_loaded
 from .models import LoadedModel
-from .splice import _layer_of, splice_residual
+from .splice import splice_residual
 
 __all__ = [
-    "DEFAULT_PROMPTS", "DEFAULT_PAIRS", "Intervention", "clamp_latent", "add_direction",
+    "DEFAULT_PROMPTS", "DEFAULT_PAIRS", "Intervention", "check_latent", "clamp_latent", "add_direction",
     "decoder_direction", "match_norm", "token_pairs", "CurveResult", "logit_diff_curve", "generate_with",
 ]
 
@@ -104,7 +104,8 @@ class Intervention:
         return splice_residual(model, self.layer, self.fn, skip_bos=self.skip_bos)
 
 
-def _check_latent(sae, latent: int) -> None:
+def check_latent(sae, latent: int) -> None:
+    """Raise unless ``sae`` is an am.SAE and ``latent`` an int index of one of its latents."""
     from ..sae import SAE
 
     if not isinstance(sae, SAE):
@@ -118,7 +119,7 @@ def decoder_direction(sae, latent: int) -> torch.Tensor:
 
     shape: [d_in]
     """
-    _check_latent(sae, latent)
+    check_latent(sae, latent)
     return (sae.W_dec[latent].detach() / sae.cfg.input_scale).clone()
 
 
@@ -132,8 +133,8 @@ def _finite(value, name: str) -> float:
 
 def clamp_latent(sae, latent: int, value: float, layer: int | None = None) -> Intervention:
     """x' = x + (value − z_i(x)) d_i (module docstring); layer defaults to ``sae.cfg.hook_layer``."""
-    _check_latent(sae, latent)
-    layer = _layer_of(sae, layer)
+    check_latent(sae, latent)
+    layer = layer_of(sae, layer)
     value = _finite(value, "value")
     d_i = decoder_direction(sae, latent)
 
@@ -226,7 +227,7 @@ def _prompt_log_odds(loaded: LoadedModel, seqs, fem: torch.Tensor, male: torch.T
     """log p(f) − log p(m) at the next token after each prompt.  shape: -> [P, K]"""
     lm, info = loaded.model, loaded.info
     device = next(lm.parameters()).device
-    ids, mask = _pad(seqs, info.pad_token_id if info.pad_token_id is not None else 0)
+    ids, mask = pad(seqs, info.pad_token_id if info.pad_token_id is not None else 0)
     last = mask.sum(1) - 1
     keep = torch.unique(last)  # the LM head runs at these positions only
     with torch.inference_mode():
@@ -246,7 +247,7 @@ def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], 
     Prompts get BOS in front and are run as one right-padded batch per value. Pairs whose words
     are not single tokens are skipped and listed in ``result.skipped``; if none is left, ValueError.
     """
-    loaded = _require_loaded(model)
+    loaded = require_loaded(model)
     if not callable(make):
         raise TypeError(f"make must be a callable value -> Intervention; got {type(make).__name__}")
     values = [_finite(v, "each of values") for v in values]
@@ -256,7 +257,7 @@ def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], 
     if not used:
         raise ValueError(f"no pair of {list(pairs)} is made of single tokens ({skipped}); pass pairs of "
                          "words that the tokenizer keeps whole (with a leading space)")
-    seqs = _encode(loaded.tokenizer, list(prompts), 10**9, prepend_bos=True)
+    seqs = encode(loaded.tokenizer, list(prompts), 10**9, prepend_bos=True)
     fem = torch.tensor([u[2] for u in used])
     male = torch.tensor([u[3] for u in used])
     baseline = _prompt_log_odds(loaded, seqs, fem, male)  # [P, K]
@@ -283,14 +284,14 @@ def generate_with(model: LoadedModel, prompt: str, intervention: Intervention | 
     the prompt and every generated token alike; meant for a few tokens. Stops at EOS.
     Returns the continuation text only.
     """
-    loaded = _require_loaded(model)
+    loaded = require_loaded(model)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str; got {type(prompt).__name__}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int; got {max_new_tokens!r}")
     lm, tokenizer = loaded.model, loaded.tokenizer
     device = next(lm.parameters()).device
-    ids = torch.tensor([_encode(tokenizer, [prompt], 10**9, prepend_bos=True)[0]], device=device)
+    ids = torch.tensor([encode(tokenizer, [prompt], 10**9, prepend_bos=True)[0]], device=device)
     eos = tokenizer.eos_token_id
     new: list[int] = []
     context = intervention.attach(loaded) if intervention is not None else contextlib.nullcontext()

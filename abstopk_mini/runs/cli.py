@@ -240,7 +240,7 @@ def _add_concepts(sub) -> None:
 def _run_concepts(args) -> int:
     from pathlib import Path
 
-    from ..concepts.words import check_templates, load_pairs, split_pairs
+    from ..concepts.pairs import check_templates, load_pairs, split_pairs
     from ..concepts.words import run_concepts
 
     # the pairs, the split and the templates are checked before the model loads

@@ -204,7 +204,7 @@ def _gender_summary(rep: dict) -> dict:
 
 def _steering(cfg, loaded, sae, rep, x_held, wa) -> dict | None:
     """Clamp the AbsTopK gender latent across c and add DiM at matched norm; log-odds and generations."""
-    from ..concepts import words as concepts
+    from .. import concepts
     from ..lm import steering
 
     if sae is None or rep is None:

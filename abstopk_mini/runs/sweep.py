@@ -332,7 +332,7 @@ class LayerContext:
 
 def concept_inputs_path(model_name: str, layer: int, concepts=CONCEPTS, root=None) -> Path:
     """Where the sweep caches the concept inputs of one layer (see :func:`layer_context`)."""
-    from ..concepts import words as C
+    from .. import concepts as C
 
     ident = {"model": model_name, "layer": layer, "concepts": list(concepts), "recipe": "sweep-concepts/1",
              "templates": {k: list(v) for k, v in C.TEMPLATES.items()}, "neutral": {k: list(v) for k, v in C.NEUTRAL_WORDS.items()}}
@@ -350,7 +350,7 @@ def load_concept_inputs(model_name: str, layer: int, concepts=CONCEPTS, root=Non
 
 def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | None]:
     """Word activations of the pair sets and sentence activations of sentiment, cached on disk."""
-    from ..concepts import words as C
+    from .. import concepts as C
 
     path = concept_inputs_path(loaded.info.name, layer, concepts, root)
     cached = load_concept_inputs(loaded.info.name, layer, concepts, root)
@@ -384,7 +384,7 @@ def _train_kw(cfg: SweepConfig, p: Point) -> dict:
 
 def _frozen_centre(p: Point, ctx: LayerContext, sample: torch.Tensor, pair_seed: int) -> torch.Tensor:
     """The fixed b_dec (unscaled) of a frozen variant.  shape: [d_in]"""
-    from ..concepts.words import load_pairs, split_pairs
+    from ..concepts.pairs import load_pairs, split_pairs
 
     if p.variant == "bdec_mean_frozen":
         return sample.double().mean(0)
@@ -470,7 +470,7 @@ def _survival(sae, acts: torch.Tensor, j: int) -> dict:
 
 
 def _concept_records(sae, loaded, ctx: LayerContext, pair_seed: int) -> dict:
-    from ..concepts import words as C
+    from .. import concepts as C
 
     out = {}
     for name, wa in ctx.word_acts.items():
