@@ -5,8 +5,8 @@
    split gives ~1.2M activations), and a small held-out harvest for evaluation.
 2. **Train** TopK, AbsTopK, JumpReLU and ReLU at equal width and k (the ReLU and JumpReLU
    penalties are steered to L0 = k), and TopK vs AbsTopK at each k in ``ks``.
-3. **Evaluate** each SAE on held-out text: FVU, L0, dead latents, the share of bidirectional
-   latents, and CE / KL / loss recovered with the SAE spliced into the model.
+3. **Evaluate** each SAE on held-out text (:func:`abstopk_mini.evaluate.evaluate_sae`): FVU, L0,
+   dead latents, the share of bidirectional latents, and CE / KL / loss recovered with the SAE spliced into the model.
 4. **Concepts**: the gender axis (gensim's family pairs): the best single latent by sign and by
    threshold, the best two-latent rule, against Difference-in-Means.
 5. **Steering**: clamp the AbsTopK gender latent from negative to positive and read the
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from .. import metrics
+from ..evaluate import evaluate_sae
 from .store import HarvestSpec, harvest_spec, offline_texts, train_on_harvest
 from ..sae import SAE, SAEConfig, _atomic_write
 
-__all__ = ["ReproduceConfig", "reproduce", "evaluate_sae"]
+__all__ = ["ReproduceConfig", "reproduce"]
 
 
 @dataclass
@@ -68,38 +68,6 @@ class ReproduceConfig:
         plan = [(a, self.k) for a in self.activations]
         plan += [(a, k) for k in self.ks for a in ("topk", "abstopk") if (a, k) not in plan]
         return plan
-
-
-@torch.no_grad()
-def evaluate_sae(sae: SAE, x: torch.Tensor, batch_size: int = 4096, min_share: float = 0.1) -> dict:
-    """FVU, L0, dead and dense fractions and sign statistics of ``sae`` on activations x [N, d_in].
-
-    Streams x in batches (the codes of N tokens are never held at once). Definitions as in
-    :mod:`abstopk_mini.metrics`; ``bidirectional_frac`` is over latents alive on x.
-    """
-    d_sae = sae.cfg.d_sae
-    n_pos = torch.zeros(d_sae, dtype=torch.long)
-    n_neg = torch.zeros(d_sae, dtype=torch.long)
-    sq_err = 0.0
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        z = sae.encode(xb)
-        sq_err += (sae.decode(z) - xb).double().pow(2).sum().item()
-        n_pos += (z > 0).sum(0).cpu()
-        n_neg += (z < 0).sum(0).cpu()
-    xd = x.double()
-    counts = n_pos + n_neg
-    alive = counts > 0
-    bidir = alive & (n_pos >= min_share * counts) & (n_neg >= min_share * counts)
-    return {
-        "fvu": sq_err / (xd - xd.mean(0)).pow(2).sum().item(),
-        "l0": counts.sum().item() / len(x),
-        "dead_frac": metrics.dead_fraction(counts),
-        "dense_frac": metrics.dense_fraction(counts, len(x)),
-        "bidirectional_frac": (bidir.sum() / alive.sum().clamp_min(1)).item(),
-        "negative_share": (n_neg.sum() / counts.sum().clamp_min(1)).item(),
-        "antipodal_pairs": metrics.antipodal_pairs(sae.W_dec.detach()),
-    }
 
 
 def _log(msg: str) -> None:
