@@ -8,7 +8,8 @@ Layout (each folder is a subpackage; every module loads on first use, so ``impor
 stays fast and does not import transformers until a model is needed):
 
 * the SAE core at the top: ``sae``, ``nonlinearities`` (one spec per activation), ``losses``,
-  ``metrics``, ``train``, ``data``, ``distributed``, ``interop``, ``recipes``, ``io``, ``device``;
+  ``metrics``, ``codestats`` (sign counts streamed), ``evaluate`` (one SAE on held-out data), ``tables``,
+  ``train``, ``data``, ``distributed``, ``interop``, ``recipes``, ``io``, ``device``;
 * ``coding``: proximal maps, solvers, one-step and unrolled encoders, doubling, toy data
   (``am.prox``, ``am.unroll`` and ``am.toy`` are short names for ``am.coding.prox`` ...);
 * ``kernels``: the fast path of the top-k family;

@@ -31,8 +31,8 @@ import torch
 from ..concepts import words as concepts
 from ..lm import steering
 from ..lm.hooks import layer_of
-from ..runs.store import HarvestSpec, harvest_spec, train_on_harvest
-from ..runs.reproduce import ReproduceConfig
+from ..runs.store import train_on_harvest
+from ..runs.reproduce import ReproduceConfig, harvests
 from ..sae import SAE, SAEConfig
 
 __all__ = [
@@ -63,7 +63,6 @@ def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] 
     one SAE per activation at width ``cfg.d_sae`` and ``k`` (default ``cfg.k``), exactly as
     :func:`abstopk_mini.runs.reproduce.reproduce` does, so both find the same files."""
     from ..lm.models import load_model
-    from ..lm.shards import load_activations
 
     cfg = cfg or ReproduceConfig()
     k = cfg.k if k is None else k
@@ -72,11 +71,7 @@ def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] 
     loaded = loaded if loaded is not None else load_model(cfg.model)
     wall["load_model_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
-    acts_dir = harvest_spec(spec, runs_root, loaded=loaded, progress=progress)
-    held_spec = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
-    held_dir = harvest_spec(held_spec, runs_root, loaded=loaded, progress=progress)
-    x_held = load_activations(held_dir)
+    acts_dir, held_dir, x_held = harvests(cfg, loaded, runs_root, progress)
     wall["harvest_s"] = time.perf_counter() - t
     train_tokens = cfg.train_tokens or 2 * cfg.n_tokens
     saes, dirs, histories = {}, {}, {}

@@ -22,6 +22,7 @@ import torch
 
 from .. import metrics
 from ..coding import prox
+from ..tables import format_table
 from ..coding.unroll import fista, iht, ista, lasso_objective, lipschitz, one_step, sae_from_dictionary
 
 __all__ = [
@@ -370,11 +371,9 @@ def curves_table(curves: dict, steps) -> list[dict]:
 
 
 def format_rows(rows: list[dict], cols=None, digits: int = 3, sci: bool = False) -> str:
-    """A fixed-width text table of row dicts: floats with ``digits`` decimals (scientific notation
-    for very small or large values, or for all floats with ``sci``); exact zeros print as 0."""
-    if not rows:
-        return "(no rows)"
-    cols = list(cols or rows[0].keys())
+    """A fixed-width text table of row dicts (:func:`abstopk_mini.tables.format_table`): floats
+    with ``digits`` decimals (scientific notation for very small or large values, or for all
+    floats with ``sci``); exact zeros print as 0, missing cells as nothing."""
 
     def fmt(v):
         if isinstance(v, float) and v == 0:
@@ -385,8 +384,4 @@ def format_rows(rows: list[dict], cols=None, digits: int = 3, sci: bool = False)
             return f"{v:.{digits}g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 10 ** -digits) else f"{v:.{digits}f}"
         return str(v)
 
-    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
-    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, width))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, width)) for row in cells]
-    return "\n".join(lines)
+    return format_table(rows, cols or None, cell=fmt, get=lambda r, c: r.get(c, ""), empty="(no rows)")

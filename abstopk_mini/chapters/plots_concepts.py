@@ -31,7 +31,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import torch
 
+from ..codestats import code_stats
 from ..concepts.axis import dim_direction, encode_samples
+from ..metrics import alive_share, bidirectional_mask
 
 __all__ = [
     "SIDE_COLORS", "pair_codes", "latent_pair_figure", "pair_differences", "pair_difference_figure",
@@ -324,19 +326,12 @@ def cosine_histogram(cosines: Mapping[str, torch.Tensor], marks: Mapping[str, Se
     return fig
 
 
-@torch.no_grad()
 def sign_counts(sae, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """How many rows of x each latent is positive and negative on, streamed in batches.
-
-    shape: x [N, d_in] -> (n_pos [d_sae], n_neg [d_sae]) int64
+    """How many rows of x each latent is positive and negative on, streamed in batches
+    (:func:`abstopk_mini.codestats.code_stats`).  shape: x [N, d_in] -> (n_pos [d_sae], n_neg [d_sae]) int64
     """
-    n_pos = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
-    n_neg = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
-    for chunk in x.reshape(-1, x.shape[-1]).split(batch_size):
-        _, z = encode_samples(sae, chunk, batch_size)
-        n_pos += (z > 0).sum(0)
-        n_neg += (z < 0).sum(0)
-    return n_pos, n_neg
+    st = code_stats(sae, x, batch_size)
+    return st.n_pos, st.n_neg
 
 
 def negative_share_figure(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]], min_share: float = 0.1):
@@ -347,13 +342,14 @@ def negative_share_figure(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]
         n = n_pos + n_neg
         alive = n > 0
         share = (n_neg[alive].double() / n[alive]).tolist()
-        bidir = ((n_pos >= min_share * n) & (n_neg >= min_share * n) & alive).sum().item()
+        mask = bidirectional_mask(n_pos, n_neg, min_share)
+        bidir = int(mask.sum())
         ax.axvspan(min_share, 1 - min_share, color="C2", alpha=0.12, label=f"bidirectional ({min_share:g}–{1 - min_share:g})")
         ax.hist(share, bins=40, range=(0, 1), color="0.45")
         ax.set_yscale("log")
         ax.set_xlabel("negative share of the latent's non-zeros")
         ax.set_ylabel("alive latents (log scale)")
-        frac = bidir / max(1, int(alive.sum()))
+        frac = alive_share(mask, alive)
         ax.set_title(f"{name}: {bidir} of {int(alive.sum())} alive latents bidirectional ({100 * frac:.1f}%)", fontsize=9)
         ax.legend(fontsize=7, loc="upper center")
     fig.tight_layout()

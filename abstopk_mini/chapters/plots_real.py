@@ -1,7 +1,7 @@
 """Figures of chapters 5 (activations) and 6 (training SAEs) on a real model.
 
 Every function takes plain numbers (dicts and tensors computed by :mod:`abstopk_mini.lm.stats`,
-:func:`abstopk_mini.runs.reproduce.evaluate_sae`, :func:`abstopk_mini.lm.splice.evaluate_many` or a
+:func:`abstopk_mini.evaluate.evaluate_sae`, :func:`abstopk_mini.lm.splice.evaluate_many` or a
 training history) and returns a matplotlib Figure with labelled axes and a title.
 """
 

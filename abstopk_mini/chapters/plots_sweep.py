@@ -12,6 +12,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from ..tables import format_table
+
 __all__ = ["find_results", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
            "neutral_positions", "doubling_curves", "table", "best_bidirectional", "AXIS_LABELS",
            "METRIC_LABELS"]
@@ -300,14 +302,8 @@ def table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "
         return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in vals)
 
     rows = sorted(select(records, where), key=key)
-    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = []
-        for path, _ in cols:
-            v = get(r, path, "")
-            cells.append(f"{v:.{digits}g}" if isinstance(v, float) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cell = lambda v: f"{v:.{digits}g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return format_table(rows, cols, style="markdown", cell=cell, get=lambda r, path: get(r, path, ""))
 
 
 def best_bidirectional(records, concept: str = "family", activations=("abstopk", "batchabstopk", "absjumprelu")):

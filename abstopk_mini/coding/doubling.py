@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import prox
+from .. import metrics
 from ..sae import SAE, SAEConfig
 
 __all__ = ["doubled_topk", "fold", "TiedDoubledTopK", "compare_training"]
@@ -94,10 +95,6 @@ def _dense(sae: SAE):
     return f
 
 
-def _fvu(x, x_hat) -> float:
-    return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
-
-
 def compare_training(x: torch.Tensor, d_sae: int, k: int, *, n_steps: int = 1000, batch_size: int = 256,
                      lr: float = 1e-3, seed: int = 0, log_every: int = 20) -> dict:
     """Train from one initialisation: AbsTopK (P latents), the tied doubled TopK, the untied
@@ -134,7 +131,7 @@ def compare_training(x: torch.Tensor, d_sae: int, k: int, *, n_steps: int = 1000
         if step % log_every == 0 or step == n_steps:  # the state before this step's update
             hist["steps"].append(step)
             for name in models:
-                hist["fvu"][name].append(_fvu(xb, outs[name][1].detach()))
+                hist["fvu"][name].append(metrics.fvu(xb, outs[name][1].detach()))
             hist["max_abs_diff_tied"].append(float((outs["tied_doubled_topk"][1] - outs["abstopk"][1]).detach().abs().max()))
             W = untied.W_dec.detach()
             hist["antipodal_cos"].append(float(nn.functional.cosine_similarity(W[:d_sae], -W[d_sae:], dim=1).mean()))

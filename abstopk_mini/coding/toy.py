@@ -163,11 +163,7 @@ def toy_benchmark(
 
 
 def format_table(rows: list[dict]) -> str:
-    """A fixed-width text table of :func:`toy_benchmark` rows."""
-    cols = ["activation", "d_sae", "k", "mcc", "signed_recovery", "split_axes", "fvu", "l0", "dead_frac", "seconds"]
-    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
-    width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, width))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, width)) for row in cells]
-    return "\n".join(lines)
+    """A fixed-width text table of :func:`toy_benchmark` rows (:func:`abstopk_mini.tables.format_table`)."""
+    from ..tables import format_table as table
+
+    return table(rows, ["activation", "d_sae", "k", "mcc", "signed_recovery", "split_axes", "fvu", "l0", "dead_frac", "seconds"])

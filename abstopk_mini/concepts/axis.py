@@ -49,7 +49,7 @@ even when every pair is ordered correctly.
   latent's side-a direction points from b to a) and d.
 
 SAE-level: :func:`sign_summary` gives the share of alive latents that are bidirectional on a token
-sample (:func:`abstopk_mini.metrics.sign_stats`: each sign ≥ 10 % of a latent's non-zeros).
+sample (:func:`abstopk_mini.metrics.bidirectional_mask`: each sign ≥ 10 % of a latent's non-zeros).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+
+from ..codestats import code_stats
 
 __all__ = ['encode_samples', 'dim_direction', 'threshold_scores', 'sign_accuracy', 'best_latent', 'best_pair', 'relative_accuracy', 'AxisResult', 'evaluate_axis', 'sign_summary']
 
@@ -370,25 +372,17 @@ def evaluate_axis(sae, acts_a_train: torch.Tensor, acts_b_train: torch.Tensor, a
     )
 
 
-@torch.no_grad()
 def sign_summary(sae, token_acts: torch.Tensor, *, batch_size: int = 4096, min_share: float = 0.1) -> dict:
-    """Alive and bidirectional latents on a token sample.
+    """Alive and bidirectional latents on a token sample (:func:`abstopk_mini.codestats.code_stats`).
 
     ``bidirectional_fraction`` = bidirectional latents / alive latents, with a latent
     bidirectional when each sign holds ≥ ``min_share`` of its non-zeros
-    (:func:`abstopk_mini.metrics.sign_stats`). shape: token_acts [N, d_in]
+    (:func:`abstopk_mini.metrics.bidirectional_mask`). shape: token_acts [N, d_in]
     """
-    n_pos = n_neg = 0
-    for chunk in token_acts.reshape(-1, token_acts.shape[-1]).split(batch_size):
-        z = encode_samples(sae, chunk, batch_size)[1]
-        n_pos, n_neg = n_pos + (z > 0).sum(0), n_neg + (z < 0).sum(0)
-    n = n_pos + n_neg
-    alive = n > 0
-    bidir = alive & (n_pos >= min_share * n) & (n_neg >= min_share * n)
-    n_alive = int(alive.sum())
-    return {"n_tokens": int(token_acts.reshape(-1, token_acts.shape[-1]).shape[0]),
-            "alive_fraction": n_alive / n.numel(), "n_bidirectional": int(bidir.sum()),
-            "bidirectional_fraction": int(bidir.sum()) / n_alive if n_alive else 0.0}
+    st = code_stats(sae, token_acts, batch_size)
+    return {"n_tokens": st.n_rows, "alive_fraction": int(st.alive.sum()) / st.n_pos.numel(),
+            "n_bidirectional": int(st.bidirectional(min_share).sum()),
+            "bidirectional_fraction": st.bidirectional_fraction(min_share)}
 
 
 # =========================================================================== runners

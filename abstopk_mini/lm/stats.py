@@ -36,6 +36,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..codestats import code_stats
 from .checks import check_layers, check_positive
 from .hooks import encode, pad, require_loaded, residual_streams
 
@@ -257,7 +258,8 @@ def corpus_table(tokenizer, train: Sequence, heldout: Sequence) -> list[dict]:
 # --------------------------------------------------------------------------- SAE codes
 @torch.no_grad()
 def firing_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
-    """How often each latent of ``sae`` fires on activations ``x``, streamed in batches.
+    """How often each latent of ``sae`` fires on activations ``x``, streamed in batches
+    (:func:`abstopk_mini.codestats.code_stats`, as a dict for the figures of chapter 6).
 
     Returns ``n_fire`` and ``n_neg`` (int64 counts of z != 0 and z < 0), ``rate`` = n_fire / N
     (float64) and ``n_tokens``. A latent with rate 0 is dead on x.
@@ -268,11 +270,5 @@ def firing_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torc
     if x.shape[1] != sae.cfg.d_in:
         raise ValueError(f"x has width {x.shape[1]} but the SAE reads d_in={sae.cfg.d_in}; pass activations it was trained on")
     check_positive(batch_size=batch_size)
-    device = sae.W_enc.device
-    n_fire = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
-    n_neg = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
-    for i in range(0, len(x), batch_size):
-        z = sae.encode(x[i:i + batch_size].to(device))
-        n_fire += (z != 0).sum(0).cpu()
-        n_neg += (z < 0).sum(0).cpu()
-    return {"n_fire": n_fire, "n_neg": n_neg, "rate": n_fire.double() / len(x), "n_tokens": torch.tensor(len(x))}
+    st = code_stats(sae, x, batch_size)
+    return {"n_fire": st.n_fire, "n_neg": st.n_neg, "rate": st.rate, "n_tokens": torch.tensor(st.n_rows)}

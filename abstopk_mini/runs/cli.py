@@ -287,7 +287,7 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> int:
     from ..lm import splice
     from .store import HarvestSpec, harvest_spec, offline_texts
-    from .reproduce import evaluate_sae
+    from ..evaluate import evaluate_sae
     from ..lm.shards import load_activations
 
     check_positive(args.tokens, "--tokens")

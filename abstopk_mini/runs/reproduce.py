@@ -5,8 +5,8 @@
    split gives ~1.2M activations), and a small held-out harvest for evaluation.
 2. **Train** TopK, AbsTopK, JumpReLU and ReLU at equal width and k (the ReLU and JumpReLU
    penalties are steered to L0 = k), and TopK vs AbsTopK at each k in ``ks``.
-3. **Evaluate** each SAE on held-out text: FVU, L0, dead latents, the share of bidirectional
-   latents, and CE / KL / loss recovered with the SAE spliced into the model.
+3. **Evaluate** each SAE on held-out text (:func:`abstopk_mini.evaluate.evaluate_sae`): FVU, L0,
+   dead latents, the share of bidirectional latents, and CE / KL / loss recovered with the SAE spliced into the model.
 4. **Concepts**: the gender axis (gensim's family pairs): the best single latent by sign and by
    threshold, the best two-latent rule, against Difference-in-Means.
 5. **Steering**: clamp the AbsTopK gender latent from negative to positive and read the
@@ -30,12 +30,14 @@ from pathlib import Path
 
 import torch
 
-from .. import metrics
+from ..evaluate import evaluate_sae
+from ..io import atomic_write
 from ..nonlinearities import SPECS
+from ..tables import format_table
 from .store import HarvestSpec, harvest_spec, offline_texts, train_on_harvest
-from ..sae import SAE, SAEConfig, _atomic_write
+from ..sae import SAEConfig
 
-__all__ = ["ReproduceConfig", "reproduce", "evaluate_sae"]
+__all__ = ["ReproduceConfig", "reproduce", "harvests"]
 
 
 #: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
@@ -75,36 +77,17 @@ class ReproduceConfig:
         return plan
 
 
-@torch.no_grad()
-def evaluate_sae(sae: SAE, x: torch.Tensor, batch_size: int = 4096, min_share: float = 0.1) -> dict:
-    """FVU, L0, dead and dense fractions and sign statistics of ``sae`` on activations x [N, d_in].
+def harvests(cfg: ReproduceConfig, loaded, runs_root=None, progress: bool = True):
+    """The training and held-out harvests of ``cfg`` (content-addressed under ``runs_root``, reused
+    when present) and the held-out activations, as :func:`reproduce` and the chapters use them.
+    shape: -> (train harvest dir, held-out harvest dir, x_held [heldout_tokens, d_model])"""
+    from ..lm.shards import load_activations
 
-    Streams x in batches (the codes of N tokens are never held at once). Definitions as in
-    :mod:`abstopk_mini.metrics`; ``bidirectional_frac`` is over latents alive on x.
-    """
-    d_sae = sae.cfg.d_sae
-    n_pos = torch.zeros(d_sae, dtype=torch.long)
-    n_neg = torch.zeros(d_sae, dtype=torch.long)
-    sq_err = 0.0
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        z = sae.encode(xb)
-        sq_err += (sae.decode(z) - xb).double().pow(2).sum().item()
-        n_pos += (z > 0).sum(0).cpu()
-        n_neg += (z < 0).sum(0).cpu()
-    xd = x.double()
-    counts = n_pos + n_neg
-    alive = counts > 0
-    bidir = alive & (n_pos >= min_share * counts) & (n_neg >= min_share * counts)
-    return {
-        "fvu": sq_err / (xd - xd.mean(0)).pow(2).sum().item(),
-        "l0": counts.sum().item() / len(x),
-        "dead_frac": metrics.dead_fraction(counts),
-        "dense_frac": metrics.dense_fraction(counts, len(x)),
-        "bidirectional_frac": (bidir.sum() / alive.sum().clamp_min(1)).item(),
-        "negative_share": (n_neg.sum() / counts.sum().clamp_min(1)).item(),
-        "antipodal_pairs": metrics.antipodal_pairs(sae.W_dec.detach()),
-    }
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    acts_dir = harvest_spec(spec, runs_root, loaded=loaded, progress=progress)
+    held_spec = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
+    held_dir = harvest_spec(held_spec, runs_root, loaded=loaded, progress=progress)
+    return acts_dir, held_dir, load_activations(held_dir)
 
 
 def _log(msg: str) -> None:
@@ -117,7 +100,6 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
     from ..lm import splice
     from ..lm.models import load_model
     from ..chapters.plots_lm import concept_bars, fvu_l0_frontier, fvu_vs_k, steering_curves
-    from ..lm.shards import load_activations
 
     cfg = cfg or ReproduceConfig()
     out = Path(out_dir)
@@ -129,11 +111,7 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
 
     _log(f"harvest {cfg.n_tokens:,} tokens of {cfg.model} layer {cfg.layer}")
     t = time.perf_counter()
-    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
-    acts_dir = harvest_spec(spec, runs_root, loaded=loaded, progress=progress)
-    held_spec = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
-    held_dir = harvest_spec(held_spec, runs_root, loaded=loaded, progress=progress)
-    x_held = load_activations(held_dir)
+    acts_dir, held_dir, x_held = harvests(cfg, loaded, runs_root, progress)
     timings["harvest_s"] = time.perf_counter() - t
 
     train_tokens = cfg.train_tokens or 2 * cfg.n_tokens
@@ -252,8 +230,8 @@ def _write(out: Path, report, rows, gender, steer, cfg, fvu_l0_frontier, fvu_vs_
     for name, fig in figs.items():
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
-    _atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
-    _atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_summary(report, list(figs))))
+    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_summary(report, list(figs))))
 
 
 def _fmt(v, digits=4):
@@ -262,6 +240,15 @@ def _fmt(v, digits=4):
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.{digits}g}"
     return str(v)
+
+
+_SAE_COLUMNS = [("name", "SAE"), ("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead %"), ("bidirectional_frac", "bidirectional %"),
+                ("splice_ce_orig", "CE orig"), ("splice_ce_sae", "CE sae"), ("splice_kl_sae", "KL"),
+                ("splice_loss_recovered_zero", "loss rec. (zero)"), ("splice_loss_recovered_mean", "loss rec. (mean)")]
+_GENDER_COLUMNS = [("name", "SAE"), ("best_latent", "best latent"), ("sign_accuracy", "sign acc."),
+                   ("threshold_accuracy", "threshold acc."), ("coverage", "coverage male / female"),
+                   ("preact_sign_accuracy", "pre-act sign acc."), ("best_pair_accuracy", "best pair acc."),
+                   ("dim_test_accuracy", "DiM acc."), ("cos_to_dim", "cos(latent, DiM)")]
 
 
 def _summary(report: dict, figures: list[str]) -> str:
@@ -276,21 +263,18 @@ def _summary(report: dict, figures: list[str]) -> str:
         "",
         "## SAEs (held-out)",
         "",
-        "| SAE | FVU | L0 | dead % | bidirectional % | CE orig | CE sae | KL | loss rec. (zero) | loss rec. (mean) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["saes"]:
-        lines.append(f"| {r['name']} | {_fmt(r['fvu'])} | {_fmt(r['l0'], 3)} | {100 * r['dead_frac']:.1f} | "
-                     f"{100 * r['bidirectional_frac']:.1f} | {_fmt(r.get('splice_ce_orig'))} | {_fmt(r.get('splice_ce_sae'))} | "
-                     f"{_fmt(r.get('splice_kl_sae'))} | {_fmt(r.get('splice_loss_recovered_zero'))} | {_fmt(r.get('splice_loss_recovered_mean'))} |")
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    lines += format_table(report["saes"], _SAE_COLUMNS, style="markdown", cell=_fmt,
+                          formats={"l0": lambda v: _fmt(v, 3), "dead_frac": pct, "bidirectional_frac": pct}).split("\n")
     if report["gender"]:
-        lines += ["", "## Gender axis (family pairs, test split; balanced per-word accuracy, a zero counts 0.5 for the sign rule)", "",
-                  "| SAE | best latent | sign acc. | threshold acc. | coverage male / female | pre-act sign acc. | best pair acc. | DiM acc. | cos(latent, DiM) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for name, g in report["gender"].items():
-            lines.append(f"| {name} | {g['best_latent']} | {_fmt(g['sign_accuracy'], 3)} | {_fmt(g['threshold_accuracy'], 3)} | "
-                         f"{_fmt(g['coverage_a'], 2)} / {_fmt(g['coverage_b'], 2)} | {_fmt(g['preact_sign_accuracy'], 3)} | "
-                         f"{_fmt(g['best_pair_accuracy'], 3)} | {_fmt(g['dim_test_accuracy'], 3)} | {_fmt(g['cos_to_dim'], 2)} |")
+        lines += ["", "## Gender axis (family pairs, test split; balanced per-word accuracy, a zero counts 0.5 for the sign rule)", ""]
+        rows = [{"name": name, **g, "coverage": f"{_fmt(g['coverage_a'], 2)} / {_fmt(g['coverage_b'], 2)}"}
+                for name, g in report["gender"].items()]
+        three, two = (lambda v: _fmt(v, 3)), (lambda v: _fmt(v, 2))  # noqa: E731
+        lines += format_table(rows, _GENDER_COLUMNS, style="markdown", cell=_fmt,
+                              formats={c: three for c in ("sign_accuracy", "threshold_accuracy", "preact_sign_accuracy",
+                                                          "best_pair_accuracy", "dim_test_accuracy")} | {"cos_to_dim": two}).split("\n")
     st = report.get("steering")
     if st and "clamp" in st:
         lines += ["", f"## Steering (AbsTopK latent {st['latent']}, q = {st['q']:.3g}, cos with DiM {st['cos_latent_dim']:.2f})", "",

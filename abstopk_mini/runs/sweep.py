@@ -497,7 +497,7 @@ def _concept_records(sae, loaded, ctx: LayerContext, pair_seed: int) -> dict:
 
 def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int = 0) -> dict:
     """Held-out and concept metrics of one SAE (the splice numbers are added per block)."""
-    from .reproduce import evaluate_sae
+    from ..evaluate import evaluate_sae
 
     t = time.perf_counter()
     sae = sae.to("cpu").eval()
