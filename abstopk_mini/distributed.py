@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .sae import SAE, SAEConfig, standardize
-from .train import TrainConfig, geometric_median, input_scale, train_sae
+from .nonlinearities import spec
+from .sae import SAE, SAEConfig
+from .train import TrainConfig, init_from_sample, train_sae
 
 __all__ = ["Sync", "train_sae_ddp", "init_from_env", "main"]
 
@@ -152,21 +153,11 @@ def _local_sample(activations, n: int, seed: int) -> torch.Tensor:
 
 
 def _initial_sae(cfg: SAEConfig, activations, tcfg: TrainConfig, sync: Sync) -> SAE:
-    """train_sae's initialisation (input scale, b_dec) on a sample gathered from every rank."""
+    """train_sae's initialisation (:func:`~abstopk_mini.train.init_from_sample`) on a sample gathered
+    from every rank, then rank 0's SAE on every rank."""
     local = _local_sample(activations, max(1, tcfg.init_sample // sync.world_size), tcfg.seed + sync.rank)
     n = _min_over_ranks(local.shape[0], sync)  # all_gather needs equal shapes
-    sample = sync.all_gather(local[:n].double())
-    if cfg.input_unit_norm:  # as in train_sae: scale and b_dec in the standardised space
-        sample = standardize(sample)[0]
-    if tcfg.normalize_input:
-        cfg = dataclasses.replace(cfg, input_scale=input_scale(sample, cfg.d_in))
-    sae = SAE(cfg)
-    sample = sample * cfg.input_scale
-    with torch.no_grad():
-        if tcfg.b_dec_init == "geometric_median":
-            sae.b_dec.copy_(geometric_median(sample))
-        elif tcfg.b_dec_init == "mean":
-            sae.b_dec.copy_(sample.mean(0))
+    sae = init_from_sample(cfg, sync.all_gather(local[:n].double()), tcfg)
     sync.broadcast_module(sae)
     return sae
 
@@ -202,7 +193,7 @@ def train_sae_ddp(
             f"batch_size={tcfg.batch_size} (the global batch) must be divisible by the {R} ranks; "
             f"use e.g. batch_size={max(R, tcfg.batch_size // R * R)}"
         )
-    if cfg.activation in ("batchtopk", "batchabstopk") and not tcfg.fast:
+    if spec(cfg.activation).per_batch and not tcfg.fast:
         raise ValueError(
             f"activation={cfg.activation!r} under DDP needs the fast path (fast=True): the reference path would "
             "keep the k·B largest scores of each rank's shard instead of the global batch"
