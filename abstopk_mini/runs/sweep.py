@@ -50,8 +50,9 @@ from pathlib import Path
 
 import torch
 
-from .store import HarvestSpec, _key, harvest_spec, offline_texts, runs_dir, sae_dir, train_on_harvest
-from ..sae import SAE, SAEConfig, _atomic_write
+from ..io import atomic_write
+from ..sae import SAEConfig
+from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
 
 __all__ = [
     "VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan", "read_results",
@@ -161,8 +162,8 @@ class SweepConfig:
 
     def point_key(self, p: Point) -> str:
         """Hash of everything that determines the record of ``p``."""
-        return _key({"schema": SCHEMA, "point": dataclasses.asdict(p), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
-                     "batch_size": self.batch_size, "eval": self.eval})
+        return content_key({"schema": SCHEMA, "point": dataclasses.asdict(p), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
+                            "batch_size": self.batch_size, "eval": self.eval})
 
 
 def _fail(where: str, value, fix: str):
@@ -336,7 +337,7 @@ def concept_inputs_path(model_name: str, layer: int, concepts=CONCEPTS, root=Non
 
     ident = {"model": model_name, "layer": layer, "concepts": list(concepts), "recipe": "sweep-concepts/1",
              "templates": {k: list(v) for k, v in C.TEMPLATES.items()}, "neutral": {k: list(v) for k, v in C.NEUTRAL_WORDS.items()}}
-    return runs_dir(root) / "concept_acts" / f"L{layer}-{_key(ident)}.pt"
+    return runs_dir(root) / "concept_acts" / f"L{layer}-{content_key(ident)}.pt"
 
 
 def load_concept_inputs(model_name: str, layer: int, concepts=CONCEPTS, root=None):
@@ -362,7 +363,7 @@ def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | N
         texts, labels = C.load_sentiment()
         sentiment = (C.sentence_activations(loaded, texts, layer), labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: torch.save({"word_acts": word_acts, "sentiment": sentiment}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"word_acts": word_acts, "sentiment": sentiment}, tmp))
     return word_acts, sentiment
 
 
@@ -399,40 +400,24 @@ def train_point(cfg: SweepConfig, p: Point, ctx: LayerContext, d_in: int, root=N
     """Train (or load) the SAE of ``p``; returns ``(sae, history, directory)``."""
     sae_cfg = SAEConfig(d_in=d_in, d_sae=p.d_sae, activation=p.activation, k=p.k, seed=p.seed)
     kw = _train_kw(cfg, p)
-    if VARIANTS[p.variant] is not None:
-        return train_on_harvest(ctx.acts_dir, sae_cfg, root, progress=progress, **kw)
-    return _train_frozen(cfg, p, ctx, sae_cfg, kw, root, progress)
+    start = None if VARIANTS[p.variant] is not None else _frozen_start(cfg, p, ctx, kw)
+    return train_or_load(ctx.acts_dir, sae_cfg, root, progress=progress, start=start, **kw)
 
 
-def _train_frozen(cfg, p, ctx, sae_cfg, kw, root, progress):
-    """A frozen-b_dec variant: the pipeline's content addressing, locks and checks, our own initialisation."""
-    from ..io import flock
-    from .store import harvest_lock, load_trained, save_trained
-    from ..lm.shards import ShardDataset, load_activations, verify_harvest
-    from ..train import train_sae
+def _frozen_start(cfg: SweepConfig, p: Point, ctx: LayerContext, kw: dict):
+    """A frozen-b_dec variant's start for :func:`~abstopk_mini.runs.store.train_or_load`: the input
+    scale from the first 32768 activations, b_dec fixed at the variant's centre (named in the run's key)."""
+    from ..lm.shards import load_activations
+    from ..train import TrainConfig, init_from_sample
 
-    with flock(harvest_lock(ctx.acts_dir), exclusive=False):  # a harvest overwrite waits for this run
-        ds = ShardDataset(ctx.acts_dir)
-        m = ds.manifest
-        sample = load_activations(ctx.acts_dir, 32768).double()
+    def start(sae_cfg: SAEConfig, acts_dir):
+        sample = load_activations(acts_dir, 32768).double()
         centre = _frozen_centre(p, ctx, sample, cfg.eval["pair_seed"])
-        scale = math.sqrt(sae_cfg.d_in / sample.pow(2).sum(-1).mean().item())
-        sae_cfg = dataclasses.replace(sae_cfg, input_scale=scale, model_name=m["model"], hook_name=m["hook_name"],
-                                      hook_layer=m["layer"], context_size=m["context_length"])
-        ident = kw | {"variant": p.variant, "b_dec": _key([round(v, 6) for v in centre.tolist()])}
-        out = sae_dir(ctx.acts_dir, sae_cfg, ident, root)
-        with flock(out.with_name(out.name + ".lock"), exclusive=True):
-            if (out / "history.json").is_file():
-                return (*load_trained(out, sae_cfg), out)
-            verify_harvest(ctx.acts_dir)
-            sae = SAE(sae_cfg)
-            with torch.no_grad():
-                sae.b_dec.copy_(centre * scale)
-            sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
-            sae, history = train_sae(sae_cfg, ds, sae=sae, progress=progress, **kw)
-            record = {"acts_dir": str(ctx.acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
-            save_trained(out, sae, history, record)
-    return sae, history, out
+        sae = init_from_sample(sae_cfg, sample, TrainConfig(**kw), b_dec=centre)
+        sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
+        return sae, kw | {"variant": p.variant, "b_dec": content_key([round(v, 6) for v in centre.tolist()])}
+
+    return start
 
 
 # ============================================================================ evaluation
@@ -571,7 +556,7 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
         if status is not None:
             text = format_status(cfg.name, pl["total"], pl["done"] + len(summary["ran"]), len(left), times,
                                  [p for _, p, _ in left], current)
-            _atomic_write(status, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(status, lambda tmp: Path(tmp).write_text(text))
 
     if dry_run or not todo:
         write_status("nothing to do" if not todo else "dry run", todo)
