@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from .store import HarvestSpec, harvest_spec, offline_texts, train_on_harvest
+from .store import HarvestSpec, harvest_and_train, offline_texts
 from ..sae import SAE, SAEConfig, _atomic_write
 
 __all__ = ["ReproduceConfig", "reproduce", "evaluate_sae"]
@@ -112,7 +112,6 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
     from ..lm import splice
     from ..lm.models import load_model
     from ..chapters.plots_lm import concept_bars, fvu_l0_frontier, fvu_vs_k, steering_curves
-    from ..lm.shards import load_activations
 
     cfg = cfg or ReproduceConfig()
     out = Path(out_dir)
@@ -122,30 +121,21 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
     loaded = load_model(cfg.model)
     d_in = loaded.info.d_model
 
-    _log(f"harvest {cfg.n_tokens:,} tokens of {cfg.model} layer {cfg.layer}")
-    t = time.perf_counter()
-    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
-    acts_dir = harvest_spec(spec, runs_root, loaded=loaded, progress=progress)
-    held_spec = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
-    held_dir = harvest_spec(held_spec, runs_root, loaded=loaded, progress=progress)
-    x_held = load_activations(held_dir)
-    timings["harvest_s"] = time.perf_counter() - t
-
     train_tokens = cfg.train_tokens or 2 * cfg.n_tokens
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    cfgs = {f"{a}-k{k}": SAEConfig(d_in=d_in, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a, k in cfg.runs}
+    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
+                            log=_log, n_tokens=train_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    acts_dir, held_dir, x_held = run.acts_dir, run.held_dir, run.x_held
+    timings["harvest_s"] = run.wall_s["harvest_s"]
     rows, saes = [], {}
-    for activation, k in cfg.runs:
-        name = f"{activation}-k{k}"
-        _log(f"train {name} (d_sae={cfg.d_sae}, {train_tokens:,} tokens)")
+    for (activation, k), (name, path) in zip(cfg.runs, run.dirs.items()):
         t = time.perf_counter()
-        sae_cfg = SAEConfig(d_in=d_in, d_sae=cfg.d_sae, activation=activation, k=k, seed=cfg.seed)
-        sae, hist, path = train_on_harvest(acts_dir, sae_cfg, runs_root, progress=progress, n_tokens=train_tokens,
-                                           batch_size=cfg.batch_size, seed=cfg.seed)
-        sae = sae.to("cpu").eval()
-        saes[name] = sae
+        sae = saes[name] = run.saes[name].to("cpu").eval()
         row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": str(path),
-               "train_wall_s": hist["wall_time_s"], **evaluate_sae(sae, x_held)}
+               "train_wall_s": run.histories[name]["wall_time_s"], **evaluate_sae(sae, x_held)}
         rows.append(row)
-        timings[f"train_eval_{name}_s"] = time.perf_counter() - t
+        timings[f"train_eval_{name}_s"] = run.wall_s[f"train_{name}_s"] + time.perf_counter() - t
 
     _log(f"splice {len(saes)} SAEs on {cfg.splice_tokens} held-out predictions")
     t = time.perf_counter()
