@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .data import Batches
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig
 from .train import TrainConfig, init_from_sample, train_sae
@@ -136,26 +137,12 @@ def init_from_env(backend: str | None = None) -> Sync:
     return Sync()
 
 
-def _local_sample(activations, n: int, seed: int) -> torch.Tensor:
-    """Up to n rows of this rank's data (a seeded random subset of a tensor, else the first batches)."""
-    if isinstance(activations, torch.Tensor):
-        gen = torch.Generator().manual_seed(seed)
-        return activations[torch.randperm(activations.shape[0], generator=gen)[:n]]
-    rows, got = [], 0
-    for batch in activations:
-        rows.append(batch)
-        got += batch.shape[0]
-        if got >= n:
-            break
-    if not rows:
-        raise ValueError("this rank's activations are empty (the iterable yielded no rows)")
-    return torch.cat(rows)[:n]
-
-
 def _initial_sae(cfg: SAEConfig, activations, tcfg: TrainConfig, sync: Sync) -> SAE:
     """train_sae's initialisation (:func:`~abstopk_mini.train.init_from_sample`) on a sample gathered
     from every rank, then rank 0's SAE on every rank."""
-    local = _local_sample(activations, max(1, tcfg.init_sample // sync.world_size), tcfg.seed + sync.rank)
+    # this rank's rows as train_sae would sample them: a seeded subset of a tensor, else the first batches
+    mine = Batches(activations, cfg.d_in, tcfg.batch_size, tcfg.seed + sync.rank, tcfg.drop_nonfinite)
+    local = mine.sample(max(1, tcfg.init_sample // sync.world_size))
     n = _min_over_ranks(local.shape[0], sync)  # all_gather needs equal shapes
     sae = init_from_sample(cfg, sync.all_gather(local[:n].double()), tcfg)
     sync.broadcast_module(sae)
