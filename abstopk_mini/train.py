@@ -18,11 +18,12 @@ tensor and nothing else:
    is removed; after it, rows are renormalised to unit norm.
 6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens.
 
-Data: a tensor ``[N, d_in]`` (shuffled each epoch with a seeded generator), a
+Data (:mod:`abstopk_mini.data`): a tensor ``[N, d_in]`` (shuffled each epoch with a seeded generator), a
 :class:`~abstopk_mini.lm.shards.ShardDataset` (streamed from disk, its own shuffle each epoch), or
 an iterable of ``[b, d_in]`` batches (re-batched to ``batch_size``; pass a re-iterable object to
-train for several epochs or to resume). Checkpoints are single files written
-atomically; ``resume=path`` continues bit-identically on CPU.
+train for several epochs or to resume). Checkpoints (:mod:`abstopk_mini.checkpoint`) are single
+files written atomically; ``resume=path`` continues bit-identically on CPU. Steps 1-2 are
+:func:`init_from_sample`; :func:`train_sae` runs the rest in named stages (see its docstring).
 """
 
 from __future__ import annotations
@@ -196,16 +197,8 @@ def init_from_sample(cfg: SAEConfig, sample: torch.Tensor, tcfg: TrainConfig | N
 
 
 # --------------------------------------------------------------------------- the loop
-def train_sae(
-    cfg: SAEConfig,
-    activations,
-    train_cfg: TrainConfig | None = None,
-    *,
-    resume: str | os.PathLike | None = None,
-    sae: SAE | None = None,
-    sync=None,
-    **overrides,
-) -> tuple[SAE, dict]:
+def train_sae(cfg: SAEConfig, activations, train_cfg: TrainConfig | None = None, *,
+              resume: str | os.PathLike | None = None, sae: SAE | None = None, sync=None, **overrides) -> tuple[SAE, dict]:
     """Train an SAE on ``activations`` and return ``(sae, history)``.
 
     activations: tensor [N, d_in] or an iterable of [b, d_in] tensors (:class:`~abstopk_mini.data.Batches`).
@@ -269,7 +262,6 @@ class _Run:
     tokens: int = 0
     last_ckpt: int | None = None
     mse_limit: float | None = None  # DIVERGENCE_FACTOR x the reference mse, set at this call's first step
-    world: int = 1
 
 
 def _start(cfg: SAEConfig, batches: Batches, tcfg: TrainConfig, state: dict | None, sae: SAE | None) -> SAE:
@@ -337,7 +329,6 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
     """Train from ``run.step`` to ``run.n_steps`` (or the end of a one-pass source)."""
     sae, opt = run.sae, run.opt
     device, dtype = sae.W_enc.device, sae.W_enc.dtype
-    run.world = sync.world_size if sync is not None else 1
     is_main = sync is None or sync.is_main
     data = batches(run.step, run.tokens)
     while run.step < run.n_steps:
@@ -417,7 +408,7 @@ def _track_dead(run: _Run, out, x: torch.Tensor, sync) -> None:
     fired = out.code.fired() if run.use_fast else (out.z != 0).any(0)
     if sync is not None:
         fired = sync.any(fired)
-    run.since_fired += x.shape[0] * run.world
+    run.since_fired += x.shape[0] * (sync.world_size if sync is not None else 1)
     run.since_fired[fired] = 0
 
 
