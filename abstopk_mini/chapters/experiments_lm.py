@@ -31,8 +31,8 @@ import torch
 from ..concepts import words as concepts
 from ..lm import steering
 from ..lm.hooks import layer_of
-from ..runs.store import train_on_harvest
-from ..runs.reproduce import ReproduceConfig, harvests
+from ..runs.store import HarvestSpec, harvest_and_train
+from ..runs.reproduce import ReproduceConfig
 from ..sae import SAE, SAEConfig
 
 __all__ = [
@@ -66,23 +66,15 @@ def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] 
 
     cfg = cfg or ReproduceConfig()
     k = cfg.k if k is None else k
-    wall = {}
     t = time.perf_counter()
     loaded = loaded if loaded is not None else load_model(cfg.model)
-    wall["load_model_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    acts_dir, held_dir, x_held = harvests(cfg, loaded, runs_root, progress)
-    wall["harvest_s"] = time.perf_counter() - t
-    train_tokens = cfg.train_tokens or 2 * cfg.n_tokens
-    saes, dirs, histories = {}, {}, {}
-    for activation in activations:
-        t = time.perf_counter()
-        sae_cfg = SAEConfig(d_in=loaded.info.d_model, d_sae=cfg.d_sae, activation=activation, k=k, seed=cfg.seed)
-        sae, hist, path = train_on_harvest(acts_dir, sae_cfg, runs_root, progress=progress, n_tokens=train_tokens,
-                                           batch_size=cfg.batch_size, seed=cfg.seed)
-        saes[activation], dirs[activation], histories[activation] = sae.eval(), path, hist
-        wall[f"train_{activation}_s"] = time.perf_counter() - t
-    return ChapterSAEs(cfg, loaded, saes, dirs, histories, acts_dir, held_dir, x_held, wall)
+    wall = {"load_model_s": time.perf_counter() - t}
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    cfgs = {a: SAEConfig(d_in=loaded.info.d_model, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a in activations}
+    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
+                            n_tokens=cfg.train_tokens or 2 * cfg.n_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    return ChapterSAEs(cfg, loaded, run.saes, run.dirs, run.histories, run.acts_dir, run.held_dir, run.x_held,
+                       wall | run.wall_s)
 
 
 def concept_reports(loaded, saes: Mapping[str, SAE], concept_names: Sequence[str] = ("family", "opposite", "sentiment"),

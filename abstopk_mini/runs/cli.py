@@ -11,6 +11,8 @@ progress bars and logs go to stderr. Commands:
     steer       clamp a latent from negative to positive: female-vs-male next-token log-odds
     reproduce   the main job: all of the above for the SAE family on the embedded model, as a report
     sweep       a grid of SAEs (width, k, layer, ...) trained and measured, one JSON record per run
+    dashboard   signed latent dashboards as one HTML page
+                (these three: :mod:`abstopk_mini.runs.cli_jobs`)
 
 Errors: every failure is one line ``error: ...`` on stderr (under ``--json`` also one object
 ``{"error": ..., "type": ...}`` on stdout) and exit code 2. Arguments are checked before a model
@@ -21,24 +23,14 @@ is loaded. An exception the package does not expect is reported as a bug; ``--de
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 
-from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, expected_errors, join_signed_values,
+from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, emit, expected_errors, join_signed_values,
                        parse_floats, report_error)
+from .cli_jobs import add_dashboard, add_reproduce, add_sweep
 
 __all__ = ["main", "build_parser", "UsageError"]
-
-
-
-
-def _emit(args, result: dict, text: str) -> None:
-    if args.json:
-        json.dump(result, sys.stdout, default=str)
-        sys.stdout.write("\n")
-    else:
-        print(text)
 
 
 # ----------------------------------------------------------------------------- toy
@@ -65,7 +57,7 @@ def _run_toy(args) -> int:
     if args.quick:
         settings.update(d=16, P=8, n_active=2, n_tokens=200_000, n_samples=10_000)
     rows = toy_benchmark(progress=not args.json and sys.stderr.isatty(), **settings)
-    _emit(args, {"command": "toy", "settings": settings, "rows": rows}, format_table(rows))
+    emit(args, {"command": "toy", "settings": settings, "rows": rows}, format_table(rows))
     return 0
 
 
@@ -126,7 +118,7 @@ def _run_harvest(args) -> int:
     result = {"command": "harvest", "dir": str(out), "model": m["model"], "layer": m["layer"],
               "hook_name": m["hook_name"], "tokens": m["tokens_written"], "n_shards": m["n_shards"],
               "content_sha256": m["content_sha256"]}
-    _emit(args, result, f"{m['tokens_written']:,} tokens of {m['model']} {m['hook_name']} in {out}")
+    emit(args, result, f"{m['tokens_written']:,} tokens of {m['model']} {m['hook_name']} in {out}")
     return 0
 
 
@@ -174,7 +166,7 @@ def _run_train(args) -> int:
     last = {key: hist[key][-1] for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
     result = {"command": "train", "dir": str(path), "out": args.out, "activation": args.activation, "d_sae": args.d_sae,
               "k": args.k, "n_tokens": hist["n_tokens"], "wall_time_s": hist["wall_time_s"], **{f"final_{k}": v for k, v in last.items()}}
-    _emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()) + f" -> {path}")
+    emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()) + f" -> {path}")
     return 0
 
 
@@ -267,7 +259,7 @@ def _run_concepts(args) -> int:
     report = {"command": "concepts", **report}
     text = (f"{report['concept']}: best latent {report['best_latent']} — sign accuracy {report['test_accuracy']:.3f}, "
             f"DiM accuracy {report['dim_test_accuracy']:.3f} on {len(report['test_pairs'])} test pairs")
-    _emit(args, report, text)
+    emit(args, report, text)
     return 0
 
 
@@ -301,7 +293,7 @@ def _run_eval(args) -> int:
     result = {"command": "eval", "sae": args.sae, "layer": layer, **evaluate_sae(sae.cpu().eval(), held)}
     res = splice.evaluate(loaded, sae, offline_texts(split="heldout"), layer, max_tokens=args.tokens)
     result.update({f"splice_{k}": v for k, v in res.to_dict().items()})
-    _emit(args, result, f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, "
+    emit(args, result, f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, "
                         f"loss recovered {result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
     return 0
 
@@ -337,116 +329,13 @@ def _run_steer(args) -> int:
     if args.prompt:
         result["generations"] = {str(c): steering.generate_with(loaded, args.prompt, steering.clamp_latent(sae, args.latent, c, layer))
                                  for c in (min(values), max(values))}
-    _emit(args, result, "\n".join(f"c = {c:+g}: log-odds {lo:+.3f}" for c, lo in zip(curve.values, curve.log_odds)))
-    return 0
-
-
-# ----------------------------------------------------------------------------- reproduce
-def _add_reproduce(sub) -> None:
-    p = sub.add_parser("reproduce", help="the main job: harvest, train the SAE family, eval, concepts, steering, report")
-    p.add_argument("--model", default="gemma-3-270m")
-    p.add_argument("--layer", type=int, default=6)
-    p.add_argument("--tokens", type=int, default=None, help="harvested training tokens (default 1.2M; fewer runs faster)")
-    p.add_argument("--d-sae", type=int, default=None)
-    p.add_argument("--k", type=int, default=None)
-    p.add_argument("--quick", action="store_true", help="minutes-long smoke run (tiny harvest, d_sae 512)")
-    p.add_argument("--out", default="reports/reproduce", help="report folder (default reports/reproduce)")
-    p.add_argument("--runs-dir", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run_reproduce)
-
-
-def _run_reproduce(args) -> int:
-    from .reproduce import ReproduceConfig, reproduce
-
-    from ..lm.models import check_layer_for
-
-    check_positive(args.tokens, "--tokens")
-    check_layer_for(args.model, args.layer, "--layer")
-    check_runs_dir(args.runs_dir)
-    kw = {"model": args.model, "layer": args.layer}
-    for key, value in (("n_tokens", args.tokens), ("d_sae", args.d_sae), ("k", args.k)):
-        if value is not None:
-            kw[key] = value
-    cfg = ReproduceConfig.quick(**kw) if args.quick else ReproduceConfig(**kw)
-    report = reproduce(cfg, args.out, args.runs_dir)
-    from pathlib import Path
-
-    _emit(args, {"command": "reproduce", "out": args.out, **report}, (Path(args.out) / "summary.md").read_text())
-    return 0
-
-
-# ----------------------------------------------------------------------------- sweep
-def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="train and evaluate a grid of SAEs (config under sweeps/), one JSON record per run")
-    p.add_argument("--config", required=True, help="a JSON sweep config, e.g. sweeps/gemma.json")
-    p.add_argument("--results", default=None, help="results file (default: the config's)")
-    p.add_argument("--status", default=None, help="rewrite this text file with runs done / total and an ETA")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (1 for a background job on a shared machine)")
-    p.add_argument("--max-runs", type=int, default=None, help="stop after this many new records")
-    p.add_argument("--dry-run", action="store_true", help="only print what is done and what would run")
-    p.add_argument("--background", default=None, metavar="LOG", help="detach, log to LOG, print the pid and return")
-    p.add_argument("--runs-dir", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run_sweep)
-
-
-def _run_sweep(args) -> int:
-    from .sweep import run_cli
-
-    return run_cli(args, _emit)
-
-
-# ----------------------------------------------------------------------------- dashboard
-def _add_dashboard(sub) -> None:
-    p = sub.add_parser("dashboard", help="signed latent dashboards (top contexts of each sign, histogram, logits) as one HTML page")
-    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
-    p.add_argument("--acts", required=True, help="harvest directory the SAE reads (from `harvest`)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--latents", default=None, help="comma-separated latent ids, e.g. 0,5,17")
-    which.add_argument("--top-bidirectional", type=int, default=None, metavar="N",
-                       help="the N most bidirectional latents (TopK: the N most antipodal pairs)")
-    p.add_argument("--out", required=True, help="HTML file to write (one latent: its dashboard; several: a browser)")
-    p.add_argument("--model", default=None, help="default: the model named in the harvest's manifest")
-    p.add_argument("--n-top", type=int, default=10, help="contexts per side (default 10)")
-    p.add_argument("--before", type=int, default=10, help="tokens of context before the chosen token (default 10)")
-    p.add_argument("--after", type=int, default=4, help="tokens of context after it (default 4)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--data", default=None, help="also save the full DashboardData as JSON here")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run_dashboard)
-
-
-def _run_dashboard(args) -> int:
-    from ..dashboard import browser_html, compute_dashboards, dashboard_html, write_page
-    from ..lm.models import load_model
-    from ..sae import SAE
-    from ..lm.shards import read_manifest
-
-    latents = None
-    if args.latents is not None:
-        try:
-            latents = [int(x) for x in args.latents.split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"--latents must be comma-separated ints such as 0,5,17; got {args.latents!r}") from None
-    sae = SAE.load(args.sae)
-    loaded = load_model(args.model or read_manifest(args.acts)["model"])
-    data = compute_dashboards(sae, args.acts, loaded, latents=latents, top_bidirectional=args.top_bidirectional,
-                              n_top=args.n_top, before=args.before, after=args.after, batch_size=args.batch_size,
-                              progress=True)
-    one = len(data.requested) == 1
-    size = write_page(dashboard_html(data, data.requested[0]) if one else browser_html(data), args.out)
-    if args.data:
-        data.save(args.data)
-    result = {"command": "dashboard", "out": args.out, "data": args.data, "latents": data.requested,
-              "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens}
-    _emit(args, result, f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)")
+    emit(args, result, "\n".join(f"c = {c:+g}: log-odds {lo:+.3f}" for c, lo in zip(curve.values, curve.log_odds)))
     return 0
 
 
 # ----------------------------------------------------------------------------- main
-_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, _add_reproduce, _add_sweep,
-             _add_dashboard]
+_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, add_reproduce, add_sweep,
+             add_dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:

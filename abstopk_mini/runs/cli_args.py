@@ -1,5 +1,6 @@
-"""Command-line plumbing shared by :mod:`abstopk_mini.runs.cli`: argument checks that run before any
-model loads, and the one-line error report.
+"""Command-line plumbing shared by :mod:`abstopk_mini.runs.cli` and :mod:`abstopk_mini.runs.cli_jobs`:
+the result printer (:func:`emit`), argument checks that run before any model loads, and the
+one-line error report.
 
 Every failure of a command is reported as exactly one line ``error: <message>`` on stderr and,
 under ``--json``, one object ``{"error": <message>, "type": <exception class>, "bug": <bool>}``
@@ -17,7 +18,7 @@ import os
 import re
 import sys
 
-__all__ = ["UsageError", "Parser", "check_positive", "check_runs_dir", "parse_floats", "join_signed_values",
+__all__ = ["UsageError", "Parser", "emit", "check_positive", "check_runs_dir", "parse_floats", "join_signed_values",
            "expected_errors", "report_error", "SIGNED_OPTIONS"]
 
 
@@ -28,6 +29,15 @@ class UsageError(ValueError):
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print usage and exit; main() reports it as one line
         raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def emit(args, result: dict, text: str) -> None:
+    """A command's result: ``text`` for people, or with ``--json`` exactly one JSON object on stdout."""
+    if args.json:
+        json.dump(result, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(text)
 
 
 def check_positive(value, flag: str) -> None:

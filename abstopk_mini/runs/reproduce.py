@@ -34,10 +34,10 @@ from ..evaluate import evaluate_sae
 from ..io import atomic_write
 from ..nonlinearities import SPECS
 from ..tables import format_table
-from .store import HarvestSpec, harvest_spec, offline_texts, train_on_harvest
+from .store import HarvestSpec, harvest_and_train, offline_texts
 from ..sae import SAEConfig
 
-__all__ = ["ReproduceConfig", "reproduce", "harvests"]
+__all__ = ["ReproduceConfig", "reproduce"]
 
 
 #: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
@@ -77,19 +77,6 @@ class ReproduceConfig:
         return plan
 
 
-def harvests(cfg: ReproduceConfig, loaded, runs_root=None, progress: bool = True):
-    """The training and held-out harvests of ``cfg`` (content-addressed under ``runs_root``, reused
-    when present) and the held-out activations, as :func:`reproduce` and the chapters use them.
-    shape: -> (train harvest dir, held-out harvest dir, x_held [heldout_tokens, d_model])"""
-    from ..lm.shards import load_activations
-
-    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
-    acts_dir = harvest_spec(spec, runs_root, loaded=loaded, progress=progress)
-    held_spec = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
-    held_dir = harvest_spec(held_spec, runs_root, loaded=loaded, progress=progress)
-    return acts_dir, held_dir, load_activations(held_dir)
-
-
 def _log(msg: str) -> None:
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -109,26 +96,21 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
     loaded = load_model(cfg.model)
     d_in = loaded.info.d_model
 
-    _log(f"harvest {cfg.n_tokens:,} tokens of {cfg.model} layer {cfg.layer}")
-    t = time.perf_counter()
-    acts_dir, held_dir, x_held = harvests(cfg, loaded, runs_root, progress)
-    timings["harvest_s"] = time.perf_counter() - t
-
     train_tokens = cfg.train_tokens or 2 * cfg.n_tokens
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    cfgs = {f"{a}-k{k}": SAEConfig(d_in=d_in, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a, k in cfg.runs}
+    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
+                            log=_log, n_tokens=train_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    acts_dir, held_dir, x_held = run.acts_dir, run.held_dir, run.x_held
+    timings["harvest_s"] = run.wall_s["harvest_s"]
     rows, saes = [], {}
-    for activation, k in cfg.runs:
-        name = f"{activation}-k{k}"
-        _log(f"train {name} (d_sae={cfg.d_sae}, {train_tokens:,} tokens)")
+    for (activation, k), (name, path) in zip(cfg.runs, run.dirs.items()):
         t = time.perf_counter()
-        sae_cfg = SAEConfig(d_in=d_in, d_sae=cfg.d_sae, activation=activation, k=k, seed=cfg.seed)
-        sae, hist, path = train_on_harvest(acts_dir, sae_cfg, runs_root, progress=progress, n_tokens=train_tokens,
-                                           batch_size=cfg.batch_size, seed=cfg.seed)
-        sae = sae.to("cpu").eval()
-        saes[name] = sae
+        sae = saes[name] = run.saes[name].to("cpu").eval()
         row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": str(path),
-               "train_wall_s": hist["wall_time_s"], **evaluate_sae(sae, x_held)}
+               "train_wall_s": run.histories[name]["wall_time_s"], **evaluate_sae(sae, x_held)}
         rows.append(row)
-        timings[f"train_eval_{name}_s"] = time.perf_counter() - t
+        timings[f"train_eval_{name}_s"] = run.wall_s[f"train_{name}_s"] + time.perf_counter() - t
 
     _log(f"splice {len(saes)} SAEs on {cfg.splice_tokens} held-out predictions")
     t = time.perf_counter()

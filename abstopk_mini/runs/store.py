@@ -7,7 +7,8 @@ Every artifact lives in a directory named by a hash of the settings that determi
     runs/saes/abstopk-4096-k32-8d41b0a2c7/          an SAE (cfg.json, sae_weights.safetensors,
                                                      history.json, train.json)
 
-Asking for the same harvest or the same SAE twice does the work once: a complete directory is
+Asking for the same harvest or the same SAE twice does the work once (:func:`harvest_spec`,
+:func:`train_or_load`; both at once: :func:`harvest_and_train`): a complete directory is
 reused, an interrupted one is resumed (harvests continue from their last shard, training from
 its last checkpoint). A file lock next to each directory makes concurrent processes (notebooks,
 the sweep, the CLI) wait for the one doing the work instead of doing it twice; training holds a
@@ -27,17 +28,21 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
+from ..checkpoint import CHECKPOINT_FILE
 from ..io import atomic_write, flock, sha256_file
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 
 __all__ = [
-    "runs_dir", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_on_harvest",
-    "load_history", "load_trained", "save_trained", "export_sae", "CHECKPOINT_EVERY",
+    "runs_dir", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
+    "train_on_harvest", "harvest_and_train", "TrainedSAEs", "load_history", "load_trained", "save_trained",
+    "export_sae", "harvest_lock", "CHECKPOINT_EVERY",
 ]
 
 CHECKPOINT_EVERY = 200  # training steps between checkpoints of a pipeline run
@@ -48,7 +53,8 @@ def runs_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "runs"))
 
 
-def _key(obj) -> str:
+def content_key(obj) -> str:
+    """The 10-hex-digit key of a JSON-able object (sorted keys): what names content-addressed runs."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -103,9 +109,13 @@ class HarvestSpec:
     def text_source(self) -> str:
         return f"{'+'.join(self.sources)}:{self.split}"
 
+    def heldout(self, n_tokens: int) -> "HarvestSpec":
+        """The matching held-out harvest: ``n_tokens`` of the held-out documents, one chunk offset."""
+        return dataclasses.replace(self, split="heldout", n_tokens=n_tokens, chunk_offsets=(0,))
+
     def directory(self, root=None) -> Path:
         name = Path(self.model).name if os.sep in self.model else self.model.replace("/", "--")
-        return runs_dir(root) / "acts" / f"{name}-L{self.layer}-{self.split}-{_key(dataclasses.asdict(self))}"
+        return runs_dir(root) / "acts" / f"{name}-L{self.layer}-{self.split}-{content_key(dataclasses.asdict(self))}"
 
 
 def offline_texts(sources=("wiki", "lee", "newsgroups"), split: str = "train", n_docs: int = 20_000) -> list:
@@ -165,7 +175,7 @@ def sae_dir(acts_dir, cfg: SAEConfig, train_kw: dict, root=None) -> Path:
     manifest = read_manifest(acts_dir)
     ident = {"acts": manifest.get("content_sha256"), "cfg": cfg.to_dict() | {"device": None}, "train": train_kw}
     k = f"-k{cfg.k}" if cfg.k is not None else ""
-    return runs_dir(root) / "saes" / f"{cfg.activation}-{cfg.d_sae}{k}-{_key(ident)}"
+    return runs_dir(root) / "saes" / f"{cfg.activation}-{cfg.d_sae}{k}-{content_key(ident)}"
 
 
 HISTORY_FILE, TRAIN_FILE = "history.json", "train.json"
@@ -249,17 +259,24 @@ def harvest_lock(acts_dir) -> Path:
     return acts_dir.with_name(acts_dir.name + ".lock")
 
 
-def train_on_harvest(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = True, retrain: bool = False,
-                     **train_kw) -> tuple[SAE, dict, Path]:
-    """Train ``cfg`` on a harvest (or load the SAE trained before with the same settings).
+def train_or_load(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = True, retrain: bool = False,
+                  start=None, **train_kw) -> tuple[SAE, dict, Path]:
+    """Train ``cfg`` on a harvest, or load the SAE trained before with the same settings.
 
+    The one path from a harvest to a stored SAE: shared lock on the harvest → the run directory
+    (:func:`sae_dir`) → its lock → reuse after :func:`load_trained` checked it, or train → save.
     The SAE's config records the model, hook and layer of the activations, so later steps can
-    refuse activations of another model or layer. A cached SAE is served only after
-    :func:`load_trained` checked it; ``retrain=True`` trains it again into the same directory (the
-    repair for a damaged run). The harvest's shards are checked against their hashes before the
-    first training on it (:func:`abstopk_mini.lm.shards.verify_harvest`), and a shared lock on the
-    harvest is held throughout, so ``harvest_spec(..., overwrite=True)`` waits for this to finish.
-    Returns ``(sae, history, directory)``.
+    refuse activations of another model or layer. ``retrain=True`` trains again into the same
+    directory (the repair for a damaged run). The harvest's shards are checked against their hashes
+    before the first training on it (:func:`abstopk_mini.lm.shards.verify_harvest`), and the shared
+    lock on the harvest is held throughout, so ``harvest_spec(..., overwrite=True)`` waits.
+
+    start: None (``train_sae`` sets the SAE up from the data; checkpoints every
+    ``CHECKPOINT_EVERY`` steps, so an interrupted run resumes), or a function
+    ``(cfg, acts_dir) -> (sae, ident)`` called under the harvest lock that builds the starting SAE
+    (e.g. a frozen ``b_dec``, :mod:`abstopk_mini.runs.sweep`): the run is then named by ``sae.cfg``
+    and ``ident`` instead of ``train_kw``, and trains without checkpoints (a resumed state would
+    not keep what ``start`` froze). Returns ``(sae, history, directory)``.
     """
     from ..lm.shards import ShardDataset
 
@@ -271,28 +288,78 @@ def train_on_harvest(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = Tr
                              f"({m['model']}, {m['hook_name']}); use d_in={ds.d_model}")
         cfg = dataclasses.replace(cfg, model_name=m["model"], hook_name=m["hook_name"], hook_layer=m["layer"],
                                   context_size=m["context_length"])
-        out = sae_dir(acts_dir, cfg, train_kw, root)
+        sae, ident = start(cfg, acts_dir) if start is not None else (None, train_kw)
+        cfg = sae.cfg if sae is not None else cfg
+        out = sae_dir(acts_dir, cfg, ident, root)
         with flock(out.with_name(out.name + ".lock"), exclusive=True):  # one process trains, the others wait
-            return _train_locked(ds, cfg, out, acts_dir, m, progress, retrain, train_kw)
+            if not retrain and (out / HISTORY_FILE).is_file():
+                return (*load_trained(out, cfg), out)
+            sae, history = _train(ds, acts_dir, cfg, out, sae, progress, retrain, train_kw)
+            record = {"acts_dir": str(acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
+            save_trained(out, sae, history, record)
+            (out / "checkpoint" / CHECKPOINT_FILE).unlink(missing_ok=True)
+            return sae, history, out
 
 
-def _train_locked(ds, cfg, out: Path, acts_dir, m: dict, progress: bool, retrain: bool, train_kw: dict):
+#: the name the CLI, the recipes and the notebooks call it by
+train_on_harvest = train_or_load
+
+
+def _train(ds, acts_dir, cfg: SAEConfig, out: Path, sae: SAE | None, progress: bool, retrain: bool, train_kw: dict):
     from ..lm.shards import verify_harvest
-    from ..train import CHECKPOINT_FILE, train_sae
+    from ..train import train_sae
 
-    if not retrain and (out / HISTORY_FILE).is_file():
-        return (*load_trained(out, cfg), out)
     if retrain:  # the run is incomplete until retrained: an interruption resumes, it does not serve the old files
         (out / HISTORY_FILE).unlink(missing_ok=True)
     verify_harvest(acts_dir)
+    if sae is not None:
+        return train_sae(cfg, ds, sae=sae, progress=progress, **train_kw)
     ckpt = out / "checkpoint"
     resume = ckpt if (ckpt / CHECKPOINT_FILE).is_file() and not retrain else None
     kw = {"checkpoint_every": CHECKPOINT_EVERY} | train_kw
-    sae, history = train_sae(cfg, ds, resume=resume, checkpoint_dir=str(ckpt), progress=progress, **kw)
-    record = {"acts_dir": str(acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": train_kw}
-    save_trained(out, sae, history, record)
-    (ckpt / CHECKPOINT_FILE).unlink(missing_ok=True)
-    return sae, history, out
+    return train_sae(cfg, ds, resume=resume, checkpoint_dir=str(ckpt), progress=progress, **kw)
+
+
+@dataclass
+class TrainedSAEs:
+    """What :func:`harvest_and_train` returns: the two harvests, the held-out activations ``x_held``
+    [N, d_in], and by name each SAE (in eval mode), its history and run directory; ``wall_s``: the
+    seconds of the harvests (``harvest_s``) and of each SAE (``train_<name>_s``; ~0 when reused)."""
+
+    acts_dir: Path
+    held_dir: Path
+    x_held: torch.Tensor
+    saes: dict
+    histories: dict
+    dirs: dict
+    wall_s: dict
+
+
+def harvest_and_train(spec: HarvestSpec, cfgs: Mapping[str, SAEConfig], root=None, *, heldout_tokens: int,
+                      loaded=None, progress: bool = True, log=None, **train_kw) -> TrainedSAEs:
+    """Harvest ``spec`` and its held-out counterpart (:meth:`HarvestSpec.heldout`), then train or
+    reuse each config of ``cfgs`` (name -> SAEConfig) on the harvest with ``train_kw``
+    (:func:`train_or_load`). The one path of ``reproduce`` and the book's chapters 6-8, so they
+    share their runs. loaded: the model (else loaded for a harvest that is not there yet).
+    log: called with one line before each step."""
+    from ..lm.shards import load_activations
+
+    log = log or (lambda msg: None)
+    wall, t = {}, time.perf_counter()
+    log(f"harvest {spec.n_tokens:,} tokens of {spec.model} layer {spec.layer}")
+    acts_dir = harvest_spec(spec, root, loaded=loaded, progress=progress)
+    held_dir = harvest_spec(spec.heldout(heldout_tokens), root, loaded=loaded, progress=progress)
+    x_held = load_activations(held_dir)
+    wall["harvest_s"] = time.perf_counter() - t
+    saes, histories, dirs = {}, {}, {}
+    for name, cfg in cfgs.items():
+        n = train_kw.get("n_tokens")
+        log(f"train {name} (d_sae={cfg.d_sae}, {f'{n:,} tokens' if n else 'one pass'})")
+        t = time.perf_counter()
+        sae, histories[name], dirs[name] = train_or_load(acts_dir, cfg, root, progress=progress, **train_kw)
+        saes[name] = sae.eval()
+        wall[f"train_{name}_s"] = time.perf_counter() - t
+    return TrainedSAEs(acts_dir, held_dir, x_held, saes, histories, dirs, wall)
 
 
 def export_sae(sae: SAE, out, *, overwrite: bool = False, run_dir=None) -> Path:

@@ -2,8 +2,9 @@ r"""The measured sweep: when does one SAE latent carry a concept in both directi
 
 ``python -m abstopk_mini sweep --config sweeps/gemma.json --json`` trains and evaluates every
 point of a grid of SAEs on one model and appends one JSON record per point to a results file
-(``results/*.jsonl``, committed with the book). A config names the model, the harvest, the
-evaluation and an ordered list of **stages**; each stage is the product of its axes::
+(``results/*.jsonl``, committed with the book). A config (:mod:`abstopk_mini.runs.sweep_config`)
+names the model, the harvest, the evaluation and an ordered list of **stages**; each stage is the
+product of its axes::
 
     {"name": "gemma", "results": "../results/gemma_sweep.jsonl", "model": "gemma-3-270m",
      "stages": [{"name": "grid", "layers": [6, 9], "widths": [512, 4096], "ks": [8, 32],
@@ -37,7 +38,6 @@ at the data mean, its control).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -45,231 +45,21 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .store import HarvestSpec, _key, harvest_spec, offline_texts, runs_dir, sae_dir, train_on_harvest
-from ..sae import SAE, SAEConfig, _atomic_write
+from ..io import atomic_write
+from ..sae import SAEConfig
+from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
+from .sweep_config import CONCEPTS, SCHEMA, VARIANTS, Point, Stage, SweepConfig, load_config
 
 __all__ = [
     "VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan", "read_results",
     "run_sweep", "layer_context", "evaluate_point", "format_status", "run_cli", "concept_inputs_path",
     "load_concept_inputs",
 ]
-
-SCHEMA = "abstopk_mini.sweep/1"
-CONCEPTS = ("family", "opposite", "sentiment")
-#: variant -> extra training keywords (``None``: b_dec frozen at a centre, see the module docstring)
-VARIANTS = {
-    "default": {},
-    "bdec_mean": {"b_dec_init": "mean"},
-    "bdec_zeros": {"b_dec_init": "zeros"},
-    "bdec_gender_mid_frozen": None,
-    "bdec_mean_frozen": None,
-}
-_AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
-         "variants": "variant", "train_tokens": "train_tokens"}
-
-
-# ============================================================================ config
-@dataclass(frozen=True)
-class Point:
-    """One SAE of the sweep."""
-
-    layer: int
-    d_sae: int
-    k: int
-    activation: str
-    seed: int = 0
-    variant: str = "default"
-    train_tokens: int = 1_200_000
-
-    def label(self) -> str:
-        v = "" if self.variant == "default" else f" {self.variant}"
-        return (f"L{self.layer} {self.activation} d_sae={self.d_sae} k={self.k} seed={self.seed} "
-                f"tokens={self.train_tokens:,}{v}")
-
-
-@dataclass
-class Stage:
-    """A product of axes (see the module docstring for the order of its points)."""
-
-    name: str
-    layers: tuple[int, ...]
-    widths: tuple[int, ...]
-    ks: tuple[int, ...]
-    activations: tuple[str, ...] = ("topk", "abstopk")
-    seeds: tuple[int, ...] = (0,)
-    variants: tuple[str, ...] = ("default",)
-    train_tokens: tuple[int, ...] = (1_200_000,)
-
-    def points(self) -> list[Point]:
-        out = []
-        for seed, tokens, variant, k, layer, width, act in itertools.product(
-                self.seeds, self.train_tokens, self.variants, self.ks, self.layers, self.widths, self.activations):
-            if k <= width:
-                out.append(Point(layer, width, k, act, seed, variant, tokens))
-        return out
-
-
-@dataclass
-class SweepConfig:
-    """A sweep: one model, one harvest recipe per layer, one evaluation, ordered stages.
-
-    results: the JSONL file records are appended to (relative paths are relative to the config
-    file's folder). harvest: :class:`~abstopk_mini.runs.store.HarvestSpec` fields other than model,
-    layer and split. eval: ``heldout_tokens`` (held-out activations for FVU, L0, dead, signs),
-    ``splice_tokens`` (held-out predictions for loss recovered; 0 skips it), ``pair_seed`` (the
-    train/test split of the concept pairs, the same for every SAE), ``concepts``.
-    block_size: SAEs of one layer trained before their shared splice evaluation.
-    """
-
-    name: str
-    results: str
-    stages: list[Stage]
-    model: str = "gemma-3-270m"
-    harvest: dict = field(default_factory=lambda: {"n_tokens": 1_200_000, "context_length": 128,
-                                                   "chunk_offsets": (0, 64)})
-    eval: dict = field(default_factory=lambda: {"heldout_tokens": 50_000, "splice_tokens": 2048, "pair_seed": 0,
-                                                "concepts": CONCEPTS})
-    batch_size: int = 4096
-    block_size: int = 10
-    base_dir: str = "."
-
-    @property
-    def results_path(self) -> Path:
-        p = Path(self.results)
-        return p if p.is_absolute() else Path(self.base_dir) / p
-
-    def harvest_spec(self, layer: int, split: str = "train") -> HarvestSpec:
-        h = dict(self.harvest)
-        if split == "heldout":
-            h.update(n_tokens=self.eval["heldout_tokens"], chunk_offsets=(0,))
-        return HarvestSpec(model=self.model, layer=layer, split=split, **h)
-
-    def points(self) -> list[tuple[str, Point]]:
-        """Every (stage name, point) in run order; a point in two stages is kept at its first."""
-        seen, out = set(), []
-        for stage in self.stages:
-            for p in stage.points():
-                if p not in seen:
-                    seen.add(p)
-                    out.append((stage.name, p))
-        return out
-
-    def point_key(self, p: Point) -> str:
-        """Hash of everything that determines the record of ``p``."""
-        return _key({"schema": SCHEMA, "point": dataclasses.asdict(p), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
-                     "batch_size": self.batch_size, "eval": self.eval})
-
-
-def _fail(where: str, value, fix: str):
-    raise ValueError(f"{where} = {value!r}: {fix}")
-
-
-def _int_list(where: str, values, minimum: int = 1) -> tuple[int, ...]:
-    if not isinstance(values, (list, tuple)) or not values:
-        _fail(where, values, "must be a non-empty list of ints")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            _fail(where, values, f"every value must be an int >= {minimum}; {v!r} is not")
-    return tuple(values)
-
-
-def _check_stage(i: int, raw: dict) -> Stage:
-    from ..nonlinearities import SPECS
-
-    where = f"stages[{i}]"
-    if not isinstance(raw, dict):
-        _fail(where, raw, "each stage must be an object with name, layers, widths, ks, ...")
-    allowed = {"name"} | set(_AXES)
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        _fail(f"{where} key {unknown[0]!r}", raw[unknown[0]], f"unknown key; a stage takes {sorted(allowed)}")
-    for need in ("name", "layers", "widths", "ks"):
-        if need not in raw:
-            raise ValueError(f"{where} has no {need!r}; a stage needs name, layers, widths and ks")
-    kw = {"name": str(raw["name"])}
-    kw["layers"] = _int_list(f"{where}.layers", raw["layers"], minimum=0)
-    kw["widths"] = _int_list(f"{where}.widths", raw["widths"])
-    kw["ks"] = _int_list(f"{where}.ks", raw["ks"])
-    if "seeds" in raw:
-        kw["seeds"] = _int_list(f"{where}.seeds", raw["seeds"], minimum=0)
-    if "train_tokens" in raw:
-        kw["train_tokens"] = _int_list(f"{where}.train_tokens", raw["train_tokens"])
-    for name, choices in (("activations", SPECS), ("variants", VARIANTS)):
-        if name in raw:
-            values = raw[name]
-            if not isinstance(values, (list, tuple)) or not values:
-                _fail(f"{where}.{name}", values, "must be a non-empty list of names")
-            for v in values:
-                if v not in choices:
-                    _fail(f"{where}.{name}", values, f"{v!r} is not one of {sorted(choices)}")
-            kw[name] = tuple(values)
-    too_big = [k for k in kw["ks"] if k > max(kw["widths"])]
-    if too_big:
-        _fail(f"{where}.ks", list(kw["ks"]), f"k={too_big[0]} exceeds every width {list(kw['widths'])}; use k <= d_sae")
-    return Stage(**kw)
-
-
-def load_config(source) -> SweepConfig:
-    """A :class:`SweepConfig` from a JSON file path or a dict; ValueError names a bad key or value."""
-    base = "."
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"config={str(path)!r} is not a file; pass a JSON sweep config such as sweeps/gemma.json")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"config={str(path)!r} is not valid JSON ({err})") from err
-        base = str(path.parent)
-    elif isinstance(source, dict):
-        raw = dict(source)
-    else:
-        raise TypeError(f"config must be a path or a dict; got {type(source).__name__}")
-    allowed = {f.name for f in dataclasses.fields(SweepConfig)} - {"base_dir"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        _fail(f"config key {unknown[0]!r}", raw[unknown[0]], f"unknown key; a sweep config takes {sorted(allowed)}")
-    for need in ("name", "results", "stages"):
-        if need not in raw:
-            raise ValueError(f"config has no {need!r}; a sweep config needs name, results and stages")
-    if not isinstance(raw["stages"], list) or not raw["stages"]:
-        _fail("stages", raw["stages"], "must be a non-empty list of stage objects")
-    defaults = SweepConfig(name="", results="", stages=[])
-    harvest = dict(defaults.harvest) | dict(raw.get("harvest", {}))
-    hkeys = {f.name for f in dataclasses.fields(HarvestSpec)} - {"model", "layer", "split"}
-    bad = sorted(set(harvest) - hkeys)
-    if bad:
-        _fail(f"harvest key {bad[0]!r}", harvest[bad[0]], f"unknown; harvest takes {sorted(hkeys)}")
-    for key in ("chunk_offsets", "sources"):
-        if key in harvest:
-            harvest[key] = tuple(harvest[key])
-    ev = dict(defaults.eval) | dict(raw.get("eval", {}))
-    bad = sorted(set(ev) - set(defaults.eval))
-    if bad:
-        _fail(f"eval key {bad[0]!r}", ev[bad[0]], f"unknown; eval takes {sorted(defaults.eval)}")
-    _int_list("eval.heldout_tokens", [ev["heldout_tokens"]])
-    _int_list("eval.splice_tokens", [ev["splice_tokens"]], minimum=0)
-    _int_list("eval.pair_seed", [ev["pair_seed"]], minimum=0)
-    ev["concepts"] = tuple(ev["concepts"])
-    for c in ev["concepts"]:
-        if c not in CONCEPTS:
-            _fail("eval.concepts", list(ev["concepts"]), f"{c!r} is not one of {list(CONCEPTS)}")
-    for key in ("batch_size", "block_size"):
-        if key in raw:
-            _int_list(key, [raw[key]])
-    cfg = SweepConfig(name=str(raw["name"]), results=str(raw["results"]),
-                      stages=[_check_stage(i, s) for i, s in enumerate(raw["stages"])],
-                      model=str(raw.get("model", defaults.model)), harvest=harvest, eval=ev,
-                      batch_size=raw.get("batch_size", defaults.batch_size),
-                      block_size=raw.get("block_size", defaults.block_size), base_dir=base)
-    HarvestSpec(model=cfg.model, **cfg.harvest)  # its own checks (split, dtype)
-    return cfg
-
 
 # ============================================================================ results file
 def read_results(path) -> list[dict]:
@@ -336,7 +126,7 @@ def concept_inputs_path(model_name: str, layer: int, concepts=CONCEPTS, root=Non
 
     ident = {"model": model_name, "layer": layer, "concepts": list(concepts), "recipe": "sweep-concepts/1",
              "templates": {k: list(v) for k, v in C.TEMPLATES.items()}, "neutral": {k: list(v) for k, v in C.NEUTRAL_WORDS.items()}}
-    return runs_dir(root) / "concept_acts" / f"L{layer}-{_key(ident)}.pt"
+    return runs_dir(root) / "concept_acts" / f"L{layer}-{content_key(ident)}.pt"
 
 
 def load_concept_inputs(model_name: str, layer: int, concepts=CONCEPTS, root=None):
@@ -362,7 +152,7 @@ def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | N
         texts, labels = C.load_sentiment()
         sentiment = (C.sentence_activations(loaded, texts, layer), labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: torch.save({"word_acts": word_acts, "sentiment": sentiment}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"word_acts": word_acts, "sentiment": sentiment}, tmp))
     return word_acts, sentiment
 
 
@@ -399,40 +189,24 @@ def train_point(cfg: SweepConfig, p: Point, ctx: LayerContext, d_in: int, root=N
     """Train (or load) the SAE of ``p``; returns ``(sae, history, directory)``."""
     sae_cfg = SAEConfig(d_in=d_in, d_sae=p.d_sae, activation=p.activation, k=p.k, seed=p.seed)
     kw = _train_kw(cfg, p)
-    if VARIANTS[p.variant] is not None:
-        return train_on_harvest(ctx.acts_dir, sae_cfg, root, progress=progress, **kw)
-    return _train_frozen(cfg, p, ctx, sae_cfg, kw, root, progress)
+    start = None if VARIANTS[p.variant] is not None else _frozen_start(cfg, p, ctx, kw)
+    return train_or_load(ctx.acts_dir, sae_cfg, root, progress=progress, start=start, **kw)
 
 
-def _train_frozen(cfg, p, ctx, sae_cfg, kw, root, progress):
-    """A frozen-b_dec variant: the pipeline's content addressing, locks and checks, our own initialisation."""
-    from ..io import flock
-    from .store import harvest_lock, load_trained, save_trained
-    from ..lm.shards import ShardDataset, load_activations, verify_harvest
-    from ..train import train_sae
+def _frozen_start(cfg: SweepConfig, p: Point, ctx: LayerContext, kw: dict):
+    """A frozen-b_dec variant's start for :func:`~abstopk_mini.runs.store.train_or_load`: the input
+    scale from the first 32768 activations, b_dec fixed at the variant's centre (named in the run's key)."""
+    from ..lm.shards import load_activations
+    from ..train import TrainConfig, init_from_sample
 
-    with flock(harvest_lock(ctx.acts_dir), exclusive=False):  # a harvest overwrite waits for this run
-        ds = ShardDataset(ctx.acts_dir)
-        m = ds.manifest
-        sample = load_activations(ctx.acts_dir, 32768).double()
+    def start(sae_cfg: SAEConfig, acts_dir):
+        sample = load_activations(acts_dir, 32768).double()
         centre = _frozen_centre(p, ctx, sample, cfg.eval["pair_seed"])
-        scale = math.sqrt(sae_cfg.d_in / sample.pow(2).sum(-1).mean().item())
-        sae_cfg = dataclasses.replace(sae_cfg, input_scale=scale, model_name=m["model"], hook_name=m["hook_name"],
-                                      hook_layer=m["layer"], context_size=m["context_length"])
-        ident = kw | {"variant": p.variant, "b_dec": _key([round(v, 6) for v in centre.tolist()])}
-        out = sae_dir(ctx.acts_dir, sae_cfg, ident, root)
-        with flock(out.with_name(out.name + ".lock"), exclusive=True):
-            if (out / "history.json").is_file():
-                return (*load_trained(out, sae_cfg), out)
-            verify_harvest(ctx.acts_dir)
-            sae = SAE(sae_cfg)
-            with torch.no_grad():
-                sae.b_dec.copy_(centre * scale)
-            sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
-            sae, history = train_sae(sae_cfg, ds, sae=sae, progress=progress, **kw)
-            record = {"acts_dir": str(ctx.acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
-            save_trained(out, sae, history, record)
-    return sae, history, out
+        sae = init_from_sample(sae_cfg, sample, TrainConfig(**kw), b_dec=centre)
+        sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
+        return sae, kw | {"variant": p.variant, "b_dec": content_key([round(v, 6) for v in centre.tolist()])}
+
+    return start
 
 
 # ============================================================================ evaluation
@@ -571,7 +345,7 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
         if status is not None:
             text = format_status(cfg.name, pl["total"], pl["done"] + len(summary["ran"]), len(left), times,
                                  [p for _, p, _ in left], current)
-            _atomic_write(status, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(status, lambda tmp: Path(tmp).write_text(text))
 
     if dry_run or not todo:
         write_status("nothing to do" if not todo else "dry run", todo)
