@@ -140,7 +140,7 @@ def test_notation_page_has_the_tables(html_dir):
     soup = bs4.BeautifulSoup((html_dir / "book" / "notation.html").read_text(), "html.parser")
     text = soup.get_text(" ")
     assert len(soup.find_all("table")) >= 4, "the notation page should hold its symbol tables"
-    for name in ["W_enc", "b_dec", "d_sae", "abs_topk", "am.coding.unroll.iht", "am.SAEConfig",
+    for name in ["W_enc", "b_dec", "d_sae", "abs_topk", "am.unroll.iht", "am.SAEConfig",
                  "am.train_sae", "am.metrics.fvu"]:
         assert name in text, f"notation page does not mention {name}"
 

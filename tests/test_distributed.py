@@ -33,7 +33,7 @@ def _torchrun(args, tmp_path):
 
 
 def _shards(tmp_path, seed=0):
-    x, _, _ = am.coding.toy.bidirectional_data(n_samples=2 * N_STEPS * B_GLOBAL // 2, d=D_IN, P=24, n_active=3, seed=seed)
+    x, _, _ = am.toy.bidirectional_data(n_samples=2 * N_STEPS * B_GLOBAL // 2, d=D_IN, P=24, n_active=3, seed=seed)
     halves = x.reshape(2, -1, D_IN)
     files = []
     for r in range(2):

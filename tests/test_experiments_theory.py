@@ -149,7 +149,7 @@ def test_signed_axis_codes_match_the_closed_form():
 
 
 def test_abstopk_on_D_equals_topk_on_the_doubled_dictionary():
-    x, z, D = am.coding.toy.bidirectional_data(400, d=32, P=16, n_active=3, seed=1)
+    x, z, D = am.toy.bidirectional_data(400, d=32, P=16, n_active=3, seed=1)
     rows = xt.one_step_signed_table(x.double(), z.double(), D.double(), k=3)
     by = {(r["encoder"], r["dictionary"]): r for r in rows}
     assert by[("AbsTopK", "D")]["fvu"] == pytest.approx(by[("TopK", "[D, −D]")]["fvu"], abs=1e-12)
@@ -201,7 +201,7 @@ def test_encoder_flops_count_matrix_products():
 
 
 def test_unrolled_training_sweep_rows_and_inference_only_reuse_the_weights():
-    x, z, D = am.coding.toy.bidirectional_data(1200, d=8, P=8, n_active=2, seed=0)
+    x, z, D = am.toy.bidirectional_data(1200, d=8, P=8, n_active=2, seed=0)
     rows = xu.unrolled_training_sweep(x[:1000], x[1000:], z[1000:], D, k=2, activations=(("abstopk", 1), ("topk", 2)),
                                       steps=(1, 2), n_tokens=1024, batch_size=128, seeds=(0,))
     assert len(rows) == 2 * 3

@@ -160,7 +160,7 @@ def test_train_sae_fast_equals_reference(activation):
     (~1e-9 in fp32) moves by ~lr in either path, by a different amount; fp64 makes that noise
     negligible, and the per-step fp32 agreement is the test above.
     """
-    x, _, _ = am.coding.toy.bidirectional_data(n_samples=1024, d=16, P=24, n_active=3, seed=0)
+    x, _, _ = am.toy.bidirectional_data(n_samples=1024, d=16, P=24, n_active=3, seed=0)
     x = x.double()
     cfg = am.SAEConfig(d_in=16, d_sae=64, activation=activation, k=3, device="cpu", dtype="float64")
     kw = dict(n_tokens=20 * 64, batch_size=64, dead_tokens=128, progress=False, seed=0, log_every=1)

@@ -80,7 +80,7 @@ def test_solver_steps_figure(small_problem):
 
 
 def test_unrolled_figure_from_a_tiny_sweep():
-    x, z, D = am.coding.toy.bidirectional_data(700, d=8, P=8, n_active=2, seed=0)
+    x, z, D = am.toy.bidirectional_data(700, d=8, P=8, n_active=2, seed=0)
     rows = xu.unrolled_training_sweep(x[:600], x[600:], z[600:], D, k=2, activations=(("abstopk", 1),),
                                       steps=(1, 2), n_tokens=512, batch_size=128, seeds=(0, 1))
     fig = pt.unrolled_figure(rows)

@@ -96,11 +96,11 @@ def test_cosine_heatmaps_flip_signed_atoms_and_show_pairs():
 
 
 def test_gender_figures_are_labelled():
-    x, words, gender, D, concepts = am.coding.toy.gender_data(900, seed=0)
+    x, words, gender, D, concepts = am.toy.gender_data(900, seed=0)
     _check_labelled(plots.gender_axis_figure(x, words, D, concepts, per_word=20))
     saes = {name: am.SAE(am.SAEConfig(d_in=32, d_sae=8, activation=name, k=3, device="cpu"))
             for name in ("abstopk", "topk")}
-    _check_labelled(plots.axis_latent_figure(saes, x, words, D[:, -1], list(am.coding.toy.GENDER_CONCEPTS)))
+    _check_labelled(plots.axis_latent_figure(saes, x, words, D[:, -1], list(am.toy.GENDER_CONCEPTS)))
     _check_labelled(plots.cosine_heatmaps(D, saes, axis_labels=concepts))
     with pytest.raises(ValueError, match="words"):
         plots.gender_axis_figure(x, words[:-1], D, concepts)
@@ -126,8 +126,8 @@ def test_toy_fit_reproduces_toy_benchmark_rows():
     setting = dict(d=8, P=4, n_active=2, n_samples=1500, n_tokens=12_800, batch_size=128, seed=0)
     runs = (("abstopk", 1), ("topk", 2))
     with widgets.single_thread():  # toy_fit trains on one thread: same arithmetic, same numbers
-        bench = am.coding.toy.toy_benchmark(runs=runs, **setting)
-    x, _, D = am.coding.toy.bidirectional_data(setting["n_samples"] + 10_000, 8, 4, 2, seed=0)
+        bench = am.toy.toy_benchmark(runs=runs, **setting)
+    x, _, D = am.toy.bidirectional_data(setting["n_samples"] + 10_000, 8, 4, 2, seed=0)
     fit = widgets.toy_fit(runs, x[:1500], x[1500:], D, k=2, n_tokens=12_800, batch_size=128, seed=0)
     for a, b in zip(bench, fit):
         assert isinstance(b.pop("sae"), am.SAE)
@@ -143,7 +143,7 @@ def test_toy_fit_reproduces_toy_benchmark_rows():
 def test_axis_summary_on_closed_form_saes():
     """An SAE whose decoder is the true dictionary and whose encoder is its pseudo-inverse codes
     the gender toy exactly (up to noise): the gender latent reads +1 / 0 / -1."""
-    x, words, gender, D, concepts = am.coding.toy.gender_data(3000, noise=0.01, seed=1)
+    x, words, gender, D, concepts = am.toy.gender_data(3000, noise=0.01, seed=1)
     E = torch.linalg.pinv(D.double()).float()  # [C, d]: least-squares coefficients
     signed = _sae("abstopk", D.T.contiguous(), k=3, W_enc=E.T.contiguous())
     s = widgets.axis_summary(signed, x, gender, D[:, -1])

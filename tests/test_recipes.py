@@ -313,7 +313,7 @@ def test_fast_equals_dense_with_the_paper_options(activation):
 def test_train_sae_fast_equals_reference_with_the_paper_recipe():
     """The whole loop with every option of the paper's recipe, fast vs dense, in float64 (see tests/test_fast.py)."""
     cfg, kw = recipe_configs("paper", 16, "abstopk", d_sae=64, k=3, batch_size=64, device="cpu", dtype="float64")
-    x, _, _ = am.coding.toy.bidirectional_data(n_samples=1024, d=16, P=24, n_active=3, seed=0)
+    x, _, _ = am.toy.bidirectional_data(n_samples=1024, d=16, P=24, n_active=3, seed=0)
     kw = kw | dict(n_tokens=20 * 64, progress=False, log_every=1, aux_k=8)
     sae_f, h_f = am.train_sae(cfg, x.double(), fast=True, **kw)
     sae_r, h_r = am.train_sae(cfg, x.double(), fast=False, **kw)

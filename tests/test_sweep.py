@@ -178,7 +178,7 @@ def test_tied_doubled_topk_has_the_gradients_of_abstopk():
 
 
 def test_compare_training_tied_equals_abstopk_untied_drifts():
-    x, _, _ = am.coding.toy.bidirectional_data(4000, d=16, P=8, n_active=2, seed=0)
+    x, _, _ = am.toy.bidirectional_data(4000, d=16, P=8, n_active=2, seed=0)
     h = doubling.compare_training(x.double(), 8, 2, n_steps=200, batch_size=128, lr=1e-2, log_every=50)
     assert h["steps"] == [0, 50, 100, 150, 200]
     assert max(h["max_abs_diff_tied"]) < 1e-10

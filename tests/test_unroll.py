@@ -129,7 +129,7 @@ def test_unrolled_step_sizes_learn_and_untied_weights_count():
 
 
 def test_unrolled_sae_trains_with_train_sae():
-    x, _, _ = am.coding.toy.bidirectional_data(4000, d=16, P=16, n_active=2, seed=0)
+    x, _, _ = am.toy.bidirectional_data(4000, d=16, P=16, n_active=2, seed=0)
     cfg = am.SAEConfig(d_in=16, d_sae=16, activation="abstopk", k=2, device="cpu")
     sae, hist = am.train_sae(cfg, x, sae=UnrolledSAE(cfg, n_steps=3), n_tokens=200 * 128, batch_size=128, progress=False)
     assert isinstance(sae, UnrolledSAE)
