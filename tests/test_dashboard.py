@@ -273,7 +273,7 @@ def test_records_round_trip_and_notebook_iframe(computed, tmp_path):
     assert tag == "iframe" and attrs["srcdoc"] == page.html and "height:700px" in attrs["style"]
     shown = dash.show(data, 5)
     assert "<iframe srcdoc=" in shown.data
-    assert data._repr_html_().startswith("<iframe srcdoc=")
+    assert dash.show(data).data.startswith("<iframe srcdoc=")  # all latents: the browser
 
 
 def test_cli_dashboard_json(computed, acts_dir, tiny_gpt2_dir, tmp_path, capsys):
