@@ -43,8 +43,8 @@ from ..nonlinearities import SPECS
 __all__ = [
     "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
     "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
-    "REFERENCE", "BAND", "color", "label", "line_style", "rgb",
-    "Figure", "subplots", "styled", "Table",
+    "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
+    "Figure", "subplots", "styled", "finish", "Table",
 ]
 
 # =============================================================================== sizes
@@ -88,17 +88,27 @@ SIDE_LIGHT = ("#9c9ede", GENDER_COLORS["female"])
 REFERENCE = "#000000"
 #: shaded ranges (the bidirectional band)
 BAND = "#2ca02c"
+#: line styles for series that are not methods (layer statistics, token groups): black and greys,
+#: told apart by marker and dash, so they never read as a method's colour
+SERIES = (
+    {"color": "#000000", "marker": "o", "ls": "-"},
+    {"color": "#5a5a5a", "marker": "s", "ls": "--"},
+    {"color": "#a0a0a0", "marker": "^", "ls": ":"},
+)
+
+
+_BY_PREFIX = {**METHOD_COLORS, **{s.label: s.color for s in SPECS.values()}}
 
 
 def color(name: str, default: str = REFERENCE) -> str:
-    """The colour of a method: an activation (``"abstopk"``, also ``"abstopk-k32"``), or a
-    method of :data:`METHOD_COLORS` (also with settings after it: ``"ISTA, λ=0.05"``)."""
-    if name in METHOD_COLORS:
-        return METHOD_COLORS[name]
-    for key in sorted(METHOD_COLORS, key=len, reverse=True):  # longest first: "IHT, η=1/L" before "IHT, η=1"
+    """The colour of a method named by its activation (``"abstopk"``, ``"abstopk-k32"``), its
+    label (``"AbsTopK latent 398"``) or a key of :data:`METHOD_COLORS` (``"ISTA, λ=0.05"``):
+    the longest name that starts ``name`` wins (``"IHT, η=1/L"`` before ``"IHT, η=1"``);
+    ``default`` when none does."""
+    for key in sorted(_BY_PREFIX, key=len, reverse=True):
         if name.startswith(key):
-            return METHOD_COLORS[key]
-    return METHOD_COLORS.get(name.split("-")[0], default)
+            return _BY_PREFIX[key]
+    return default
 
 
 def label(name: str) -> str:
@@ -164,6 +174,20 @@ def styled(fn):
         return fig
 
     return wrapper
+
+
+def finish(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool = True, grid: bool = True):
+    """Label ``ax`` (x, y and, if given, the title), add its legend (when it has labelled
+    artists) and a light grid; returns the axes' figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    if grid:
+        ax.grid(alpha=0.3)
+    return ax.figure
 
 
 # =============================================================================== tables
