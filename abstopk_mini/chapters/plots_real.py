@@ -2,10 +2,12 @@
 
 Every function takes plain numbers (dicts and tensors computed by :mod:`abstopk_mini.lm.stats`,
 :func:`abstopk_mini.runs.reproduce.evaluate_sae`, :func:`abstopk_mini.lm.splice.evaluate_many` or a
-training history) and returns a :class:`abstopk_mini.chapters.style.Figure`, registered with pyplot
-(the chapters let the inline backend show it), with labelled axes and a title. An SAE is drawn in
-its activation's colour, dashed when the activation is signed; series that are not SAEs (layer
-statistics, token groups) in black and greys (:data:`abstopk_mini.chapters.style.SERIES`).
+training history) and returns a matplotlib Figure with labelled axes and a title.
+
+The figure is a :class:`abstopk_mini.chapters.style.Figure` registered with pyplot (the chapters
+let the inline backend show it). An SAE is drawn in its activation's colour, dashed when the
+activation is signed; series that are not SAEs (layer statistics, token groups) in black and greys
+(:data:`abstopk_mini.chapters.style.SERIES`).
 """
 
 from __future__ import annotations
