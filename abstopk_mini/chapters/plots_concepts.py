@@ -251,7 +251,7 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
     test = {tuple(p) for p in (test_pairs or ())}
     names = list(panels)
     n_rows = max(len(p["pairs"]) + len(p.get("neutral_words", ())) for p in panels.values())
-    fig, axes = style.subplots(1, len(names), height=0.24 * n_rows + 1.7, pyplot=True, squeeze=False)
+    fig, axes = style.subplots(1, len(names), height=0.24 * n_rows + 1.7, pyplot=True, sharey=True, squeeze=False)
     for ax, name in zip(axes[0], names):
         p = panels[name]
         pairs = list(p["pairs"])

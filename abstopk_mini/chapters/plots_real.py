@@ -57,7 +57,7 @@ def layer_stats(rows: list[dict], title: str = "Residual stream, layer by layer"
     style.finish(a, "layer", "‖x‖ (residual norm)", "Norms")
     a = axes[0, 1]
     a.plot(layers, [r["mean_share"] for r in rows], label="‖mean‖² / mean ‖x‖²", **_series(0))
-    a.plot(layers, [r["top_dim_share"] for r in rows], label="top coordinate's share of mean ‖x‖²", **_series(1))
+    a.plot(layers, [r["top_dim_share"] for r in rows], label="top coordinate's share\nof mean ‖x‖²", **_series(1))
     if all("top_var_share" in r for r in rows):
         a.plot(layers, [r["top_var_share"] for r in rows], label="top coordinate's share of tr Σ", **_series(2))
     a.set_ylim(0, 1.02)
@@ -164,7 +164,7 @@ def k_comparison(rows: list[dict], activations: tuple[str, ...] = ("topk", "abst
     for a, (_, ylabel, t) in zip(axes, keys):
         a.set_xscale("log", base=2)
         _plain_log(a, "x", all_ks)
-        style.finish(a, "k (non-zeros per token)", ylabel, t, legend=False)
+        style.finish(a, "k (per token)", ylabel, t, legend=False)
     axes[0].set_yscale("log")
     _plain_log(axes[0], "y")
     fig.suptitle(title)

@@ -14,6 +14,7 @@ colours; sizes and fonts come from the same module.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def series(records, x: str, y: str, group=("activation", "layer")) -> dict:
 
 def _label(key, group) -> str:
     names = {"layer": "L{}", "k": "k={}", "d_sae": "d_sae={}", "seed": "seed {}"}
-    return ", ".join(names.get(g, "{}").format(v) for g, v in zip(group, key))
+    return ", ".join(style.label(v) if g == "activation" else names.get(g, "{}").format(v) for g, v in zip(group, key))
 
 
 def _style(key, group):
@@ -205,12 +206,12 @@ def gender_panels(records, x: str, where: dict | None = None, concept: str = "fa
                   suptitle: str | None = None, group=("activation", "layer")):
     """A grid of the concept metrics (default: the gender axis) against ``x``."""
     n = len(panels)
-    cols = 3 if n > 4 else n
+    cols = min(n, 2)  # two panels side by side: room for a title of a few words at the book's font size
     rows = math.ceil(n / cols)
-    fig, axes = style.subplots(rows, cols, height=2.5 * rows + 0.8, pyplot=True, squeeze=False)
+    fig, axes = style.subplots(rows, cols, height=2.3 * rows + 0.9, pyplot=True, squeeze=False)
     for ax, (metric, title, h) in zip(axes.flat, panels):
         metric = metric.replace("concepts.family.", f"concepts.{concept}.")
-        metric_vs(records, x, metric, where, ax=ax, title=title, hline=h, group=group)
+        metric_vs(records, x, metric, where, ax=ax, title=textwrap.fill(title, 30), hline=h, group=group)
         ax.set_ylabel("")
         leg = ax.get_legend()
         if leg:

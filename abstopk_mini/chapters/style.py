@@ -63,7 +63,8 @@ RC = {
     "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": FONT, "axes.titlesize": TITLE, "axes.labelsize": FONT,
     "xtick.labelsize": FONT, "ytick.labelsize": FONT, "legend.fontsize": FONT, "legend.title_fontsize": FONT,
     "figure.titlesize": TITLE, "figure.labelsize": FONT, "lines.linewidth": 1.6, "lines.markersize": 5,
-    "legend.frameon": False, "axes.grid": False,
+    "legend.frameon": True, "legend.framealpha": 0.85, "legend.edgecolor": "0.85", "legend.borderaxespad": 0.3,
+    "axes.grid": False,
 }
 
 # =============================================================================== colours
