@@ -12,6 +12,7 @@ import torch  # noqa: E402
 
 import abstopk_mini as am  # noqa: E402
 from abstopk_mini.chapters import plots_concepts as pc  # noqa: E402
+from abstopk_mini.chapters import style  # noqa: E402
 from abstopk_mini.concepts.words import WordActivations, evaluate_axis  # noqa: E402
 
 PAIRS = [("king", "queen"), ("man", "woman"), ("boy", "girl"), ("uncle", "aunt"), ("son", "daughter")]
@@ -139,8 +140,9 @@ def test_highlight_html_colours_by_sign_and_escapes_text():
     assert "&lt;b&gt;" in out and "<b>" not in out and "latent &lt;7&gt;" in out and "&amp;" in out
     spans = out.split("<span")[1:]
     assert "background" not in spans[0]  # zero: no colour
-    assert "rgba(31,119,180,0.850)" in spans[1]  # the largest |v| is fully coloured, blue for v > 0
-    assert "rgba(214,39,40,0.425)" in spans[2]  # half of vmax, red for v < 0
+    a, b = (style.rgb(c) for c in style.SIDE_LIGHT)  # side a (indigo), side b (pink)
+    assert f"rgba({a},0.850)" in spans[1]  # the largest |v| is fully coloured, side a's colour for v > 0
+    assert f"rgba({b},0.425)" in spans[2]  # half of vmax, side b's colour for v < 0
     assert 'title="+2"' in spans[1] and 'title="-1"' in spans[2]
     assert "&nbsp;he" in spans[1]  # leading spaces survive
     with pytest.raises(ValueError, match="same length"):

@@ -53,7 +53,7 @@ def test_latent_widget_highlights_an_editable_sentence(tiny_gpt2):
                            orientation=-1)
     _, _, _, text_box, highlight = box.children
     tv = pc.token_values(sae, pc.text_tokens(loaded, "The king walked.", 1), 3)
-    title = "latent 3 on each token (blue: male side, red: female side)"
+    title = "latent 3 on each token (indigo: male side, pink: female side)"
     assert highlight.value == pc.highlight_html(tv["tokens"], -tv["z"], title=title)
     text_box.value = "A man and a woman."
     assert box.state["tokens"]["text"] == "A man and a woman." and "woman" in highlight.value

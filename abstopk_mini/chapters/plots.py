@@ -1,14 +1,16 @@
 r"""Figures shared by the chapters. Every function returns a :class:`matplotlib.figure.Figure`.
 
-Figures are built with ``Figure(...)`` rather than ``pyplot``, so nothing is drawn twice in a
-notebook (a returned figure is shown once, by its PNG repr, with or without ``%matplotlib
-inline``) and nothing accumulates in pyplot's figure registry when a widget redraws. Every axes gets an x label, a y label and a title; a
-colour bar gets a label.
+Figures are :class:`abstopk_mini.chapters.style.Figure` objects built without ``pyplot``, so
+nothing is drawn twice in a notebook (a returned figure is shown once, by its PNG repr, with or
+without ``%matplotlib inline``) and nothing accumulates in pyplot's figure registry when a widget
+redraws; colours, sizes and fonts come from :mod:`abstopk_mini.chapters.style`. Every axes gets an
+x label, a y label and a title; a colour bar gets a label.
 
 The module is organised in sections, one per chapter (plus shared helpers at the top); a
 chapter adds its figures in its own section.
 
-* **Shared**: :class:`ReprFigure`, :class:`Table`, :func:`new_figure`, :func:`order_atoms`, :func:`axis_latents`.
+* **Shared**: :func:`order_atoms`, :func:`axis_latents`; :class:`Table` is
+  :class:`abstopk_mini.chapters.style.Table`.
 * **Chapter 04, a toy model of bidirectional features**: :func:`gender_axis_figure`,
   :func:`axis_latent_figure`, :func:`cosine_heatmaps`, :func:`antipodal_figure`,
   :func:`width_sweep_figure`.
@@ -24,11 +26,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .. import metrics
+from . import style
+from .style import GENDER_COLORS, Table
 
 __all__ = [
-    "ReprFigure",
     "Table",
-    "new_figure",
     "order_atoms",
     "axis_latents",
     "gender_axis_figure",
@@ -36,48 +38,10 @@ __all__ = [
     "cosine_heatmaps",
     "antipodal_figure",
     "width_sweep_figure",
-    "ACTIVATION_COLORS",
 ]
-
-#: one colour per activation, so a method has the same colour in every chapter
-ACTIVATION_COLORS = {
-    "abstopk": "#1f77b4",
-    "batchabstopk": "#17becf",
-    "absjumprelu": "#2ca02c",
-    "topk": "#d62728",
-    "batchtopk": "#ff7f0e",
-    "jumprelu": "#9467bd",
-    "relu": "#7f7f7f",
-}
-_MALE, _FEMALE, _NEUTRAL = "#1f77b4", "#d62728", "#7f7f7f"
 
 
 # =============================================================================== shared helpers
-class ReprFigure(Figure):
-    """A matplotlib Figure that IPython shows as a PNG when it is a cell's value (no pyplot needed)."""
-
-    def _repr_png_(self) -> bytes:
-        import io
-
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=110)
-        return buf.getvalue()
-
-
-def new_figure(n_panels: int = 1, panel_size: tuple[float, float] = (4.8, 3.6), ncols: int | None = None):
-    """A constrained-layout figure with ``n_panels`` axes in one row (or ``ncols`` columns).
-
-    Returns (fig, axes) with ``axes`` a flat list of length ``n_panels``.
-    """
-    if n_panels < 1:
-        raise ValueError(f"n_panels must be >= 1; got {n_panels}")
-    ncols = ncols or n_panels
-    nrows = -(-n_panels // ncols)
-    fig = ReprFigure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
-    return fig, axes
-
-
 def _dictionary(obj) -> torch.Tensor:
     """Learned atoms as columns [d, Q] from an SAE (its W_dec rows) or a tensor [d, Q]."""
     if isinstance(obj, torch.Tensor):
@@ -134,63 +98,11 @@ def axis_latents(sae_or_atoms, axis: torch.Tensor, signed: bool | None = None, t
     return [(i, float(cos[i])) for i in dict.fromkeys(picks)][:top]
 
 
-class Table:
-    """Rows of results (dicts) shown as an HTML table in a notebook and as fixed-width text elsewhere.
-
-    columns: the keys to show, in order (default: every key of the first row whose value is a
-    str, int, float or None, so a model object in a row is left out). Floats print with ``digits``
-    decimals unless ``formats`` gives a column its own format spec (``{"seconds": ".0f"}``).
-    """
-
-    def __init__(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3,
-                 formats: Mapping[str, str] | None = None):
-        if not rows:
-            raise ValueError("rows is empty; pass at least one dict of results")
-        self.rows = list(rows)
-        self.columns = list(columns) if columns is not None else [
-            key for key, value in self.rows[0].items() if value is None or isinstance(value, (str, int, float))
-        ]
-        missing = [c for c in self.columns if c not in self.rows[0]]
-        if missing:
-            raise ValueError(f"columns {missing} are not keys of the rows (keys: {sorted(self.rows[0])})")
-        self.digits = digits
-        self.formats = dict(formats or {})
-
-    def _cell(self, column: str, value) -> str:
-        if value is None:
-            return "-"
-        if column in self.formats:
-            return format(value, self.formats[column])
-        if isinstance(value, float):
-            return f"{value:.{self.digits}f}"
-        return str(value)
-
-    def cells(self) -> list[list[str]]:
-        return [[self._cell(c, row.get(c)) for c in self.columns] for row in self.rows]
-
-    def __repr__(self) -> str:
-        cells = self.cells()
-        width = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.columns)]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, width))]
-        lines += ["  ".join(v.rjust(w) for v, w in zip(r, width)) for r in cells]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        cell = "padding: 0.15em 0.7em; text-align: right; border-bottom: 1px solid #ddd"
-        head = "".join(f'<th style="{cell}">{escape(c)}</th>' for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f'<td style="{cell}">{escape(v)}</td>' for v in r) + "</tr>" for r in self.cells()
-        )
-        return (f'<table class="abstopk-table" style="border-collapse: collapse; font-size: 0.85em">'
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-
 # =============================================================================== chapter 04
 # A toy model of bidirectional features: the gender toy and the P signed axes benchmark.
 
 
+@style.styled
 def gender_axis_figure(x: torch.Tensor, words: Sequence[str], D_true: torch.Tensor, concepts: Sequence[str],
                        per_word: int = 150, seed: int = 0) -> Figure:
     """Each word's samples projected on the gender axis g (the last column of ``D_true``), one row
@@ -211,7 +123,8 @@ def gender_axis_figure(x: torch.Tensor, words: Sequence[str], D_true: torch.Tens
             families.append(fam)
     rng = np.random.default_rng(seed)
     words_arr = np.asarray(words)
-    fig, (ax,) = new_figure(1, (8.0, 3.8))
+    fig, ax = style.subplots(height=3.6)
+    colors = {1: GENDER_COLORS["male"], -1: GENDER_COLORS["female"], 0: GENDER_COLORS["neutral"]}
     for word, (base, sign) in GENDER_CONCEPTS.items():
         rows = np.flatnonzero(words_arr == word)
         if not len(rows):
@@ -219,22 +132,23 @@ def gender_axis_figure(x: torch.Tensor, words: Sequence[str], D_true: torch.Tens
         rows = rng.choice(rows, size=min(per_word, len(rows)), replace=False)
         fam = "+".join(c for c in base if c != "person") or "person"
         y = families.index(fam) + rng.uniform(-0.15, 0.15, size=len(rows))
-        color = {1: _MALE, -1: _FEMALE, 0: _NEUTRAL}[sign]
-        ax.scatter(proj[rows], y, s=4, alpha=0.35, color=color, linewidths=0)
-        ax.annotate(word, (float(np.median(proj[rows])), families.index(fam) + 0.22), ha="center", va="bottom",
-                    fontsize=8, color=color)
-    ax.set_yticks(range(len(families)), ["person (alone)" if f == "person" else f"person + {f}" for f in families])
-    ax.set_ylim(-0.5, len(families) - 0.2)
-    ax.axvline(0, color="k", lw=0.5)
+        color = colors[sign]
+        ax.scatter(proj[rows], y, s=4, alpha=0.5, color=color, linewidths=0)
+        ax.annotate(word, (float(np.median(proj[rows])), families.index(fam) + 0.2), ha="center", va="bottom",
+                    color="black")
+    ax.set_yticks(range(len(families)), ["person" if f == "person" else f"+ {f}" for f in families])
+    ax.set_ylim(-0.5, len(families) - 0.05)
+    ax.axvline(0, color=style.REFERENCE, lw=0.5)
     ax.set_xlabel("projection on the gender axis  $x \\cdot g$")
-    ax.set_ylabel("word family (base concepts)")
+    ax.set_ylabel("word family (person + ...)")
     ax.set_title("The gender toy: male words at $+g$, female at $-g$, neutral at 0")
-    for label, color in (("male", _MALE), ("female", _FEMALE), ("neutral", _NEUTRAL)):
-        ax.scatter([], [], color=color, s=12, label=label)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="gender", title_fontsize=8)
+    for label, color in (("male", colors[1]), ("female", colors[-1]), ("neutral", colors[0])):
+        ax.scatter([], [], color=color, s=20, label=label)
+    fig.legend(loc="outside lower center", ncol=3, title="gender of the word:", alignment="left")
     return fig
 
 
+@style.styled
 def axis_latent_figure(saes: Mapping[str, object], x: torch.Tensor, words: Sequence[str], axis: torch.Tensor,
                        word_order: Sequence[str] | None = None, axis_name: str = "gender") -> Figure:
     """Mean activation, per word, of the latent(s) that carry a concept axis, one panel per SAE.
@@ -248,8 +162,8 @@ def axis_latent_figure(saes: Mapping[str, object], x: torch.Tensor, words: Seque
     """
     words_arr = np.asarray(words)
     order = list(word_order) if word_order is not None else list(dict.fromkeys(words))
-    fig, axes = new_figure(len(saes), (max(5.0, 0.5 * len(order)), 3.2), ncols=1)
-    for ax, (title, sae) in zip(axes, saes.items()):
+    fig, axes = style.subplots(len(saes), 1, height=2.6 * len(saes), squeeze=False)
+    for ax, (title, sae) in zip(axes[:, 0], saes.items()):
         with torch.no_grad():
             z = sae.encode(x.to(sae.W_enc.device)).float().cpu()
         picks = axis_latents(sae, axis)
@@ -258,40 +172,41 @@ def axis_latent_figure(saes: Mapping[str, object], x: torch.Tensor, words: Seque
         for j, (latent, cos) in enumerate(picks):
             flip = -1.0 if (_is_signed(sae) and cos < 0) else 1.0
             means = [float(z[words_arr == w, latent].mean()) * flip if (words_arr == w).any() else np.nan for w in order]
-            label = f"latent {latent} (atom·g cos {cos * flip:+.2f})"
-            color = _MALE if cos * flip >= 0 else _FEMALE
-            ax.bar(pos + (j - (len(picks) - 1) / 2) * width, means, width, label=label, color=color,
-                   alpha=0.85 if j == 0 else 0.6)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xticks(pos, order, rotation=45, ha="right", fontsize=8)
+            label = f"latent {latent}\ncos {cos * flip:+.2f}"
+            color = GENDER_COLORS["male"] if cos * flip >= 0 else GENDER_COLORS["female"]
+            ax.bar(pos + (j - (len(picks) - 1) / 2) * width, means, width, label=label, color=color)
+        ax.axhline(0, color=style.REFERENCE, lw=0.5)
+        ax.set_xticks(pos, order, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_xlabel("word")
         ax.set_ylabel("mean activation")
         if len(picks) == 2:
             D = _dictionary(sae)
             pair = float(metrics.cosine_matrix(D[:, [picks[0][0]]], D[:, [picks[1][0]]])[0, 0])
             what = f"two latents for the {axis_name} axis" if pair < -0.9 else f"the latents nearest to ±{axis_name}"
-            title = f"{title}: {what} (cos between their atoms {pair:+.2f})"
+            title = f"{title}: {what}\n(cos between their atoms {pair:+.2f})"
         else:
             aligned = abs(picks[0][1]) >= 0.9
             title = f"{title}: " + (f"one signed latent for the {axis_name} axis" if aligned else f"the latent nearest to the {axis_name} axis")
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_title(title)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="atom·g", handlelength=1.0)
     return fig
 
 
+@style.styled
 def cosine_heatmaps(D_true: torch.Tensor, saes: Mapping[str, object], rows: Mapping[str, dict] | None = None,
-                    axis_labels: Sequence[str] | None = None, panel_size: tuple[float, float] = (2.5, 2.5)) -> Figure:
+                    axis_labels: Sequence[str] | None = None, height: float = 2.6) -> Figure:
     """Cosine between each true axis (rows) and each learned atom (columns), one panel per SAE.
 
     Columns are in :func:`order_atoms` order (matches on the diagonal, then the rest). The
     atoms of a signed SAE are flipped to point along the axis they match, because their sign is
     arbitrary; a nonnegative SAE's atoms are shown as learned, so its ± pairs show up as a red
     and a blue entry in the same row. ``rows`` ({title: metrics dict}) adds MCC and FVU to the
-    titles.
+    titles. All panels share one row of the text column's width; ``height`` in inches.
 
     shape: D_true [d, P]; each SAE's W_dec [Q, d] (or a tensor of atoms [d, Q])
     """
-    fig, axes = new_figure(len(saes), panel_size)
+    fig, axes = style.subplots(1, len(saes), height=height + (0.6 if rows else 0.0), squeeze=False)
+    axes = list(axes[0])
     image = None
     for ax, (title, sae) in zip(axes, saes.items()):
         D = _dictionary(sae)
@@ -301,20 +216,18 @@ def cosine_heatmaps(D_true: torch.Tensor, saes: Mapping[str, object], rows: Mapp
             D = D * torch.where(best < 0, -1.0, 1.0).float()
         C = metrics.cosine_matrix(D_true, D[:, order_atoms(D_true, D)])  # [P, Q]
         image = ax.imshow(C.numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(f"learned atom ({D.shape[1]}, matched first)", fontsize=8)
-        ax.set_ylabel("true axis", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.set_xlabel(f"atom ({D.shape[1]})")
+        ax.set_ylabel("true axis")
         if axis_labels is not None:
             ax.set_yticks(range(len(axis_labels)), axis_labels)
-        ax.tick_params(labelsize=7)
         row = (rows or {}).get(title)
         if row:
-            title = f"{title}\nMCC {row['mcc']:.2f}, FVU {row['fvu']:.3f}, {row['split_axes']} split"
-        ax.set_title(title, fontsize=8)
-    bar = fig.colorbar(image, ax=axes, shrink=0.9)
-    bar.set_label("cos(true axis, learned atom)", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+            title = f"{title}\nMCC {row['mcc']:.2f}, FVU {row['fvu']:.3f}\n{row['split_axes']} axes split"
+        ax.set_title(title, fontsize=style.FONT)
+    bar = fig.colorbar(image, ax=axes, shrink=0.9, ticks=[-1, 0, 1])
+    bar.set_label("cos(true axis, atom)")
     return fig
 
 
@@ -325,31 +238,37 @@ def _most_opposite(D: torch.Tensor) -> torch.Tensor:
     return G.min(dim=1).values
 
 
+@style.styled
 def antipodal_figure(saes: Mapping[str, object], below: float = -0.9, bins: int = 40) -> Figure:
     """Histogram, per SAE, of each atom's most negative cosine with another atom of the same SAE.
 
     Needs no ground truth: a spike near −1 is a dictionary that codes axes as ± pairs
     (:func:`abstopk_mini.metrics.antipodal_pairs` counts the pairs below ``below``).
     """
-    fig, (ax,) = new_figure(1, (6.4, 3.6))
+    fig, ax = style.subplots(height=3.4)
     edges = np.linspace(-1, 0.2, bins + 1)
+    used: list[str] = []
     for i, (title, sae) in enumerate(saes.items()):
         D = _dictionary(sae)
         m = _most_opposite(D).numpy()
         n_pairs = metrics.antipodal_pairs(D.T, below)
-        ax.hist(np.clip(m, edges[0], edges[-1]), bins=edges, alpha=0.5, color=f"C{i}", histtype="stepfilled",
-                edgecolor=f"C{i}", label=f"{title}: {D.shape[1]} atoms, {n_pairs} pairs below {below}")
-    ax.axvline(below, color="k", lw=0.8, ls="--")
+        color = style.color(title, default=f"C{i}")  # "topk, d_sae=2P" -> TopK's colour
+        ls = ("-", "--", ":")[used.count(color) % 3]  # the same method twice: another line style
+        used.append(color)
+        ax.hist(np.clip(m, edges[0], edges[-1]), bins=edges, color=color, histtype="step", lw=2, ls=ls,
+                label=f"{title}: {D.shape[1]} atoms, {n_pairs} pairs")
+    ax.axvline(below, color=style.REFERENCE, lw=0.8, ls="--")
     ax.set_xlabel("most negative cosine between an atom and another atom")
     ax.set_ylabel("number of atoms")
-    ax.set_title("Antipodal pairs: nonnegative codes spend two atoms per axis")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"Antipodal pairs (cos < {below}): nonnegative codes\nspend two atoms per axis")
+    ax.legend(loc="upper right")
     return fig
 
 
+@style.styled
 def width_sweep_figure(rows: Sequence[Mapping], P: int,
-                       panels: Sequence[tuple[str, str]] = (("fvu", "FVU (held out)"), ("mcc", "MCC with the true axes"),
-                                                            ("split_axes", "axes split into a ± pair"))) -> Figure:
+                       panels: Sequence[tuple[str, str]] = (("fvu", "FVU (held out)"), ("mcc", "MCC with true axes"),
+                                                            ("split_axes", "axes split in ± pairs"))) -> Figure:
     """Metrics against dictionary width (d_sae / P), one line per activation.
 
     rows: dicts with ``activation``, ``d_sae`` and the keys named in ``panels`` (the rows of
@@ -357,16 +276,16 @@ def width_sweep_figure(rows: Sequence[Mapping], P: int,
     """
     if not rows:
         raise ValueError("rows is empty; pass the rows of a width sweep")
-    fig, axes = new_figure(len(panels), (2.7, 2.6))
+    fig, axes = style.subplots(1, len(panels), height=2.9, squeeze=False)
     activations = list(dict.fromkeys(r["activation"] for r in rows))
-    for ax, (key, label) in zip(axes, panels):
+    for ax, (key, label) in zip(axes[0], panels):
         for act in activations:
             pts = sorted((r["d_sae"] / P, r[key]) for r in rows if r["activation"] == act)
-            ax.plot(*zip(*pts), "o-", color=ACTIVATION_COLORS.get(act), label=act)
-        ax.set_xlabel("width  d_sae / P")
+            ax.plot(*zip(*pts), "o-", color=style.color(act), label=style.label(act))
+        ax.set_xlabel("width d_sae / P")
         ax.set_ylabel(label)
-        ax.set_title(f"{label}", fontsize=9)
-        ax.axvline(1, color="k", lw=0.5, ls=":")
-        ax.axvline(2, color="k", lw=0.5, ls=":")
-        ax.legend(fontsize=8)
+        ax.set_title({"fvu": "Reconstruction", "mcc": "Recovery", "split_axes": "Split axes"}.get(key, key))
+        ax.axvline(1, color=style.REFERENCE, lw=0.5, ls=":")
+        ax.axvline(2, color=style.REFERENCE, lw=0.5, ls=":")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=len(activations))
     return fig

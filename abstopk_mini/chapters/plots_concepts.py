@@ -19,13 +19,18 @@ figure of a widget's default state by calling them once.
   negative on a token sample, and the share of bidirectional latents.
 * :func:`probe_rows` / :func:`probe_figure` — single-latent probes vs DiM on several concepts.
 * :func:`steering_figure` — log-odds curves of several steering methods against :math:`c/q`.
-* :class:`Table` — rows of results shown as an HTML table (and as text).
+* :class:`Table` — rows of results shown as an HTML table (and as text):
+  :class:`abstopk_mini.chapters.style.Table`.
+
+Figures are :class:`abstopk_mini.chapters.style.Figure` objects registered with pyplot (the
+chapters let the inline backend show them; the widgets close them); colours (side a, side b,
+neutral: :data:`~abstopk_mini.chapters.style.SIDE_COLORS`), sizes and fonts come from
+:mod:`abstopk_mini.chapters.style`.
 """
 
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -34,6 +39,9 @@ import torch
 from ..codestats import code_stats
 from ..concepts.axis import dim_direction, encode_samples
 from ..metrics import alive_share, bidirectional_mask
+from . import style
+from .checks import check_latent, check_pairs
+from .style import SIDE_COLORS, Table
 
 __all__ = [
     "SIDE_COLORS", "pair_codes", "latent_pair_figure", "pair_differences", "pair_difference_figure",
@@ -41,28 +49,6 @@ __all__ = [
     "decoder_cosines", "cosine_histogram", "sign_counts", "negative_share_figure", "probe_rows",
     "probe_figure", "steering_figure", "Table",
 ]
-
-#: side a (male, word, positive) and side b (female, antonym, negative), neutral
-SIDE_COLORS = ("C0", "C3", "0.55")
-
-
-def _check_pairs_in(word_acts, pairs) -> list[tuple[str, str]]:
-    pairs = [tuple(p) for p in pairs]
-    if not pairs:
-        raise ValueError("pairs is empty; pass at least one (side_a, side_b) word pair")
-    known = set(word_acts.words)
-    missing = [w for p in pairs for w in p if w not in known]
-    if missing:
-        raise ValueError(f"pairs hold words {missing[:5]} that word_acts has no activations for; "
-                         "compute word_acts with these words (am.concepts.pair_word_activations)")
-    return pairs
-
-
-def _check_latent(sae, latent) -> int:
-    if isinstance(latent, bool) or not isinstance(latent, int) or not 0 <= latent < sae.cfg.d_sae:
-        raise ValueError(f"latent must be an int in [0, d_sae={sae.cfg.d_sae}); got {latent!r}")
-    return latent
-
 
 # =============================================================================== one latent, all pairs
 def pair_codes(sae, word_acts, pairs, latent: int, neutral_words: Sequence[str] = ()) -> dict:
@@ -72,8 +58,8 @@ def pair_codes(sae, word_acts, pairs, latent: int, neutral_words: Sequence[str] 
     ``z_a``, ``z_b``, ``u_a``, ``u_b`` [n_pairs, T] (side a = first word of each pair),
     ``z_n``, ``u_n`` [n_neutral, T].
     """
-    pairs = _check_pairs_in(word_acts, pairs)
-    latent = _check_latent(sae, latent)
+    pairs = check_pairs(word_acts, pairs)
+    latent = check_latent(sae, latent)
     neutral = [w for w in neutral_words if w in set(word_acts.words)]
     words = [p[0] for p in pairs] + [p[1] for p in pairs] + neutral
     u, z = encode_samples(sae, word_acts.acts[word_acts.index(words)])  # [n, T, d_sae]
@@ -92,12 +78,13 @@ def _barsh(ax, values: list[torch.Tensor], labels: list[str], colors: list[str],
         ax.barh(y, v.mean(1).tolist(), height, xerr=v.std(1, unbiased=False).tolist(), color=color,
                 label=name, error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.axvline(0, color="k", lw=0.7)
-    ax.set_yticks(range(n), labels, fontsize=9)
+    ax.set_yticks(range(n), labels)
     ax.set_ylim(n - 0.4, -0.6)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
 
 
+@style.styled
 def latent_pair_figure(data: dict, sides: Sequence[str] = ("male", "female"), test_pairs=None,
                        title: str | None = None, preact: bool = True):
     """Horizontal bars of :func:`pair_codes`, one row per pair: the side-a and side-b word (mean ±
@@ -108,8 +95,7 @@ def latent_pair_figure(data: dict, sides: Sequence[str] = ("male", "female"), te
     panels = [("z", "code $z_j$")] + ([("u", "pre-activation $u_j$")] if preact else [])
     n_neutral = len(data["neutral_words"])
     n_rows = len(labels) + n_neutral
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.2, 0.26 * n_rows + 1.6),
-                             sharey=True, squeeze=False)
+    fig, axes = style.subplots(1, len(panels), height=0.24 * n_rows + 1.5, pyplot=True, sharey=True, squeeze=False)
     for ax, (key, xlabel) in zip(axes[0], panels):
         a, b, nn = data[f"{key}_a"], data[f"{key}_b"], data[f"{key}_n"]
         if n_neutral:  # one row per neutral word, in the side-a slot, with an empty side-b bar
@@ -121,11 +107,9 @@ def latent_pair_figure(data: dict, sides: Sequence[str] = ("male", "female"), te
             for patch in ax.patches[len(labels):len(labels) + n_neutral]:
                 patch.set_color(SIDE_COLORS[2])
             ax.axhline(len(labels) - 0.5, color="0.6", lw=0.7, ls=":")
-    axes[0, 0].legend(fontsize=8, loc="best")
-    axes[0, 0].set_ylabel("word pair" + (" (* = test pair)" if test else "") + (", then neutral words" if n_neutral else ""),
-                          fontsize=9)
-    fig.suptitle(title or f"Latent {data['latent']} on each word pair (mean ± std over templates)", fontsize=11)
-    fig.tight_layout()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    axes[0, 0].set_ylabel("word pair" + (" (* = test)" if test else "") + (", neutral words" if n_neutral else ""))
+    fig.suptitle(title or f"Latent {data['latent']} on each word pair (mean ± std over templates)")
     return fig
 
 
@@ -137,7 +121,7 @@ def pair_differences(sae, word_acts, pair, top: int = 10) -> dict:
     Returns ``pair``, ``latents`` (list, by decreasing :math:`|\\Delta|`), and tensors [top]:
     ``diff``, ``z_a``, ``z_b`` (means over templates), ``std_a``, ``std_b``.
     """
-    (a, b), = _check_pairs_in(word_acts, [pair])
+    (a, b), = check_pairs(word_acts, [pair])
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive int; got {top!r}")
     _, z = encode_samples(sae, word_acts.acts[word_acts.index([a, b])])  # [2, T, d_sae]
@@ -148,11 +132,12 @@ def pair_differences(sae, word_acts, pair, top: int = 10) -> dict:
             "z_b": mean[1, order], "std_a": std[0, order], "std_b": std[1, order]}
 
 
+@style.styled
 def pair_difference_figure(results: Mapping[str, dict], title: str | None = None):
     """One panel per SAE (``results``: name -> :func:`pair_differences`): the code of each top
     latent on the side-a and side-b word (mean ± std over templates)."""
     names = list(results)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.4), squeeze=False)
+    fig, axes = style.subplots(1, len(names), height=3.2, pyplot=True, squeeze=False)
     for ax, name in zip(axes[0], names):
         r = results[name]
         a, b = r["pair"]
@@ -163,15 +148,12 @@ def pair_difference_figure(results: Mapping[str, dict], title: str | None = None
         ax.bar([i + width / 2 for i in range(n)], r["z_b"].tolist(), width, yerr=r["std_b"].tolist(),
                color=SIDE_COLORS[1], label=b, error_kw={"elinewidth": 0.8, "capsize": 1.5})
         ax.axhline(0, color="k", lw=0.7)
-        ax.set_xticks(range(n), [str(j) for j in r["latents"]], rotation=60, fontsize=8)
-        ax.set_xlabel(f"latent (by |z({a}) − z({b})|)")
-        ax.set_ylabel("code z (mean over templates)")
-        ax.set_title(f"{name}: {a} vs {b}")
-        ax.legend(fontsize=8)
+        ax.set_xticks(range(n), [str(j) for j in r["latents"]], rotation=90)
+        style.finish(ax, f"latent (by |z({a}) − z({b})|)", "code z (mean over templates)", f"{name}: {a} vs {b}",
+                     grid=False)
         ax.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -193,7 +175,7 @@ def text_tokens(model, text: str, layer: int, context_length: int = 128) -> dict
 
 def token_values(sae, tokens: dict, latent: int) -> dict:
     """``latent``'s code ``z`` and pre-activation ``u`` [n_tokens] on the tokens of :func:`text_tokens`."""
-    latent = _check_latent(sae, latent)
+    latent = check_latent(sae, latent)
     u, z = encode_samples(sae, tokens["acts"])
     return {"latent": latent, "text": tokens["text"], "tokens": list(tokens["tokens"]), "z": z[:, latent], "u": u[:, latent]}
 
@@ -204,9 +186,10 @@ def _rgba(value: float, vmax: float, pos: str, neg: str) -> str:
 
 
 def highlight_html(tokens: Sequence[str], values, title: str = "", vmax: float | None = None,
-                   positive: str = "31,119,180", negative: str = "214,39,40") -> str:
-    """HTML of the tokens with a background by signed value: ``positive`` (RGB, default blue)
-    for v > 0, ``negative`` (default red) for v < 0, opacity |v| / vmax (vmax: default max |v|);
+                   positive: str = style.rgb(style.SIDE_LIGHT[0]), negative: str = style.rgb(style.SIDE_LIGHT[1])) -> str:
+    """HTML of the tokens with a background by signed value: ``positive`` (RGB, default side a's
+    light colour, indigo) for v > 0, ``negative`` (default side b's, pink) for v < 0, opacity
+    |v| / vmax (vmax: default max |v|);
     a zero is left white. Each token's value is in its tooltip. Text is HTML-escaped."""
     values = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
     if len(values) != len(tokens):
@@ -233,8 +216,8 @@ def dim_positions(word_acts, train_pairs, pairs, neutral_words: Sequence[str] = 
 
     Returns ``pairs``, ``pos_a``, ``pos_b`` [n_pairs, T], ``pos_n`` [n_neutral, T], ``direction`` [d].
     """
-    train_pairs = _check_pairs_in(word_acts, train_pairs)
-    pairs = _check_pairs_in(word_acts, pairs)
+    train_pairs = check_pairs(word_acts, train_pairs)
+    pairs = check_pairs(word_acts, pairs)
     acts = lambda ws: word_acts.acts[word_acts.index(ws)].double()  # noqa: E731
     A, B = acts([p[0] for p in train_pairs]), acts([p[1] for p in train_pairs])
     d = dim_direction(A, B)
@@ -256,12 +239,13 @@ def latent_positions(data: dict, orientation: int = 1, threshold: float = 0.0) -
             "neutral_words": data["neutral_words"]}
 
 
+@style.styled
 def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", "female"), test_pairs=None,
                     xlabels: Mapping[str, str] | None = None):
     """One row per pair: every template's position (small dots) and the mean over templates (large
     dots, joined by a line) of the side-a and side-b word; the rule cuts at 0 (dotted line).
 
-    A pair whose large blue dot is right of its red dot is ordered correctly (per-pair accuracy);
+    A pair whose large side-a dot (indigo) is right of its side-b dot (pink) is ordered correctly (per-pair accuracy);
     a word is classified correctly (per-word accuracy) when its dot is on its own side of 0.
     ``panels``: title -> a dict with ``pairs``, ``pos_a``, ``pos_b`` [n_pairs, T] (and optional
     ``pos_n``, ``neutral_words``), e.g. :func:`dim_positions` or :func:`latent_positions`.
@@ -269,7 +253,7 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
     test = {tuple(p) for p in (test_pairs or ())}
     names = list(panels)
     n_rows = max(len(p["pairs"]) + len(p.get("neutral_words", ())) for p in panels.values())
-    fig, axes = plt.subplots(1, len(names), figsize=(4.8 * len(names), 0.26 * n_rows + 1.6), squeeze=False)
+    fig, axes = style.subplots(1, len(names), height=0.24 * n_rows + 1.7, pyplot=True, sharey=True, squeeze=False)
     for ax, name in zip(axes[0], names):
         p = panels[name]
         pairs = list(p["pairs"])
@@ -286,14 +270,13 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
         for i, w in enumerate(neutral):
             y = -1 - i
             ax.plot(float(p["pos_n"][i].mean()), y, "o", color=SIDE_COLORS[2], ms=5, label="neutral word" if i == 0 else None)
-        ax.set_yticks(list(range(-len(neutral), len(pairs))), neutral[::-1] + labels, fontsize=7)
+        ax.set_yticks(list(range(-len(neutral), len(pairs))), neutral[::-1] + labels)
         ax.axvline(0, color="k", lw=0.8, ls=":")
         ax.set_xlabel((xlabels or {}).get(name, "position (rule: side a if > 0)"))
-        ax.set_title(name, fontsize=10)
+        ax.set_title(name)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].set_ylabel(f"word pair ({sides[0]}/{sides[1]}" + (", * = test" if test else "") + ")")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
     return fig
 
 
@@ -307,22 +290,24 @@ def decoder_cosines(sae, direction: torch.Tensor) -> torch.Tensor:
     return ((W @ d) / (W.norm(dim=1).clamp_min(1e-12) * d.norm().clamp_min(1e-12))).float()
 
 
+@style.styled
 def cosine_histogram(cosines: Mapping[str, torch.Tensor], marks: Mapping[str, Sequence[tuple[int, str]]] | None = None,
                      xlabel: str = "cosine(decoder row, DiM direction)"):
     """Histogram of :func:`decoder_cosines` per SAE (log counts), with chosen latents marked:
-    ``marks``: name -> [(latent, label)] drawn as vertical lines at their cosine."""
-    fig, axes = plt.subplots(1, len(cosines), figsize=(4.6 * len(cosines), 3.2), squeeze=False, sharey=True)
+    ``marks``: name -> [(latent, label)] drawn as vertical lines at their cosine, in the SAE's
+    colour when ``name`` names an activation (solid, dashed, dotted)."""
+    fig, axes = style.subplots(1, len(cosines), height=3.2, pyplot=True, squeeze=False, sharey=True)
     for ax, (name, cos) in zip(axes[0], cosines.items()):
         ax.hist(cos.tolist(), bins=60, range=(-1, 1), color="0.6")
         ax.set_yscale("log")
         for i, (latent, label) in enumerate((marks or {}).get(name, ())):
-            ax.axvline(float(cos[latent]), color=f"C{i + 1}", lw=1.5, label=f"{label} ({float(cos[latent]):+.2f})")
+            ax.axvline(float(cos[latent]), color=style.color(name), ls=("-", "--", ":")[i % 3], lw=1.5,
+                       label=f"{label} ({float(cos[latent]):+.2f})")
         ax.set_xlabel(xlabel)
-        ax.set_title(f"{name}: max |cos| = {float(cos.abs().max()):.2f}", fontsize=10)
+        ax.set_title(f"{name}: max |cos| = {float(cos.abs().max()):.2f}")
         if (marks or {}).get(name):
-            ax.legend(fontsize=7)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25))
     axes[0, 0].set_ylabel("latents (log scale)")
-    fig.tight_layout()
     return fig
 
 
@@ -379,18 +364,20 @@ def probe_rows(reports: Mapping[str, Mapping[str, dict]]) -> list[dict]:
     return rows
 
 
-def probe_figure(reports: Mapping[str, Mapping[str, dict]], sae_colors: Sequence[str] = ("C3", "C0")):
+@style.styled
+def probe_figure(reports: Mapping[str, Mapping[str, dict]], sae_colors: Sequence[str] | None = None):
     """Two panels, per-word and per-pair test accuracy by concept: each SAE's best single latent
-    (and, per word, its best two-latent rule, hatched) against Difference in Means (black)."""
+    (and, per word, its best two-latent rule, hatched) against Difference in Means (black).
+    ``sae_colors``: one per SAE (default: its activation's colour, read from its name)."""
     concepts = list(reports)
     names = list(next(iter(reports.values())))
     # (label, color, hatch, report to read, per-word key, per-pair key or None)
     series = []
-    for name, color in zip(names, sae_colors):
+    for name, color in zip(names, sae_colors or [style.color(n) for n in names]):
         series.append((f"{name} best latent", color, None, name, "threshold_accuracy", "relative_accuracy"))
         series.append((f"{name} best pair", color, "//", name, "best_pair_accuracy", None))
-    series.append(("Difference in Means", "0.15", None, names[0], "dim_test_accuracy", "dim_relative_accuracy"))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    series.append(("Difference in Means", style.REFERENCE, None, names[0], "dim_test_accuracy", "dim_relative_accuracy"))
+    fig, axes = style.subplots(1, 2, height=3.4, pyplot=True, sharey=True)
     for ax, col, title in ((axes[0], 4, "per word (threshold rule)"), (axes[1], 5, "per pair (which word is side a)")):
         shown = [s for s in series if s[col] is not None]
         width = 0.8 / len(shown)
@@ -401,76 +388,31 @@ def probe_figure(reports: Mapping[str, Mapping[str, dict]], sae_colors: Sequence
         ax.axhline(0.5, color="k", lw=0.8, ls=":")
         ax.set_xticks(range(len(concepts)), concepts)
         ax.set_ylim(0, 1.05)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
         ax.set_xlabel("concept axis")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("test accuracy (balanced)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3))
     return fig
 
 
 # =============================================================================== steering
+@style.styled
 def steering_figure(curves: Mapping[str, dict], xlabel: str = "steering strength c / q (positive: towards side a)",
                     ylabel: str = "log p(female) − log p(male)", title: str = "Steering the gender axis",
                     colors: Sequence[str] | None = None):
     """Log-odds against the signed multiple m = c/q, one line per method. ``curves``: label -> a
     dict with ``multiples`` [V] and ``log_odds`` [V] (and ``baseline``, drawn once, dashed);
-    ``colors``: one per curve (default C0, C1, ...)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    ``colors``: one per curve (default: the colour of the activation the label starts with,
+    e.g. ``"AbsTopK latent 398"``; black and greys for the others)."""
+    fig, ax = style.subplots(height=3.6, pyplot=True)
     baseline = None
     for i, (label, c) in enumerate(curves.items()):
-        ax.plot(c["multiples"], c["log_odds"], "o-", color=colors[i] if colors else f"C{i}", label=label)
+        color = colors[i] if colors else style.color(label, default=style.SERIES[i % len(style.SERIES)]["color"])
+        ax.plot(c["multiples"], c["log_odds"], "o-", color=color, label=label)
         baseline = c.get("baseline", baseline)
     if baseline is not None:
-        ax.axhline(baseline, color="k", lw=0.8, ls="--", label=f"no intervention ({baseline:.2f})")
-    ax.axvline(0, color="k", lw=0.5, ls=":")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-# =============================================================================== tables
-class Table:
-    """Rows of results (dicts) as an HTML table in a notebook, fixed-width text elsewhere.
-
-    columns: keys to show (default: the first row's keys). Floats print with ``digits``
-    decimals unless ``formats`` gives a column a format spec; None prints as ``-``.
-    """
-
-    def __init__(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3,
-                 formats: Mapping[str, str] | None = None):
-        if not rows:
-            raise ValueError("rows is empty; pass at least one dict of results")
-        self.rows = [dict(r) for r in rows]
-        self.columns = list(columns) if columns is not None else list(self.rows[0])
-        missing = sorted({c for c in self.columns for r in self.rows if c not in r})
-        if missing:
-            raise ValueError(f"columns {missing} are missing from some rows; pass columns that every row has")
-        self.digits, self.formats = digits, dict(formats or {})
-
-    def _cell(self, column: str, value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        if column in self.formats:
-            return format(value, self.formats[column])
-        return f"{value:.{self.digits}f}" if isinstance(value, float) else str(value)
-
-    def cells(self) -> list[list[str]]:
-        return [[self._cell(c, r[c]) for c in self.columns] for r in self.rows]
-
-    def __repr__(self) -> str:
-        cells = self.cells()
-        width = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.columns)]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, width))]
-        return "\n".join(lines + ["  ".join(v.rjust(w) for v, w in zip(r, width)) for r in cells])
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in self.cells())
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        ax.axhline(baseline, color=style.REFERENCE, lw=0.8, ls="--", label=f"no intervention ({baseline:.2f})")
+    ax.axvline(0, color=style.REFERENCE, lw=0.5, ls=":")
+    return style.finish(ax, xlabel, ylabel, title)

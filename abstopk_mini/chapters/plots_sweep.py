@@ -2,17 +2,24 @@
 :func:`abstopk_mini.runs.sweep.read_results`; a metric is named by a dotted path into a record,
 e.g. ``"heldout.fvu"`` or ``"concepts.family.sign_latent.coverage_b"``.
 
-    recs = am.sweep.read_results("results/gemma_sweep.jsonl")
-    fig = am.plots_sweep.metric_vs(recs, "d_sae", "heldout.fvu", where={"k": 32, "seed": 0})
+    recs = am.runs.sweep.read_results("results/gemma_sweep.jsonl")
+    fig = am.chapters.plots_sweep.metric_vs(recs, "d_sae", "heldout.fvu", where={"k": 32, "seed": 0})
+
+A figure made here is a :class:`abstopk_mini.chapters.style.Figure` registered with pyplot; given
+``ax``, a function draws into the caller's axes instead. An activation is drawn in its colour
+(:mod:`abstopk_mini.chapters.style`) with its own marker, sides a and b of a concept in the side
+colours; sizes and fonts come from the same module.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 from ..tables import format_table
+from . import style
 
 __all__ = ["find_results", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
            "neutral_positions", "doubling_curves", "table", "best_bidirectional", "AXIS_LABELS",
@@ -30,9 +37,9 @@ METRIC_LABELS = {
     "concepts.family.sign_latent.bidirectional_share": "gender: bidirectional share (sign latent)",
     "concepts.family.dim_test_accuracy": "gender: DiM accuracy",
 }
-_STYLE = {"topk": ("tab:blue", "o"), "abstopk": ("tab:red", "s"), "batchtopk": ("tab:cyan", "v"),
-          "batchabstopk": ("tab:orange", "^"), "jumprelu": ("tab:green", "D"), "absjumprelu": ("tab:olive", "P"),
-          "relu": ("tab:gray", "x")}
+#: a marker per activation (its colour comes from :mod:`abstopk_mini.chapters.style`)
+_MARKER = {"topk": "o", "abstopk": "s", "batchtopk": "v", "batchabstopk": "^", "jumprelu": "D", "absjumprelu": "P",
+           "relu": "x"}
 _LINE = {3: ":", 6: "-", 9: "--", 12: "-."}
 _WIDTH_LINE = {512: ":", 1024: "--", 2048: "-.", 4096: "-", 8192: (0, (5, 1))}
 _K_LINE = {8: "--", 16: ":", 32: "-", 64: "-."}
@@ -91,14 +98,15 @@ def series(records, x: str, y: str, group=("activation", "layer")) -> dict:
 
 def _label(key, group) -> str:
     names = {"layer": "L{}", "k": "k={}", "d_sae": "d_sae={}", "seed": "seed {}"}
-    return ", ".join(names.get(g, "{}").format(v) for g, v in zip(group, key))
+    return ", ".join(style.label(v) if g == "activation" else names.get(g, "{}").format(v) for g, v in zip(group, key))
 
 
 def _style(key, group):
     """Colour and marker by activation; line style by layer, else by width or k (so lines that share
     an activation stay apart when the grouping is activation × width or activation × k)."""
     d = dict(zip(group, key))
-    color, marker = _STYLE.get(d.get("activation"), ("k", "o"))
+    act = d.get("activation")
+    color, marker = style.color(act) if act else style.REFERENCE, _MARKER.get(act, "o")
     for field, styles in (("layer", _LINE), ("d_sae", _WIDTH_LINE), ("k", _K_LINE)):
         if field in d:
             return dict(color=color, marker=marker, linestyle=styles.get(d[field], "-"))
@@ -114,28 +122,25 @@ def _xaxis(ax, x: str, xs) -> None:
     ax.set_xlabel(AXIS_LABELS.get(x, x))
 
 
-def _axes(ax, figsize=(5.2, 3.6)):
-    """``(fig, ax)``: a new figure when ``ax`` is None (fig then is returned and tightened), else
-    ``(None, ax)`` to draw into the caller's axes."""
+def _axes(ax, height: float = 3.4):
+    """``(fig, ax)``: a new full-width figure when ``ax`` is None, else ``(None, ax)`` to draw into
+    the caller's axes."""
     if ax is not None:
         return None, ax
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=figsize)
+    return style.subplots(height=height, pyplot=True)
 
 
 def _finish(fig, ax, title: str | None, legend: bool):
-    """Title, legend, grid; tight layout on a figure we made; the figure to return."""
+    """Title, legend, grid; the figure to return (ours, or the one of the caller's axes)."""
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
     if legend:
-        ax.legend(fontsize=7)
+        ax.legend()
     ax.grid(alpha=0.3)
-    if fig is not None:
-        fig.tight_layout()
     return fig if fig is not None else ax.figure
 
 
+@style.styled
 def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group=("activation", "layer"),
               title: str | None = None, hline: float | None = None):
     """One line per group (default: activation × layer) of metric ``y`` against axis ``x``;
@@ -157,6 +162,7 @@ def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group
     return _finish(fig, ax, title, legend=bool(data))
 
 
+@style.styled
 def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "heldout.fvu", relative: bool = True,
             base: str = "topk", other: str = "abstopk", title: str | None = None, group=("layer",)):
     """(other − base) / base of ``metric`` (default: the relative FVU gap AbsTopK − TopK) against
@@ -175,7 +181,7 @@ def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "
     all_x = []
     for i, (key, (xs, ys, lo, hi)) in enumerate(data.items()):
         st = _style(key, group)
-        st["color"] = "k" if tuple(group) == ("layer",) else f"C{i}"
+        st["color"] = style.SERIES[0 if tuple(group) == ("layer",) else i % len(style.SERIES)]["color"]
         ax.errorbar(xs, [100 * v for v in ys] if relative else ys, ms=4, capsize=2, label=_label(key, group), **st)
         all_x += xs
     ax.axhline(0, color="gray", lw=0.8)
@@ -196,31 +202,32 @@ GENDER_PANELS = (
 )
 
 
+@style.styled
 def gender_panels(records, x: str, where: dict | None = None, concept: str = "family", panels=GENDER_PANELS,
                   suptitle: str | None = None, group=("activation", "layer")):
     """A grid of the concept metrics (default: the gender axis) against ``x``."""
-    import matplotlib.pyplot as plt
-
     n = len(panels)
-    cols = 3 if n > 4 else n
+    cols = min(n, 2)  # two panels side by side: room for a title of a few words at the book's font size
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False)
+    fig, axes = style.subplots(rows, cols, height=2.3 * rows + 0.9, pyplot=True, squeeze=False)
     for ax, (metric, title, h) in zip(axes.flat, panels):
         metric = metric.replace("concepts.family.", f"concepts.{concept}.")
-        metric_vs(records, x, metric, where, ax=ax, title=title, hline=h, group=group)
+        metric_vs(records, x, metric, where, ax=ax, title=textwrap.fill(title, 30), hline=h, group=group)
         ax.set_ylabel("")
-        if ax is not axes.flat[0]:
-            leg = ax.get_legend()
-            if leg:
-                leg.remove()
+        leg = ax.get_legend()
+        if leg:
+            leg.remove()
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
+        fig.suptitle(suptitle)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
     return fig
 
 
+@style.styled
 def survival(records, x: str, where: dict | None = None, concept: str = "family", who: str = "sign", ax=None,
              title: str | None = None):
     """Why one side is zero: the median |pre-activation| of the chosen latent on each side against the
@@ -228,67 +235,58 @@ def survival(records, x: str, where: dict | None = None, concept: str = "family"
     fig, ax = _axes(ax)
     recs = select(records, where)
     p = f"concepts.{concept}.{who}_survival"
-    for path, lab, color in ((f"{p}.median_u_a", "|u| on side a (male)", "tab:blue"),
-                             (f"{p}.median_u_b", "|u| on side b (female)", "tab:red"),
-                             (f"{p}.median_bar", "top-k bar (smallest kept |z|)", "k")):
+    for path, lab, color in ((f"{p}.median_u_a", "|u| on side a (male)", style.SIDE_COLORS[0]),
+                             (f"{p}.median_u_b", "|u| on side b (female)", style.SIDE_COLORS[1]),
+                             (f"{p}.median_bar", "top-k bar (smallest kept |z|)", style.REFERENCE)):
         data = series([{**r, "_v": {"v": abs(get(r, path))}} for r in recs], x, "_v.v", group=("layer",))
         for (layer,), (xs, ys, _, _) in data.items():
             ax.plot(xs, ys, marker="o", ms=4, color=color, linestyle=_LINE.get(layer, "-"), label=f"{lab}, L{layer}")
             _xaxis(ax, x, xs)
     ax.set_ylabel("median magnitude (scaled units)")
     ax.set_yscale("log")
-    if title:
-        ax.set_title(title, fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
-    return fig if fig is not None else ax.figure
+    return _finish(fig, ax, title, legend=bool(ax.get_legend_handles_labels()[0]))
 
 
+@style.styled
 def neutral_positions(record: dict, words, concept: str = "family", ax=None, sides=("male", "female")):
     """Where the neutral words sit on the Difference-in-Means axis (train side a = +1, b = −1)."""
-    fig, ax = _axes(ax, figsize=(7, 2.4))
+    fig, ax = _axes(ax, height=2.4)
     c = record["concepts"][concept]
     pos = c.get("neutral_positions") or []
-    ax.axvline(1, color="tab:blue", lw=1)
-    ax.axvline(-1, color="tab:red", lw=1)
-    ax.axvline(c["test_position_a"], color="tab:blue", ls="--", lw=1)
-    ax.axvline(c["test_position_b"], color="tab:red", ls="--", lw=1)
+    a, b = style.SIDE_COLORS[:2]
+    ax.axvline(1, color=a, lw=1.5)
+    ax.axvline(-1, color=b, lw=1.5)
+    ax.axvline(c["test_position_a"], color=a, ls="--", lw=1.5)
+    ax.axvline(c["test_position_b"], color=b, ls="--", lw=1.5)
     ys = [(i % 4) * 0.25 for i in range(len(pos))]
-    ax.scatter(pos, ys, color="k", s=12)
+    ax.scatter(pos, ys, color=style.REFERENCE, s=12)
     for w, p, y in zip(words, pos, ys):
-        ax.annotate(w, (p, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
+        ax.annotate(w, (p, y), xytext=(2, 2), textcoords="offset points")
     ax.set_yticks([])
     ax.set_ylim(-0.2, 1.0)
-    ax.set_xlabel(f"position on the DiM axis ({sides[0]} train mean = +1, {sides[1]} = −1; dashed: test means)")
-    ax.set_title(f"layer {record['layer']}: neutral words between the sides", fontsize=10)
+    ax.set_xlabel(f"position on the DiM axis ({sides[0]} train mean = +1, {sides[1]} = −1;\ndashed: test means)")
+    ax.set_title(f"layer {record['layer']}: neutral words between the sides")
     return fig if fig is not None else ax.figure
 
 
+@style.styled
 def doubling_curves(hist: dict):
-    """The [D, −D] training comparison of :func:`abstopk_mini.coding.doubling.compare_training`."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    """The [D, −D] training comparison of :func:`abstopk_mini.coding.doubling.compare_training`:
+    AbsTopK in its colour, the TopK variants (tied and untied doubled, random 2P) in TopK's,
+    told apart by line style."""
+    fig, axes = style.subplots(1, 3, height=3.2, pyplot=True)
     for (name, ys), st in zip(hist["fvu"].items(), ("-", ":", "--", "-.")):
-        axes[0].plot(hist["steps"], ys, st, label=name, lw=2 if name == "abstopk" else 1.2)
+        color = style.color("abstopk" if name == "abstopk" else "topk" if "topk" in name else name)
+        axes[0].plot(hist["steps"], ys, st, color=color, label=name, lw=2 if name == "abstopk" else 1.2)
     axes[0].set_yscale("log")
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("FVU (batch)")
-    axes[0].legend(fontsize=7)
-    axes[1].plot(hist["steps"], [max(v, 1e-18) for v in hist["max_abs_diff_tied"]], "k-")
+    style.finish(axes[0], "step", "FVU (batch)", "Reconstruction")
+    axes[1].plot(hist["steps"], [max(v, 1e-18) for v in hist["max_abs_diff_tied"]], color=style.REFERENCE)
     axes[1].set_yscale("log")
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("max |x̂ tied doubled − x̂ AbsTopK|")
-    axes[2].plot(hist["steps"], hist["antipodal_cos"], label="mean cos(+atom, −(−atom))")
-    axes[2].plot(hist["steps"], hist["both_used"], label="pairs with both halves firing")
-    axes[2].set_xlabel("step")
-    axes[2].set_ylabel("untied doubled TopK")
+    style.finish(axes[1], "step", "max |x̂ tied doubled − x̂ AbsTopK|", "Tied doubled = AbsTopK")
+    axes[2].plot(hist["steps"], hist["antipodal_cos"], label="mean cos(+atom, −(−atom))", **style.SERIES[0])
+    axes[2].plot(hist["steps"], hist["both_used"], label="pairs with both halves firing", **style.SERIES[1])
     axes[2].set_ylim(-0.05, 1.05)
-    axes[2].legend(fontsize=7)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+    style.finish(axes[2], "step", "untied doubled TopK", "Untied: pairs drift")
     return fig
 
 

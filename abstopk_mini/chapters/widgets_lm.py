@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from . import plots_concepts as pc
+from . import style
+from .checks import check_latent, check_pairs
 
 __all__ = ["show_figure", "latent_candidates", "latent_widget", "pair_widget"]
 
@@ -28,13 +30,7 @@ def show_figure(out, fig) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
 
-    png = fig._repr_png_() if hasattr(fig, "_repr_png_") else None
-    if png is None:  # matplotlib figures render through print_figure
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        png = buf.getvalue()
+    png = style.Figure._repr_png_(fig)  # a plain matplotlib Figure is saved the same way
     plt.close(fig)
     with out:
         out.clear_output(wait=True)
@@ -64,15 +60,15 @@ def latent_widget(sae, word_acts, pairs, latent: int, *, candidates: Sequence[tu
                   orientation: int = 1, preact: bool = True):
     """Pick a latent (dropdown of ``candidates`` or any index) → :func:`~abstopk_mini.chapters.plots_concepts.latent_pair_figure`
     and, if ``model`` is given, the highlight of ``text`` (editable) by the latent's code times
-    ``orientation`` (blue: side a, red: side b).
+    ``orientation`` (indigo: side a, pink: side b; :data:`abstopk_mini.chapters.style.SIDE_LIGHT`).
 
     Returns an ``ipywidgets.VBox`` ``[controls, status, figure output, text box, highlight]``;
     ``box.state`` holds the last data drawn (``codes``, ``tokens``).
     """
     import ipywidgets as W
 
-    pairs = pc._check_pairs_in(word_acts, pairs)
-    latent = pc._check_latent(sae, latent)
+    pairs = check_pairs(word_acts, pairs)
+    latent = check_latent(sae, latent)
     options = list(candidates or [])
     if latent not in [v for _, v in options]:
         options = [(str(latent), latent)] + options
@@ -105,7 +101,7 @@ def latent_widget(sae, word_acts, pairs, latent: int, *, candidates: Sequence[tu
             state["tokens"] = pc.text_tokens(model, box_text.value, layer)
         tv = pc.token_values(sae, state["tokens"], j)
         highlight.value = pc.highlight_html(tv["tokens"], orientation * tv["z"],
-                                            title=f"latent {j} on each token (blue: {sides[0]} side, red: {sides[1]} side)")
+                                            title=f"latent {j} on each token (indigo: {sides[0]} side, pink: {sides[1]} side)")
 
     busy = [False]
 
@@ -142,7 +138,7 @@ def pair_widget(saes: Mapping[str, object], word_acts, pairs, pair=None, top: in
 
     if not saes:
         raise ValueError("saes is empty; pass a dict name -> SAE")
-    pairs = pc._check_pairs_in(word_acts, pairs)
+    pairs = check_pairs(word_acts, pairs)
     pair = tuple(pair) if pair is not None else pairs[0]
     if pair not in pairs:
         raise ValueError(f"pair={pair!r} is not one of the pairs {pairs[:4]}...; pick one of them")
