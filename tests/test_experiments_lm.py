@@ -106,7 +106,7 @@ def test_curves_and_generations_are_the_steering_module_s(tiny_gpt2):
 def test_chapter_saes_find_the_reproduce_directories(tiny_gpt2, tiny_gpt2_dir, tmp_path):
     cfg = ReproduceConfig(model=str(tiny_gpt2_dir), layer=1, n_tokens=600, context_length=32, chunk_offsets=(0,),
                           d_sae=24, k=3, train_tokens=512, batch_size=128, heldout_tokens=100)
-    cs = ex.chapter_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=tmp_path)
+    cs = am.runs.reproduce.chapter_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=tmp_path)
     # what reproduce() computes for the same config, written out independently
     spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
     assert cs.acts_dir == spec.directory(tmp_path)
@@ -119,10 +119,10 @@ def test_chapter_saes_find_the_reproduce_directories(tiny_gpt2, tiny_gpt2_dir, t
                                       hook_layer=manifest["layer"], context_size=manifest["context_length"])
         kw = {"n_tokens": cfg.train_tokens, "batch_size": cfg.batch_size, "seed": cfg.seed}
         assert cs.dirs[activation] == sae_dir(cs.acts_dir, sae_cfg, kw, tmp_path)
-    again = ex.chapter_saes(cfg, ("topk",), loaded=tiny_gpt2, runs_root=tmp_path)  # reused, not retrained
+    again = am.runs.reproduce.chapter_saes(cfg, ("topk",), loaded=tiny_gpt2, runs_root=tmp_path)  # reused, not retrained
     assert again.histories["topk"]["wall_time_s"] == cs.histories["topk"]["wall_time_s"]
     assert torch.equal(again.saes["topk"].W_dec, cs.saes["topk"].W_dec)
-    assert ex.replace_model(cfg, None) is cfg and ex.replace_model(cfg, "other").model == "other"
+    assert am.runs.reproduce.replace_model(cfg, None) is cfg and am.runs.reproduce.replace_model(cfg, "other").model == "other"
 
 
 def test_preact_ranking_against_a_per_latent_loop():

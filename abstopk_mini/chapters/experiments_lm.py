@@ -1,8 +1,8 @@
 r"""The experiments of chapters 7 and 8, built from the package's pieces.
 
-* :func:`chapter_saes` — the SAEs of ``python -m abstopk_mini reproduce`` for a
-  :class:`~abstopk_mini.runs.reproduce.ReproduceConfig` (same harvest spec, same training settings, so
-  the content-addressed runs under ``$ABSTOPK_RUNS`` are reused, or trained once).
+The SAEs they study come from :func:`abstopk_mini.runs.reproduce.chapter_saes` (the reproduce
+settings, so the content-addressed runs under ``$ABSTOPK_RUNS`` are reused, or trained once).
+
 * :func:`concept_reports` — the family, opposite and sentiment axes for several SAEs, with each
   set's word activations computed once.
 * :func:`preact_ranking` — the latents whose *pre-activation* sign separates the sides best on
@@ -20,10 +20,6 @@ r"""The experiments of chapters 7 and 8, built from the package's pieces.
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -31,50 +27,12 @@ import torch
 from ..concepts import words as concepts
 from ..lm import steering
 from ..lm.hooks import layer_of
-from ..runs.store import HarvestSpec, harvest_and_train
-from ..runs.reproduce import ReproduceConfig
-from ..sae import SAE, SAEConfig
+from ..sae import SAE
 
 __all__ = [
-    "ChapterSAEs", "chapter_saes", "concept_reports", "latent_scale", "clamp_latents", "clamp_method",
-    "pair_clamp_method", "dim_method", "steering_curves", "generation_rows", "replace_model", "preact_ranking",
+    "concept_reports", "latent_scale", "clamp_latents", "clamp_method",
+    "pair_clamp_method", "dim_method", "steering_curves", "generation_rows", "preact_ranking",
 ]
-
-
-@dataclass
-class ChapterSAEs:
-    """What :func:`chapter_saes` returns: the model, the SAEs by activation name, held-out
-    activations ``x_held`` [N, d_in], directories and wall times (s) of each step."""
-
-    cfg: ReproduceConfig
-    loaded: object
-    saes: dict[str, SAE]
-    dirs: dict[str, Path]
-    histories: dict[str, dict]
-    acts_dir: Path
-    held_dir: Path
-    x_held: torch.Tensor
-    wall_s: dict[str, float] = field(default_factory=dict)
-
-
-def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] = ("abstopk", "topk"), k: int | None = None,
-                 loaded=None, runs_root=None, progress: bool = False) -> ChapterSAEs:
-    """Harvest (or reuse) the training and held-out activations of ``cfg`` and train (or reuse)
-    one SAE per activation at width ``cfg.d_sae`` and ``k`` (default ``cfg.k``), exactly as
-    :func:`abstopk_mini.runs.reproduce.reproduce` does, so both find the same files."""
-    from ..lm.models import load_model
-
-    cfg = cfg or ReproduceConfig()
-    k = cfg.k if k is None else k
-    t = time.perf_counter()
-    loaded = loaded if loaded is not None else load_model(cfg.model)
-    wall = {"load_model_s": time.perf_counter() - t}
-    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
-    cfgs = {a: SAEConfig(d_in=loaded.info.d_model, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a in activations}
-    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
-                            n_tokens=cfg.train_tokens or 2 * cfg.n_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
-    return ChapterSAEs(cfg, loaded, run.saes, run.dirs, run.histories, run.acts_dir, run.held_dir, run.x_held,
-                       wall | run.wall_s)
 
 
 def concept_reports(loaded, saes: Mapping[str, SAE], concept_names: Sequence[str] = ("family", "opposite", "sentiment"),
@@ -211,8 +169,3 @@ def generation_rows(loaded, prompts: Sequence[str], methods: Mapping[str, Callab
                 rows.append({"prompt": prompt, "method": label, "m": float(m),
                              "continuation": steering.generate_with(loaded, prompt, make(m), max_new_tokens)})
     return rows
-
-
-def replace_model(cfg: ReproduceConfig, model: str | None) -> ReproduceConfig:
-    """``cfg`` with ``model`` swapped in (None or the same name: unchanged)."""
-    return cfg if not model or model == cfg.model else dataclasses.replace(cfg, model=model)

@@ -25,8 +25,9 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -35,9 +36,9 @@ from ..io import atomic_write
 from ..nonlinearities import SPECS
 from ..tables import format_table
 from .store import HarvestSpec, harvest_and_train, offline_texts
-from ..sae import SAEConfig
+from ..sae import SAE, SAEConfig
 
-__all__ = ["ReproduceConfig", "reproduce"]
+__all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "replace_model"]
 
 
 #: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
@@ -270,3 +271,45 @@ def _summary(report: dict, figures: list[str]) -> str:
         lines += ["", f"Steering skipped: {st['skipped']}"]
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the chapters' SAEs
+@dataclass
+class ChapterSAEs:
+    """What :func:`chapter_saes` returns: the model, the SAEs by activation name, held-out
+    activations ``x_held`` [N, d_in], directories and wall times (s) of each step."""
+
+    cfg: ReproduceConfig
+    loaded: object
+    saes: dict[str, SAE]
+    dirs: dict[str, Path]
+    histories: dict[str, dict]
+    acts_dir: Path
+    held_dir: Path
+    x_held: torch.Tensor
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+
+def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] = ("abstopk", "topk"), k: int | None = None,
+                 loaded=None, runs_root=None, progress: bool = False) -> ChapterSAEs:
+    """Harvest (or reuse) the training and held-out activations of ``cfg`` and train (or reuse)
+    one SAE per activation at width ``cfg.d_sae`` and ``k`` (default ``cfg.k``), exactly as
+    :func:`abstopk_mini.runs.reproduce.reproduce` does, so both find the same files."""
+    from ..lm.models import load_model
+
+    cfg = cfg or ReproduceConfig()
+    k = cfg.k if k is None else k
+    t = time.perf_counter()
+    loaded = loaded if loaded is not None else load_model(cfg.model)
+    wall = {"load_model_s": time.perf_counter() - t}
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    cfgs = {a: SAEConfig(d_in=loaded.info.d_model, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a in activations}
+    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
+                            n_tokens=cfg.train_tokens or 2 * cfg.n_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    return ChapterSAEs(cfg, loaded, run.saes, run.dirs, run.histories, run.acts_dir, run.held_dir, run.x_held,
+                       wall | run.wall_s)
+
+
+def replace_model(cfg: ReproduceConfig, model: str | None) -> ReproduceConfig:
+    """``cfg`` with ``model`` swapped in (None or the same name: unchanged)."""
+    return cfg if not model or model == cfg.model else dataclasses.replace(cfg, model=model)
