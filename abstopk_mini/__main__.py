@@ -1,7 +1,7 @@
-"""``python -m abstopk_mini <command>``: see :mod:`abstopk_mini.cli`."""
+"""``python -m abstopk_mini <command>``: see :mod:`abstopk_mini.runs.cli`."""
 
 import sys
 
-from .cli import main
+from .runs.cli import main
 
 sys.exit(main())

@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .sae import SAE, SAEConfig, standardize
-from .train import TrainConfig, geometric_median, input_scale, train_sae
+from .data import Batches
+from .sae import SAE, SAEConfig
+from .train import TrainConfig, init_from_sample, train_sae
 
 __all__ = ["Sync", "train_sae_ddp", "init_from_env", "main"]
 
@@ -135,38 +136,14 @@ def init_from_env(backend: str | None = None) -> Sync:
     return Sync()
 
 
-def _local_sample(activations, n: int, seed: int) -> torch.Tensor:
-    """Up to n rows of this rank's data (a seeded random subset of a tensor, else the first batches)."""
-    if isinstance(activations, torch.Tensor):
-        gen = torch.Generator().manual_seed(seed)
-        return activations[torch.randperm(activations.shape[0], generator=gen)[:n]]
-    rows, got = [], 0
-    for batch in activations:
-        rows.append(batch)
-        got += batch.shape[0]
-        if got >= n:
-            break
-    if not rows:
-        raise ValueError("this rank's activations are empty (the iterable yielded no rows)")
-    return torch.cat(rows)[:n]
-
-
 def _initial_sae(cfg: SAEConfig, activations, tcfg: TrainConfig, sync: Sync) -> SAE:
-    """train_sae's initialisation (input scale, b_dec) on a sample gathered from every rank."""
-    local = _local_sample(activations, max(1, tcfg.init_sample // sync.world_size), tcfg.seed + sync.rank)
+    """train_sae's initialisation (:func:`~abstopk_mini.train.init_from_sample`) on a sample gathered
+    from every rank, then rank 0's SAE on every rank."""
+    # this rank's rows as train_sae would sample them: a seeded subset of a tensor, else the first batches
+    mine = Batches(activations, cfg.d_in, tcfg.batch_size, tcfg.seed + sync.rank, tcfg.drop_nonfinite)
+    local = mine.sample(max(1, tcfg.init_sample // sync.world_size))
     n = _min_over_ranks(local.shape[0], sync)  # all_gather needs equal shapes
-    sample = sync.all_gather(local[:n].double())
-    if cfg.input_unit_norm:  # as in train_sae: scale and b_dec in the standardised space
-        sample = standardize(sample)[0]
-    if tcfg.normalize_input:
-        cfg = dataclasses.replace(cfg, input_scale=input_scale(sample, cfg.d_in))
-    sae = SAE(cfg)
-    sample = sample * cfg.input_scale
-    with torch.no_grad():
-        if tcfg.b_dec_init == "geometric_median":
-            sae.b_dec.copy_(geometric_median(sample))
-        elif tcfg.b_dec_init == "mean":
-            sae.b_dec.copy_(sample.mean(0))
+    sae = init_from_sample(cfg, sync.all_gather(local[:n].double()), tcfg)
     sync.broadcast_module(sae)
     return sae
 
@@ -202,7 +179,7 @@ def train_sae_ddp(
             f"batch_size={tcfg.batch_size} (the global batch) must be divisible by the {R} ranks; "
             f"use e.g. batch_size={max(R, tcfg.batch_size // R * R)}"
         )
-    if cfg.activation in ("batchtopk", "batchabstopk") and not tcfg.fast:
+    if cfg.spec.per_batch and not tcfg.fast:
         raise ValueError(
             f"activation={cfg.activation!r} under DDP needs the fast path (fast=True): the reference path would "
             "keep the k·B largest scores of each rank's shard instead of the global batch"

@@ -49,28 +49,28 @@ from pathlib import Path
 
 import torch
 
-from .sae import _DTYPES, CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig, _atomic_write
+from .io import atomic_write
+from .nonlinearities import SPECS, ActivationSpec
+from .sae import CONFIG_FILE, DTYPES, SAE, WEIGHTS_FILE, SAEConfig, read_config
 
 __all__ = ["to_saelens", "from_saelens", "SUPPORTED_FROM_SAELENS", "SAELENS_ARCHITECTURE"]
 
+#: the architectures SAELens itself has classes for (``batchtopk``: its training checkpoints)
+SAELENS_ARCHITECTURES = ("standard", "jumprelu", "topk", "abstopk", "batchtopk")
+
+
+def saelens_architecture(s: ActivationSpec) -> str:
+    """The SAELens architecture :func:`to_saelens` writes for an activation: its own
+    ``architecture`` when it is elementwise without a learned threshold (``standard``) or a per-row
+    top-k; otherwise ``jumprelu``: a threshold on u, learned per latent or the batch variants'
+    global one (signed activations only with ``split_signed=True``)."""
+    return s.architecture if s.selection == "row" or s.param is None else "jumprelu"
+
+
 #: SAELens architectures that :func:`from_saelens` reads -> our activation
-SUPPORTED_FROM_SAELENS = {
-    "standard": "relu",
-    "jumprelu": "jumprelu",
-    "topk": "topk",
-    "abstopk": "abstopk",
-    "batchtopk": "batchtopk",
-}
+SUPPORTED_FROM_SAELENS = {s.architecture: name for name, s in SPECS.items() if s.architecture in SAELENS_ARCHITECTURES}
 #: our activation -> the SAELens architecture :func:`to_saelens` writes
-SAELENS_ARCHITECTURE = {
-    "relu": "standard",
-    "jumprelu": "jumprelu",
-    "topk": "topk",
-    "abstopk": "abstopk",
-    "batchtopk": "jumprelu",
-    "absjumprelu": "jumprelu",  # only with split_signed=True
-    "batchabstopk": "jumprelu",  # only with split_signed=True
-}
+SAELENS_ARCHITECTURE = {name: saelens_architecture(s) for name, s in SPECS.items()}
 SCALER_FILE = "activation_scaler.json"  # written by SAELens's trainer next to a checkpoint
 _SAELENS_FORMAT_VERSION = "6.0.0"
 
@@ -88,7 +88,7 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
     if not isinstance(sae, SAE):
         raise TypeError(f"sae must be an abstopk_mini SAE; got {type(sae).__name__}")
     cfg = sae.cfg
-    act = cfg.activation
+    act, spec = cfg.activation, cfg.spec
     s = float(cfg.input_scale)
     W_enc = (sae.W_enc.detach().double().cpu() * s).float()  # folded in float64, rounded once
     W_dec = (sae.W_dec.detach().double().cpu() / s).float()
@@ -96,19 +96,20 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
     b_dec = (sae.b_dec.detach().double().cpu() / s).float()
     extra: dict = {}
     tensors = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
-    if act in ("relu", "abstopk", "topk"):
-        arch = SAELENS_ARCHITECTURE[act]
-        if act != "relu":
+    arch = saelens_architecture(spec)
+    if arch not in SAELENS_ARCHITECTURES:
+        raise ValueError(f"activation={act!r} has no SAELens architecture (SAELens has {list(SAELENS_ARCHITECTURES)}); "
+                         "save it with sae.save(path) and load it with abstopk_mini.SAE.load(path)")
+    if arch != "jumprelu":  # relu, per-row top-k: the same architecture in SAELens
+        if spec.k_based:
             extra = {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
-    elif act == "jumprelu":
-        arch = "jumprelu"
+    elif not spec.signed and not spec.per_batch:  # jumprelu: θ per latent
         tensors["threshold"] = sae.threshold.detach().float().cpu().clamp_min(0).clone()
-    elif act == "batchtopk":
+    elif not spec.signed:  # batchtopk: one global θ
         theta = float(sae.threshold)
         if theta < 0:  # never trained: eval mode is a per-row top-k
             arch, extra = "topk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
         else:
-            arch = "jumprelu"
             tensors["threshold"] = torch.full((cfg.d_sae,), theta)
     else:  # absjumprelu, batchabstopk: |u| > θ with the sign kept
         if not split_signed:
@@ -117,10 +118,9 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
                 f"(it reads {sorted(set(SAELENS_ARCHITECTURE.values()))}); pass split_signed=True to write an "
                 "equivalent JumpReLU SAE with 2·d_sae latents (j: u > θ, d_sae + j: u < −θ)"
             )
-        if act == "batchabstopk" and float(sae.threshold) < 0:
-            raise ValueError("this batchabstopk SAE was never trained (threshold < 0); train it before exporting")
+        if spec.per_batch and float(sae.threshold) < 0:
+            raise ValueError(f"this {act} SAE was never trained (threshold < 0); train it before exporting")
         theta = sae.threshold.detach().float().cpu().clamp_min(0).expand(cfg.d_sae)
-        arch = "jumprelu"
         tensors = {
             "W_enc": torch.cat([W_enc, -W_enc], 1),
             "W_dec": torch.cat([W_dec, -W_dec], 0),
@@ -157,22 +157,14 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
         raise ValueError(f"path={str(path)!r} is a file; to_saelens needs a directory path")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.contiguous() for key, value in tensors.items()}
-    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     return path
 
 
 # ----------------------------------------------------------------------------- import
 def _read_config(path: Path) -> dict:
-    if not path.is_dir():
-        raise FileNotFoundError(f"path={str(path)!r} is not a directory (a SAELens SAE is a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing; a SAELens SAE directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        raw = json.loads((path / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err})") from err
+    raw = read_config(path, "a SAELens SAE")
     if raw.get("format", "").startswith("abstopk_mini/"):
         raise ValueError(f"{path} was written by SAE.save (abstopk_mini format); load it with abstopk_mini.SAE.load(path)")
     return _modernise(raw)
@@ -268,14 +260,15 @@ def from_saelens(
         raise ValueError(f"{path}: a finetuning scaling_factor is not supported")
 
     activation, k, threshold = SUPPORTED_FROM_SAELENS[arch], None, None
+    spec = SPECS[activation]
     if arch == "standard" and cfg.get("activation_fn", "relu") not in ("relu", None):
         raise ValueError(f"{path / CONFIG_FILE}: a standard SAE with activation_fn={cfg['activation_fn']!r} is not supported (only relu)")
-    if arch in ("topk", "abstopk", "batchtopk"):
+    if spec.k_based:
         k = _int_k(cfg.get("k"), arch, path)
         if cfg.get("rescale_acts_by_decoder_norm", False):
             n = W_dec.norm(dim=1).clamp_min(1e-8)
             W_enc, b_enc, W_dec = W_enc * n, b_enc * n, W_dec / n[:, None]
-    if arch == "jumprelu":
+    if spec.threshold_based:
         if "threshold" in state:
             threshold = state["threshold"]
         elif "log_threshold" in state:
@@ -283,7 +276,7 @@ def from_saelens(
         else:
             raise ValueError(f"{path / WEIGHTS_FILE}: a jumprelu SAE needs 'threshold'; keys are {sorted(state)}")
         threshold = threshold.clamp_min(0)  # SAELens applies ReLU first: a negative θ acts as 0
-    if arch == "batchtopk":
+    if spec.per_batch:
         if "topk_threshold" not in state:
             raise ValueError(f"{path / WEIGHTS_FILE}: a batchtopk checkpoint needs 'topk_threshold'; keys are {sorted(state)}")
         threshold = state["topk_threshold"].reshape(())
@@ -317,7 +310,7 @@ def from_saelens(
         activation=activation,
         k=k,
         input_scale=scale,
-        dtype=dtype if dtype in _DTYPES else "float32",
+        dtype=dtype if dtype in DTYPES else "float32",
         device=str(device) if device is not None else None,
         model_name=meta.get("model_name"),
         hook_name=hook,

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .metrics import sum_sq_centred, sum_sq_error
+
 __all__ = ["mse", "batch_fvu", "l1_penalty", "auxk_loss"]
 
 
@@ -28,8 +30,11 @@ def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """FVU on one batch (for logging).  shape: [B, d] -> scalar"""
-    return (x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+    """FVU on one batch (for logging): the formula of :func:`abstopk_mini.metrics.fvu`, kept as a
+    tensor in the batch's dtype and device (no float64 copy and no host sync inside the training
+    step) and with the denominator clamped, so a constant batch logs a large number, not inf.
+    shape: [B, d] -> scalar"""
+    return sum_sq_error(x, x_hat) / sum_sq_centred(x).clamp_min(1e-12)
 
 
 def l1_penalty(z: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ All functions take torch tensors; rows are samples (tokens), the last dim is fea
 * L0: the mean number of non-zero latents per row (``z != 0``, so negative AbsTopK values count).
 * Dead latents never fire on the data seen; dense latents fire on more than a fraction of rows.
 * Sign statistics: for each latent, the share of its non-zero activations that are negative; a
-  latent is **bidirectional** when each sign has at least ``min_share`` (10 %) of them.
+  latent is **bidirectional** when each sign has at least ``min_share`` (10 %) of them
+  (:func:`bidirectional_mask`, the one definition every count in the package goes through;
+  streamed over many tokens by :mod:`abstopk_mini.codestats`).
 * MCC (mean correlation coefficient) between a ground-truth dictionary and a learned one: the
   mean |cosine| of atoms matched one-to-one by the Hungarian algorithm.
 """
@@ -17,12 +19,17 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "sum_sq_error",
+    "sum_sq_centred",
     "fvu",
     "nmse",
     "l0",
+    "count_signs",
     "firing_counts",
     "dead_fraction",
     "dense_fraction",
+    "bidirectional_mask",
+    "alive_share",
     "sign_stats",
     "bidirectional_fraction",
     "cosine_matrix",
@@ -38,12 +45,26 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1]).double()
 
 
+def sum_sq_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum\|x - \hat x\|^2`, in the dtype given (the numerator of :func:`fvu`).
+    shape: x, x_hat [..., d] -> scalar tensor"""
+    return (x - x_hat).pow(2).sum()
+
+
+def sum_sq_centred(x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum\|x - \bar x\|^2` over rows, in the dtype given (the denominator of :func:`fvu`).
+    shape: x [N, d] -> scalar tensor"""
+    return (x - x.mean(0)).pow(2).sum()
+
+
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Fraction of variance unexplained.  shape: x, x_hat [..., d] -> float"""
+    """Fraction of variance unexplained, in float64: :func:`sum_sq_error` / :func:`sum_sq_centred`.
+    Streamed (:func:`abstopk_mini.evaluate.evaluate_sae`) and per-batch (:func:`abstopk_mini.losses.batch_fvu`)
+    forms call the same two functions.  shape: x, x_hat [..., d] -> float"""
     x, x_hat = _rows(x), _rows(x_hat)
     if x.shape != x_hat.shape:
         raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape")
-    return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
+    return (sum_sq_error(x, x_hat) / sum_sq_centred(x)).item()
 
 
 def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -57,9 +78,18 @@ def l0(z: torch.Tensor) -> float:
     return (z != 0).reshape(-1, z.shape[-1]).sum(-1).double().mean().item()
 
 
+def count_signs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many rows each latent is positive and negative on (the one place codes are counted;
+    :class:`abstopk_mini.codestats.CodeStats` sums it over batches).
+    shape: z [..., d_sae] -> (n_pos [d_sae], n_neg [d_sae]) int64"""
+    z = z.reshape(-1, z.shape[-1])
+    return (z > 0).sum(0), (z < 0).sum(0)
+
+
 def firing_counts(z: torch.Tensor) -> torch.Tensor:
     """How many rows each latent is non-zero on.  shape: z [..., d_sae] -> [d_sae] (int64)"""
-    return (z != 0).reshape(-1, z.shape[-1]).sum(0)
+    n_pos, n_neg = count_signs(z)
+    return n_pos + n_neg
 
 
 def dead_fraction(counts: torch.Tensor) -> float:
@@ -72,29 +102,41 @@ def dense_fraction(counts: torch.Tensor, n_rows: int, above: float = 0.1) -> flo
     return (counts.double() / n_rows > above).double().mean().item()
 
 
+def bidirectional_mask(n_pos: torch.Tensor, n_neg: torch.Tensor, min_share: float = 0.1) -> torch.Tensor:
+    """The bidirectional rule: a latent is bidirectional when it fired and each sign holds at least
+    ``min_share`` of its non-zeros, ``n_pos >= min_share·n`` and ``n_neg >= min_share·n`` with
+    ``n = n_pos + n_neg > 0``.  shape: n_pos, n_neg [d_sae] (counts) -> [d_sae] bool"""
+    n = n_pos + n_neg
+    return (n > 0) & (n_pos >= min_share * n) & (n_neg >= min_share * n)
+
+
+def alive_share(mask: torch.Tensor, alive: torch.Tensor) -> float:
+    """Share of the ``alive`` latents that ``mask`` holds (0.0 when none is alive).
+    shape: mask, alive [d_sae] bool -> float"""
+    n_alive = int(alive.sum())
+    return int((mask & alive).sum()) / n_alive if n_alive else 0.0
+
+
 def sign_stats(z: torch.Tensor, min_share: float = 0.1) -> dict[str, torch.Tensor]:
     """Per-latent sign statistics of the codes.
 
     Returns ``n_pos``, ``n_neg`` (counts of positive / negative activations), ``frac_negative``
     (negative share of non-zeros; NaN for latents that never fire), ``alive`` (fired at least
-    once) and ``bidirectional`` (each sign holds at least ``min_share`` of the non-zeros).
+    once) and ``bidirectional`` (:func:`bidirectional_mask`).
 
     shape: z [..., d_sae] -> dict of [d_sae] tensors
     """
-    z = z.reshape(-1, z.shape[-1])
-    n_pos = (z > 0).sum(0)
-    n_neg = (z < 0).sum(0)
+    n_pos, n_neg = count_signs(z)
     n = n_pos + n_neg
     frac_neg = torch.where(n > 0, n_neg.double() / n.clamp_min(1), torch.full_like(n, float("nan"), dtype=torch.float64))
-    bidir = (n > 0) & (n_pos >= min_share * n) & (n_neg >= min_share * n)
-    return {"n_pos": n_pos, "n_neg": n_neg, "frac_negative": frac_neg, "alive": n > 0, "bidirectional": bidir}
+    return {"n_pos": n_pos, "n_neg": n_neg, "frac_negative": frac_neg, "alive": n > 0,
+            "bidirectional": bidirectional_mask(n_pos, n_neg, min_share)}
 
 
 def bidirectional_fraction(z: torch.Tensor, min_share: float = 0.1) -> float:
-    """Share of alive latents that are bidirectional (see :func:`sign_stats`)."""
+    """Share of alive latents that are bidirectional (see :func:`bidirectional_mask`)."""
     stats = sign_stats(z, min_share)
-    alive = stats["alive"].sum().item()
-    return stats["bidirectional"].sum().item() / alive if alive else 0.0
+    return alive_share(stats["bidirectional"], stats["alive"])
 
 
 def cosine_matrix(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

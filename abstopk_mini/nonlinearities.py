@@ -1,7 +1,7 @@
 r"""The SAE activation functions: each one is the proximal map of a sparsity regularizer.
 
 An SAE encoder computes the pre-activation :math:`u = (x - b_{dec})W_{enc} + b_{enc}` and then
-:math:`z = \sigma(u)`. Each :math:`\sigma` below is a prox from :mod:`abstopk_mini.prox`, made
+:math:`z = \sigma(u)`. Each :math:`\sigma` below is a prox from :mod:`abstopk_mini.coding.prox`, made
 trainable:
 
 =================  ===============================================  ===========================
@@ -31,18 +31,30 @@ The signed version replaces :math:`u` by :math:`|u|` inside H and K, and the fir
 
 Batch variants train with a budget of :math:`kB` non-zeros for a batch of B rows and keep a
 running estimate of the smallest value they kept (the ``threshold`` buffer); in ``eval()`` mode
-they apply that global threshold row by row, so inference does not depend on the batch.
+they apply that global threshold row by row, so inference does not depend on the batch. Their
+selection is :meth:`BatchTopK.keep`, the one implementation the module's forward and the fast path
+(:func:`abstopk_mini.kernels.fast.select`, across distributed ranks too) both run.
+
+Each activation is described once, by its :class:`ActivationSpec` in :data:`SPECS`; the SAE, the
+fast path, training, SAELens interop, unrolling, the CLI and the figures read the spec instead of
+testing names.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 __all__ = [
+    "ActivationSpec",
+    "SPECS",
+    "spec",
+    "activation_named",
+    "SIGNED_ACTIVATIONS",
     "check_threshold_settings",
     "ACTIVATIONS",
     "K_ACTIVATIONS",
@@ -213,33 +225,56 @@ class BatchTopK(nn.Module):
         self.momentum = float(threshold_momentum)
         self.register_buffer("threshold", torch.tensor(-1.0))
 
-    def _score(self, u: torch.Tensor) -> torch.Tensor:
+    def score(self, u: torch.Tensor) -> torch.Tensor:
+        """What selection ranks: |u| (signed) or ReLU(u).  shape: u [..., d_sae] -> [..., d_sae]"""
         return u.abs() if self.signed else torch.relu(u)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """shape: u [..., d_sae] -> z [..., d_sae]; in training the k·B budget is shared by all rows"""
-        score = self._score(u)
+    @torch.no_grad()
+    def keep(self, u: torch.Tensor, sync=None) -> torch.Tensor:
+        """The entries kept, as flat indices ``row·d_sae + col`` into ``u.reshape(-1, d_sae)`` (any order).
+
+        Training: the k·B largest positive scores of the batch, and the running threshold moves
+        towards the smallest of them. With ``sync`` (a :class:`~abstopk_mini.distributed.Sync`,
+        B rows on each of R ranks) the budget k·B·R and the cut are global: every rank keeps its
+        entries with score ≥ the (k·B·R)-th largest score of all ranks, and all ranks move the
+        threshold alike, so DDP keeps exactly what one process keeps on the whole batch. Eval:
+        score > threshold; before any training batch, a per-row top-k of the positive scores.
+        :func:`abstopk_mini.kernels.fast.select` and :meth:`forward` both select here.
+
+        shape: u [..., d_sae] -> long [N]
+        """
+        score = self.score(u).reshape(-1, u.shape[-1])
         if not self.training:
             if self.threshold < 0:  # never trained: fall back to a per-row top-k
                 idx = score.topk(self.k, dim=-1, sorted=False).indices
                 keep = torch.zeros_like(score, dtype=torch.bool).scatter(-1, idx, True) & (score > 0)
             else:
                 keep = score > self.threshold
-            return torch.where(keep, u if self.signed else score, torch.zeros_like(u))
+            return keep.reshape(-1).nonzero().squeeze(1)
         flat = score.reshape(-1)
-        n_keep = min(self.k * (flat.numel() // u.shape[-1]), flat.numel())
-        vals, idx = flat.topk(n_keep, sorted=False)
-        kept = vals > 0
-        with torch.no_grad():
-            if kept.any():
-                smallest = vals[kept].min().to(self.threshold.dtype)
-                if self.threshold < 0:
-                    self.threshold.copy_(smallest)
-                else:
-                    self.threshold.mul_(self.momentum).add_((1 - self.momentum) * smallest)
-        src = u.reshape(-1) if self.signed else flat
-        z = torch.zeros_like(flat).scatter(0, idx, torch.where(kept, src.gather(0, idx), 0.0))
-        return z.reshape(u.shape)
+        world = sync.world_size if sync is not None else 1
+        n_keep = min(self.k * score.shape[0] * world, flat.numel() * world)
+        vals, idx = flat.topk(min(n_keep, flat.numel()), sorted=False)
+        if world > 1:  # the global n_keep-th score decides, on every rank alike
+            top = sync.all_gather(vals).topk(n_keep, sorted=False).values
+            kept = (vals >= top.min()) & (vals > 0)
+            kept_all = top[top > 0]
+        else:
+            kept = vals > 0
+            kept_all = vals[kept]
+        if kept_all.numel():
+            smallest = kept_all.min().to(self.threshold.dtype)
+            if self.threshold < 0:
+                self.threshold.copy_(smallest)
+            else:
+                self.threshold.mul_(self.momentum).add_((1 - self.momentum) * smallest)
+        return idx[kept]
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """shape: u [..., d_sae] -> z [..., d_sae]; in training the k·B budget is shared by all rows"""
+        idx = self.keep(u)
+        src = (u if self.signed else torch.relu(u)).reshape(-1)
+        return torch.zeros_like(src).scatter(0, idx, src.gather(0, idx)).reshape(u.shape)
 
 
 class BatchAbsTopK(BatchTopK):
@@ -249,19 +284,116 @@ class BatchAbsTopK(BatchTopK):
     signed = True
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    cls.name: cls for cls in (ReLU, JumpReLU, AbsJumpReLU, TopK, AbsTopK, BatchTopK, BatchAbsTopK)
-}
+@dataclass(frozen=True)
+class ActivationSpec:
+    """Everything the package knows about one activation, in one place.
+
+    The SAE, the fast path, training, SAELens interop, unrolling and the book's figures read these
+    fields; adding an activation is one module class, one spec here, and its tests.
+
+    name: the ``SAEConfig.activation`` string. module: the class that computes z = σ(u).
+    prox: the proximal map it is, as a formula (see :mod:`abstopk_mini.coding.prox`).
+    signed: codes keep their sign (no nonnegativity constraint).
+    selection: ``"row"`` (k per row), ``"batch"`` (k·B over a batch of B rows) or ``"threshold"``
+    (elementwise: a fixed 0 for ReLU, a learned θ per latent for the JumpReLUs).
+    param: ``"k"`` (needs ``cfg.k``), ``"threshold"`` (learned θ, ``cfg.threshold_init`` and
+    ``cfg.bandwidth``) or ``None``. penalty: the sparsity term training adds (``"l1"``, ``"l0"``)
+    or ``None`` for the top-k family, which trains with AuxK on dead latents instead.
+    architecture: the ``architecture`` written to cfg.json (SAELens names where they exist).
+    label, color: how figures name and draw it (one colour per method in every chapter).
+    """
+
+    name: str
+    module: type
+    prox: str
+    signed: bool
+    selection: str
+    param: str | None
+    penalty: str | None
+    architecture: str
+    label: str
+    color: str
+
+    @property
+    def k_based(self) -> bool:
+        return self.param == "k"
+
+    @property
+    def threshold_based(self) -> bool:
+        return self.param == "threshold"
+
+    @property
+    def per_batch(self) -> bool:
+        return self.selection == "batch"
+
+    @property
+    def aux(self) -> bool:
+        """Trains with the AuxK loss on dead latents (the top-k family)."""
+        return self.penalty is None
+
+
+#: one spec per activation, the single source of what an activation is
+SPECS: dict[str, ActivationSpec] = {spec.name: spec for spec in (
+    ActivationSpec("relu", ReLU, "ReLU(u) = prox of λ‖z‖₁ + ι(z ≥ 0) with b_enc = −λ", False, "threshold", None,
+                   "l1", "standard", "ReLU", "#7f7f7f"),
+    ActivationSpec("jumprelu", JumpReLU, "u·H(u − θ) = prox of ‖z‖₀ penalties + ι(z ≥ 0)", False, "threshold",
+                   "threshold", "l0", "jumprelu", "JumpReLU", "#2ca02c"),
+    ActivationSpec("absjumprelu", AbsJumpReLU, "u·H(|u| − θ) = prox of ‖z‖₀ penalties", True, "threshold",
+                   "threshold", "l0", "absjumprelu", "AbsJumpReLU", "#9467bd"),
+    ActivationSpec("topk", TopK, "ReLU of the k largest u_i = projection on {‖z‖₀ ≤ k, z ≥ 0}", False, "row", "k",
+                   None, "topk", "TopK", "#1f77b4"),
+    ActivationSpec("abstopk", AbsTopK, "the k largest |u_i|, sign kept = projection on {‖z‖₀ ≤ k}", True, "row", "k",
+                   None, "abstopk", "AbsTopK", "#d62728"),
+    ActivationSpec("batchtopk", BatchTopK, "top k·B of ReLU(u) over a batch of B rows", False, "batch", "k", None,
+                   "batchtopk", "BatchTopK", "#17becf"),
+    ActivationSpec("batchabstopk", BatchAbsTopK, "top k·B of |u| over a batch of B rows, sign kept", True, "batch",
+                   "k", None, "batchabstopk", "BatchAbsTopK", "#ff7f0e"),
+)}
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: spec.module for name, spec in SPECS.items()}
 #: activations that take ``k`` (a fixed number of non-zeros per row, or per row on average)
-K_ACTIVATIONS = ("topk", "abstopk", "batchtopk", "batchabstopk")
+K_ACTIVATIONS = tuple(name for name, spec in SPECS.items() if spec.k_based)
 #: activations with a learned per-latent threshold
-THRESHOLD_ACTIVATIONS = ("jumprelu", "absjumprelu")
+THRESHOLD_ACTIVATIONS = tuple(name for name, spec in SPECS.items() if spec.threshold_based)
+#: activations whose codes keep their sign
+SIGNED_ACTIVATIONS = tuple(name for name, spec in SPECS.items() if spec.signed)
+
+
+def spec(name: str) -> ActivationSpec:
+    """The spec of activation ``name``; a clear error for an unknown one."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"activation={name!r} is not known; choose one of {sorted(SPECS)}") from None
+
+
+def activation_named(activation: str | None, architecture: str | None, where="cfg.json") -> str:
+    """The activation a saved config names: its ``activation``, else the one its ``architecture``
+    names (:attr:`ActivationSpec.architecture`, one-to-one); the two must agree. ``activation`` is
+    never guessed: a default would silently make an unsigned SAE signed or the reverse. ``where``
+    (the file) starts each error message."""
+    by_architecture = {s.architecture: name for name, s in SPECS.items()}
+    if architecture is not None and architecture not in by_architecture:
+        raise ValueError(f"{where} has architecture={architecture!r}, which is not one of "
+                         f"{sorted(by_architecture)}; fix the file or re-train the SAE")
+    if activation is None:
+        if architecture is None:
+            raise ValueError(f"{where} names neither an activation nor an architecture; add "
+                             f"\"activation\": one of {sorted(SPECS)}, or re-train the SAE")
+        return by_architecture[architecture]
+    if activation not in SPECS:
+        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(SPECS)}")
+    if architecture is not None and SPECS[activation].architecture != architecture:
+        raise ValueError(f"{where} says activation={activation!r} but architecture={architecture!r} (which is "
+                         f"{by_architecture[architecture]!r}); the file was edited — fix one of the two or re-train the SAE")
+    return activation
 
 
 def make_activation(cfg) -> nn.Module:
     """Build the activation module an :class:`~abstopk_mini.sae.SAEConfig` asks for."""
-    if cfg.activation in K_ACTIVATIONS:
-        return ACTIVATIONS[cfg.activation](cfg.k)
-    if cfg.activation in THRESHOLD_ACTIVATIONS:
-        return ACTIVATIONS[cfg.activation](cfg.d_sae, cfg.threshold_init, cfg.bandwidth)
-    return ACTIVATIONS[cfg.activation]()
+    s = spec(cfg.activation)
+    if s.k_based:
+        return s.module(cfg.k)
+    if s.threshold_based:
+        return s.module(cfg.d_sae, cfg.threshold_init, cfg.bandwidth)
+    return s.module()

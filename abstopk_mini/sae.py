@@ -39,26 +39,19 @@ from torch import nn
 
 from .device import get_device
 from .io import atomic_write
-from .nonlinearities import ACTIVATIONS, K_ACTIVATIONS, check_threshold_settings, make_activation
+from .nonlinearities import ACTIVATIONS, SPECS, activation_named, check_threshold_settings, make_activation, spec
 
-__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "WEIGHTS_FILE", "CONFIG_FILE", "standardize",
+__all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "DTYPES", "WEIGHTS_FILE", "CONFIG_FILE", "read_config", "standardize",
            "STANDARDIZE_EPS", "ADDED_FIELDS"]
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 FORMAT = "abstopk_mini/1"
 
-#: our activation name -> the ``architecture`` written to cfg.json (SAELens names where they exist)
-ARCHITECTURES = {
-    "relu": "standard",
-    "jumprelu": "jumprelu",
-    "topk": "topk",
-    "batchtopk": "batchtopk",
-    "abstopk": "abstopk",
-    "batchabstopk": "batchabstopk",
-    "absjumprelu": "absjumprelu",
-}
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: our activation name -> the ``architecture`` written to cfg.json (SAELens names where they exist);
+#: a view of :data:`abstopk_mini.nonlinearities.SPECS`
+ARCHITECTURES = {name: s.architecture for name, s in SPECS.items()}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: ε of the per-token standardisation: the paper's code and SAELens's ``normalize_activations="layer_norm"``
 STANDARDIZE_EPS = 1e-5
 #: fields added after the first file format -> their default (today's behaviour). ``SAEConfig.to_dict``
@@ -134,20 +127,20 @@ class SAEConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SAEConfig.{name} must be a positive int; got {value!r}")
-        if self.activation not in ACTIVATIONS:
+        if self.activation not in SPECS:
             raise ValueError(
                 f"SAEConfig.activation={self.activation!r} is not known; choose one of "
-                f"{sorted(ACTIVATIONS)}"
+                f"{sorted(SPECS)}"
             )
-        if self.activation in K_ACTIVATIONS and self.k is None:
+        if SPECS[self.activation].k_based and self.k is None:
             raise ValueError(f"activation={self.activation!r} needs k (non-zeros per row); got k=None")
         if self.k is not None:
             if isinstance(self.k, bool) or not isinstance(self.k, int):
                 raise TypeError(f"SAEConfig.k must be an int; got {type(self.k).__name__} {self.k!r}")
             if not 1 <= self.k <= self.d_sae:
                 raise ValueError(f"SAEConfig.k must satisfy 1 <= k <= d_sae={self.d_sae}; got k={self.k}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"SAEConfig.dtype={self.dtype!r}; choose one of {sorted(DTYPES)}")
         if not (math.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"SAEConfig.input_scale must be a positive finite number; got {self.input_scale}")
         check_threshold_settings(self.threshold_init, self.bandwidth, where="SAEConfig.")
@@ -164,13 +157,18 @@ class SAEConfig:
             raise TypeError(f"SAEConfig.recipe must be a preset name (str) or None; got {self.recipe!r}")
 
     @property
+    def spec(self):
+        """The :class:`~abstopk_mini.nonlinearities.ActivationSpec` of ``activation``."""
+        return spec(self.activation)
+
+    @property
     def architecture(self) -> str:
-        return ARCHITECTURES[self.activation]
+        return self.spec.architecture
 
     @property
     def signed(self) -> bool:
         """True for the activations that keep negative values (no nonnegativity constraint)."""
-        return self.activation in ("abstopk", "batchabstopk", "absjumprelu")
+        return self.spec.signed
 
     def to_dict(self) -> dict:
         """The fields as a dict, minus those of ``ADDED_FIELDS`` still at their default: what
@@ -190,6 +188,20 @@ class SAEConfig:
     def from_dict(cls, d: dict) -> "SAEConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in d.items() if key in names})
+
+
+def read_config(path: Path, what: str) -> object:
+    """The parsed ``cfg.json`` of an SAE directory (ours or SAELens's: ``what`` names it in errors),
+    after checking that ``path`` is a directory holding both files."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"path={str(path)!r} is not a directory holding {what} ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing; the directory of {what} holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        return json.loads((path / CONFIG_FILE).read_text())
+    except ValueError as err:  # JSONDecodeError, or bytes that are not text
+        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
 
 
 class SAEOutput(NamedTuple):
@@ -216,7 +228,7 @@ class SAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         device = torch.device(cfg.device) if cfg.device else get_device()
-        dtype = _DTYPES[cfg.dtype]
+        dtype = DTYPES[cfg.dtype]
         gen = torch.Generator().manual_seed(cfg.seed)
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float64)
         W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)
@@ -228,7 +240,7 @@ class SAE(nn.Module):
             self.register_buffer("b_enc", torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         self.act = make_activation(cfg).to(dtype)
-        #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.fast); False: dense reference
+        #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.kernels.fast); False: dense reference
         self.fast = True
         self.to(device)
 
@@ -299,11 +311,11 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction in the raw space.  shape: x [..., d_in] -> x_hat [..., d_in]
 
-        For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.fast.reconstruct`
+        For the top-k family with ``self.fast`` (default) this is :func:`abstopk_mini.kernels.fast.reconstruct`
         (same result, no dense z); ``sae.fast = False`` takes ``decode(encode(x), input_stats(x))``.
         """
-        if self.fast and self.cfg.activation in K_ACTIVATIONS:
-            from .fast import reconstruct
+        if self.fast and self.cfg.spec.k_based:
+            from .kernels.fast import reconstruct
 
             return reconstruct(self, x)
         return self.decode(self.encode(x), self.input_stats(x))
@@ -389,15 +401,7 @@ class SAE(nn.Module):
         from safetensors.torch import load_file
 
         path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"path={str(path)!r} is not a directory holding an SAE (cfg.json + {WEIGHTS_FILE})")
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path / name} is missing; SAE.load needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-        try:
-            raw = json.loads((path / CONFIG_FILE).read_text())
-        except ValueError as err:  # JSONDecodeError, or bytes that are not text
-            raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
+        raw = read_config(path, "an SAE")
         if not isinstance(raw, dict):
             raise ValueError(f"{path / CONFIG_FILE} holds a JSON {type(raw).__name__}, not an object of SAE "
                              "settings; the file is not an SAE config — re-save or re-train the SAE")
@@ -406,7 +410,7 @@ class SAE(nn.Module):
                 f"{path / CONFIG_FILE} has format={raw.get('format')!r}, not {FORMAT!r}; for a SAELens "
                 "directory use abstopk_mini.interop.from_saelens(path)"
             )
-        raw = dict(raw, activation=_activation_of(raw, path / CONFIG_FILE))
+        raw = dict(raw, activation=activation_named(raw.get("activation"), raw.get("architecture"), path / CONFIG_FILE))
         try:
             cfg = SAEConfig.from_dict(raw)
         except (TypeError, ValueError) as err:  # a required field (d_in, d_sae) is missing, or a value is invalid
@@ -446,28 +450,6 @@ class SAE(nn.Module):
     def extra_repr(self) -> str:
         k = f", k={self.cfg.k}" if self.cfg.k is not None else ""
         return f"d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}, activation={self.cfg.activation!r}{k}"
-
-
-def _activation_of(raw: dict, where: Path) -> str:
-    """The activation a cfg.json describes: its ``activation``, else the one its ``architecture``
-    names; the two must agree (``activation`` is never guessed: a default would silently make an
-    unsigned SAE signed or the reverse)."""
-    by_architecture = {arch: act for act, arch in ARCHITECTURES.items()}
-    activation, architecture = raw.get("activation"), raw.get("architecture")
-    if architecture is not None and architecture not in by_architecture:
-        raise ValueError(f"{where} has architecture={architecture!r}, which is not one of "
-                         f"{sorted(by_architecture)}; fix the file or re-train the SAE")
-    if activation is None:
-        if architecture is None:
-            raise ValueError(f"{where} names neither an activation nor an architecture; add "
-                             f"\"activation\": one of {sorted(ACTIVATIONS)}, or re-train the SAE")
-        return by_architecture[architecture]
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{where} has activation={activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    if architecture is not None and ARCHITECTURES[activation] != architecture:
-        raise ValueError(f"{where} says activation={activation!r} but architecture={architecture!r} (which is "
-                         f"{by_architecture[architecture]!r}); the file was edited — fix one of the two or re-train the SAE")
-    return activation
 
 
 _atomic_write = atomic_write  # the old private name: interop.py and reproduce.py still import it

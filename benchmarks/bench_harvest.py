@@ -17,8 +17,9 @@ import time
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import corpus as C
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import hooks as H
+from abstopk_mini.lm import corpus as C
 
 
 def best_of(fn, repeats: int) -> float:
@@ -41,12 +42,12 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    loaded = am.models.load_model()
+    loaded = am.lm.models.load_model()
     print(f"load_model(): {time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}, "
           f"device {next(loaded.model.parameters()).device}")
     docs = C.wiki_docs()
     chunks = C.chunk(loaded.tokenizer, docs, args.context)[: args.batch]
-    ids, mask = A._pad(chunks, loaded.info.pad_token_id)
+    ids, mask = H.pad(chunks, loaded.info.pad_token_id)
     n_tok = int(mask.sum())
 
     def full():
@@ -57,7 +58,7 @@ def main() -> None:
     print(f"\nbatch {args.batch} x {args.context} tokens, median of {args.repeats}\n")
     print(f"{'layer':>5} {'blocks run':>10} {'truncated tok/s':>16} {'full tok/s':>11} {'speed-up':>9}")
     for layer in args.layers:
-        t = best_of(lambda: A.residual_stream(loaded, ids, layer, mask), args.repeats)
+        t = best_of(lambda: H.residual_stream(loaded, ids, layer, mask), args.repeats)
         print(f"{layer:>5} {layer + 1:>7}/{loaded.info.n_layers:<2} {n_tok / t:>16.0f} {n_tok / t_full:>11.0f} "
               f"{t_full / t:>8.2f}x")
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_infer.py
     PYTHONPATH=. python benchmarks/bench_infer.py --d-sae 4096 --fractions 0.005,0.01 --arch topk
 
-* sparse: ``sae(x)`` (:func:`abstopk_mini.fast.reconstruct`): dense u, top-k, embedding-bag decode of
+* sparse: ``sae(x)`` (:func:`abstopk_mini.kernels.fast.reconstruct`): dense u, top-k, embedding-bag decode of
   the k rows per token; no [B, d_sae] code is built.
 * dense:  ``sae.decode(sae.encode(x))``: the same u and top-k, then a dense z [B, d_sae] and
   z @ W_dec.
@@ -29,7 +29,7 @@ import time
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import fast
+from abstopk_mini.kernels import fast
 
 
 CLOCK = time.process_time  # set by --clock

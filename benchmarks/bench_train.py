@@ -166,7 +166,8 @@ def recipe_ablation(x_batches, x_test, sae0: am.SAE, n_steps: int, lr: float) ->
     and with/without SAELens's gradient-norm clipping at 1. Separates recipe from kernels."""
     import copy
 
-    from abstopk_mini import fast, losses
+    from abstopk_mini.kernels import fast
+    from abstopk_mini import losses
     from abstopk_mini.train import lr_at
 
     out = {}

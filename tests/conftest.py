@@ -1,10 +1,10 @@
 """Shared fixtures: the embedded Gemma-3-270M and a tiny random GPT-2, both offline.
 
-* ``gemma``: ``am.models.load_model()`` once per test session (its first load ever builds the
+* ``gemma``: ``am.lm.models.load_model()`` once per test session (its first load ever builds the
   cache, about a minute; later loads take a few seconds). Mark tests that use it ``slow``.
 * ``tiny_gpt2_dir``: a directory holding a randomly initialised 2-layer GPT-2 (d_model 32) and a
   byte-level BPE tokenizer trained on a few sentences, both saved with ``save_pretrained``;
-  ``tiny_gpt2``: that directory loaded with ``am.models.load_model(dir)`` (CPU, float32).
+  ``tiny_gpt2``: that directory loaded with ``am.lm.models.load_model(dir)`` (CPU, float32).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _seed_global_rng():
 def gemma():
     import abstopk_mini as am
 
-    return am.models.load_model("gemma-3-270m", device="cpu")
+    return am.lm.models.load_model("gemma-3-270m", device="cpu")
 
 
 def build_tiny_gpt2(directory, n_layer: int = 2, n_embd: int = 32, seed: int = 0):
@@ -80,4 +80,4 @@ def tiny_gpt2_dir(tmp_path_factory):
 def tiny_gpt2(tiny_gpt2_dir):
     import abstopk_mini as am
 
-    return am.models.load_model(tiny_gpt2_dir, device="cpu")
+    return am.lm.models.load_model(tiny_gpt2_dir, device="cpu")

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from abstopk_mini import activations as A
-from abstopk_mini import corpus as C
-from abstopk_mini import models as M
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import hooks as H
+from abstopk_mini.lm import corpus as C
+from abstopk_mini.lm import models as M
 
 from conftest import TINY_SENTENCES
 
@@ -18,8 +19,8 @@ TEXTS = ["The king and the queen walked.", "A woman read books in the library an
 
 
 def _batch(loaded, texts):
-    seqs = A._encode(loaded.tokenizer, texts, 64, prepend_bos=True)
-    return A._pad(seqs, loaded.info.pad_token_id)
+    seqs = H.encode(loaded.tokenizer, texts, 64, prepend_bos=True)
+    return H.pad(seqs, loaded.info.pad_token_id)
 
 
 class _Counter:
@@ -45,7 +46,7 @@ def _check_against_hidden_states(loaded, texts, layers):
     assert len(hidden) == info.n_layers + 1
     real = mask.bool()
     for layer in layers:
-        x = A.residual_stream(loaded, ids, layer, mask)
+        x = H.residual_stream(loaded, ids, layer, mask)
         assert x.shape == (*ids.shape, info.d_model)
         if layer < info.n_layers - 1:
             torch.testing.assert_close(x[real], hidden[layer + 1][real], rtol=1e-5, atol=1e-5)
@@ -63,7 +64,7 @@ def _check_truncation(loaded, layer):
     counters = [_Counter(b) for b in blocks] + [_Counter(head)]
     try:
         ids, mask = _batch(loaded, TEXTS[:2])
-        A.residual_stream(loaded, ids, layer, mask)
+        H.residual_stream(loaded, ids, layer, mask)
         calls = [c.calls for c in counters]
     finally:
         for c in counters:
@@ -85,7 +86,7 @@ def test_model_still_works_after_truncated_forward(tiny_gpt2):
     with torch.inference_mode():
         before = tiny_gpt2.model(input_ids=ids, attention_mask=mask).logits
     hooks = dict(M.get_blocks(tiny_gpt2)[0]._forward_hooks)  # transformers keeps its own hooks there
-    A.residual_stream(tiny_gpt2, ids, 0, mask)
+    H.residual_stream(tiny_gpt2, ids, 0, mask)
     assert dict(M.get_blocks(tiny_gpt2)[0]._forward_hooks) == hooks  # ours is gone
     with torch.inference_mode():
         after = tiny_gpt2.model(input_ids=ids, attention_mask=mask).logits
@@ -94,17 +95,17 @@ def test_model_still_works_after_truncated_forward(tiny_gpt2):
 
 def test_right_padding_does_not_change_activations(tiny_gpt2):
     ids, mask = _batch(tiny_gpt2, TEXTS)
-    x = A.residual_stream(tiny_gpt2, ids, 1, mask)
+    x = H.residual_stream(tiny_gpt2, ids, 1, mask)
     for i, text in enumerate(TEXTS):
         alone_ids, _ = _batch(tiny_gpt2, [text])
-        alone = A.residual_stream(tiny_gpt2, alone_ids, 1)
+        alone = H.residual_stream(tiny_gpt2, alone_ids, 1)
         n = int(mask[i].sum())
         torch.testing.assert_close(x[i, :n], alone[0], rtol=1e-5, atol=1e-5)
 
 
 def test_residual_stream_is_a_normal_tensor(tiny_gpt2):
     ids, mask = _batch(tiny_gpt2, TEXTS[:1])
-    x = A.residual_stream(tiny_gpt2, ids, 0, mask)
+    x = H.residual_stream(tiny_gpt2, ids, 0, mask)
     assert not x.is_inference()
     w = torch.ones(x.shape[-1], requires_grad=True)
     (x @ w).sum().backward()  # would fail on an inference-mode tensor
@@ -124,7 +125,7 @@ def test_token_activations_drop_bos_and_pad(tiny_gpt2):
     # rows equal the truncated forward of each text alone
     for d, text in enumerate(TEXTS):
         ids, _ = _batch(tiny_gpt2, [text])
-        ref = A.residual_stream(tiny_gpt2, ids, 1)[0, 1:]
+        ref = H.residual_stream(tiny_gpt2, ids, 1)[0, 1:]
         torch.testing.assert_close(out.acts[out.doc == d], ref, rtol=1e-5, atol=1e-5)
 
 

@@ -373,3 +373,69 @@ def test_one_search_field_per_page(html_dir):
         assert fields[0].find_parent(class_="bd-sidebar-primary") is not None, f"{page}: the search field is not in the sidebar"
         header = soup.select_one("#pst-header")
         assert header is None or not header.select(".navbar-item"), f"{page}: the header bar has items"
+
+
+# ------------------------------------------------------------------ figure widths
+# The text column is about 690 px wide; a figure is drawn at 6 in and 200 dpi (1 200 px, see
+# abstopk_mini.chapters.style) and shown scaled to the column, so its text reads at the body size.
+# A wider PNG is shown smaller still: anything over 1 400 px has text below the body size.
+
+import base64  # noqa: E402
+import struct  # noqa: E402
+
+MAX_PNG_PX = 1400
+#: chapters whose figures need trained Gemma SAEs to redraw, so they cannot be re-executed on a
+#: CPU-only machine within a working session; their committed PNGs may predate the book's sizes
+NEEDS_TRAINED_SAES = ("notebooks/06_training_saes", "notebooks/07_bidirectional_features",
+                      "notebooks/08_probing_and_steering", "notebooks/09_when_bidirectional")
+
+
+def png_size(data) -> tuple[int, int]:
+    """(width, height) of a base64 PNG (a str, or the list of lines nbformat may store), read from
+    its IHDR chunk: 8 signature bytes, 4 length bytes, b"IHDR", then width and height (big-endian)."""
+    text = "".join(data) if isinstance(data, list) else data
+    head = base64.b64decode("".join(text.split())[:32])  # 32 base64 characters = the first 24 bytes
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError(f"not a PNG header: {head[:16]!r}")
+    return struct.unpack(">II", head[16:24])
+
+
+def wide_pngs(nb: dict, limit: int = MAX_PNG_PX) -> list[str]:
+    """``"cell i: W x H px"`` for every PNG output of the notebook wider than ``limit`` pixels."""
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                w, h = png_size(png)
+                if w > limit:
+                    out.append(f"cell {i}: {w} x {h} px")
+    return out
+
+
+def _width_params() -> list:
+    xfail = pytest.mark.xfail(strict=False, reason="needs trained Gemma SAEs to redraw; not re-executed here")
+    return [pytest.param(c, marks=xfail if c in NEEDS_TRAINED_SAES else (), id=c) for c in chapter_files()]
+
+
+@pytest.mark.parametrize("chapter", _width_params())
+def test_committed_figures_fit_the_text_column(chapter):
+    nb = json.loads((ROOT / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    wide = wide_pngs(nb)
+    assert not wide, f"{chapter}: PNG outputs wider than {MAX_PNG_PX} px: " + "; ".join(wide)
+
+
+def _png_b64(width: int, height: int) -> str:
+    ihdr = struct.pack(">II", width, height) + bytes([8, 6, 0, 0, 0])
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0" * 4).decode()
+
+
+def test_width_checker_reads_png_headers():
+    b64 = _png_b64(1401, 300)
+    assert png_size(b64) == (1401, 300)
+    assert png_size([b64[:10] + "\n", b64[10:]]) == (1401, 300)  # split over lines, as nbformat may store it
+    nb = {"cells": [{"outputs": [{"data": {"image/png": _png_b64(1400, 10)}}]},
+                    {"outputs": [{"data": {"text/plain": "x"}}, {"data": {"image/png": b64}}]}]}
+    assert wide_pngs(nb) == ["cell 1: 1401 x 300 px"]
+    with pytest.raises(ValueError, match="not a PNG"):
+        png_size(base64.b64encode(b"GIF89a" + b"\0" * 30).decode())

@@ -16,7 +16,7 @@ from abstopk_mini import concepts as C
 
 def _questions_section(header):
     """Independent reading of questions-words.txt: the set of (a, b) and (c, d) of a section."""
-    lines = (am.corpus.gensim_data_dir() / "questions-words.txt").read_text().splitlines()
+    lines = (am.lm.corpus.gensim_data_dir() / "questions-words.txt").read_text().splitlines()
     i = lines.index(header) + 1
     pairs = set()
     while i < len(lines) and not lines[i].startswith(":"):
@@ -290,7 +290,7 @@ def test_word_activations_read_the_last_token(gemma):
     wa = C.word_activations(gemma, ["king", "stepdaughter"], 3, templates)
     assert wa.acts.shape == (2, 2, 640) and wa.n_tokens.tolist() == [[1, 1], [2, 2]] and wa.issues == []
     texts = [t.replace("{}", w) for w in wa.words for t in templates]
-    ref = am.activations.token_activations(gemma, texts, 3)  # independent path: every token
+    ref = am.lm.activations.token_activations(gemma, texts, 3)  # independent path: every token
     for n, last in enumerate(["▁king", "▁king", "daughter", "daughter"]):
         rows = [i for i in range(len(ref)) if ref.doc[i] == n and ref.tokens[i] == last]
         assert len(rows) == 1

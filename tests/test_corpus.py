@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from abstopk_mini import corpus as C
-from abstopk_mini import models as M
+from abstopk_mini.lm import corpus as C
+from abstopk_mini.lm import models as M
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def acts_dir(tiny_gpt2, tmp_path_factory):
     """~1200 tokens in shards of 256; every document appears 3 times, so exact ties occur."""
     docs = [" ".join(TINY_SENTENCES[i:] + TINY_SENTENCES[:i]) for i in range(6)] * 3
     out = tmp_path_factory.mktemp("dash_acts")
-    am.activations.harvest(tiny_gpt2, docs, layer=1, n_tokens=1200, out_dir=out, context_length=32,
+    am.lm.activations.harvest(tiny_gpt2, docs, layer=1, n_tokens=1200, out_dir=out, context_length=32,
                            batch_size=8, shard_tokens=256, min_length=2, progress=False)
     return out
 
@@ -34,7 +34,7 @@ def acts_dir(tiny_gpt2, tmp_path_factory):
 def _sae(activation: str, acts_dir) -> am.SAE:
     """A random SAE with the book's input scale (E‖s x‖² = d_in) centred on the data (b_dec ≈ s · mean x),
     so that most latents fire."""
-    X = am.shards.load_activations(acts_dir)
+    X = am.lm.shards.load_activations(acts_dir)
     s = float((32 / X.pow(2).sum(1).mean()).sqrt())
     sae = am.SAE(am.SAEConfig(d_in=32, d_sae=48, activation=activation, k=4, input_scale=s, device="cpu", seed=3))
     g = torch.Generator().manual_seed(1)
@@ -49,7 +49,7 @@ def computed(request, tiny_gpt2, acts_dir):
     sae = _sae(request.param, acts_dir)
     data = dash.compute_dashboards(sae, acts_dir, tiny_gpt2, latents=list(range(48)), n_top=N_TOP,
                                    before=BEFORE, after=AFTER, batch_size=BATCH)
-    ds = am.shards.ShardDataset(acts_dir)
+    ds = am.lm.shards.ShardDataset(acts_dir)
     cols = {k: torch.cat([ds.read_shard(i, k) for i in range(len(ds.shards))])
             for k in ("activations", "token_ids", "chunk_index", "doc_index", "position")}
     with torch.no_grad():  # the same batches as the streaming pass: the same instructions per row
@@ -180,7 +180,7 @@ def test_final_norm_and_logit_lens_on_a_tiny_gemma3():
         lm.model.norm.weight.normal_(0, 0.3)
     ids = torch.randint(0, 64, (2, 7))
     hidden = lm(input_ids=ids, output_hidden_states=True).hidden_states
-    x = am.activations.residual_stream(lm, ids, 1)
+    x = am.lm.hooks.residual_stream(lm, ids, 1)
     norm = dash.get_final_norm(lm)
     torch.testing.assert_close(norm(x), hidden[-1], rtol=1e-5, atol=1e-5)  # it is the norm the model applies
     d = torch.randn(3, 32, dtype=torch.float64)
@@ -273,11 +273,11 @@ def test_records_round_trip_and_notebook_iframe(computed, tmp_path):
     assert tag == "iframe" and attrs["srcdoc"] == page.html and "height:700px" in attrs["style"]
     shown = dash.show(data, 5)
     assert "<iframe srcdoc=" in shown.data
-    assert data._repr_html_().startswith("<iframe srcdoc=")
+    assert dash.show(data).data.startswith("<iframe srcdoc=")  # all latents: the browser
 
 
 def test_cli_dashboard_json(computed, acts_dir, tiny_gpt2_dir, tmp_path, capsys):
-    from abstopk_mini.cli import main
+    from abstopk_mini.runs.cli import main
 
     computed.sae.save(tmp_path / "sae")
     out = tmp_path / "d.html"

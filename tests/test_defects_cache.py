@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import abstopk_mini as am
-from abstopk_mini.cli import main as cli_main
-from abstopk_mini.pipeline import HarvestSpec, harvest_spec, train_on_harvest
+from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.runs.store import HarvestSpec, harvest_spec, train_on_harvest
 
 TRAIN = {"n_tokens": 1024, "batch_size": 256}
 
@@ -110,7 +110,7 @@ def test_defect01_train_out_refuses_another_sae(acts, tmp_path, capsys):
 
 
 def test_defect01_sweep_frozen_reuse_is_verified(acts, tiny_gpt2_dir, tmp_path):
-    from abstopk_mini import sweep
+    from abstopk_mini.runs import sweep
 
     cfg = sweep.load_config({
         "name": "tiny", "results": str(tmp_path / "r.jsonl"), "model": str(tiny_gpt2_dir),
@@ -168,7 +168,7 @@ def test_defect05_damaged_json_names_the_file_and_the_fix(acts, tmp_path, name, 
 
 # ----------------------------------------------------------------------------- 6. overwrite does not wait for readers
 def test_defect06_harvest_overwrite_waits_for_training(spec, acts, tiny_gpt2, tmp_path, monkeypatch):
-    from abstopk_mini.shards import ShardDataset
+    from abstopk_mini.lm.shards import ShardDataset
 
     reading, release = threading.Event(), threading.Event()
     real_read = ShardDataset.read_shard
@@ -204,7 +204,7 @@ def test_defect06_harvest_overwrite_waits_for_training(spec, acts, tiny_gpt2, tm
     assert not isinstance(results["train"], BaseException), results["train"]
     assert not isinstance(results["harvest"], BaseException), results["harvest"]
     assert results["harvest_t"] > released_at and results["harvest_t"] >= results["train_t"]
-    assert am.shards.read_manifest(acts)["complete"]
+    assert am.lm.shards.read_manifest(acts)["complete"]
 
 
 # ----------------------------------------------------------------------------- 8. SAE.load and shards trusted too much
@@ -281,7 +281,7 @@ def test_defect08_edited_shard_n_tokens_is_caught(acts, tmp_path):
 
 
 def test_defect08_shard_check_is_remembered(acts, tmp_path):
-    from abstopk_mini.shards import verify_harvest
+    from abstopk_mini.lm.shards import verify_harvest
 
     assert verify_harvest(acts) is True  # hashed now
     assert verify_harvest(acts) is False  # remembered
@@ -307,7 +307,7 @@ def test_defect10_harvest_api_rejects_bad_settings_before_writing(tiny_gpt2, tmp
     from conftest import TINY_SENTENCES
 
     with pytest.raises(ValueError):
-        am.activations.harvest(tiny_gpt2, TINY_SENTENCES, 1, 100, tmp_path / "h", **kw)
+        am.lm.activations.harvest(tiny_gpt2, TINY_SENTENCES, 1, 100, tmp_path / "h", **kw)
     assert not (tmp_path / "h").exists()
 
 
@@ -415,7 +415,7 @@ def test_defect12_model_cache_files_get_umask_permissions(tmp_path, umask_027):
         save_file({"w": torch.ones(4, 3)}, str(tmp / "model.safetensors"))  # safetensors itself writes 0600
         (tmp / "config.json").write_text("{}")
 
-    target = am.models.ensure_cache(tmp_path / "toy", build, source="toy:1")
+    target = am.lm.cache.ensure_cache(tmp_path / "toy", build, source="toy:1")
     assert {p.name: oct(_mode(p)) for p in target.iterdir()} == \
         {p.name: oct(umask_027) for p in target.iterdir()}
-    assert am.models.verify_cache(target, "toy:1") is None
+    assert am.lm.cache.verify_cache(target, "toy:1") is None

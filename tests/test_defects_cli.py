@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import fast, losses
-from abstopk_mini.cli import main as cli_main
+from abstopk_mini.kernels import fast
+from abstopk_mini import losses
+from abstopk_mini.runs.cli import main as cli_main
 from abstopk_mini.nonlinearities import K_ACTIVATIONS
 
 
@@ -105,7 +106,7 @@ def _one_error(capsys, rc, json_out: bool = True, contains: str = "") -> dict | 
 
 @pytest.fixture
 def harvest_dir(tiny_gpt2, tiny_gpt2_dir, tmp_path):
-    from abstopk_mini.pipeline import HarvestSpec, harvest_spec
+    from abstopk_mini.runs.store import HarvestSpec, harvest_spec
 
     spec = HarvestSpec(model=str(tiny_gpt2_dir), layer=1, n_tokens=2000, context_length=32, sources=("lee",),
                        chunk_offsets=(0,))
@@ -118,7 +119,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(am.models, "load_model", refuse)
+    monkeypatch.setattr(am.lm.models, "load_model", refuse)
 
 
 def _train_args(acts, runs, *extra):
@@ -197,7 +198,7 @@ def test_defect04_argparse_errors_are_one_error_line(capsys):
 
 
 def test_defect04_unexpected_error_is_reported_as_a_bug(monkeypatch, capsys):
-    import abstopk_mini.cli as cli
+    import abstopk_mini.runs.cli as cli
 
     def broken(args):
         raise KeyError("oops")
@@ -247,9 +248,9 @@ def test_defect07_steer_nonfinite_values_are_rejected(tmp_path, capsys, no_model
     _one_error(capsys, rc, contains="finite")
     sae = am.SAE.load(path)
     with pytest.raises(ValueError, match="finite"):
-        am.steering.clamp_latent(sae, 0, float("nan"))
+        am.lm.steering.clamp_latent(sae, 0, float("nan"))
     with pytest.raises(ValueError, match="finite"):
-        am.steering.add_direction(torch.ones(32), float("inf"), layer=1)
+        am.lm.steering.add_direction(torch.ones(32), float("inf"), layer=1)
 
 
 def test_defect07_outlier_row_setting_the_input_scale_is_refused():
@@ -270,7 +271,7 @@ def test_defect07_outlier_row_setting_the_input_scale_is_refused():
 def test_defect09_directory_that_is_not_a_model_says_what_is_missing(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(FileNotFoundError, match="config.json") as info:
-        am.models.load_model(tmp_path, device="cpu")
+        am.lm.models.load_model(tmp_path, device="cpu")
     assert "tokenizer" in str(info.value) and "weights" in str(info.value)
     assert "sentencepiece" not in str(info.value)
 
@@ -283,7 +284,7 @@ def test_defect09_model_without_tokenizer_is_named(tiny_gpt2_dir, tmp_path):
     for f in partial.glob("tokenizer*"):
         f.unlink()
     with pytest.raises(FileNotFoundError, match="lacks a tokenizer"):
-        am.models.load_model(partial, device="cpu")
+        am.lm.models.load_model(partial, device="cpu")
 
 
 # ----------------------------------------------------------------------------- defect 11: usability
@@ -337,7 +338,7 @@ def test_defect11_train_drop_nonfinite_flag(harvest_dir, tmp_path, capsys):
 
 
 def test_defect11_pairs_sharing_a_word_stay_on_one_side():
-    from abstopk_mini.concepts import load_pairs, split_pairs
+    from abstopk_mini.concepts.words import load_pairs, split_pairs
     import random
 
     pairs = [("his", "her"), ("him", "her"), ("king", "queen"), ("man", "woman"), ("boy", "girl"), ("uncle", "aunt")]

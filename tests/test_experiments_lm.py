@@ -1,4 +1,4 @@
-"""Experiments of chapters 7-8 (abstopk_mini.experiments_lm): the reproduce SAEs are found again,
+"""Experiments of chapters 7-8 (abstopk_mini.chapters.experiments_lm): the reproduce SAEs are found again,
 and the steering methods make the edits their formulas say (checked on tensors and the tiny GPT-2)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import experiments_lm as ex
-from abstopk_mini import steering as St
-from abstopk_mini.pipeline import HarvestSpec, sae_dir
-from abstopk_mini.reproduce import ReproduceConfig
+from abstopk_mini.chapters import experiments_lm as ex
+from abstopk_mini.lm import steering as St
+from abstopk_mini.runs.store import HarvestSpec, sae_dir
+from abstopk_mini.runs.reproduce import ReproduceConfig
 
 
 def _sae(d_in=16, d_sae=32, activation="abstopk", k=4, layer=0, seed=0):
@@ -106,23 +106,23 @@ def test_curves_and_generations_are_the_steering_module_s(tiny_gpt2):
 def test_chapter_saes_find_the_reproduce_directories(tiny_gpt2, tiny_gpt2_dir, tmp_path):
     cfg = ReproduceConfig(model=str(tiny_gpt2_dir), layer=1, n_tokens=600, context_length=32, chunk_offsets=(0,),
                           d_sae=24, k=3, train_tokens=512, batch_size=128, heldout_tokens=100)
-    cs = ex.chapter_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=tmp_path)
+    cs = am.runs.reproduce.chapter_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=tmp_path)
     # what reproduce() computes for the same config, written out independently
     spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
     assert cs.acts_dir == spec.directory(tmp_path)
     held = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
     assert cs.held_dir == held.directory(tmp_path) and cs.x_held.shape == (100, tiny_gpt2.info.d_model)
-    manifest = am.shards.read_manifest(cs.acts_dir)
+    manifest = am.lm.shards.read_manifest(cs.acts_dir)
     for activation in ("abstopk", "topk"):
         sae_cfg = am.SAEConfig(d_in=tiny_gpt2.info.d_model, d_sae=24, activation=activation, k=3, seed=cfg.seed)
         sae_cfg = dataclasses.replace(sae_cfg, model_name=manifest["model"], hook_name=manifest["hook_name"],
                                       hook_layer=manifest["layer"], context_size=manifest["context_length"])
         kw = {"n_tokens": cfg.train_tokens, "batch_size": cfg.batch_size, "seed": cfg.seed}
         assert cs.dirs[activation] == sae_dir(cs.acts_dir, sae_cfg, kw, tmp_path)
-    again = ex.chapter_saes(cfg, ("topk",), loaded=tiny_gpt2, runs_root=tmp_path)  # reused, not retrained
+    again = am.runs.reproduce.chapter_saes(cfg, ("topk",), loaded=tiny_gpt2, runs_root=tmp_path)  # reused, not retrained
     assert again.histories["topk"]["wall_time_s"] == cs.histories["topk"]["wall_time_s"]
     assert torch.equal(again.saes["topk"].W_dec, cs.saes["topk"].W_dec)
-    assert ex.replace_model(cfg, None) is cfg and ex.replace_model(cfg, "other").model == "other"
+    assert am.runs.reproduce.replace_model(cfg, None) is cfg and am.runs.reproduce.replace_model(cfg, "other").model == "other"
 
 
 def test_preact_ranking_against_a_per_latent_loop():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import experiments_theory as xt
-from abstopk_mini import experiments_unrolled as xu
+from abstopk_mini.chapters import experiments_theory as xt
+from abstopk_mini.chapters import experiments_unrolled as xu
 
 
 # ------------------------------------------------------------------ data

@@ -1,4 +1,4 @@
-"""The fast top-k paths (abstopk_mini.fast) against the dense reference path.
+"""The fast top-k paths (abstopk_mini.kernels.fast) against the dense reference path.
 
 The reference — SAE.forward_train, losses.auxk_loss, SAE.decode(SAE.encode(x)) — is the oracle:
 same selection, values to fp32 tolerance, same gradients for every parameter, same BatchTopK
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import fast, losses
+from abstopk_mini.kernels import fast
+from abstopk_mini import losses
 from abstopk_mini.nonlinearities import K_ACTIVATIONS
 
 D_IN, D_SAE, K, B = 24, 96, 5, 40
@@ -186,7 +187,7 @@ def test_bad_input():
 
 def test_sparse_kernels_gradcheck_with_empty_rows_and_repeated_latents():
     """The custom backward passes against numerical differentiation (float64)."""
-    from abstopk_mini.sparse_kernels import GatherPreacts, Pattern, sparse_decode
+    from abstopk_mini.kernels.sparse import GatherPreacts, Pattern, sparse_decode
 
     gen = torch.Generator().manual_seed(0)
     B, d, P = 5, 4, 7
@@ -210,7 +211,7 @@ def test_sparse_kernels_gradcheck_with_empty_rows_and_repeated_latents():
 
 @pytest.mark.parametrize("n", [300, 2**16, 2**17])
 def test_stable_argsort_matches_torch(n):
-    from abstopk_mini.sparse_kernels import _stable_argsort
+    from abstopk_mini.kernels.sparse import _stable_argsort
 
     keys = torch.randint(n, (5000,), generator=torch.Generator().manual_seed(n))
     assert torch.equal(_stable_argsort(keys, n), torch.argsort(keys, stable=True))

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from abstopk_mini import models as M
+from abstopk_mini.lm import cache as MC
+from abstopk_mini.lm import models as M
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,9 +151,9 @@ def _load_w(path: Path) -> torch.Tensor:
 
 def test_cache_builds_once_then_verifies(tmp_path):
     log, target = tmp_path / "log", tmp_path / "models" / "toy"
-    w = M.ensure_cache(target, _toy_builder(log), source="toy:1", load=_load_w)
+    w = MC.ensure_cache(target, _toy_builder(log), source="toy:1", load=_load_w)
     assert torch.equal(w, torch.ones(4, 3))
-    assert M.ensure_cache(target, _toy_builder(log), source="toy:1") == target
+    assert MC.ensure_cache(target, _toy_builder(log), source="toy:1") == target
     assert log.read_text().count("built") == 1
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["tensors"]["model.safetensors"] == {"w": [4, 3]}
@@ -162,7 +163,7 @@ def test_cache_builds_once_then_verifies(tmp_path):
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "drop_manifest", "other_source"])
 def test_corrupt_cache_is_rebuilt(tmp_path, damage):
     log, target = tmp_path / "log", tmp_path / "toy"
-    M.ensure_cache(target, _toy_builder(log), source="toy:1")
+    MC.ensure_cache(target, _toy_builder(log), source="toy:1")
     weights = target / "model.safetensors"
     data = bytearray(weights.read_bytes())
     source = "toy:1"
@@ -175,19 +176,19 @@ def test_corrupt_cache_is_rebuilt(tmp_path, damage):
         (target / "manifest.json").unlink()
     else:
         source = "toy:2"
-    reason = M.verify_cache(target, source)
+    reason = MC.verify_cache(target, source)
     assert reason is not None
     with pytest.warns(UserWarning, match="invalid"):
-        w = M.ensure_cache(target, _toy_builder(log, 2.0), source=source, load=_load_w)
+        w = MC.ensure_cache(target, _toy_builder(log, 2.0), source=source, load=_load_w)
     assert torch.equal(w, torch.full((4, 3), 2.0))
     assert log.read_text().count("built") == 2
-    assert M.verify_cache(target, source) is None
+    assert MC.verify_cache(target, source) is None
 
 
 def test_stale_temp_dir_is_removed(tmp_path):
     (tmp_path / ".toy.tmp-dead").mkdir()
     (tmp_path / ".toy.tmp-dead" / "junk").write_text("half written")
-    M.ensure_cache(tmp_path / "toy", _toy_builder(tmp_path / "log"), source="toy:1")
+    MC.ensure_cache(tmp_path / "toy", _toy_builder(tmp_path / "log"), source="toy:1")
     assert not (tmp_path / ".toy.tmp-dead").exists()
 
 
@@ -196,7 +197,7 @@ def test_two_processes_build_the_cache_once(tmp_path):
         import time, torch
         from pathlib import Path
         from safetensors.torch import save_file
-        from abstopk_mini import models as M
+        from abstopk_mini.lm import cache as MC
         log = Path({str(tmp_path / 'log')!r})
         def note(kind):
             with open(log, "a") as f:
@@ -206,8 +207,8 @@ def test_two_processes_build_the_cache_once(tmp_path):
             time.sleep(1.5)   # long enough for the other process to arrive mid-build
             save_file({{"w": torch.arange(12.0).reshape(4, 3)}}, str(tmp / "model.safetensors"))
         note("start")
-        path = M.ensure_cache(Path({str(tmp_path / 'toy')!r}), build, source="toy:1")
-        assert M.verify_cache(path, "toy:1") is None
+        path = MC.ensure_cache(Path({str(tmp_path / 'toy')!r}), build, source="toy:1")
+        assert MC.verify_cache(path, "toy:1") is None
         print("ok")
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -225,9 +226,9 @@ def test_two_processes_build_the_cache_once(tmp_path):
 
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ABSTOPK_CACHE", str(tmp_path))
-    assert M.cache_dir() == tmp_path
+    assert MC.cache_dir() == tmp_path
     monkeypatch.delenv("ABSTOPK_CACHE")
-    assert M.cache_dir() == Path.home() / ".cache" / "abstopk_mini"
+    assert MC.cache_dir() == Path.home() / ".cache" / "abstopk_mini"
 
 
 # --------------------------------------------------------------------------- the embedded Gemma
@@ -242,7 +243,7 @@ def test_gemma_info_and_cache(gemma):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
     assert tokenizer("Hello").input_ids[0] == 2
     cache = Path(info.source)
-    assert M.verify_cache(cache, M._gemma_source()) is None
+    assert MC.verify_cache(cache, M._gemma_source()) is None
     shapes = json.loads((cache / "manifest.json").read_text())["tensors"]["model.safetensors"]
     assert shapes["model.embed_tokens.weight"] == [262144, 640]
     assert len([k for k in shapes if k.startswith("model.layers.")]) == 18 * 13
@@ -261,7 +262,7 @@ def test_gemma_cache_corrupt_copy_is_not_trusted(gemma, tmp_path):
     # truncated weights: caught by the size check
     with open(cache / "model.safetensors", "rb") as src, open(copy / "model.safetensors", "wb") as dst:
         dst.write(src.read(1 << 20))
-    assert "truncated" in M.verify_cache(copy, source)
+    assert "truncated" in MC.verify_cache(copy, source)
     # same size, one byte flipped in the last tensor: caught by the hash
     shutil.copy(cache / "model.safetensors", copy / "model.safetensors")
     with open(copy / "model.safetensors", "r+b") as f:
@@ -269,7 +270,7 @@ def test_gemma_cache_corrupt_copy_is_not_trusted(gemma, tmp_path):
         byte = f.read(1)
         f.seek(-100, os.SEEK_END)
         f.write(bytes([byte[0] ^ 0x01]))
-    assert "sha256" in M.verify_cache(copy, source)
+    assert "sha256" in MC.verify_cache(copy, source)
     built = []
 
     def rebuild_from_real_cache(tmp):  # stands in for the minute-long GGUF conversion
@@ -282,5 +283,5 @@ def test_gemma_cache_corrupt_copy_is_not_trusted(gemma, tmp_path):
                     shutil.copy(p, tmp / p.name)
 
     with pytest.warns(UserWarning, match="invalid"):
-        assert M.ensure_cache(copy, rebuild_from_real_cache, source=source) == copy
-    assert len(built) == 1 and M.verify_cache(copy, source) is None
+        assert MC.ensure_cache(copy, rebuild_from_real_cache, source=source) == copy
+    assert len(built) == 1 and MC.verify_cache(copy, source) is None

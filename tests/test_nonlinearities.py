@@ -1,4 +1,4 @@
-"""The SAE activation modules agree with the reference proximal maps in abstopk_mini.prox,
+"""The SAE activation modules agree with the reference proximal maps in abstopk_mini.coding.prox,
 and JumpReLU's straight-through gradients follow the formulas in the nonlinearities docstring."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from abstopk_mini import nonlinearities as nl
-from abstopk_mini import prox
+from abstopk_mini.coding import prox
 
 
 def randn(*shape, seed=0, dtype=torch.float64):
@@ -191,3 +191,182 @@ def test_ste_matches_finite_difference_of_a_dense_sum(cls, signed):
         act.threshold.fill_(theta0)
     act.l0(u).sum().backward()
     assert act.threshold.grad.item() == pytest.approx(-sides / delta, rel=0.02)
+
+
+# ----------------------------------------------------------------------------- one batch selection
+def test_batch_keep_across_two_ranks_equals_one_process_on_the_whole_batch():
+    """BatchTopK.keep with a Sync: each rank keeps its rows' entries above the global k·B·R-th
+    score and both move the threshold alike, as one process does on the concatenated batch."""
+    import threading
+
+    class ThreadSync:  # two ranks as two threads; all_gather concatenates in rank order
+        world_size = 2
+
+        def __init__(self):
+            self.slots, self.barrier = [None, None], threading.Barrier(2)
+
+        def rank_view(self, rank):
+            outer = self
+
+            class View:
+                world_size = 2
+
+                def all_gather(self, t):
+                    outer.slots[rank] = t
+                    outer.barrier.wait()
+                    out = torch.cat(outer.slots)
+                    outer.barrier.wait()  # both have read before a later call overwrites
+                    return out
+            return View()
+
+    B, d, k = 6, 16, 3
+    for cls in (nl.BatchTopK, nl.BatchAbsTopK):
+        # rank 1's rows are larger, so the global cut differs from each rank's own k·B cut
+        u = torch.cat([randn(B, d, seed=20), 3 * randn(B, d, seed=21)])
+        one = cls(k).double().train()
+        ranks = [cls(k).double().train() for _ in range(2)]
+        for step in range(2):  # the second step exercises the running-threshold update
+            ref = set(one.keep(u + step).tolist())
+            sync, got = ThreadSync(), [None, None]
+
+            def run(r):
+                got[r] = ranks[r].keep(u[r * B:(r + 1) * B] + step, sync.rank_view(r))
+            threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+            [t.start() for t in threads]
+            [t.join() for t in threads]
+            assert set(got[0].tolist()) | {i + B * d for i in got[1].tolist()} == ref
+            for r in range(2):
+                assert ranks[r].threshold.item() == one.threshold.item()
+        # alone, rank 0 would keep k·B of its own entries; under the global cut it keeps fewer
+        assert len(got[0]) < k * B
+
+
+@pytest.mark.parametrize("cls", [nl.BatchTopK, nl.BatchAbsTopK])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_forward_is_its_keep(cls, training):
+    """forward scatters exactly the entries keep selects (the one selection fast.select uses too)."""
+    act, twin = cls(3).double(), cls(3).double()
+    act.train(training), twin.train(training)
+    if not training:
+        act.threshold.fill_(0.7), twin.threshold.fill_(0.7)
+    u = randn(2, 5, 12, seed=8)  # leading dims are flattened into rows
+    z = act(u)
+    idx = twin.keep(u)
+    assert torch.equal((z != 0).reshape(-1).nonzero().squeeze(1), idx.sort().values)
+    assert act.threshold.item() == twin.threshold.item()
+
+
+# ----------------------------------------------------------------------------- specs
+def _module(s, d_sae=32, k=4):
+    """A fresh module of spec ``s`` (through make_activation, as the SAE builds it)."""
+    from abstopk_mini.sae import SAEConfig
+
+    return nl.make_activation(SAEConfig(d_in=8, d_sae=d_sae, activation=s.name, k=k if s.k_based else None))
+
+
+def _check_spec(s) -> None:
+    """Every field of an ActivationSpec agrees with what its module does."""
+    import inspect
+
+    assert s.selection in ("row", "batch", "threshold") and s.param in ("k", "threshold", None)
+    assert s.penalty in ("l1", "l0", None) and s.color.startswith("#") and s.label and s.prox
+    d, k = 32, 4
+    params = inspect.signature(s.module).parameters
+    assert s.k_based == ("k" in params)
+    assert s.threshold_based == ("threshold_init" in params)
+    assert s.k_based == (s.selection in ("row", "batch")) == s.aux  # the top-k family trains with AuxK
+    assert s.threshold_based == (s.penalty == "l0")
+    act = _module(s, d, k).double().train()
+    assert act.name == s.name
+    assert getattr(act, "signed", s.signed) == s.signed
+    # signed ⇔ negative codes on random u (zero-mean: half the entries are negative)
+    u = randn(64, d, seed=11)
+    z = act(u)
+    assert bool((z < 0).any()) == s.signed
+    assert bool((z > 0).any())
+    if s.selection == "row":  # k per row, whatever the other rows
+        assert ((z != 0).sum(-1) == k).all()
+    # per_batch ⇔ a row's code depends on the other rows of the batch (a loud row takes the budget)
+    alone = _module(s, d, k).double().train()(u[:1])
+    loud = torch.cat([u[:1], 100 * randn(1, d, seed=12)])
+    with_loud = _module(s, d, k).double().train()(loud)[:1]
+    assert (not torch.equal(with_loud, alone)) == s.per_batch
+
+
+@pytest.mark.parametrize("name", sorted(nl.SPECS))
+def test_spec_fields_match_the_module(name):
+    s = nl.SPECS[name]
+    assert s.name == name and nl.spec(name) is s
+    _check_spec(s)
+
+
+@pytest.mark.parametrize("name", sorted(nl.SPECS))
+def test_spec_architecture_round_trips_through_save_and_load(name, tmp_path):
+    import json
+
+    from abstopk_mini.sae import CONFIG_FILE, SAE, SAEConfig
+
+    s = nl.SPECS[name]
+    sae = SAE(SAEConfig(d_in=6, d_sae=16, activation=name, k=3 if s.k_based else None, device="cpu"))
+    sae.save(tmp_path / "a")
+    raw = json.loads((tmp_path / "a" / CONFIG_FILE).read_text())
+    assert raw["architecture"] == s.architecture and raw["activation"] == name
+    assert SAE.load(tmp_path / "a").cfg.activation == name
+    # the architecture alone names the activation (the names are one-to-one)
+    del raw["activation"]
+    (tmp_path / "a" / CONFIG_FILE).write_text(json.dumps(raw))
+    loaded = SAE.load(tmp_path / "a")
+    assert loaded.cfg.activation == name and loaded.cfg.spec is s and loaded.cfg.signed == s.signed
+
+
+def test_spec_names_and_architectures_are_unique():
+    assert len({s.architecture for s in nl.SPECS.values()}) == len(nl.SPECS)
+    assert len({s.color for s in nl.SPECS.values()}) == len(nl.SPECS)
+    assert len({s.label for s in nl.SPECS.values()}) == len(nl.SPECS)
+    with pytest.raises(ValueError, match="activation='gated' is not known.*abstopk"):
+        nl.spec("gated")
+
+
+class Shrink(torch.nn.Module):
+    """A trivial eighth activation for the test below: the signed soft threshold at 0.5."""
+
+    name = "shrink"
+    signed = True
+
+    def forward(self, u):
+        return prox.soft_threshold(u, 0.5)
+
+
+def test_a_new_activation_is_one_spec(monkeypatch, tmp_path):
+    """Registering a spec is all the SAE (config checks, build, encode, signedness, forward, save and
+    load) and the one-step encoder need: no other table names activations."""
+    from abstopk_mini import interop
+    from abstopk_mini.coding import unroll
+    from abstopk_mini.sae import SAE, SAEConfig
+
+    new = nl.ActivationSpec("shrink", Shrink, "sign(u)·max(|u| − ½, 0) = prox of ½‖z‖₁", True, "threshold", None,
+                            "l1", "shrink", "Shrink", "#000000")
+    with pytest.raises(ValueError, match="shrink"):
+        SAEConfig(d_in=6, d_sae=16, activation="shrink")
+    monkeypatch.setitem(nl.SPECS, "shrink", new)
+    _check_spec(new)
+
+    cfg = SAEConfig(d_in=6, d_sae=16, activation="shrink", device="cpu", dtype="float64")
+    sae = SAE(cfg)
+    assert cfg.signed and cfg.architecture == "shrink" and isinstance(sae.act, Shrink)
+    x = randn(20, 6, seed=13)
+    z = sae.encode(x)
+    torch.testing.assert_close(z, prox.soft_threshold(sae.pre_acts(x), 0.5), rtol=0, atol=0)
+    assert (z < 0).any() and (z > 0).any()
+    torch.testing.assert_close(sae(x), sae.decode(z), rtol=0, atol=0)  # not k-based: the dense path
+    sae.save(tmp_path / "shrink")
+    loaded = SAE.load(tmp_path / "shrink")
+    assert loaded.cfg.activation == "shrink"
+    torch.testing.assert_close(loaded.encode(x), z, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="activation='shrink' has no SAELens architecture"):
+        interop.to_saelens(sae, tmp_path / "saelens")
+    # one proximal-gradient step of ½‖x − Dz‖² + λ‖z‖₁ (the spec's l1 penalty, signed: no z ≥ 0)
+    D = randn(6, 16, seed=14)
+    D = D / D.norm(dim=0)
+    torch.testing.assert_close(unroll.one_step(x, D, "shrink", eta=0.5, lam=0.2),
+                               prox.soft_threshold(0.5 * x @ D, 0.1), rtol=0, atol=0)

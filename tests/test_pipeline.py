@@ -5,8 +5,8 @@ import json
 import pytest
 
 import abstopk_mini as am
-from abstopk_mini.cli import main as cli_main
-from abstopk_mini.pipeline import HarvestSpec, harvest_spec, train_on_harvest
+from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.runs.store import HarvestSpec, harvest_spec, train_on_harvest
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Data functions and figures of abstopk_mini.plots_concepts, against per-sample brute force and
+"""Data functions and figures of abstopk_mini.chapters.plots_concepts, against per-sample brute force and
 the package's own axis metrics (evaluate_axis)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import abstopk_mini as am  # noqa: E402
-from abstopk_mini import plots_concepts as pc  # noqa: E402
-from abstopk_mini.concepts import WordActivations, evaluate_axis  # noqa: E402
+from abstopk_mini.chapters import plots_concepts as pc  # noqa: E402
+from abstopk_mini.chapters import style  # noqa: E402
+from abstopk_mini.concepts.words import WordActivations, evaluate_axis  # noqa: E402
 
 PAIRS = [("king", "queen"), ("man", "woman"), ("boy", "girl"), ("uncle", "aunt"), ("son", "daughter")]
 NEUTRAL = ["person", "child"]
@@ -139,8 +140,9 @@ def test_highlight_html_colours_by_sign_and_escapes_text():
     assert "&lt;b&gt;" in out and "<b>" not in out and "latent &lt;7&gt;" in out and "&amp;" in out
     spans = out.split("<span")[1:]
     assert "background" not in spans[0]  # zero: no colour
-    assert "rgba(31,119,180,0.850)" in spans[1]  # the largest |v| is fully coloured, blue for v > 0
-    assert "rgba(214,39,40,0.425)" in spans[2]  # half of vmax, red for v < 0
+    a, b = (style.rgb(c) for c in style.SIDE_LIGHT)  # side a (indigo), side b (pink)
+    assert f"rgba({a},0.850)" in spans[1]  # the largest |v| is fully coloured, side a's colour for v > 0
+    assert f"rgba({b},0.425)" in spans[2]  # half of vmax, side b's colour for v < 0
     assert 'title="+2"' in spans[1] and 'title="-1"' in spans[2]
     assert "&nbsp;he" in spans[1]  # leading spaces survive
     with pytest.raises(ValueError, match="same length"):
@@ -153,7 +155,7 @@ def test_token_values_are_the_sae_on_the_residual_stream(tiny_gpt2):
     text = "The king and the queen walked."
     tokens = pc.text_tokens(loaded, text, 1)
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-    x = am.activations.residual_stream(loaded, torch.tensor([[loaded.tokenizer.bos_token_id] + ids]), 1)[0, 1:]
+    x = am.lm.hooks.residual_stream(loaded, torch.tensor([[loaded.tokenizer.bos_token_id] + ids]), 1)[0, 1:]
     tv = pc.token_values(sae, tokens, 7)
     with torch.no_grad():
         torch.testing.assert_close(tv["z"], sae.encode(x)[:, 7], atol=1e-5, rtol=1e-5)

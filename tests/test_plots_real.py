@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from abstopk_mini import plots_real as P  # noqa: E402
+from abstopk_mini.chapters import plots_real as P  # noqa: E402
 
 
 def _labelled(fig):

@@ -7,9 +7,9 @@ import torch
 from matplotlib.figure import Figure
 
 import abstopk_mini as am
-from abstopk_mini import experiments_theory as xt
-from abstopk_mini import experiments_unrolled as xu
-from abstopk_mini import plots_theory as pt
+from abstopk_mini.chapters import experiments_theory as xt
+from abstopk_mini.chapters import experiments_unrolled as xu
+from abstopk_mini.chapters import plots_theory as pt
 
 
 def assert_labelled(fig, n_axes):

@@ -1,4 +1,4 @@
-"""Figures (abstopk_mini.plots) and the chapter-04 experiments and widget (abstopk_mini.widgets).
+"""Figures (abstopk_mini.chapters.plots) and the chapter-04 experiments and widget (abstopk_mini.chapters.widgets).
 
 Figures: each returns a Figure whose axes have an x label, a y label and a title, and renders to
 PNG. The geometry behind them is checked on dictionaries built by hand (a permuted, sign-flipped
@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 import abstopk_mini as am
-from abstopk_mini import plots, widgets
+from abstopk_mini.chapters import plots, widgets
 
 
 def _sae(activation: str, W_dec: torch.Tensor, k: int, W_enc: torch.Tensor | None = None) -> am.SAE:

@@ -1,4 +1,4 @@
-"""The proximal operators in abstopk_mini.prox against brute force.
+"""The proximal operators in abstopk_mini.coding.prox against brute force.
 
 Each operator must be the argmin over z of ½‖u − z‖² + penalty(z). The references below never
 call prox.py: a fine 1-D grid (the l1 problem is separable), a closed form written with numpy,
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from abstopk_mini import prox
+from abstopk_mini.coding import prox
 
 N_VEC = 300  # random vectors per case
 N_DIM = (1, 2, 5, 8)

@@ -20,9 +20,10 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import fast, losses
+from abstopk_mini.kernels import fast
+from abstopk_mini import losses
 from abstopk_mini.nonlinearities import K_ACTIVATIONS
-from abstopk_mini.pipeline import _key
+from abstopk_mini.runs.store import content_key as _key
 from abstopk_mini.recipes import RECIPES, recipe_configs
 from abstopk_mini.sae import ADDED_FIELDS, STANDARDIZE_EPS, SAE, SAEConfig, standardize
 from abstopk_mini.train import TrainConfig, lr_at

@@ -38,11 +38,21 @@ def test_every_submodule_is_reachable_lazily():
 
     import abstopk_mini as am
 
-    files = {p.stem for p in Path(am.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
-    files |= {p.parent.name for p in Path(am.__file__).parent.glob("*/__init__.py")}  # subpackages
-    assert am._SUBMODULES == files
-    for name in sorted(files):
-        assert getattr(am, name) is importlib.import_module(f"abstopk_mini.{name}")
+    root = Path(am.__file__).parent
+    packages = [root] + sorted(p.parent for p in root.rglob("*/__init__.py"))
+    for pkg in packages:  # the top level and every subpackage reach each of their modules lazily
+        dotted = ".".join(("abstopk_mini",) + pkg.relative_to(root).parts)
+        package = importlib.import_module(dotted)
+        files = {p.stem for p in pkg.glob("*.py") if not p.stem.startswith("_")}
+        files |= {p.parent.name for p in pkg.glob("*/__init__.py")}  # subpackages
+        assert files <= set(dir(package)), (dotted, files - set(dir(package)))
+        for name in sorted(files):
+            module = importlib.import_module(f"{dotted}.{name}")
+            value = getattr(package, name)  # a package may re-export a function named like its module
+            assert value is module or getattr(value, "__module__", None) == module.__name__
+    # the short names of the sparse-coding modules
+    for short, full in (("prox", "coding.prox"), ("unroll", "coding.unroll"), ("toy", "coding.toy")):
+        assert getattr(am, short) is importlib.import_module(f"abstopk_mini.{full}")
 
 
 def _pins() -> dict[str, str]:

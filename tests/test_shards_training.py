@@ -3,13 +3,13 @@
 import torch
 
 import abstopk_mini as am
-from abstopk_mini.shards import ShardDataset
+from abstopk_mini.lm.shards import ShardDataset
 from conftest import TINY_SENTENCES
 from test_train import assert_same_run, keep_checkpoints  # noqa: F401  (a fixture)
 
 
 def _harvest(loaded, out):
-    return am.activations.harvest(loaded, TINY_SENTENCES * 20, layer=1, n_tokens=1500, out_dir=out,
+    return am.lm.activations.harvest(loaded, TINY_SENTENCES * 20, layer=1, n_tokens=1500, out_dir=out,
                                   context_length=16, batch_size=8, shard_tokens=256, min_length=2, progress=False)
 
 
@@ -48,9 +48,9 @@ def test_n_tokens_defaults_to_one_pass_over_the_shards(tiny_gpt2, tmp_path):
 
 
 def test_chunk_offsets_read_the_text_again_at_new_positions(tiny_gpt2, tmp_path):
-    one = am.activations.harvest(tiny_gpt2, TINY_SENTENCES * 20, layer=1, n_tokens=10_000, out_dir=tmp_path / "a",
+    one = am.lm.activations.harvest(tiny_gpt2, TINY_SENTENCES * 20, layer=1, n_tokens=10_000, out_dir=tmp_path / "a",
                                  context_length=16, batch_size=8, min_length=2, progress=False)
-    two = am.activations.harvest(tiny_gpt2, TINY_SENTENCES * 20, layer=1, n_tokens=10_000, out_dir=tmp_path / "b",
+    two = am.lm.activations.harvest(tiny_gpt2, TINY_SENTENCES * 20, layer=1, n_tokens=10_000, out_dir=tmp_path / "b",
                                  context_length=16, batch_size=8, min_length=2, progress=False, chunk_offsets=(0, 3))
     assert two["chunk_offsets"] == [0, 3] and "chunk_offsets" not in one
     a, b = ShardDataset(tmp_path / "a"), ShardDataset(tmp_path / "b")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import splice as S
+from abstopk_mini.lm import hooks as H
+from abstopk_mini.lm import splice as S
 
 TEXTS = ["The king and the queen walked through the garden.",
          "A man and a woman read books.",
@@ -58,7 +58,7 @@ def test_mean_reconstruction_equals_mean_ablation(tiny_gpt2):
 def test_ce_orig_matches_transformers_loss_without_bos_skipping(tiny_gpt2):
     """skip_bos=False scores every next-token prediction: the loss transformers computes."""
     for text in TEXTS:
-        ids, mask = A._pad(A._encode(tiny_gpt2.tokenizer, [text], 128, prepend_bos=True), 0)
+        ids, mask = H.pad(H.encode(tiny_gpt2.tokenizer, [text], 128, prepend_bos=True), 0)
         with torch.inference_mode():
             ref = tiny_gpt2.model(input_ids=ids, labels=ids).loss.item()
         res = S.evaluate(tiny_gpt2, lambda x: x, [text], layer=0, skip_bos=False)
@@ -70,7 +70,7 @@ def test_padding_and_batching_do_not_change_the_numbers(tiny_gpt2):
     sae = _random_sae(tiny_gpt2.info.d_model, 0)
     one = S.evaluate(tiny_gpt2, sae, TEXTS, batch_size=1)
     three = S.evaluate(tiny_gpt2, sae, TEXTS, batch_size=3)
-    lengths = [len(s) for s in A._encode(tiny_gpt2.tokenizer, TEXTS, 128, prepend_bos=True)]
+    lengths = [len(s) for s in H.encode(tiny_gpt2.tokenizer, TEXTS, 128, prepend_bos=True)]
     assert len(set(lengths)) > 1  # the batch of 3 is really padded
     assert one.n_tokens == three.n_tokens == sum(n - 2 for n in lengths)  # BOS prediction not scored
     for key in ("ce_orig", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "fvu"):
@@ -82,10 +82,10 @@ def test_last_layer_splice_matches_a_hand_computed_reference(tiny_gpt2):
     truncated forward, with BOS left as it is; CE, KL, FVU and the mean all checked."""
     loaded, L = tiny_gpt2, tiny_gpt2.info.n_layers - 1
     sae = _random_sae(loaded.info.d_model, L, seed=3)
-    seqs = A._encode(loaded.tokenizer, TEXTS, 128, prepend_bos=True)
+    seqs = H.encode(loaded.tokenizer, TEXTS, 128, prepend_bos=True)
     res = S.evaluate(loaded, sae, TEXTS, batch_size=2)
     assert res.layer == L
-    xs = [A.residual_stream(loaded, torch.tensor([s]), L)[0] for s in seqs]  # each [T, d]
+    xs = [H.residual_stream(loaded, torch.tensor([s]), L)[0] for s in seqs]  # each [T, d]
     mean = torch.cat([x[1:] for x in xs]).double().mean(0).float()
     head = lambda h: loaded.model.lm_head(loaded.model.transformer.ln_f(h)).log_softmax(-1)  # noqa: E731
     ce = {"orig": 0.0, "sae": 0.0, "zero": 0.0, "mean": 0.0}
@@ -120,17 +120,17 @@ def test_loss_recovered_formula():
 # --------------------------------------------------------------------------- the hook
 def test_hook_edits_only_non_bos_real_positions_and_is_removed(tiny_gpt2):
     loaded = tiny_gpt2
-    ids, mask = A._pad(A._encode(loaded.tokenizer, TEXTS[:2], 128, prepend_bos=True), loaded.info.pad_token_id)
+    ids, mask = H.pad(H.encode(loaded.tokenizer, TEXTS[:2], 128, prepend_bos=True), loaded.info.pad_token_id)
     before = _logits(loaded, ids, mask)
-    x = A.residual_stream(loaded, ids, 0, mask)
+    x = H.residual_stream(loaded, ids, 0, mask)
     with S.splice_residual(loaded, 0, lambda v: v + 1.0):
-        x_edit = A.residual_stream(loaded, ids, 0, mask)  # a later hook on the block sees the edit
+        x_edit = H.residual_stream(loaded, ids, 0, mask)  # a later hook on the block sees the edit
     edited = S.edit_mask(ids, mask, tuple(ids.shape), loaded.info.bos_token_id)
     assert not edited[:, 0].any() and (edited == (mask.bool() & (ids != loaded.info.bos_token_id))).all()
     torch.testing.assert_close(x_edit[edited], x[edited] + 1.0)
     assert torch.equal(x_edit[~edited], x[~edited])  # BOS and pads as they were
     with S.splice_residual(loaded, 0, lambda v: v + 1.0, skip_bos=False):
-        x_all = A.residual_stream(loaded, ids, 0, mask)
+        x_all = H.residual_stream(loaded, ids, 0, mask)
     torch.testing.assert_close(x_all[:, 0], x[:, 0] + 1.0)
     with pytest.raises(RuntimeError, match="boom"):
         with S.splice_residual(loaded, 1, torch.zeros_like):
@@ -139,7 +139,7 @@ def test_hook_edits_only_non_bos_real_positions_and_is_removed(tiny_gpt2):
 
 
 def test_bad_reconstruction_shape_is_reported(tiny_gpt2):
-    ids = torch.tensor([A._encode(tiny_gpt2.tokenizer, TEXTS[:1], 128, prepend_bos=True)[0]])
+    ids = torch.tensor([H.encode(tiny_gpt2.tokenizer, TEXTS[:1], 128, prepend_bos=True)[0]])
     with pytest.raises(ValueError, match="fn returned shape"):
         with S.splice_residual(tiny_gpt2, 0, lambda v: v[:, :3]):
             _logits(tiny_gpt2, ids)
@@ -148,7 +148,7 @@ def test_bad_reconstruction_shape_is_reported(tiny_gpt2):
 def test_max_tokens_scores_exactly_that_many(tiny_gpt2):
     res = S.evaluate(tiny_gpt2, lambda x: x, TEXTS, layer=0, max_tokens=13)
     assert res.n_tokens == 13
-    docs = [am.corpus.Document(t, "test") for t in TEXTS]
+    docs = [am.lm.corpus.Document(t, "test") for t in TEXTS]
     assert S.evaluate(tiny_gpt2, lambda x: x, docs, layer=0, context_length=16).n_tokens > 0
 
 
@@ -185,8 +185,8 @@ def test_evaluate_many_equals_evaluate_one_by_one(tiny_gpt2):
 
     texts = ["The king and the queen walked through the garden.", "A man and a woman read books in the library."]
     fns = {"identity": lambda x: x, "half": lambda x: 0.5 * x, "zero": torch.zeros_like}
-    many = am.splice.evaluate_many(tiny_gpt2, fns, texts, layer=1)
+    many = am.lm.splice.evaluate_many(tiny_gpt2, fns, texts, layer=1)
     for name, fn in fns.items():
-        one = am.splice.evaluate(tiny_gpt2, fn, texts, layer=1)
+        one = am.lm.splice.evaluate(tiny_gpt2, fn, texts, layer=1)
         assert many[name].to_dict() == pytest.approx(one.to_dict(), rel=1e-9, abs=1e-12)
     assert many["identity"].loss_recovered_zero == 1.0 and many["zero"].loss_recovered_zero == 0.0

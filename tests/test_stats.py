@@ -8,10 +8,11 @@ import scipy.stats
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import corpus as C
-from abstopk_mini import models as M
-from abstopk_mini import stats as S
+from abstopk_mini.lm import activations as A
+from abstopk_mini.lm import hooks as H
+from abstopk_mini.lm import corpus as C
+from abstopk_mini.lm import models as M
+from abstopk_mini.lm import stats as S
 
 TEXTS = ["The king and the queen walked.", "A woman read books in the library and a man read too.",
          "Sparse autoencoders."]
@@ -24,12 +25,12 @@ def _x(n=500, d=7, seed=0):
 
 # --------------------------------------------------------------------------- reading every layer
 def test_residual_streams_equal_the_single_layer_reader(tiny_gpt2):
-    seqs = A._encode(tiny_gpt2.tokenizer, TEXTS, 64, prepend_bos=True)
-    ids, mask = A._pad(seqs, tiny_gpt2.info.pad_token_id)
-    xs = S.residual_streams(tiny_gpt2, ids, [1, 0], mask)
+    seqs = H.encode(tiny_gpt2.tokenizer, TEXTS, 64, prepend_bos=True)
+    ids, mask = H.pad(seqs, tiny_gpt2.info.pad_token_id)
+    xs = H.residual_streams(tiny_gpt2, ids, [1, 0], mask)
     assert sorted(xs) == [0, 1]
     for layer in (0, 1):
-        ref = A.residual_stream(tiny_gpt2, ids, layer, mask)
+        ref = H.residual_stream(tiny_gpt2, ids, layer, mask)
         assert torch.equal(xs[layer], ref)
         assert not xs[layer].is_inference()
 
@@ -39,8 +40,8 @@ def test_residual_streams_stop_after_the_deepest_layer(tiny_gpt2):
     calls = [0] * len(blocks)
     handles = [b.register_forward_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1)) for i, b in enumerate(blocks)]
     try:
-        ids, mask = A._pad(A._encode(tiny_gpt2.tokenizer, TEXTS[:1], 64, True), tiny_gpt2.info.pad_token_id)
-        S.residual_streams(tiny_gpt2, ids, [0], mask)
+        ids, mask = H.pad(H.encode(tiny_gpt2.tokenizer, TEXTS[:1], 64, True), tiny_gpt2.info.pad_token_id)
+        H.residual_streams(tiny_gpt2, ids, [0], mask)
     finally:
         for h in handles:
             h.remove()
@@ -49,7 +50,7 @@ def test_residual_streams_stop_after_the_deepest_layer(tiny_gpt2):
 
 def test_layer_activations_keep_and_mark_bos_and_drop_pads(tiny_gpt2):
     la = S.layer_activations(tiny_gpt2, TEXTS, batch_size=2)
-    lengths = [len(s) for s in A._encode(tiny_gpt2.tokenizer, TEXTS, 128, True)]
+    lengths = [len(s) for s in H.encode(tiny_gpt2.tokenizer, TEXTS, 128, True)]
     assert len(la) == sum(lengths) and la.layers == [0, 1]
     assert int(la.is_bos.sum()) == len(TEXTS)
     assert (la.pos[la.is_bos] == 0).all() and (la.token_ids[la.is_bos] == tiny_gpt2.info.bos_token_id).all()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import activations as A
-from abstopk_mini import steering as St
+from abstopk_mini.lm import hooks as H
+from abstopk_mini.lm import steering as St
 
 TEXTS = ["The king and the queen walked through the garden.", "A man and a woman read books."]
 PROMPTS = ["The king and the", "A man and a", "He said that", "The queen walked through the"]
@@ -23,7 +23,7 @@ def _sae(d_in: int, layer: int | None, activation: str = "abstopk", seed: int = 
 
 
 def _batch(loaded, texts):
-    return A._pad(A._encode(loaded.tokenizer, texts, 128, prepend_bos=True), loaded.info.pad_token_id)
+    return H.pad(H.encode(loaded.tokenizer, texts, 128, prepend_bos=True), loaded.info.pad_token_id)
 
 
 def _logits(loaded, ids, mask=None):
@@ -56,10 +56,10 @@ def test_clamp_inside_the_model(tiny_gpt2):
     loaded = tiny_gpt2
     sae = _sae(loaded.info.d_model, 0, seed=1)
     ids, mask = _batch(loaded, TEXTS)
-    x = A.residual_stream(loaded, ids, 0, mask)
+    x = H.residual_stream(loaded, ids, 0, mask)
     latent, c = 5, -7.0
     with St.clamp_latent(sae, latent, c).attach(loaded):
-        x_new = A.residual_stream(loaded, ids, 0, mask)
+        x_new = H.residual_stream(loaded, ids, 0, mask)
     edit = mask.bool() & (ids != loaded.info.bos_token_id)
     z_i = sae.encode(x[edit]).detach()[:, latent]
     d_i = St.decoder_direction(sae, latent)
@@ -109,8 +109,8 @@ def test_unembedding_direction_moves_the_log_odds_monotonically(tiny_gpt2):
     assert (curve.per_prompt.diff(dim=0) > 0).all()
     assert curve.log_odds[values.index(0.0)].item() == pytest.approx(curve.baseline, abs=1e-12)
     # an independent reference for one point: logits of the last prompt token by hand
-    ids = torch.tensor([A._encode(loaded.tokenizer, PROMPTS[:1], 128, prepend_bos=True)[0]])
-    x = A.residual_stream(loaded, ids, L)[0, -1] + 2.0 * v
+    ids = torch.tensor([H.encode(loaded.tokenizer, PROMPTS[:1], 128, prepend_bos=True)[0]])
+    x = H.residual_stream(loaded, ids, L)[0, -1] + 2.0 * v
     logits = loaded.model.lm_head(loaded.model.transformer.ln_f(x)).detach()
     assert curve.per_prompt[values.index(2.0), 0].item() == pytest.approx(
         (logits[used[0][2]] - logits[used[0][3]]).item(), rel=1e-5)
@@ -135,7 +135,7 @@ def test_curve_argument_errors(tiny_gpt2):
 def test_generate_with_matches_transformers_greedy(tiny_gpt2):
     loaded = tiny_gpt2
     prompt = "The king and"
-    ids = torch.tensor([A._encode(loaded.tokenizer, [prompt], 128, prepend_bos=True)[0]])
+    ids = torch.tensor([H.encode(loaded.tokenizer, [prompt], 128, prepend_bos=True)[0]])
     with torch.inference_mode():
         ref = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
                                     pad_token_id=loaded.info.pad_token_id)
@@ -161,7 +161,7 @@ def test_gemma_pairs_and_steering_end_to_end(gemma):
     she, he = used[0][2], used[0][3]
     v = W_U[she] - W_U[he]
     L = 10
-    x = A.residual_stream(gemma, torch.tensor([[2] + gemma.tokenizer("The doctor said that",
+    x = H.residual_stream(gemma, torch.tensor([[2] + gemma.tokenizer("The doctor said that",
                                                                    add_special_tokens=False)["input_ids"]]), L)
     r = x[0, 1:].norm(dim=-1).mean().item() / v.norm().item()  # a push the size of the residual itself
     curve = St.logit_diff_curve(gemma, lambda c: St.add_direction(v, c, L), [-r, r],

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini import doubling, sweep
-from abstopk_mini.cli import main as cli_main
+from abstopk_mini.coding import doubling
+from abstopk_mini.runs import sweep
+from abstopk_mini.runs.cli import main as cli_main
 
 
 def tiny_config(model_dir, results, **stage):
@@ -195,7 +196,7 @@ def _record(activation, layer, k, d_sae, fvu):
 def test_fvu_gap_pairs_runs_that_agree_on_every_other_setting():
     import matplotlib.pyplot as plt
 
-    from abstopk_mini import plots_sweep as ps
+    from abstopk_mini.chapters import plots_sweep as ps
 
     recs = [_record("topk", 6, 8, 512, 0.2), _record("abstopk", 6, 8, 512, 0.25),
             _record("topk", 6, 32, 512, 0.1), _record("abstopk", 6, 32, 512, 0.09),
@@ -210,7 +211,7 @@ def test_fvu_gap_pairs_runs_that_agree_on_every_other_setting():
 
 
 def test_table_sorts_numbers_numerically_and_renames_columns():
-    from abstopk_mini import plots_sweep as ps
+    from abstopk_mini.chapters import plots_sweep as ps
 
     recs = [_record("topk", 12, 8, 4096, 0.3), _record("topk", 3, 8, 512, 0.1), _record("abstopk", 3, 8, 512, 0.2)]
     lines = ps.table(recs, ["layer", "activation", ("heldout.fvu", "FVU")], sort=("layer", "activation")).splitlines()

@@ -8,7 +8,7 @@ import torch
 
 from abstopk_mini import metrics
 from abstopk_mini.sae import SAEConfig
-from abstopk_mini.toy import GENDER_CONCEPTS, bidirectional_data, gender_data
+from abstopk_mini.coding.toy import GENDER_CONCEPTS, bidirectional_data, gender_data
 from abstopk_mini.train import train_sae
 
 

@@ -14,7 +14,7 @@ import torch
 import abstopk_mini.train as train_mod
 from abstopk_mini import metrics
 from abstopk_mini.sae import SAE, SAEConfig
-from abstopk_mini.toy import bidirectional_data
+from abstopk_mini.coding.toy import bidirectional_data
 from abstopk_mini.train import CHECKPOINT_FILE, TrainConfig, geometric_median, lr_at, train_sae
 
 QUIET = dict(progress=False)
@@ -58,7 +58,7 @@ def assert_same_run(sae_a, hist_a, sae_b, hist_b):
 @pytest.fixture
 def keep_checkpoints(monkeypatch):
     """Copy every checkpoint the loop writes to ``step_<n>.pt`` next to it (a spy, no behaviour change)."""
-    real = train_mod._save_checkpoint
+    real = train_mod.save_checkpoint
     saved = {}
 
     def spy(directory, sae, opt, step, *args):
@@ -68,7 +68,7 @@ def keep_checkpoints(monkeypatch):
         saved[step] = copy
         return target
 
-    monkeypatch.setattr(train_mod, "_save_checkpoint", spy)
+    monkeypatch.setattr(train_mod, "save_checkpoint", spy)
     return saved
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini.unroll import (ONE_STEP_ACTIVATIONS, UnrolledSAE, fista, ista, iht, lasso_objective, lipschitz,
+from abstopk_mini.coding.unroll import (ONE_STEP_ACTIVATIONS, UnrolledSAE, fista, ista, iht, lasso_objective, lipschitz,
                                  one_step, sae_from_dictionary)
 
 

@@ -1,5 +1,5 @@
-"""Widgets of chapter 7 (abstopk_mini.widgets_lm): they build, react to their controls, and draw
-the same data as the plain functions of abstopk_mini.plots_concepts."""
+"""Widgets of chapter 7 (abstopk_mini.chapters.widgets_lm): they build, react to their controls, and draw
+the same data as the plain functions of abstopk_mini.chapters.plots_concepts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import abstopk_mini as am  # noqa: E402
-from abstopk_mini import plots_concepts as pc  # noqa: E402
-from abstopk_mini import widgets_lm as wl  # noqa: E402
+from abstopk_mini.chapters import plots_concepts as pc  # noqa: E402
+from abstopk_mini.chapters import widgets_lm as wl  # noqa: E402
 from test_plots_concepts import NEUTRAL, PAIRS, _sae, _word_acts  # noqa: E402
 
 pytest.importorskip("ipywidgets")
@@ -47,13 +47,13 @@ def test_latent_widget_redraws_for_the_picked_latent():
 def test_latent_widget_highlights_an_editable_sentence(tiny_gpt2):
     loaded = tiny_gpt2
     words = ["king", "queen", "man", "woman"]
-    wa = am.concepts.word_activations(loaded, words, 1, ["I saw the {} today."])
+    wa = am.concepts.words.word_activations(loaded, words, 1, ["I saw the {} today."])
     sae = am.SAE(am.SAEConfig(d_in=loaded.info.d_model, d_sae=40, activation="abstopk", k=5, device="cpu", hook_layer=1))
     box = wl.latent_widget(sae, wa, [("king", "queen"), ("man", "woman")], 3, model=loaded, text="The king walked.",
                            orientation=-1)
     _, _, _, text_box, highlight = box.children
     tv = pc.token_values(sae, pc.text_tokens(loaded, "The king walked.", 1), 3)
-    title = "latent 3 on each token (blue: male side, red: female side)"
+    title = "latent 3 on each token (indigo: male side, pink: female side)"
     assert highlight.value == pc.highlight_html(tv["tokens"], -tv["z"], title=title)
     text_box.value = "A man and a woman."
     assert box.state["tokens"]["text"] == "A man and a woman." and "woman" in highlight.value

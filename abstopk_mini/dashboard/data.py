@@ -147,8 +147,8 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
     ``after`` after its token; n_bins histogram bins (a power of two); n_logits tokens per logit list.
     progress: a tqdm bar on stderr over the harvest's tokens.
     """
-    from ..models import load_model
-    from ..shards import ShardDataset
+    from ..lm.models import load_model
+    from ..lm.shards import ShardDataset
 
     ds = acts if isinstance(acts, ShardDataset) else ShardDataset(acts)
     if ds.d_model != sae.cfg.d_in:

@@ -14,7 +14,7 @@ built book and in Colab. What it shows for latent :math:`i`:
   the "other side": the positive side of the latent with the most antipodal decoder row.
 
 Colours: :data:`SIGN_COLORS`, a brown/teal pair that no method colour
-(``abstopk_mini.plots.ACTIVATION_COLORS``) uses.
+(``abstopk_mini.chapters.style.METHOD_COLORS``) uses.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ FINAL_NORM_PATHS = (
 
 def get_final_norm(model) -> nn.Module:
     """The final norm module of a transformers causal LM (or of a LoadedModel)."""
-    from ..models import LoadedModel
+    from ..lm.models import LoadedModel
 
     lm = model.model if isinstance(model, LoadedModel) else model
     for path in FINAL_NORM_PATHS:
@@ -59,7 +59,7 @@ def logit_effects(model, directions: torch.Tensor, chunk: int = 64) -> torch.Ten
     ``chunk`` directions at a time (a chunk costs chunk × vocab floats).
     shape: directions [L, d_model] -> logits [L, vocab] float32 (on the CPU)
     """
-    from ..models import LoadedModel
+    from ..lm.models import LoadedModel
 
     lm = model.model if isinstance(model, LoadedModel) else model
     norm, head = get_final_norm(lm), lm.get_output_embeddings()

@@ -104,13 +104,6 @@ class DashboardData:
         raise ValueError(f"latent={i} is not in this DashboardData (it holds {[r.latent for r in self.latents][:20]}); "
                          "compute it: compute_dashboards(..., latents=[...])")
 
-    def _repr_html_(self) -> str:
-        """A notebook shows the browser of all latents, in an iframe (see :mod:`.notebook`)."""
-        from .browser import browser_html
-        from .notebook import Page
-
-        return Page(browser_html(self), 1000).iframe()
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         for rec in d["latents"]:

@@ -1,0 +1,313 @@
+"""Figures and tables of sweep results (chapter 09). Records are the dicts of
+:func:`abstopk_mini.runs.sweep.read_results`; a metric is named by a dotted path into a record,
+e.g. ``"heldout.fvu"`` or ``"concepts.family.sign_latent.coverage_b"``.
+
+    recs = am.runs.sweep.read_results("results/gemma_sweep.jsonl")
+    fig = am.chapters.plots_sweep.metric_vs(recs, "d_sae", "heldout.fvu", where={"k": 32, "seed": 0})
+
+A figure made here is a :class:`abstopk_mini.chapters.style.Figure` registered with pyplot; given
+``ax``, a function draws into the caller's axes instead. An activation is drawn in its colour
+(:mod:`abstopk_mini.chapters.style`) with its own marker, sides a and b of a concept in the side
+colours; sizes and fonts come from the same module.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+
+from ..tables import format_table
+from . import style
+
+__all__ = ["find_results", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
+           "neutral_positions", "doubling_curves", "table", "best_bidirectional", "AXIS_LABELS",
+           "METRIC_LABELS"]
+
+AXIS_LABELS = {"d_sae": "SAE width (latents)", "k": "k (non-zeros per token)", "layer": "layer",
+               "train_tokens": "training tokens"}
+METRIC_LABELS = {
+    "heldout.fvu": "FVU (held-out)", "heldout.dead_frac": "dead latents (held-out, share)",
+    "heldout.bidirectional_frac": "bidirectional share of live latents", "heldout.negative_share": "negative share of activations",
+    "splice.loss_recovered_zero": "loss recovered (zero ablation)",
+    "concepts.family.sign_accuracy": "gender: sign accuracy (best latent)",
+    "concepts.family.threshold_accuracy": "gender: threshold accuracy (best latent)",
+    "concepts.family.sign_latent.sign_accuracy": "gender: sign accuracy (sign latent)",
+    "concepts.family.sign_latent.bidirectional_share": "gender: bidirectional share (sign latent)",
+    "concepts.family.dim_test_accuracy": "gender: DiM accuracy",
+}
+#: a marker per activation (its colour comes from :mod:`abstopk_mini.chapters.style`)
+_MARKER = {"topk": "o", "abstopk": "s", "batchtopk": "v", "batchabstopk": "^", "jumprelu": "D", "absjumprelu": "P",
+           "relu": "x"}
+_LINE = {3: ":", 6: "-", 9: "--", 12: "-."}
+_WIDTH_LINE = {512: ":", 1024: "--", 2048: "-.", 4096: "-", 8192: (0, (5, 1))}
+_K_LINE = {8: "--", 16: ":", 32: "-", 64: "-."}
+POINT_FIELDS = ("layer", "d_sae", "k", "activation", "seed", "variant", "train_tokens")
+
+
+def find_results(name: str = "results/gemma_sweep.jsonl", start=None) -> Path:
+    """The results file ``name`` in the current folder or the nearest parent that has it (a chapter
+    runs in ``notebooks/``, the file lives at the repository root)."""
+    here = Path(start or Path.cwd()).resolve()
+    for base in (here, *here.parents):
+        if (base / name).is_file():
+            return base / name
+    raise FileNotFoundError(f"{name!r} is not in {str(here)!r} or any folder above it; run the notebook from a "
+                            "clone of the repository (the results file is committed there)")
+
+
+def get(rec: dict, path: str, default=math.nan):
+    """``rec["a"]["b"]...`` for ``path = "a.b..."``; ``default`` when a key is missing."""
+    v = rec
+    for part in path.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return default
+        v = v[part]
+    return v
+
+
+def select(records, where: dict | None = None) -> list[dict]:
+    """Records whose fields equal ``where`` (a value may be a tuple/list/set of allowed values)."""
+    out = []
+    for r in records:
+        ok = True
+        for key, want in (where or {}).items():
+            v = get(r, key, None)
+            ok &= v in want if isinstance(want, (tuple, list, set)) else v == want
+        if ok:
+            out.append(r)
+    return out
+
+
+def series(records, x: str, y: str, group=("activation", "layer")) -> dict:
+    """``{group values: (xs, mean ys, min ys, max ys)}``, averaging over records that share x (seeds)."""
+    acc = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        v = get(r, y)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        acc[tuple(get(r, g) for g in group)][get(r, x)].append(float(v))
+    out = {}
+    for key in sorted(acc, key=str):
+        xs = sorted(acc[key])
+        ys = [acc[key][v] for v in xs]
+        out[key] = (xs, [sum(v) / len(v) for v in ys], [min(v) for v in ys], [max(v) for v in ys])
+    return out
+
+
+def _label(key, group) -> str:
+    names = {"layer": "L{}", "k": "k={}", "d_sae": "d_sae={}", "seed": "seed {}"}
+    return ", ".join(style.label(v) if g == "activation" else names.get(g, "{}").format(v) for g, v in zip(group, key))
+
+
+def _style(key, group):
+    """Colour and marker by activation; line style by layer, else by width or k (so lines that share
+    an activation stay apart when the grouping is activation × width or activation × k)."""
+    d = dict(zip(group, key))
+    act = d.get("activation")
+    color, marker = style.color(act) if act else style.REFERENCE, _MARKER.get(act, "o")
+    for field, styles in (("layer", _LINE), ("d_sae", _WIDTH_LINE), ("k", _K_LINE)):
+        if field in d:
+            return dict(color=color, marker=marker, linestyle=styles.get(d[field], "-"))
+    return dict(color=color, marker=marker, linestyle="-")
+
+
+def _xaxis(ax, x: str, xs) -> None:
+    if x in ("d_sae", "k", "train_tokens"):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(set(xs)))
+        ax.set_xticklabels([f"{v // 1000}k" if x == "train_tokens" else str(v) for v in sorted(set(xs))])
+        ax.minorticks_off()
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+
+
+def _axes(ax, height: float = 3.4):
+    """``(fig, ax)``: a new full-width figure when ``ax`` is None, else ``(None, ax)`` to draw into
+    the caller's axes."""
+    if ax is not None:
+        return None, ax
+    return style.subplots(height=height, pyplot=True)
+
+
+def _finish(fig, ax, title: str | None, legend: bool):
+    """Title, legend, grid; the figure to return (ours, or the one of the caller's axes)."""
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    return fig if fig is not None else ax.figure
+
+
+@style.styled
+def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group=("activation", "layer"),
+              title: str | None = None, hline: float | None = None):
+    """One line per group (default: activation × layer) of metric ``y`` against axis ``x``;
+    error bars span the seeds when there are several."""
+    fig, ax = _axes(ax)
+    data = series(select(records, where), x, y, group)
+    all_x = []
+    for key, (xs, ys, lo, hi) in data.items():
+        st = _style(key, group)
+        err = [[m - a for m, a in zip(ys, lo)], [b - m for m, b in zip(ys, hi)]]
+        ax.errorbar(xs, ys, yerr=err if any(h > l for l, h in zip(lo, hi)) else None, label=_label(key, group),
+                    capsize=2, ms=4, **st)
+        all_x += xs
+    if hline is not None:
+        ax.axhline(hline, color="gray", lw=0.8, ls=":")
+    if all_x:
+        _xaxis(ax, x, all_x)
+    ax.set_ylabel(METRIC_LABELS.get(y, y))
+    return _finish(fig, ax, title, legend=bool(data))
+
+
+@style.styled
+def fvu_gap(records, x: str, where: dict | None = None, ax=None, metric: str = "heldout.fvu", relative: bool = True,
+            base: str = "topk", other: str = "abstopk", title: str | None = None, group=("layer",)):
+    """(other − base) / base of ``metric`` (default: the relative FVU gap AbsTopK − TopK) against
+    ``x``, one line per ``group`` value (default: per layer), pairing runs that agree on every
+    other setting."""
+    fig, ax = _axes(ax)
+    recs = select(records, where)
+    setting = lambda r: tuple(get(r, f) for f in POINT_FIELDS if f != "activation")  # noqa: E731
+    b = {setting(r): r for r in recs if r["activation"] == base}
+    rows = []
+    for r in recs:
+        if r["activation"] == other and setting(r) in b:
+            v0, v1 = get(b[setting(r)], metric), get(r, metric)
+            rows.append({**{f: r[f] for f in POINT_FIELDS}, "gap": (v1 - v0) / v0 if relative else v1 - v0})
+    data = series([{**row, "g": {"gap": row["gap"]}} for row in rows], x, "g.gap", group=tuple(group))
+    all_x = []
+    for i, (key, (xs, ys, lo, hi)) in enumerate(data.items()):
+        st = _style(key, group)
+        st["color"] = style.SERIES[0 if tuple(group) == ("layer",) else i % len(style.SERIES)]["color"]
+        ax.errorbar(xs, [100 * v for v in ys] if relative else ys, ms=4, capsize=2, label=_label(key, group), **st)
+        all_x += xs
+    ax.axhline(0, color="gray", lw=0.8)
+    if all_x:
+        _xaxis(ax, x, all_x)
+    name = METRIC_LABELS.get(metric, metric).split(" (")[0]
+    ax.set_ylabel(f"{other} − {base}: {name}" + (" (% of TopK)" if relative else ""))
+    return _finish(fig, ax, title, legend=bool(data))
+
+
+GENDER_PANELS = (
+    ("concepts.family.threshold_accuracy", "threshold accuracy, best latent", 0.5),
+    ("concepts.family.sign_latent.sign_accuracy", "sign accuracy, sign latent", 0.5),
+    ("concepts.family.sign_latent.coverage_a", "coverage of male words, sign latent", None),
+    ("concepts.family.sign_latent.coverage_b", "coverage of female words, sign latent", None),
+    ("concepts.family.sign_latent.preact_sign_accuracy", "pre-activation sign accuracy, sign latent", 0.5),
+    ("concepts.family.sign_latent.bidirectional_share", "bidirectional share (≥ 0.8 = bidirectional)", 0.8),
+)
+
+
+@style.styled
+def gender_panels(records, x: str, where: dict | None = None, concept: str = "family", panels=GENDER_PANELS,
+                  suptitle: str | None = None, group=("activation", "layer")):
+    """A grid of the concept metrics (default: the gender axis) against ``x``."""
+    n = len(panels)
+    cols = min(n, 2)  # two panels side by side: room for a title of a few words at the book's font size
+    rows = math.ceil(n / cols)
+    fig, axes = style.subplots(rows, cols, height=2.3 * rows + 0.9, pyplot=True, squeeze=False)
+    for ax, (metric, title, h) in zip(axes.flat, panels):
+        metric = metric.replace("concepts.family.", f"concepts.{concept}.")
+        metric_vs(records, x, metric, where, ax=ax, title=textwrap.fill(title, 30), hline=h, group=group)
+        ax.set_ylabel("")
+        leg = ax.get_legend()
+        if leg:
+            leg.remove()
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
+    return fig
+
+
+@style.styled
+def survival(records, x: str, where: dict | None = None, concept: str = "family", who: str = "sign", ax=None,
+             title: str | None = None):
+    """Why one side is zero: the median |pre-activation| of the chosen latent on each side against the
+    median smallest surviving |z| (the top-k bar), for AbsTopK runs."""
+    fig, ax = _axes(ax)
+    recs = select(records, where)
+    p = f"concepts.{concept}.{who}_survival"
+    for path, lab, color in ((f"{p}.median_u_a", "|u| on side a (male)", style.SIDE_COLORS[0]),
+                             (f"{p}.median_u_b", "|u| on side b (female)", style.SIDE_COLORS[1]),
+                             (f"{p}.median_bar", "top-k bar (smallest kept |z|)", style.REFERENCE)):
+        data = series([{**r, "_v": {"v": abs(get(r, path))}} for r in recs], x, "_v.v", group=("layer",))
+        for (layer,), (xs, ys, _, _) in data.items():
+            ax.plot(xs, ys, marker="o", ms=4, color=color, linestyle=_LINE.get(layer, "-"), label=f"{lab}, L{layer}")
+            _xaxis(ax, x, xs)
+    ax.set_ylabel("median magnitude (scaled units)")
+    ax.set_yscale("log")
+    return _finish(fig, ax, title, legend=bool(ax.get_legend_handles_labels()[0]))
+
+
+@style.styled
+def neutral_positions(record: dict, words, concept: str = "family", ax=None, sides=("male", "female")):
+    """Where the neutral words sit on the Difference-in-Means axis (train side a = +1, b = −1)."""
+    fig, ax = _axes(ax, height=2.4)
+    c = record["concepts"][concept]
+    pos = c.get("neutral_positions") or []
+    a, b = style.SIDE_COLORS[:2]
+    ax.axvline(1, color=a, lw=1.5)
+    ax.axvline(-1, color=b, lw=1.5)
+    ax.axvline(c["test_position_a"], color=a, ls="--", lw=1.5)
+    ax.axvline(c["test_position_b"], color=b, ls="--", lw=1.5)
+    ys = [(i % 4) * 0.25 for i in range(len(pos))]
+    ax.scatter(pos, ys, color=style.REFERENCE, s=12)
+    for w, p, y in zip(words, pos, ys):
+        ax.annotate(w, (p, y), xytext=(2, 2), textcoords="offset points")
+    ax.set_yticks([])
+    ax.set_ylim(-0.2, 1.0)
+    ax.set_xlabel(f"position on the DiM axis ({sides[0]} train mean = +1, {sides[1]} = −1;\ndashed: test means)")
+    ax.set_title(f"layer {record['layer']}: neutral words between the sides")
+    return fig if fig is not None else ax.figure
+
+
+@style.styled
+def doubling_curves(hist: dict):
+    """The [D, −D] training comparison of :func:`abstopk_mini.coding.doubling.compare_training`:
+    AbsTopK in its colour, the TopK variants (tied and untied doubled, random 2P) in TopK's,
+    told apart by line style."""
+    fig, axes = style.subplots(1, 3, height=3.2, pyplot=True)
+    for (name, ys), st in zip(hist["fvu"].items(), ("-", ":", "--", "-.")):
+        color = style.color("abstopk" if name == "abstopk" else "topk" if "topk" in name else name)
+        axes[0].plot(hist["steps"], ys, st, color=color, label=name, lw=2 if name == "abstopk" else 1.2)
+    axes[0].set_yscale("log")
+    style.finish(axes[0], "step", "FVU (batch)", "Reconstruction")
+    axes[1].plot(hist["steps"], [max(v, 1e-18) for v in hist["max_abs_diff_tied"]], color=style.REFERENCE)
+    axes[1].set_yscale("log")
+    style.finish(axes[1], "step", "max |x̂ tied doubled − x̂ AbsTopK|", "Tied doubled = AbsTopK")
+    axes[2].plot(hist["steps"], hist["antipodal_cos"], label="mean cos(+atom, −(−atom))", **style.SERIES[0])
+    axes[2].plot(hist["steps"], hist["both_used"], label="pairs with both halves firing", **style.SERIES[1])
+    axes[2].set_ylim(-0.05, 1.05)
+    style.finish(axes[2], "step", "untied doubled TopK", "Untied: pairs drift")
+    return fig
+
+
+def table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "k", "activation", "seed"), digits: int = 3) -> str:
+    """A markdown table of ``columns`` (dotted paths; a tuple ``(path, header)`` renames), rows
+    sorted by the ``sort`` fields (numbers numerically, before text; ``sort=()`` keeps the order)."""
+    cols = [(c, c.split(".")[-1]) if isinstance(c, str) else c for c in columns]
+
+    def key(r):
+        vals = [get(r, s, "") for s in sort]
+        return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in vals)
+
+    rows = sorted(select(records, where), key=key)
+    cell = lambda v: f"{v:.{digits}g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return format_table(rows, cols, style="markdown", cell=cell, get=lambda r, path: get(r, path, ""))
+
+
+def best_bidirectional(records, concept: str = "family", activations=("abstopk", "batchabstopk", "absjumprelu")):
+    """The record whose sign latent has the highest test bidirectional share on ``concept``, and that share."""
+    recs = [r for r in records if r["activation"] in activations and concept in r.get("concepts", {})]
+    if not recs:
+        return None, math.nan
+    best = max(recs, key=lambda r: get(r, f"concepts.{concept}.sign_latent.bidirectional_share"))
+    return best, get(best, f"concepts.{concept}.sign_latent.bidirectional_share")

@@ -1,0 +1,238 @@
+r"""The book's look, in one place: colours and labels, figure sizes and fonts, the one Figure class
+and the one Table. Every figure and table of :mod:`abstopk_mini.chapters` is built from here.
+
+Colours
+    * one colour and label per activation, read from :data:`abstopk_mini.nonlinearities.SPECS`
+      (AbsTopK red, TopK blue, ...): :data:`ACTIVATION_COLORS`, :data:`ACTIVATION_LABELS`;
+    * the methods of the theory chapters that are not activations (ISTA, FISTA, IHT, one step,
+      the Lasso): :data:`METHOD_COLORS` (with the activations), in hues no activation uses;
+    * the two sides of a concept axis and the neutral words (male / female / neutral):
+      :data:`GENDER_COLORS` (:data:`SIDE_COLORS` as a tuple, :data:`SIDE_LIGHT` for token
+      highlights), distinct from every method colour and from the dashboards' sign colours
+      (:data:`abstopk_mini.dashboard.html.SIGN_COLORS`).
+
+    Distinct means a CIEDE2000 colour difference of at least 15 (tests/test_plots_widgets.py).
+
+Sizes
+    The book's text column is about 690 px wide and its body text 16 px. Every figure is
+    :data:`WIDTH` = 6 in wide and saved at :data:`DPI` = 200 (1 200 px, at most 1 400 px), so the
+    page shows it at 690 / (6 · 72) ≈ 1.6 px per point: :data:`FONT` = 10 pt is 16 px, the body
+    text size, and no text in a figure is smaller (:data:`RC`, applied by :func:`styled`).
+
+Figures
+    :class:`Figure` shows itself as a PNG when it is a cell's value (no pyplot needed);
+    :func:`subplots` makes one with constrained layout, either on its own (``pyplot=False``:
+    shown once, by its value, never again by the inline backend) or registered with pyplot
+    (``pyplot=True``: the inline backend shows it at the end of the cell, as chapters 5-9
+    expect). Decorate a figure function with :func:`styled` so its text takes the book's sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib as mpl
+from matplotlib.figure import Figure as _MplFigure
+
+from ..nonlinearities import SPECS
+
+__all__ = [
+    "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
+    "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
+    "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
+    "Figure", "subplots", "styled", "finish", "Table",
+]
+
+# =============================================================================== sizes
+#: dots per inch of every saved PNG
+DPI = 200
+#: width of every figure, inches: the text column at :data:`DPI` (1 200 px), shown at ~690 px
+WIDTH = 6.0
+#: widest PNG the book accepts (tests/test_book.py)
+MAX_PX = 1400
+#: font size of all text in a figure, points (16 px at page width, the body text)
+FONT = 10
+#: titles and suptitles, points
+TITLE = 11
+#: matplotlib settings every figure is built with (see :func:`styled`)
+RC = {
+    "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": FONT, "axes.titlesize": TITLE, "axes.labelsize": FONT,
+    "xtick.labelsize": FONT, "ytick.labelsize": FONT, "legend.fontsize": FONT, "legend.title_fontsize": FONT,
+    "figure.titlesize": TITLE, "figure.labelsize": FONT, "lines.linewidth": 1.6, "lines.markersize": 5,
+    "legend.frameon": True, "legend.framealpha": 0.85, "legend.edgecolor": "0.85", "legend.borderaxespad": 0.3,
+    "axes.grid": False,
+}
+
+# =============================================================================== colours
+#: one colour per activation (its spec's), so a method has the same colour in every chapter
+ACTIVATION_COLORS = {name: s.color for name, s in SPECS.items()}
+#: how figures name an activation ("abstopk" -> "AbsTopK")
+ACTIVATION_LABELS = {name: s.label for name, s in SPECS.items()}
+_FISTA = "#4d004b"
+#: the activations, plus the sparse-coding methods of chapters 1-3 (hues no activation uses)
+METHOD_COLORS = {
+    **ACTIVATION_COLORS,
+    "one step": "#222222", "IHT, η=1": "#bd9e39", "IHT, η=1/L": "#6b6b00",
+    "ISTA": "#e7298a", "FISTA": _FISTA, "Lasso (FISTA)": _FISTA,
+}
+#: side a (male), side b (female) and neutral words; no method or dashboard sign colour is near
+GENDER_COLORS = {"male": "#393b79", "female": "#e7969c", "neutral": "#c7c7c7"}
+#: the same as a tuple (side a, side b, neutral), for concept axes other than gender too
+SIDE_COLORS = (GENDER_COLORS["male"], GENDER_COLORS["female"], GENDER_COLORS["neutral"])
+#: light versions of side a and side b, for backgrounds under text (token highlights)
+SIDE_LIGHT = ("#9c9ede", GENDER_COLORS["female"])
+#: reference lines and markers that are not a method (zero lines, "no intervention", DiM)
+REFERENCE = "#000000"
+#: shaded ranges (the bidirectional band)
+BAND = "#2ca02c"
+#: line styles for series that are not methods (layer statistics, token groups): black and greys,
+#: told apart by marker and dash, so they never read as a method's colour
+SERIES = (
+    {"color": "#000000", "marker": "o", "ls": "-"},
+    {"color": "#5a5a5a", "marker": "s", "ls": "--"},
+    {"color": "#a0a0a0", "marker": "^", "ls": ":"},
+)
+
+
+_BY_PREFIX = {**METHOD_COLORS, **{s.label: s.color for s in SPECS.values()}}
+
+
+def color(name: str, default: str = REFERENCE) -> str:
+    """The colour of a method named by its activation (``"abstopk"``, ``"abstopk-k32"``), its
+    label (``"AbsTopK latent 398"``) or a key of :data:`METHOD_COLORS` (``"ISTA, λ=0.05"``):
+    the longest name that starts ``name`` wins (``"IHT, η=1/L"`` before ``"IHT, η=1"``);
+    ``default`` when none does."""
+    for key in sorted(_BY_PREFIX, key=len, reverse=True):
+        if name.startswith(key):
+            return _BY_PREFIX[key]
+    return default
+
+
+def label(name: str) -> str:
+    """The display name of an activation (``"abstopk"`` -> ``"AbsTopK"``); other names unchanged."""
+    return ACTIVATION_LABELS.get(name, name)
+
+
+def line_style(name: str) -> dict:
+    """Line keywords for an activation (or ``"abstopk-k32"``): its colour, dashed when signed."""
+    spec = SPECS.get(name.split("-")[0])
+    return {"color": color(name), "ls": "--" if spec is not None and spec.signed else "-"}
+
+
+def rgb(hex_color: str) -> str:
+    """``"#393b79"`` -> ``"57,59,121"`` (for CSS ``rgba(...)``)."""
+    h = hex_color.lstrip("#")
+    if len(h) != 6:
+        raise ValueError(f"hex_color must look like '#rrggbb'; got {hex_color!r}")
+    return ",".join(str(int(h[i:i + 2], 16)) for i in (0, 2, 4))
+
+
+# =============================================================================== figures
+class Figure(_MplFigure):
+    """A matplotlib Figure that IPython shows as a PNG (at :data:`DPI`) when it is a cell's value."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
+        return buf.getvalue()
+
+
+def subplots(nrows: int = 1, ncols: int = 1, height: float = 3.0, width: float = WIDTH, pyplot: bool = False,
+             **kwargs):
+    """``(fig, axes)`` like ``plt.subplots``: a :class:`Figure` of ``width`` × ``height`` inches with
+    constrained layout; ``kwargs`` go to ``subplots`` (``squeeze``, ``sharex``, ``sharey``, ...).
+
+    ``pyplot=True`` registers the figure with pyplot (the inline backend shows it when the cell
+    ends; close it with ``plt.close``); otherwise it stands alone and shows itself as a cell's value.
+    """
+    if width > MAX_PX / DPI:
+        raise ValueError(f"width={width} in is {width * DPI:.0f} px at {DPI} dpi; the book takes at most "
+                         f"{MAX_PX} px ({MAX_PX / DPI:g} in)")
+    with mpl.rc_context(RC):
+        if pyplot:
+            import matplotlib.pyplot as plt
+
+            fig = plt.figure(figsize=(width, height), dpi=DPI, layout="constrained", FigureClass=Figure)
+        else:
+            fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def styled(fn):
+    """Build the figure of ``fn`` with the book's fonts (:data:`RC`); tick labels made later (at
+    draw time) take :data:`FONT` too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(RC):
+            fig = fn(*args, **kwargs)
+        for ax in getattr(fig, "axes", ()):
+            ax.tick_params(labelsize=FONT)
+        return fig
+
+    return wrapper
+
+
+def finish(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool = True, grid: bool = True):
+    """Label ``ax`` (x, y and, if given, the title), add its legend (when it has labelled
+    artists) and a light grid; returns the axes' figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    if grid:
+        ax.grid(alpha=0.3)
+    return ax.figure
+
+
+# =============================================================================== tables
+class Table:
+    """Rows of results (dicts) shown as an HTML table in a notebook and as fixed-width text elsewhere.
+
+    columns: the keys to show, in order (default: every key of the first row whose value is a
+    str, int, float, bool or None, so a model object in a row is left out). Floats print with
+    ``digits`` decimals unless ``formats`` gives a column its own format spec (``{"seconds":
+    ".0f"}``); None and NaN print as ``-``. The book's CSS (``_static/tables.css``) spaces the
+    HTML columns.
+    """
+
+    def __init__(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3,
+                 formats: Mapping[str, str] | None = None):
+        if not rows:
+            raise ValueError("rows is empty; pass at least one dict of results")
+        self.rows = [dict(r) for r in rows]
+        self.columns = list(columns) if columns is not None else [
+            key for key, value in self.rows[0].items() if value is None or isinstance(value, (str, int, float))
+        ]
+        missing = sorted({c for c in self.columns for r in self.rows if c not in r})
+        if missing:
+            raise ValueError(f"columns {missing} are missing from some rows (keys of the first row: "
+                             f"{sorted(self.rows[0])}); pass columns that every row has")
+        self.digits, self.formats = digits, dict(formats or {})
+
+    def _cell(self, column: str, value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        if column in self.formats:
+            return format(value, self.formats[column])
+        return f"{value:.{self.digits}f}" if isinstance(value, float) else str(value)
+
+    def cells(self) -> list[list[str]]:
+        return [[self._cell(c, r[c]) for c in self.columns] for r in self.rows]
+
+    def __repr__(self) -> str:
+        cells = self.cells()
+        width = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, width))]
+        return "\n".join(lines + ["  ".join(v.rjust(w) for v, w in zip(r, width)) for r in cells])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in self.cells())
+        return f'<table class="abstopk-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

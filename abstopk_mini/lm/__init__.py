@@ -1,0 +1,7 @@
+"""Language models: registry and loading, the truncated forward, corpus, harvest, shards, splicing, steering, activation statistics.
+
+Submodules load on first use, like the top-level package's."""
+
+from .._lazy import lazy_submodules
+
+__getattr__, __dir__ = lazy_submodules(__name__, __path__)

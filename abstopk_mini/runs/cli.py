@@ -1,0 +1,361 @@
+"""Command line: ``python -m abstopk_mini <command> [--json] ...``.
+
+Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout;
+progress bars and logs go to stderr. Commands:
+
+    toy         the toy benchmark: every activation on P signed axes (no model needed)
+    harvest     residual-stream activations of a model on offline text, written to shards
+    train       an SAE trained on a harvest (content-addressed: a rerun reuses it)
+    eval        FVU, L0, dead latents, and CE/KL/loss recovered with the SAE spliced into the model
+    concepts    best single latent for a concept axis (male/female, ...), by sign, vs Difference-in-Means
+    steer       clamp a latent from negative to positive: female-vs-male next-token log-odds
+    reproduce   the main job: all of the above for the SAE family on the embedded model, as a report
+    sweep       a grid of SAEs (width, k, layer, ...) trained and measured, one JSON record per run
+    dashboard   signed latent dashboards as one HTML page
+                (these three: :mod:`abstopk_mini.runs.cli_jobs`)
+
+Errors: every failure is one line ``error: ...`` on stderr (under ``--json`` also one object
+``{"error": ..., "type": ...}`` on stdout) and exit code 2. Arguments are checked before a model
+is loaded. An exception the package does not expect is reported as a bug; ``--debug`` (or
+``ABSTOPK_DEBUG=1``) adds its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, emit, expected_errors, join_signed_values,
+                       parse_floats, report_error)
+from .cli_jobs import add_dashboard, add_reproduce, add_sweep
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+# ----------------------------------------------------------------------------- toy
+def _add_toy(sub) -> None:
+    p = sub.add_parser("toy", help="toy benchmark: every SAE activation on P signed ground-truth axes")
+    p.add_argument("--d", type=int, default=64, help="ambient dimension (default 64)")
+    p.add_argument("--P", type=int, default=32, help="number of signed ground-truth axes (default 32)")
+    p.add_argument("--n-active", type=int, default=3, help="axes active per sample = k (default 3)")
+    p.add_argument("--tokens", type=int, default=4_000_000, help="training samples seen per run (default 4M)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for smoke tests")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_run_toy)
+
+
+def _run_toy(args) -> int:
+    import torch
+
+    from ..coding.toy import format_table, toy_benchmark
+
+    torch.manual_seed(args.seed)
+    settings = dict(d=args.d, P=args.P, n_active=args.n_active, n_tokens=args.tokens, batch_size=args.batch_size, seed=args.seed)
+    if args.quick:
+        settings.update(d=16, P=8, n_active=2, n_tokens=200_000, n_samples=10_000)
+    rows = toy_benchmark(progress=not args.json and sys.stderr.isatty(), **settings)
+    emit(args, {"command": "toy", "settings": settings, "rows": rows}, format_table(rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------- harvest
+def _add_harvest(sub) -> None:
+    p = sub.add_parser("harvest", help="residual-stream activations of a model on offline text, to shards")
+    p.add_argument("--model", default="gemma-3-270m", help="model name, hub id or local dir (default: the embedded gemma-3-270m)")
+    p.add_argument("--layer", type=int, default=6, help="residual stream after this block (default 6)")
+    p.add_argument("--tokens", type=int, default=1_000_000, help="tokens to harvest (default 1M)")
+    p.add_argument("--context", type=int, default=128, help="context length incl. BOS (default 128)")
+    p.add_argument("--sources", default="wiki,lee,newsgroups", help="comma-separated: wiki, lee, newsgroups, hf:<dataset>")
+    p.add_argument("--split", default="train", choices=["train", "heldout"])
+    p.add_argument("--offsets", default="0,64", help="chunk offsets, one pass over the text each (default 0,64)")
+    p.add_argument("--runs-dir", default=None, help="artifact root (default $ABSTOPK_RUNS or ./runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different harvest in the target dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_harvest)
+
+
+def _harvest_spec(args):
+    from .store import HarvestSpec
+
+    offsets = []
+    for o in (t.strip() for t in args.offsets.split(",")):
+        if o == "":
+            continue
+        if not re.fullmatch(r"-?\d+", o) or int(o) < 0:
+            raise ValueError(f"--offsets: {o!r} is not an int >= 0; pass token offsets, e.g. --offsets 0,64")
+        offsets.append(int(o))
+    return HarvestSpec(model=args.model, layer=args.layer, n_tokens=args.tokens, context_length=args.context,
+                       sources=tuple(s for s in args.sources.split(",") if s), split=args.split,
+                       chunk_offsets=tuple(offsets))
+
+
+def _check_harvest_args(args) -> None:
+    """What ``harvest`` can refuse before loading the model (the model's shape from its config)."""
+    from ..lm.models import check_layer_for, model_shape
+
+    check_positive(args.tokens, "--tokens")
+    if args.context < 2:
+        raise ValueError(f"--context must be >= 2 (BOS plus at least one token); got {args.context}")
+    check_layer_for(args.model, args.layer, "--layer")
+    shape = model_shape(args.model)
+    if shape is not None and shape[2] is not None and args.context > shape[2]:
+        raise ValueError(f"--context {args.context} exceeds the {shape[2]} positions of {args.model!r}; "
+                         f"pass --context <= {shape[2]}")
+    check_runs_dir(args.runs_dir)
+
+
+def _run_harvest(args) -> int:
+    from .store import harvest_spec
+    from ..lm.shards import read_manifest
+
+    spec = _harvest_spec(args)
+    _check_harvest_args(args)
+    out = harvest_spec(spec, args.runs_dir, progress=True, overwrite=args.overwrite)
+    m = read_manifest(out)
+    result = {"command": "harvest", "dir": str(out), "model": m["model"], "layer": m["layer"],
+              "hook_name": m["hook_name"], "tokens": m["tokens_written"], "n_shards": m["n_shards"],
+              "content_sha256": m["content_sha256"]}
+    emit(args, result, f"{m['tokens_written']:,} tokens of {m['model']} {m['hook_name']} in {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    from ..nonlinearities import SPECS
+
+    p = sub.add_parser("train", help="train an SAE on a harvest directory")
+    p.add_argument("--acts", required=True, help="harvest directory (from `harvest`)")
+    p.add_argument("--activation", default="abstopk", choices=sorted(SPECS))
+    p.add_argument("--d-sae", type=int, default=4096)
+    p.add_argument("--k", type=int, default=32, help="non-zeros per token (target L0 for relu/jumprelu)")
+    p.add_argument("--tokens", type=int, default=None, help="training tokens (default: one pass over the harvest)")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--drop-nonfinite", action="store_true", help="drop activation rows holding NaN/Inf (counted in the history)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="save the SAE here too (the run dir is content-addressed under --runs-dir)")
+    p.add_argument("--overwrite", action="store_true", help="let --out replace an SAE (or SAE run dir) already there")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again into the content-addressed run dir, replacing a cached (e.g. damaged) SAE")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .store import export_sae, train_on_harvest
+    from ..sae import SAEConfig
+    from ..lm.shards import read_manifest
+
+    check_runs_dir(args.runs_dir)
+    d_in = read_manifest(args.acts)["d_model"]
+    cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
+    kw = {"batch_size": args.batch_size, "seed": args.seed}
+    if args.tokens is not None:
+        kw["n_tokens"] = args.tokens
+    if args.lr is not None:
+        kw["lr"] = args.lr
+    if args.drop_nonfinite:  # only when set: the run directory's hash of the settings stays as before
+        kw["drop_nonfinite"] = True
+    sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, retrain=args.retrain, **kw)
+    if args.out:
+        export_sae(sae, args.out, overwrite=args.overwrite, run_dir=path)
+    last = {key: hist[key][-1] for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
+    result = {"command": "train", "dir": str(path), "out": args.out, "activation": args.activation, "d_sae": args.d_sae,
+              "k": args.k, "n_tokens": hist["n_tokens"], "wall_time_s": hist["wall_time_s"], **{f"final_{k}": v for k, v in last.items()}}
+    emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()) + f" -> {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- shared
+def _sae_layer(args, sae, required: bool = True) -> int | None:
+    """``--layer``, else the SAE's recorded hook layer; they must agree when both are given."""
+    layer, recorded = getattr(args, "layer", None), sae.cfg.hook_layer
+    if layer is not None and recorded is not None and layer != recorded:
+        raise ValueError(f"--layer {layer} but the SAE in {args.sae!r} was trained on layer {recorded} "
+                         f"({sae.cfg.hook_name}); drop --layer or pass --layer {recorded}")
+    layer = layer if layer is not None else recorded
+    if layer is None and required:
+        raise ValueError(f"the SAE in {args.sae!r} records no layer (it was trained through the API, not the "
+                         "pipeline); pass --layer L, the block whose output it was trained on")
+    return layer
+
+
+def _load_sae_and_model(args, check=None):
+    """The SAE of ``--sae`` and the model it reads (``--model`` must agree with the SAE's config).
+
+    Everything that can be checked without the model's weights is checked first: the model name
+    against the SAE, ``--layer`` against the SAE and the model's layer count, the SAE's width
+    against the model's (from its config), and ``check(sae)`` (the command's own checks).
+    """
+    from ..lm.models import DEFAULT_MODEL, check_layer_for, load_model, model_shape
+    from ..sae import SAE
+
+    sae = SAE.load(args.sae, device="cpu" if getattr(args, "cpu", False) else None)
+    name = args.model or sae.cfg.model_name or DEFAULT_MODEL
+    if args.model and sae.cfg.model_name and args.model != sae.cfg.model_name:
+        raise ValueError(f"--model {args.model!r} but the SAE in {args.sae!r} was trained on {sae.cfg.model_name!r} "
+                         f"({sae.cfg.hook_name}); pass --model {sae.cfg.model_name!r} or another SAE")
+    layer = getattr(args, "layer", None)
+    layer = layer if layer is not None else sae.cfg.hook_layer
+    if layer is not None:
+        check_layer_for(name, layer, "--layer" if getattr(args, "layer", None) is not None else "the SAE's hook_layer")
+    shape = model_shape(name)
+    if shape is not None and shape[1] != sae.cfg.d_in:
+        raise ValueError(f"the SAE in {args.sae!r} reads d_in={sae.cfg.d_in} but {name!r} has d_model={shape[1]}; "
+                         "pass --model with the model the SAE was trained on")
+    if check is not None:
+        check(sae)
+    return sae, load_model(name)
+
+
+# ----------------------------------------------------------------------------- concepts
+def _add_concepts(sub) -> None:
+    p = sub.add_parser("concepts", help="does one latent separate a concept's two sides (by sign)? vs Difference-in-Means")
+    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--pairs", default="family", help="family, opposite, or a file of 'a b' lines (train pairs)")
+    p.add_argument("--test-pairs", default=None, help="file of 'a b' lines to test on (default: a seeded split of --pairs)")
+    p.add_argument("--templates", default=None, help="file with one template per line, '{}' marking the word")
+    p.add_argument("--layer", type=int, default=None, help="default: the SAE's hook layer")
+    p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
+    p.add_argument("--mismatch", default="keep", choices=["keep", "drop", "raise"],
+                   help="pairs whose word merges with the template text: keep (reported), drop or raise")
+    p.add_argument("--acts", default=None, help="a harvest dir: adds the share of bidirectional latents on 20k of its tokens")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_concepts)
+
+
+def _run_concepts(args) -> int:
+    from pathlib import Path
+
+    from ..concepts.pairs import check_templates, load_pairs, split_pairs
+    from ..concepts.words import run_concepts
+
+    # the pairs, the split and the templates are checked before the model loads
+    pairs = load_pairs(args.pairs)
+    if args.test_pairs is not None:
+        load_pairs(args.test_pairs)
+    else:
+        split_pairs(pairs, seed=args.seed)
+    templates = None
+    if args.templates:
+        if not Path(args.templates).is_file():
+            raise FileNotFoundError(f"--templates {args.templates!r} is not a file")
+        templates = [line.rstrip("\n") for line in Path(args.templates).read_text().splitlines() if line.strip()]
+        check_templates(templates)
+    sae, loaded = _load_sae_and_model(args)
+    token_acts = None
+    if args.acts:
+        from ..lm.shards import check_compatible, load_activations
+
+        check_compatible(args.acts, loaded.info.name, sae.cfg.hook_layer if args.layer is None else args.layer, sae.cfg.d_in)
+        token_acts = load_activations(args.acts, 20_000)
+    report = run_concepts(sae, loaded, args.pairs, test_pairs=args.test_pairs, layer=args.layer, templates=templates,
+                          seed=args.seed, mismatch=args.mismatch, token_acts=token_acts)
+    report = {"command": "concepts", **report}
+    text = (f"{report['concept']}: best latent {report['best_latent']} — sign accuracy {report['test_accuracy']:.3f}, "
+            f"DiM accuracy {report['dim_test_accuracy']:.3f} on {len(report['test_pairs'])} test pairs")
+    emit(args, report, text)
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="FVU, L0, dead latents and loss recovered of an SAE on held-out text")
+    p.add_argument("--sae", required=True)
+    p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
+    p.add_argument("--layer", type=int, default=None, help="the block the SAE reads (default: the SAE's hook layer)")
+    p.add_argument("--tokens", type=int, default=4096, help="held-out predictions scored with the SAE spliced in")
+    p.add_argument("--acts-tokens", type=int, default=20_000, help="held-out activations for FVU/L0/dead/signs")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from ..lm import splice
+    from .store import HarvestSpec, harvest_spec, offline_texts
+    from ..evaluate import evaluate_sae
+    from ..lm.shards import load_activations
+
+    check_positive(args.tokens, "--tokens")
+    check_positive(args.acts_tokens, "--acts-tokens")
+    check_runs_dir(args.runs_dir)
+    sae, loaded = _load_sae_and_model(args, check=lambda sae: _sae_layer(args, sae))
+    layer = _sae_layer(args, sae)
+    spec = HarvestSpec(loaded.info.name if args.model is None and sae.cfg.model_name is None else (args.model or sae.cfg.model_name),
+                       layer, args.acts_tokens, sae.cfg.context_size or 128, split="heldout", chunk_offsets=(0,))
+    held = load_activations(harvest_spec(spec, args.runs_dir, loaded=loaded))
+    result = {"command": "eval", "sae": args.sae, "layer": layer, **evaluate_sae(sae.cpu().eval(), held)}
+    res = splice.evaluate(loaded, sae, offline_texts(split="heldout"), layer, max_tokens=args.tokens)
+    result.update({f"splice_{k}": v for k, v in res.to_dict().items()})
+    emit(args, result, f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, "
+                        f"loss recovered {result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- steer
+def _add_steer(sub) -> None:
+    p = sub.add_parser("steer", help="clamp one latent from negative to positive: female-vs-male next-token log-odds")
+    p.add_argument("--sae", required=True)
+    p.add_argument("--latent", type=int, required=True)
+    p.add_argument("--values", default="-20,-10,-5,0,5,10,20",
+                   help="comma-separated clamp values c (--values -5,5 and --values=-5,5 both work)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--layer", type=int, default=None, help="the block the SAE reads (default: the SAE's hook layer)")
+    p.add_argument("--prompt", default=None, help="also generate a continuation of this prompt at the smallest and largest c")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_steer)
+
+
+def _run_steer(args) -> int:
+    from ..lm import steering
+
+    values = parse_floats(args.values, "--values")
+
+    def check(sae):
+        _sae_layer(args, sae)
+        if not 0 <= args.latent < sae.cfg.d_sae:
+            raise ValueError(f"--latent must satisfy 0 <= latent < d_sae = {sae.cfg.d_sae}; got {args.latent}")
+
+    sae, loaded = _load_sae_and_model(args, check=check)
+    layer = _sae_layer(args, sae)
+    curve = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, args.latent, c, layer), values)
+    result = {"command": "steer", "sae": args.sae, "latent": args.latent, "layer": layer, **curve.to_dict()}
+    if args.prompt:
+        result["generations"] = {str(c): steering.generate_with(loaded, args.prompt, steering.clamp_latent(sae, args.latent, c, layer))
+                                 for c in (min(values), max(values))}
+    emit(args, result, "\n".join(f"c = {c:+g}: log-odds {lo:+.3f}" for c, lo in zip(curve.values, curve.log_odds)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+_COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, add_reproduce, add_sweep,
+             add_dashboard]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m abstopk_mini", description="Sparse autoencoders from sparse coding (AbsTopK and friends).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for add in _COMMANDS:
+        add(sub)
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", help="on an unexpected error, print its traceback (or set ABSTOPK_DEBUG=1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0, or 2 after one ``error:`` line)."""
+    argv = join_signed_values(list(sys.argv[1:] if argv is None else argv))
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except expected_errors() as err:
+        return report_error(argv, args, err, bug=False)
+    except Exception as err:  # noqa: BLE001 - reported as a bug, with the traceback under --debug
+        return report_error(argv, args, err, bug=True)

@@ -1,0 +1,115 @@
+"""The command-line subcommands that run whole jobs: ``reproduce``, ``sweep`` and ``dashboard``.
+
+Each ``add_<command>(sub)`` adds its parser to :func:`abstopk_mini.runs.cli.build_parser`; the
+commands follow the same contract as the others (a readable summary, or one JSON object under
+``--json``, via :func:`~abstopk_mini.runs.cli_args.emit`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cli_args import check_positive, check_runs_dir, emit
+
+__all__ = ["add_reproduce", "add_sweep", "add_dashboard"]
+
+
+# ----------------------------------------------------------------------------- reproduce
+def add_reproduce(sub) -> None:
+    p = sub.add_parser("reproduce", help="the main job: harvest, train the SAE family, eval, concepts, steering, report")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--layer", type=int, default=6)
+    p.add_argument("--tokens", type=int, default=None, help="harvested training tokens (default 1.2M; fewer runs faster)")
+    p.add_argument("--d-sae", type=int, default=None)
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="minutes-long smoke run (tiny harvest, d_sae 512)")
+    p.add_argument("--out", default="reports/reproduce", help="report folder (default reports/reproduce)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args) -> int:
+    from .reproduce import ReproduceConfig, reproduce
+
+    from ..lm.models import check_layer_for
+
+    check_positive(args.tokens, "--tokens")
+    check_layer_for(args.model, args.layer, "--layer")
+    check_runs_dir(args.runs_dir)
+    kw = {"model": args.model, "layer": args.layer}
+    for key, value in (("n_tokens", args.tokens), ("d_sae", args.d_sae), ("k", args.k)):
+        if value is not None:
+            kw[key] = value
+    cfg = ReproduceConfig.quick(**kw) if args.quick else ReproduceConfig(**kw)
+    report = reproduce(cfg, args.out, args.runs_dir)
+    emit(args, {"command": "reproduce", "out": args.out, **report}, (Path(args.out) / "summary.md").read_text())
+    return 0
+
+
+# ----------------------------------------------------------------------------- sweep
+def add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="train and evaluate a grid of SAEs (config under sweeps/), one JSON record per run")
+    p.add_argument("--config", required=True, help="a JSON sweep config, e.g. sweeps/gemma.json")
+    p.add_argument("--results", default=None, help="results file (default: the config's)")
+    p.add_argument("--status", default=None, help="rewrite this text file with runs done / total and an ETA")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 for a background job on a shared machine)")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many new records")
+    p.add_argument("--dry-run", action="store_true", help="only print what is done and what would run")
+    p.add_argument("--background", default=None, metavar="LOG", help="detach, log to LOG, print the pid and return")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args) -> int:
+    from .sweep import run_cli
+
+    return run_cli(args, emit)
+
+
+# ----------------------------------------------------------------------------- dashboard
+def add_dashboard(sub) -> None:
+    p = sub.add_parser("dashboard", help="signed latent dashboards (top contexts of each sign, histogram, logits) as one HTML page")
+    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--acts", required=True, help="harvest directory the SAE reads (from `harvest`)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--latents", default=None, help="comma-separated latent ids, e.g. 0,5,17")
+    which.add_argument("--top-bidirectional", type=int, default=None, metavar="N",
+                       help="the N most bidirectional latents (TopK: the N most antipodal pairs)")
+    p.add_argument("--out", required=True, help="HTML file to write (one latent: its dashboard; several: a browser)")
+    p.add_argument("--model", default=None, help="default: the model named in the harvest's manifest")
+    p.add_argument("--n-top", type=int, default=10, help="contexts per side (default 10)")
+    p.add_argument("--before", type=int, default=10, help="tokens of context before the chosen token (default 10)")
+    p.add_argument("--after", type=int, default=4, help="tokens of context after it (default 4)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--data", default=None, help="also save the full DashboardData as JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_dashboard)
+
+
+def _run_dashboard(args) -> int:
+    from ..dashboard import browser_html, compute_dashboards, dashboard_html, write_page
+    from ..lm.models import load_model
+    from ..sae import SAE
+    from ..lm.shards import read_manifest
+
+    latents = None
+    if args.latents is not None:
+        try:
+            latents = [int(x) for x in args.latents.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--latents must be comma-separated ints such as 0,5,17; got {args.latents!r}") from None
+    sae = SAE.load(args.sae)
+    loaded = load_model(args.model or read_manifest(args.acts)["model"])
+    data = compute_dashboards(sae, args.acts, loaded, latents=latents, top_bidirectional=args.top_bidirectional,
+                              n_top=args.n_top, before=args.before, after=args.after, batch_size=args.batch_size,
+                              progress=True)
+    one = len(data.requested) == 1
+    size = write_page(dashboard_html(data, data.requested[0]) if one else browser_html(data), args.out)
+    if args.data:
+        data.save(args.data)
+    result = {"command": "dashboard", "out": args.out, "data": args.data, "latents": data.requested,
+              "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens}
+    emit(args, result, f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)")
+    return 0

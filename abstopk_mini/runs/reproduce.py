@@ -1,0 +1,315 @@
+"""``python -m abstopk_mini reproduce``: the paper's comparison on the embedded model, end to end.
+
+1. **Harvest** the residual stream after block L of the model on the offline training text
+   (:class:`~abstopk_mini.runs.store.HarvestSpec`; two chunk offsets, so the ~590k-token train
+   split gives ~1.2M activations), and a small held-out harvest for evaluation.
+2. **Train** TopK, AbsTopK, JumpReLU and ReLU at equal width and k (the ReLU and JumpReLU
+   penalties are steered to L0 = k), and TopK vs AbsTopK at each k in ``ks``.
+3. **Evaluate** each SAE on held-out text (:func:`abstopk_mini.evaluate.evaluate_sae`): FVU, L0,
+   dead latents, the share of bidirectional latents, and CE / KL / loss recovered with the SAE spliced into the model.
+4. **Concepts**: the gender axis (gensim's family pairs): the best single latent by sign and by
+   threshold, the best two-latent rule, against Difference-in-Means.
+5. **Steering**: clamp the AbsTopK gender latent from negative to positive and read the
+   female-vs-male next-token log-odds; DiM added at matched norm for comparison; a few
+   generations.
+
+Everything lands in ``out_dir``: ``report.json``, ``summary.md`` and PNG figures. Trained SAEs
+and harvests are content-addressed under ``$ABSTOPK_RUNS`` (``./runs``), so a rerun reuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..evaluate import evaluate_sae
+from ..io import atomic_write
+from ..nonlinearities import SPECS
+from ..tables import format_table
+from .store import HarvestSpec, harvest_and_train, offline_texts
+from ..sae import SAE, SAEConfig
+
+__all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "replace_model"]
+
+
+#: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
+K_SWEEP = tuple(name for name, s in SPECS.items() if s.selection == "row")
+
+
+@dataclass
+class ReproduceConfig:
+    """Settings of a reproduce run; ``quick()`` gives a minutes-long smoke version."""
+
+    model: str = "gemma-3-270m"
+    layer: int = 6
+    n_tokens: int = 1_200_000  # harvested training activations
+    context_length: int = 128
+    chunk_offsets: tuple[int, ...] = (0, 64)
+    d_sae: int = 4096
+    k: int = 32
+    ks: tuple[int, ...] = (16, 32, 64)
+    activations: tuple[str, ...] = ("topk", "abstopk", "jumprelu", "relu")
+    train_tokens: int | None = None  # None: two passes over the harvest
+    batch_size: int = 4096
+    heldout_tokens: int = 50_000  # held-out activations for FVU, L0, dead, signs
+    splice_tokens: int = 4096  # held-out predictions for CE / KL / loss recovered
+    pairs: str = "family"
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **kw) -> "ReproduceConfig":
+        base = dict(n_tokens=30_000, chunk_offsets=(0,), d_sae=512, k=16, ks=(8, 16), train_tokens=60_000,
+                    batch_size=1024, heldout_tokens=4000, splice_tokens=256)
+        return cls(**(base | kw))
+
+    @property
+    def runs(self) -> list[tuple[str, int]]:
+        plan = [(a, self.k) for a in self.activations]
+        plan += [(a, k) for k in self.ks for a in K_SWEEP if (a, k) not in plan]
+        return plan
+
+
+def _log(msg: str) -> None:
+    print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", runs_root=None, progress: bool = True) -> dict:
+    """Run every step (module docstring) and write the report; returns the report dict."""
+    from ..concepts import words as concepts
+    from ..lm import splice
+    from ..lm.models import load_model
+    from ..chapters.plots_lm import concept_bars, fvu_l0_frontier, fvu_vs_k, steering_curves
+
+    cfg = cfg or ReproduceConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    timings = {}
+    loaded = load_model(cfg.model)
+    d_in = loaded.info.d_model
+
+    train_tokens = cfg.train_tokens or 2 * cfg.n_tokens
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    cfgs = {f"{a}-k{k}": SAEConfig(d_in=d_in, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a, k in cfg.runs}
+    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
+                            log=_log, n_tokens=train_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    acts_dir, held_dir, x_held = run.acts_dir, run.held_dir, run.x_held
+    timings["harvest_s"] = run.wall_s["harvest_s"]
+    rows, saes = [], {}
+    for (activation, k), (name, path) in zip(cfg.runs, run.dirs.items()):
+        t = time.perf_counter()
+        sae = saes[name] = run.saes[name].to("cpu").eval()
+        row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": str(path),
+               "train_wall_s": run.histories[name]["wall_time_s"], **evaluate_sae(sae, x_held)}
+        rows.append(row)
+        timings[f"train_eval_{name}_s"] = run.wall_s[f"train_{name}_s"] + time.perf_counter() - t
+
+    _log(f"splice {len(saes)} SAEs on {cfg.splice_tokens} held-out predictions")
+    t = time.perf_counter()
+    results = splice.evaluate_many(loaded, saes, offline_texts(split="heldout"), cfg.layer,
+                                   context_length=cfg.context_length, max_tokens=cfg.splice_tokens)
+    for row in rows:
+        row.update({f"splice_{k}": v for k, v in results[row["name"]].to_dict().items() if k not in ("layer", "skip_bos")})
+    timings["splice_s"] = time.perf_counter() - t
+
+    _log("concepts: gender axis")
+    t = time.perf_counter()
+    gender = {}
+    word_acts = concepts.pair_word_activations(loaded, cfg.pairs, cfg.layer)
+    for row in rows:
+        if row["k"] == cfg.k:
+            gender[row["name"]] = concepts.run_concepts(saes[row["name"]], loaded, cfg.pairs, seed=cfg.seed, word_acts=word_acts)
+    timings["concepts_s"] = time.perf_counter() - t
+
+    _log("steering")
+    t = time.perf_counter()
+    steer = _steering(cfg, loaded, saes.get(f"abstopk-k{cfg.k}"), gender.get(f"abstopk-k{cfg.k}"), x_held, word_acts)
+    timings["steering_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    report = {
+        "settings": dataclasses.asdict(cfg) | {"train_tokens": train_tokens},
+        "ran_on": {"model": cfg.model, "layer": cfg.layer, "hook_name": loaded.info.hook_name(cfg.layer),
+                   "torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
+                   "python": platform.python_version(), "machine": platform.machine()},
+        "harvest": {"train_dir": str(acts_dir), "heldout_dir": str(held_dir), "heldout_tokens": len(x_held)},
+        "saes": rows,
+        "gender": {name: _gender_summary(rep) for name, rep in gender.items()},
+        "steering": steer,
+        "timings": timings,
+    }
+    _write(out, report, rows, gender, steer, cfg, fvu_l0_frontier, fvu_vs_k, concept_bars, steering_curves)
+    _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
+    return report
+
+
+def _gender_summary(rep: dict) -> dict:
+    keys = ("best_latent", "test_accuracy", "sign_accuracy", "sign_accuracy_strict", "threshold_accuracy",
+            "coverage_a", "coverage_b", "preact_sign_accuracy", "bidirectional", "bidirectional_share", "best_pair",
+            "best_pair_accuracy", "dim_test_accuracy", "dim_relative_accuracy", "cos_to_dim", "relative_accuracy")
+    out = {k: rep[k] for k in keys if k in rep}
+    out["sign_latent"] = {k: rep["sign_latent"][k] for k in ("latent", "sign_accuracy", "coverage_a", "coverage_b")
+                          if k in rep.get("sign_latent", {})}
+    out["n_test_pairs"] = len(rep["test_pairs"])
+    return out
+
+
+def _steering(cfg, loaded, sae, rep, x_held, wa) -> dict | None:
+    """Clamp the AbsTopK gender latent across c and add DiM at matched norm; log-odds and generations."""
+    from .. import concepts
+    from ..lm import steering
+
+    if sae is None or rep is None:
+        return None
+    latent = rep.get("sign_latent", {}).get("latent", rep["best_latent"])
+    with torch.no_grad():
+        z = torch.cat([sae.encode(x_held[i : i + 4096])[:, latent] for i in range(0, len(x_held), 4096)])
+    nonzero = z[z != 0].abs()
+    # q: a strong but typical activation of the latent (90th percentile of its non-zero |z|);
+    # the maximum is an outlier, and clamping there breaks the model's text
+    q = (nonzero.quantile(0.9).item() if len(nonzero) else 1.0) or 1.0
+    values = [m * q for m in (-2, -1, -0.5, 0, 0.5, 1, 2)]
+    words_a = [a for a, _ in rep["train_pairs"]]
+    words_b = [b for _, b in rep["train_pairs"]]
+    dim = concepts.dim_direction(wa.acts[wa.index(words_a)], wa.acts[wa.index(words_b)]).float()
+    d_i = steering.decoder_direction(sae, latent)
+    if torch.dot(dim, d_i.float()) < 0:  # orient DiM like the latent's decoder row, so c means the same way
+        dim = -dim
+    dim_v = steering.match_norm(dim, sae, latent)
+    try:
+        clamp = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, latent, c), values)
+        add = steering.logit_diff_curve(loaded, lambda c: steering.add_direction(dim_v, c, cfg.layer), values)
+    except ValueError as err:  # e.g. a tokenizer where no she/he pair is a single token
+        return {"skipped": str(err)}
+    prompt = steering.DEFAULT_PROMPTS[0]
+    gens = {f"{m:+g}q": steering.generate_with(loaded, prompt, steering.clamp_latent(sae, latent, m * q), max_new_tokens=12)
+            for m in (-1, 0, 1)}
+    return {"latent": latent, "q": q, "q_rule": "90th percentile of the latent's non-zero |z| on held-out tokens",
+            "fires_on": float((z != 0).double().mean()), "values": values, "cos_latent_dim": float(torch.nn.functional.cosine_similarity(d_i.float(), dim, 0)),
+            "clamp": clamp.to_dict(), "dim": add.to_dict(), "prompt": prompt, "generations": gens}
+
+
+def _write(out: Path, report, rows, gender, steer, cfg, fvu_l0_frontier, fvu_vs_k, concept_bars, steering_curves) -> None:
+    import matplotlib.pyplot as plt
+
+    figs = {
+        "fvu_l0.png": fvu_l0_frontier([r for r in rows], title=f"{cfg.model} L{cfg.layer}, d_sae={cfg.d_sae}"),
+        "k_sweep.png": fvu_vs_k([r for r in rows if r["activation"] in K_SWEEP]),
+    }
+    if gender:
+        figs["gender.png"] = concept_bars(gender)
+    if steer and "clamp" in steer:
+        figs["steering.png"] = steering_curves({f"AbsTopK latent {steer['latent']} (clamp)": steer["clamp"],
+                                                "DiM at matched norm (add)": steer["dim"]})
+    for name, fig in figs.items():
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_summary(report, list(figs))))
+
+
+def _fmt(v, digits=4):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}g}"
+    return str(v)
+
+
+_SAE_COLUMNS = [("name", "SAE"), ("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead %"), ("bidirectional_frac", "bidirectional %"),
+                ("splice_ce_orig", "CE orig"), ("splice_ce_sae", "CE sae"), ("splice_kl_sae", "KL"),
+                ("splice_loss_recovered_zero", "loss rec. (zero)"), ("splice_loss_recovered_mean", "loss rec. (mean)")]
+_GENDER_COLUMNS = [("name", "SAE"), ("best_latent", "best latent"), ("sign_accuracy", "sign acc."),
+                   ("threshold_accuracy", "threshold acc."), ("coverage", "coverage male / female"),
+                   ("preact_sign_accuracy", "pre-act sign acc."), ("best_pair_accuracy", "best pair acc."),
+                   ("dim_test_accuracy", "DiM acc."), ("cos_to_dim", "cos(latent, DiM)")]
+
+
+def _summary(report: dict, figures: list[str]) -> str:
+    s, ran = report["settings"], report["ran_on"]
+    lines = [
+        f"# abstopk_mini reproduce — {ran['model']} {ran['hook_name']}",
+        "",
+        f"Harvest: {s['n_tokens']:,} training activations (offline text, chunk offsets {s['chunk_offsets']}), "
+        f"{report['harvest']['heldout_tokens']:,} held-out. SAEs: d_sae={s['d_sae']}, trained on {s['train_tokens']:,} tokens, "
+        f"batch {s['batch_size']}. torch {ran['torch']} on {ran['device']} ({ran['threads']} threads). "
+        f"Total time {report['timings']['total_s'] / 60:.1f} min.",
+        "",
+        "## SAEs (held-out)",
+        "",
+    ]
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    lines += format_table(report["saes"], _SAE_COLUMNS, style="markdown", cell=_fmt,
+                          formats={"l0": lambda v: _fmt(v, 3), "dead_frac": pct, "bidirectional_frac": pct}).split("\n")
+    if report["gender"]:
+        lines += ["", "## Gender axis (family pairs, test split; balanced per-word accuracy, a zero counts 0.5 for the sign rule)", ""]
+        rows = [{"name": name, **g, "coverage": f"{_fmt(g['coverage_a'], 2)} / {_fmt(g['coverage_b'], 2)}"}
+                for name, g in report["gender"].items()]
+        three, two = (lambda v: _fmt(v, 3)), (lambda v: _fmt(v, 2))  # noqa: E731
+        lines += format_table(rows, _GENDER_COLUMNS, style="markdown", cell=_fmt,
+                              formats={c: three for c in ("sign_accuracy", "threshold_accuracy", "preact_sign_accuracy",
+                                                          "best_pair_accuracy", "dim_test_accuracy")} | {"cos_to_dim": two}).split("\n")
+    st = report.get("steering")
+    if st and "clamp" in st:
+        lines += ["", f"## Steering (AbsTopK latent {st['latent']}, q = {st['q']:.3g}, cos with DiM {st['cos_latent_dim']:.2f})", "",
+                  "| c / q | " + " | ".join(f"{v / st['q']:+g}" for v in st["values"]) + " |",
+                  "|---|" + "---|" * len(st["values"]),
+                  "| clamp latent | " + " | ".join(f"{v:.2f}" for v in st["clamp"]["log_odds"]) + " |",
+                  "| DiM, matched norm | " + " | ".join(f"{v:.2f}" for v in st["dim"]["log_odds"]) + " |",
+                  "", f"Generations for “{st['prompt']}”:", ""]
+        lines += [f"- c = {k}: {v!r}" for k, v in st["generations"].items()]
+    elif st:
+        lines += ["", f"Steering skipped: {st['skipped']}"]
+    lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the chapters' SAEs
+@dataclass
+class ChapterSAEs:
+    """What :func:`chapter_saes` returns: the model, the SAEs by activation name, held-out
+    activations ``x_held`` [N, d_in], directories and wall times (s) of each step."""
+
+    cfg: ReproduceConfig
+    loaded: object
+    saes: dict[str, SAE]
+    dirs: dict[str, Path]
+    histories: dict[str, dict]
+    acts_dir: Path
+    held_dir: Path
+    x_held: torch.Tensor
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+
+def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] = ("abstopk", "topk"), k: int | None = None,
+                 loaded=None, runs_root=None, progress: bool = False) -> ChapterSAEs:
+    """Harvest (or reuse) the training and held-out activations of ``cfg`` and train (or reuse)
+    one SAE per activation at width ``cfg.d_sae`` and ``k`` (default ``cfg.k``), exactly as
+    :func:`abstopk_mini.runs.reproduce.reproduce` does, so both find the same files."""
+    from ..lm.models import load_model
+
+    cfg = cfg or ReproduceConfig()
+    k = cfg.k if k is None else k
+    t = time.perf_counter()
+    loaded = loaded if loaded is not None else load_model(cfg.model)
+    wall = {"load_model_s": time.perf_counter() - t}
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    cfgs = {a: SAEConfig(d_in=loaded.info.d_model, d_sae=cfg.d_sae, activation=a, k=k, seed=cfg.seed) for a in activations}
+    run = harvest_and_train(spec, cfgs, runs_root, heldout_tokens=cfg.heldout_tokens, loaded=loaded, progress=progress,
+                            n_tokens=cfg.train_tokens or 2 * cfg.n_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
+    return ChapterSAEs(cfg, loaded, run.saes, run.dirs, run.histories, run.acts_dir, run.held_dir, run.x_held,
+                       wall | run.wall_s)
+
+
+def replace_model(cfg: ReproduceConfig, model: str | None) -> ReproduceConfig:
+    """``cfg`` with ``model`` swapped in (None or the same name: unchanged)."""
+    return cfg if not model or model == cfg.model else dataclasses.replace(cfg, model=model)

@@ -1,0 +1,433 @@
+r"""The measured sweep: when does one SAE latent carry a concept in both directions?
+
+``python -m abstopk_mini sweep --config sweeps/gemma.json --json`` trains and evaluates every
+point of a grid of SAEs on one model and appends one JSON record per point to a results file
+(``results/*.jsonl``, committed with the book). A config (:mod:`abstopk_mini.runs.sweep_config`)
+names the model, the harvest, the evaluation and an ordered list of **stages**; each stage is the
+product of its axes::
+
+    {"name": "gemma", "results": "../results/gemma_sweep.jsonl", "model": "gemma-3-270m",
+     "stages": [{"name": "grid", "layers": [6, 9], "widths": [512, 4096], "ks": [8, 32],
+                 "activations": ["topk", "abstopk"], "seeds": [0], "train_tokens": [1200000]}]}
+
+A **point** is ``(layer, d_sae, k, activation, seed, variant, train_tokens)``; within a stage the
+points are ordered ``seed > train_tokens > variant > k > layer > width > activation`` (outermost
+first), so the first values of each axis come first. Stages run in the order given: put the most
+informative ones first.
+
+Nothing is done twice. Harvests and SAEs are content-addressed (:mod:`abstopk_mini.runs.store`), so
+they are shared with every other process using ``$ABSTOPK_RUNS``; a record carries the hash of
+everything that determines it (``key``: the point, the harvest, the training and the evaluation
+settings), and a point whose key is already in the results file is skipped. A rerun therefore
+does nothing, and a changed setting runs only the points it changes.
+
+Per layer, what every SAE is measured on is computed once: the held-out activations (FVU, L0,
+dead latents, signs), the word activations of the concept pairs (``family``: male ↔ female,
+``opposite``: antonyms) and the sentence activations of ``sentiment``. Loss recovered is measured
+on ``splice_tokens`` held-out predictions for a **block** of SAEs of one layer at once
+(:func:`abstopk_mini.lm.splice.evaluate_many`: the original, zero- and mean-ablated forwards are
+shared).
+
+Variants (``VARIANTS``) change one thing about training: ``default`` (b_dec starts at the
+geometric median and is trained), ``bdec_mean`` / ``bdec_zeros`` (another start), and the frozen
+centres ``bdec_gender_mid_frozen`` (b_dec fixed at the midpoint of the male and female train
+words, so both sides of the gender axis lie away from the centre) and ``bdec_mean_frozen`` (fixed
+at the data mean, its control).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_write
+from ..sae import SAEConfig
+from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
+from .sweep_config import CONCEPTS, SCHEMA, VARIANTS, Point, Stage, SweepConfig, load_config
+
+__all__ = [
+    "VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan", "read_results",
+    "run_sweep", "layer_context", "evaluate_point", "format_status", "run_cli", "concept_inputs_path",
+    "load_concept_inputs",
+]
+
+# ============================================================================ results file
+def read_results(path) -> list[dict]:
+    """The records of a results file (missing file: none). A torn last line is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # a write interrupted mid-line
+                continue
+            raise ValueError(f"{path}:{i + 1} is not a JSON record; fix or remove that line") from None
+    return out
+
+
+def _append(path: Path, record: dict) -> None:
+    """Append one JSON line (one write call; a partial last line is skipped by the reader)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, default=_jsonable, allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _jsonable(v):
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    if isinstance(v, (tuple, set)):
+        return list(v)
+    return str(v)
+
+
+def plan(cfg: SweepConfig) -> dict:
+    """Which points are done (in the results file) and which are still to run, in run order."""
+    done = {r.get("key") for r in read_results(cfg.results_path)}
+    rows = [(stage, p, cfg.point_key(p)) for stage, p in cfg.points()]
+    todo = [(stage, p, key) for stage, p, key in rows if key not in done]
+    return {"total": len(rows), "done": len(rows) - len(todo), "todo": todo}
+
+
+# ============================================================================ per-layer inputs
+@dataclass
+class LayerContext:
+    """What every SAE of one layer is measured on (computed once per layer)."""
+
+    layer: int
+    acts_dir: Path
+    heldout_dir: Path
+    x_held: torch.Tensor
+    word_acts: dict
+    sentiment: tuple | None
+
+
+def concept_inputs_path(model_name: str, layer: int, concepts=CONCEPTS, root=None) -> Path:
+    """Where the sweep caches the concept inputs of one layer (see :func:`layer_context`)."""
+    from .. import concepts as C
+
+    ident = {"model": model_name, "layer": layer, "concepts": list(concepts), "recipe": "sweep-concepts/1",
+             "templates": {k: list(v) for k, v in C.TEMPLATES.items()}, "neutral": {k: list(v) for k, v in C.NEUTRAL_WORDS.items()}}
+    return runs_dir(root) / "concept_acts" / f"L{layer}-{content_key(ident)}.pt"
+
+
+def load_concept_inputs(model_name: str, layer: int, concepts=CONCEPTS, root=None):
+    """The cached ``(word_acts {set: WordActivations}, (sentence acts, labels) or None)``, or None."""
+    path = concept_inputs_path(model_name, layer, concepts, root)
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=False)
+    return saved["word_acts"], saved["sentiment"]
+
+
+def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | None]:
+    """Word activations of the pair sets and sentence activations of sentiment, cached on disk."""
+    from .. import concepts as C
+
+    path = concept_inputs_path(loaded.info.name, layer, concepts, root)
+    cached = load_concept_inputs(loaded.info.name, layer, concepts, root)
+    if cached is not None:
+        return cached
+    word_acts = {c: C.pair_word_activations(loaded, c, layer) for c in concepts if c in C.PAIR_SETS}
+    sentiment = None
+    if "sentiment" in concepts:
+        texts, labels = C.load_sentiment()
+        sentiment = (C.sentence_activations(loaded, texts, layer), labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save({"word_acts": word_acts, "sentiment": sentiment}, tmp))
+    return word_acts, sentiment
+
+
+def layer_context(cfg: SweepConfig, loaded, layer: int, root=None, progress: bool = True) -> LayerContext:
+    """Harvest (or reuse) the layer's training and held-out activations and the concept inputs."""
+    from ..lm.shards import load_activations
+
+    acts_dir = harvest_spec(cfg.harvest_spec(layer), root, loaded=loaded, progress=progress)
+    held_dir = harvest_spec(cfg.harvest_spec(layer, "heldout"), root, loaded=loaded, progress=progress)
+    word_acts, sentiment = _concept_inputs(loaded, layer, cfg.eval["concepts"], root)
+    return LayerContext(layer, acts_dir, held_dir, load_activations(held_dir), word_acts, sentiment)
+
+
+# ============================================================================ training
+def _train_kw(cfg: SweepConfig, p: Point) -> dict:
+    # the default variant keeps exactly these keys, so it shares SAEs with `reproduce` and the CLI
+    return {"n_tokens": p.train_tokens, "batch_size": cfg.batch_size, "seed": p.seed} | (VARIANTS[p.variant] or {})
+
+
+def _frozen_centre(p: Point, ctx: LayerContext, sample: torch.Tensor, pair_seed: int) -> torch.Tensor:
+    """The fixed b_dec (unscaled) of a frozen variant.  shape: [d_in]"""
+    from ..concepts.pairs import load_pairs, split_pairs
+
+    if p.variant == "bdec_mean_frozen":
+        return sample.double().mean(0)
+    wa = ctx.word_acts["family"]
+    train, _ = split_pairs(load_pairs("family"), seed=pair_seed)
+    male = wa.acts[wa.index([a for a, _ in train])].double().reshape(-1, wa.acts.shape[-1])
+    female = wa.acts[wa.index([b for _, b in train])].double().reshape(-1, wa.acts.shape[-1])
+    return (male.mean(0) + female.mean(0)) / 2
+
+
+def train_point(cfg: SweepConfig, p: Point, ctx: LayerContext, d_in: int, root=None, progress: bool = True):
+    """Train (or load) the SAE of ``p``; returns ``(sae, history, directory)``."""
+    sae_cfg = SAEConfig(d_in=d_in, d_sae=p.d_sae, activation=p.activation, k=p.k, seed=p.seed)
+    kw = _train_kw(cfg, p)
+    start = None if VARIANTS[p.variant] is not None else _frozen_start(cfg, p, ctx, kw)
+    return train_or_load(ctx.acts_dir, sae_cfg, root, progress=progress, start=start, **kw)
+
+
+def _frozen_start(cfg: SweepConfig, p: Point, ctx: LayerContext, kw: dict):
+    """A frozen-b_dec variant's start for :func:`~abstopk_mini.runs.store.train_or_load`: the input
+    scale from the first 32768 activations, b_dec fixed at the variant's centre (named in the run's key)."""
+    from ..lm.shards import load_activations
+    from ..train import TrainConfig, init_from_sample
+
+    def start(sae_cfg: SAEConfig, acts_dir):
+        sample = load_activations(acts_dir, 32768).double()
+        centre = _frozen_centre(p, ctx, sample, cfg.eval["pair_seed"])
+        sae = init_from_sample(sae_cfg, sample, TrainConfig(**kw), b_dec=centre)
+        sae.b_dec.requires_grad_(False)  # Adam skips a parameter without a gradient
+        return sae, kw | {"variant": p.variant, "b_dec": content_key([round(v, 6) for v in centre.tolist()])}
+
+    return start
+
+
+# ============================================================================ evaluation
+# fields of a concept report left out of a record: the same for every SAE of a sweep (pairs follow from
+# eval.pair_seed, words and templates from abstopk_mini.concepts.words), or long
+_DROP = ("templates", "tokenization_issues", "sae", "train_pairs", "test_pairs", "dropped_pairs", "mismatch",
+         "neutral_words")
+
+
+def _compact(v, digits: int = 6):
+    """Floats rounded to ``digits`` significant digits, recursively (keeps the results file small)."""
+    if isinstance(v, float):
+        return float(f"{v:.{digits}g}") if math.isfinite(v) else v
+    if isinstance(v, dict):
+        return {k: _compact(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_compact(x, digits) for x in v]
+    return v
+
+
+def _survival(sae, acts: torch.Tensor, j: int) -> dict:
+    """Why a side is zero: the latent's pre-activation against the smallest |z| that survived.
+
+    For each test sample, ``bar`` = the smallest non-zero |z_i| of that sample's code (for a top-k
+    SAE the k-th largest |u|). Reported: the median bar, and the median u_j per side.
+    shape: acts [n, T, d_in]
+    """
+    from ..concepts.axis import encode_samples
+
+    u, z = encode_samples(sae, acts)
+    mag = z.abs().reshape(-1, z.shape[-1])
+    bar = torch.where(mag > 0, mag, torch.full_like(mag, float("inf"))).min(-1).values
+    bar = bar[torch.isfinite(bar)]
+    return {"median_bar": float(bar.median()) if len(bar) else math.nan, "median_u": float(u[..., j].median())}
+
+
+def _concept_records(sae, loaded, ctx: LayerContext, pair_seed: int) -> dict:
+    from .. import concepts as C
+
+    out = {}
+    for name, wa in ctx.word_acts.items():
+        rep = C.run_concepts(sae, loaded, name, seed=pair_seed, word_acts=wa)
+        rec = {k: v for k, v in rep.items() if k not in _DROP}
+        rec["n_tokenization_issues"] = len(rep["tokenization_issues"])
+        side = lambda k: wa.acts[wa.index([q[k] for q in rep["test_pairs"]])]  # noqa: E731
+        for who, j in (("best", rep["best_latent"]), ("sign", rep["sign_latent"]["latent"])):
+            sa, sb = _survival(sae, side(0), j), _survival(sae, side(1), j)
+            rec[f"{who}_survival"] = {"median_bar": sa["median_bar"], "median_u_a": sa["median_u"],
+                                      "median_u_b": sb["median_u"]}
+        out[name] = rec
+    if ctx.sentiment is not None:
+        acts, labels = ctx.sentiment
+        parts = {}
+        for label in (1, 0):
+            idx = [i for i, y in enumerate(labels) if y == label]
+            tr, te = C.split_pairs(idx, 0.5, pair_seed)
+            parts[label] = (acts[tr], acts[te])
+        axis = C.evaluate_axis(sae, parts[1][0], parts[0][0], parts[1][1], parts[0][1], paired=False)
+        out["sentiment"] = {"concept": "sentiment", "sides": ["pos", "neg"], "pool": "mean", **axis.to_dict()}
+    return out
+
+
+def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int = 0) -> dict:
+    """Held-out and concept metrics of one SAE (the splice numbers are added per block)."""
+    from ..evaluate import evaluate_sae
+
+    t = time.perf_counter()
+    sae = sae.to("cpu").eval()
+    rec = {
+        "heldout": evaluate_sae(sae, ctx.x_held),
+        "train": {k: history.get(k) for k in ("n_steps", "n_tokens", "lr_max", "input_scale", "wall_time_s",
+                                              "final_dead_frac", "dead_tokens")}
+                 | {f"final_{k}": history[k][-1] for k in ("fvu", "l0", "loss") if history.get(k)},
+        "concepts": _concept_records(sae, loaded, ctx, pair_seed),
+    }
+    rec["eval_wall_s"] = time.perf_counter() - t
+    return rec
+
+
+# ============================================================================ the runner
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _log(msg: str) -> None:
+    print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def format_status(name: str, total: int, done: int, todo_left: int, times: list[tuple[Point, float]],
+                  remaining: list[Point], current: str) -> str:
+    """The status text: runs recorded / total, this process's time per SAE, an ETA.
+
+    ETA: the remaining points' cost, each estimated as seconds per (latent × training token)
+    measured on this process's runs, plus the mean evaluation overhead per run.
+    """
+    lines = [f"sweep {name}: {done}/{total} runs recorded, {todo_left} to go  ({time.strftime('%Y-%m-%d %H:%M:%S')})",
+             f"now: {current}"]
+    if times:
+        per = sum(s for _, s in times) / sum(p.d_sae * p.train_tokens for p, _ in times)
+        eta = sum(per * p.d_sae * p.train_tokens for p in remaining)
+        lines.append(f"measured (this process, {len(times)} runs, train+eval): "
+                     + ", ".join(f"{p.activation} {p.d_sae} k{p.k} L{p.layer}: {s / 60:.1f} min" for p, s in times[-6:]))
+        lines.append(f"ETA for the rest: {eta / 3600:.1f} h (~{time.strftime('%a %H:%M', time.localtime(time.time() + eta))})")
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, loaded=None, progress: bool = True,
+              dry_run: bool = False, max_runs: int | None = None) -> dict:
+    """Run every point of ``config`` that is not in its results file yet (see the module docstring).
+
+    config: a :class:`SweepConfig`, a dict or a JSON path. results_path overrides the config's.
+    status_path: a text file rewritten after every step (runs done / total, ETA).
+    loaded: the model, if already loaded (else loaded once, only when something is to run).
+    dry_run: only return the plan. max_runs: stop after this many new records.
+    Returns ``{"results", "total", "done_before", "ran": [keys], "todo": [labels]}``.
+    """
+    from .. import __version__
+    from ..lm import splice
+    from ..lm.models import load_model
+
+    cfg = config if isinstance(config, SweepConfig) else load_config(config)
+    if results_path is not None:
+        cfg = dataclasses.replace(cfg, results=str(Path(results_path).resolve()))
+    pl = plan(cfg)
+    todo = pl["todo"][:max_runs] if max_runs is not None else pl["todo"]
+    summary = {"results": str(cfg.results_path), "total": pl["total"], "done_before": pl["done"], "ran": [],
+               "todo": [p.label() for _, p, _ in todo]}
+    status = Path(status_path) if status_path else None
+    times: list[tuple[Point, float]] = []
+
+    def write_status(current: str, left: list) -> None:
+        if status is not None:
+            text = format_status(cfg.name, pl["total"], pl["done"] + len(summary["ran"]), len(left), times,
+                                 [p for _, p, _ in left], current)
+            atomic_write(status, lambda tmp: Path(tmp).write_text(text))
+
+    if dry_run or not todo:
+        write_status("nothing to do" if not todo else "dry run", todo)
+        return summary
+    write_status("loading the model", todo)
+    loaded = loaded if loaded is not None else load_model(cfg.model)
+    d_in = loaded.info.d_model
+    contexts: dict[int, LayerContext] = {}
+    heldout_texts = None
+    left = list(todo)
+    while left:
+        layer = left[0][1].layer
+        block = []  # consecutive runs of one layer, in plan order
+        for r in left:
+            if r[1].layer != layer or len(block) == cfg.block_size:
+                break
+            block.append(r)
+        if layer not in contexts:
+            write_status(f"layer {layer}: harvest / held-out / concept activations", left)
+            contexts = {layer: layer_context(cfg, loaded, layer, runs_root, progress)}  # one layer in memory
+        ctx = contexts[layer]
+        trained = []
+        for stage, p, key in block:
+            write_status(f"training {p.label()} (stage {stage})", left)
+            _log(f"train {p.label()}")
+            t = time.perf_counter()
+            sae, hist, path = train_point(cfg, p, ctx, d_in, runs_root, progress)
+            rec = evaluate_point(sae, hist, loaded, ctx, cfg.eval["pair_seed"])
+            trained.append((stage, p, key, sae.to("cpu").eval(), path, rec, time.perf_counter() - t))
+        if cfg.eval["splice_tokens"]:
+            write_status(f"layer {layer}: loss recovered for {len(trained)} SAEs", left)
+            _log(f"splice {len(trained)} SAEs of layer {layer} on {cfg.eval['splice_tokens']} predictions")
+            if heldout_texts is None:
+                heldout_texts = offline_texts(cfg.harvest.get("sources", HarvestSpec.sources), "heldout")
+            t = time.perf_counter()
+            res = splice.evaluate_many(loaded, {key: sae for _, _, key, sae, *_ in trained}, heldout_texts, layer,
+                                       context_length=cfg.harvest.get("context_length", 128),
+                                       max_tokens=cfg.eval["splice_tokens"])
+            share = (time.perf_counter() - t) / len(trained)
+        for stage, p, key, sae, path, rec, wall in trained:
+            if cfg.eval["splice_tokens"]:
+                rec["splice"] = {k: v for k, v in res[key].to_dict().items() if k not in ("layer",)}
+                wall += share
+            record = {
+                "schema": SCHEMA, "key": key, "sweep": cfg.name, "stage": stage, **dataclasses.asdict(p),
+                "model": cfg.model, "harvest": dataclasses.asdict(cfg.harvest_spec(p.layer)) | {"dir": str(ctx.acts_dir)},
+                "batch_size": cfg.batch_size, "eval_settings": cfg.eval, **rec,
+                "provenance": {"sae_dir": str(path), "sae_key": path.name.rsplit("-", 1)[-1], "package_version": __version__,
+                               "git_commit": _git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "machine": platform.machine(), "wall_s": wall,
+                               "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            }
+            _append(cfg.results_path, _compact(record))
+            summary["ran"].append(key)
+            times.append((p, wall))
+            _log(f"recorded {p.label()}: FVU {rec['heldout']['fvu']:.4f}, wall {wall / 60:.1f} min")
+        done_keys = {key for _, _, key, *_ in trained}
+        left = [r for r in left if r[2] not in done_keys]
+        write_status("idle" if not left else "next block", left)
+    write_status("finished", [])
+    return summary
+
+
+def run_cli(args, emit) -> int:
+    """``python -m abstopk_mini sweep`` (arguments in :mod:`abstopk_mini.runs.cli`)."""
+    cfg = load_config(args.config)  # a bad config fails here, not in the background
+    if args.background:
+        argv = ["sweep", "--config", args.config]
+        for flag, value in (("--results", args.results), ("--status", args.status), ("--threads", args.threads),
+                            ("--max-runs", args.max_runs), ("--runs-dir", args.runs_dir)):
+            argv += [flag, str(value)] if value is not None else []
+        with open(args.background, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "abstopk_mini", *argv], stdout=log, stderr=log,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+        emit(args, {"command": "sweep", "background": True, "pid": proc.pid, "log": args.background, "status": args.status},
+             f"sweep {cfg.name} running in the background: pid {proc.pid}, log {args.background}")
+        return 0
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    out = run_sweep(cfg, runs_root=args.runs_dir, status_path=args.status, results_path=args.results,
+                    dry_run=args.dry_run, max_runs=args.max_runs)
+    text = (f"sweep {cfg.name}: {out['done_before']}/{out['total']} recorded before, {len(out['ran'])} run now, "
+            f"{len(out['todo']) - len(out['ran'])} left -> {out['results']}")
+    emit(args, {"command": "sweep", **out}, text)
+    return 0

@@ -1,0 +1,230 @@
+"""The sweep's configuration: its points, stages and JSON config file (:func:`load_config`).
+
+A **point** (:class:`Point`) is one SAE: ``(layer, d_sae, k, activation, seed, variant,
+train_tokens)``; a **stage** (:class:`Stage`) is the product of its axes; a :class:`SweepConfig`
+names the model, the harvest, the evaluation and the ordered stages, and gives each point its
+record key (:meth:`SweepConfig.point_key`). Running them: :mod:`abstopk_mini.runs.sweep`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store import HarvestSpec, content_key
+
+__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "Point", "Stage", "SweepConfig", "load_config"]
+
+SCHEMA = "abstopk_mini.sweep/1"  # written into every record and hash key: a format id, not a module path
+CONCEPTS = ("family", "opposite", "sentiment")
+#: variant -> extra training keywords (``None``: b_dec frozen at a centre, see the module docstring)
+VARIANTS = {
+    "default": {},
+    "bdec_mean": {"b_dec_init": "mean"},
+    "bdec_zeros": {"b_dec_init": "zeros"},
+    "bdec_gender_mid_frozen": None,
+    "bdec_mean_frozen": None,
+}
+_AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
+         "variants": "variant", "train_tokens": "train_tokens"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One SAE of the sweep."""
+
+    layer: int
+    d_sae: int
+    k: int
+    activation: str
+    seed: int = 0
+    variant: str = "default"
+    train_tokens: int = 1_200_000
+
+    def label(self) -> str:
+        v = "" if self.variant == "default" else f" {self.variant}"
+        return (f"L{self.layer} {self.activation} d_sae={self.d_sae} k={self.k} seed={self.seed} "
+                f"tokens={self.train_tokens:,}{v}")
+
+
+@dataclass
+class Stage:
+    """A product of axes (see the module docstring for the order of its points)."""
+
+    name: str
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    ks: tuple[int, ...]
+    activations: tuple[str, ...] = ("topk", "abstopk")
+    seeds: tuple[int, ...] = (0,)
+    variants: tuple[str, ...] = ("default",)
+    train_tokens: tuple[int, ...] = (1_200_000,)
+
+    def points(self) -> list[Point]:
+        out = []
+        for seed, tokens, variant, k, layer, width, act in itertools.product(
+                self.seeds, self.train_tokens, self.variants, self.ks, self.layers, self.widths, self.activations):
+            if k <= width:
+                out.append(Point(layer, width, k, act, seed, variant, tokens))
+        return out
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: one model, one harvest recipe per layer, one evaluation, ordered stages.
+
+    results: the JSONL file records are appended to (relative paths are relative to the config
+    file's folder). harvest: :class:`~abstopk_mini.runs.store.HarvestSpec` fields other than model,
+    layer and split. eval: ``heldout_tokens`` (held-out activations for FVU, L0, dead, signs),
+    ``splice_tokens`` (held-out predictions for loss recovered; 0 skips it), ``pair_seed`` (the
+    train/test split of the concept pairs, the same for every SAE), ``concepts``.
+    block_size: SAEs of one layer trained before their shared splice evaluation.
+    """
+
+    name: str
+    results: str
+    stages: list[Stage]
+    model: str = "gemma-3-270m"
+    harvest: dict = field(default_factory=lambda: {"n_tokens": 1_200_000, "context_length": 128,
+                                                   "chunk_offsets": (0, 64)})
+    eval: dict = field(default_factory=lambda: {"heldout_tokens": 50_000, "splice_tokens": 2048, "pair_seed": 0,
+                                                "concepts": CONCEPTS})
+    batch_size: int = 4096
+    block_size: int = 10
+    base_dir: str = "."
+
+    @property
+    def results_path(self) -> Path:
+        p = Path(self.results)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def harvest_spec(self, layer: int, split: str = "train") -> HarvestSpec:
+        h = dict(self.harvest)
+        if split == "heldout":
+            h.update(n_tokens=self.eval["heldout_tokens"], chunk_offsets=(0,))
+        return HarvestSpec(model=self.model, layer=layer, split=split, **h)
+
+    def points(self) -> list[tuple[str, Point]]:
+        """Every (stage name, point) in run order; a point in two stages is kept at its first."""
+        seen, out = set(), []
+        for stage in self.stages:
+            for p in stage.points():
+                if p not in seen:
+                    seen.add(p)
+                    out.append((stage.name, p))
+        return out
+
+    def point_key(self, p: Point) -> str:
+        """Hash of everything that determines the record of ``p``."""
+        return content_key({"schema": SCHEMA, "point": dataclasses.asdict(p), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
+                            "batch_size": self.batch_size, "eval": self.eval})
+
+
+def _fail(where: str, value, fix: str):
+    raise ValueError(f"{where} = {value!r}: {fix}")
+
+
+def _int_list(where: str, values, minimum: int = 1) -> tuple[int, ...]:
+    if not isinstance(values, (list, tuple)) or not values:
+        _fail(where, values, "must be a non-empty list of ints")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            _fail(where, values, f"every value must be an int >= {minimum}; {v!r} is not")
+    return tuple(values)
+
+
+def _check_stage(i: int, raw: dict) -> Stage:
+    from ..nonlinearities import SPECS
+
+    where = f"stages[{i}]"
+    if not isinstance(raw, dict):
+        _fail(where, raw, "each stage must be an object with name, layers, widths, ks, ...")
+    allowed = {"name"} | set(_AXES)
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        _fail(f"{where} key {unknown[0]!r}", raw[unknown[0]], f"unknown key; a stage takes {sorted(allowed)}")
+    for need in ("name", "layers", "widths", "ks"):
+        if need not in raw:
+            raise ValueError(f"{where} has no {need!r}; a stage needs name, layers, widths and ks")
+    kw = {"name": str(raw["name"])}
+    kw["layers"] = _int_list(f"{where}.layers", raw["layers"], minimum=0)
+    kw["widths"] = _int_list(f"{where}.widths", raw["widths"])
+    kw["ks"] = _int_list(f"{where}.ks", raw["ks"])
+    if "seeds" in raw:
+        kw["seeds"] = _int_list(f"{where}.seeds", raw["seeds"], minimum=0)
+    if "train_tokens" in raw:
+        kw["train_tokens"] = _int_list(f"{where}.train_tokens", raw["train_tokens"])
+    for name, choices in (("activations", SPECS), ("variants", VARIANTS)):
+        if name in raw:
+            values = raw[name]
+            if not isinstance(values, (list, tuple)) or not values:
+                _fail(f"{where}.{name}", values, "must be a non-empty list of names")
+            for v in values:
+                if v not in choices:
+                    _fail(f"{where}.{name}", values, f"{v!r} is not one of {sorted(choices)}")
+            kw[name] = tuple(values)
+    too_big = [k for k in kw["ks"] if k > max(kw["widths"])]
+    if too_big:
+        _fail(f"{where}.ks", list(kw["ks"]), f"k={too_big[0]} exceeds every width {list(kw['widths'])}; use k <= d_sae")
+    return Stage(**kw)
+
+
+def load_config(source) -> SweepConfig:
+    """A :class:`SweepConfig` from a JSON file path or a dict; ValueError names a bad key or value."""
+    base = "."
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"config={str(path)!r} is not a file; pass a JSON sweep config such as sweeps/gemma.json")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config={str(path)!r} is not valid JSON ({err})") from err
+        base = str(path.parent)
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        raise TypeError(f"config must be a path or a dict; got {type(source).__name__}")
+    allowed = {f.name for f in dataclasses.fields(SweepConfig)} - {"base_dir"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        _fail(f"config key {unknown[0]!r}", raw[unknown[0]], f"unknown key; a sweep config takes {sorted(allowed)}")
+    for need in ("name", "results", "stages"):
+        if need not in raw:
+            raise ValueError(f"config has no {need!r}; a sweep config needs name, results and stages")
+    if not isinstance(raw["stages"], list) or not raw["stages"]:
+        _fail("stages", raw["stages"], "must be a non-empty list of stage objects")
+    defaults = SweepConfig(name="", results="", stages=[])
+    harvest = dict(defaults.harvest) | dict(raw.get("harvest", {}))
+    hkeys = {f.name for f in dataclasses.fields(HarvestSpec)} - {"model", "layer", "split"}
+    bad = sorted(set(harvest) - hkeys)
+    if bad:
+        _fail(f"harvest key {bad[0]!r}", harvest[bad[0]], f"unknown; harvest takes {sorted(hkeys)}")
+    for key in ("chunk_offsets", "sources"):
+        if key in harvest:
+            harvest[key] = tuple(harvest[key])
+    ev = dict(defaults.eval) | dict(raw.get("eval", {}))
+    bad = sorted(set(ev) - set(defaults.eval))
+    if bad:
+        _fail(f"eval key {bad[0]!r}", ev[bad[0]], f"unknown; eval takes {sorted(defaults.eval)}")
+    _int_list("eval.heldout_tokens", [ev["heldout_tokens"]])
+    _int_list("eval.splice_tokens", [ev["splice_tokens"]], minimum=0)
+    _int_list("eval.pair_seed", [ev["pair_seed"]], minimum=0)
+    ev["concepts"] = tuple(ev["concepts"])
+    for c in ev["concepts"]:
+        if c not in CONCEPTS:
+            _fail("eval.concepts", list(ev["concepts"]), f"{c!r} is not one of {list(CONCEPTS)}")
+    for key in ("batch_size", "block_size"):
+        if key in raw:
+            _int_list(key, [raw[key]])
+    cfg = SweepConfig(name=str(raw["name"]), results=str(raw["results"]),
+                      stages=[_check_stage(i, s) for i, s in enumerate(raw["stages"])],
+                      model=str(raw.get("model", defaults.model)), harvest=harvest, eval=ev,
+                      batch_size=raw.get("batch_size", defaults.batch_size),
+                      block_size=raw.get("block_size", defaults.block_size), base_dir=base)
+    HarvestSpec(model=cfg.model, **cfg.harvest)  # its own checks (split, dtype)
+    return cfg
