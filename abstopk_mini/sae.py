@@ -450,6 +450,3 @@ class SAE(nn.Module):
     def extra_repr(self) -> str:
         k = f", k={self.cfg.k}" if self.cfg.k is not None else ""
         return f"d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}, activation={self.cfg.activation!r}{k}"
-
-
-_atomic_write = atomic_write  # the old private name: interop.py and reproduce.py still import it

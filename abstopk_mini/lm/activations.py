@@ -89,7 +89,6 @@ def token_activations(model: LoadedModel, texts, layer: int, *, context_length: 
 
 
 # --------------------------------------------------------------------------- harvest
-_sha256 = sha256_tensors
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -145,7 +144,7 @@ def _start_or_resume(out: Path, settings: dict, n_tokens: int, overwrite: bool) 
             break
         try:
             t = load_file(str(path))
-            ok = _sha256(t["activations"], t["token_ids"]) == rec["sha256"]
+            ok = sha256_tensors(t["activations"], t["token_ids"]) == rec["sha256"]
         except Exception:  # unreadable shard: recompute it
             ok = False
         if not ok:
@@ -243,8 +242,8 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
                    "doc_index": head[2].long(), "chunk_index": head[3].long(), "position": head[4].to(torch.int32)}
         name = _shard_name(len(shards))
         atomic_write(out / name, lambda tmp: save_file(tensors, tmp))
-        shards.append({"file": name, "n_tokens": n, "sha256": _sha256(acts, tensors["token_ids"]),
-                       "tokens_sha256": _sha256(tensors["token_ids"])})
+        shards.append({"file": name, "n_tokens": n, "sha256": sha256_tensors(acts, tensors["token_ids"]),
+                       "tokens_sha256": sha256_tensors(tensors["token_ids"])})
         save_manifest(False)
 
     def check_skipped() -> None:
@@ -253,7 +252,7 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
         start = 0
         for rec in shards:
             part = ids[start:start + rec["n_tokens"]]
-            if len(part) != rec["n_tokens"] or _sha256(part) != rec["tokens_sha256"]:
+            if len(part) != rec["n_tokens"] or sha256_tensors(part) != rec["tokens_sha256"]:
                 raise ValueError(f"texts differ from those of the harvest being resumed in {str(out)!r} "
                                  f"(tokens of {rec['file']} do not match); pass the same texts, or "
                                  "overwrite=True to start again")

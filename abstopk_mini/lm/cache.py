@@ -9,7 +9,6 @@ so readers never see a half-built cache and two processes build it once. The Gem
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from ..io import default_file_mode, flock
+from ..io import default_file_mode, flock, sha256_file
 
 __all__ = ["cache_dir", "verify_cache", "ensure_cache"]
 
@@ -35,11 +34,6 @@ def cache_dir() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "abstopk_mini"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
@@ -51,7 +45,7 @@ def _write_manifest(directory: Path, source: str) -> dict:
     files, tensors = {}, {}
     for p in sorted(directory.iterdir()):
         if p.is_file() and p.name != _MANIFEST:
-            files[p.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+            files[p.name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
             if p.suffix == ".safetensors":
                 tensors[p.name] = _safetensors_shapes(p)
     manifest = {"format": _CACHE_FORMAT, "source": source, "files": files, "tensors": tensors,
@@ -96,7 +90,7 @@ def verify_cache(directory: str | os.PathLike, source: str | None = None) -> str
             diff = sorted(k for k in set(found) | set(shapes) if found.get(k) != shapes.get(k))
             return f"{name}: tensor names/shapes differ from the manifest (e.g. {diff[:3]})"
     for name, rec in manifest["files"].items():
-        if _sha256(directory / name) != rec["sha256"]:
+        if sha256_file(directory / name) != rec["sha256"]:
             return f"{name}: sha256 differs from the manifest (corrupted)"
     return None
 
