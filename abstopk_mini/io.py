@@ -136,6 +136,39 @@ def flock(lock_path: str | os.PathLike, exclusive: bool) -> Iterator[None]:
             os.close(fd)  # closing releases the lock
 
 
+class Claim:
+    """An exclusive lock taken without waiting (:meth:`take`): several workers share a list of
+    jobs, each does the jobs whose claim it gets. ``release`` (or the process ending) frees it."""
+
+    def __init__(self, lock_path: str | os.PathLike):
+        self.path = Path(lock_path)
+        self.fd: int | None = None
+
+    def take(self) -> bool:
+        """True if this process now holds the claim; False if another process does."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover - Windows: one worker
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        if not _names(self.path, fd):  # removed by its last holder meanwhile: it is free, try again
+            os.close(fd)
+            return self.take()
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
 def _names(path: Path, fd: int) -> bool:
     """Whether ``path`` still names the open file ``fd``."""
     try:

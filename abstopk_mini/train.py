@@ -46,7 +46,7 @@ from .kernels import fast
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
 
-__all__ = ["TrainConfig", "train_sae", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
+__all__ = ["TrainConfig", "train_sae", "snapshot_path", "save_snapshot", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
 
 LR_SCHEDULES = ("warmup_decay", "constant")
 COEF_RANGE = 1e3  # the L0 controller keeps its coefficient within [c0 / 1e3, c0 * 1e3] of the configured one
@@ -86,6 +86,8 @@ class TrainConfig:
     log_every: int | None = None  # None: about 200 records per run
     checkpoint_dir: str | None = None
     checkpoint_every: int | None = None  # steps
+    snapshot_steps: tuple[int, ...] = ()  # steps after which the SAE is saved to snapshot_dir/step_NNNNNN (eval mode)
+    snapshot_dir: str | None = None
     drop_nonfinite: bool = False
     progress: bool = True
     fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path
@@ -103,6 +105,12 @@ class TrainConfig:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("checkpoint_every is set but checkpoint_dir is None; pass checkpoint_dir=...")
+        steps = tuple(self.snapshot_steps)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps):
+            raise ValueError(f"snapshot_steps must be ints >= 1; got {list(steps)}")
+        if steps and self.snapshot_dir is None:
+            raise ValueError("snapshot_steps is set but snapshot_dir is None; pass snapshot_dir=...")
+        self.snapshot_steps = tuple(sorted(set(steps)))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -134,6 +142,27 @@ def lr_at(step: int, n_steps: int, lr: float, warmup_frac: float, decay_frac: fl
     if decay and step >= n_steps - decay:
         return lr * max(0.0, (n_steps - step) / decay)
     return lr
+
+
+def snapshot_path(snapshot_dir, step: int) -> Path:
+    """Where :func:`train_sae` saves the SAE after ``step`` steps (``TrainConfig.snapshot_steps``)."""
+    return Path(snapshot_dir) / f"step_{step:06d}"
+
+
+def save_snapshot(snapshot_dir, sae: SAE, step: int, tokens: int) -> Path:
+    """Save ``sae`` as it is after ``step`` optimiser steps and ``tokens`` training tokens (an SAE
+    directory loadable by :meth:`SAE.load`, plus ``snapshot.json`` with the step and tokens)."""
+    import json
+
+    from .io import atomic_write
+
+    out = snapshot_path(snapshot_dir, step)
+    was_training = sae.training
+    sae.eval()
+    sae.save(out)
+    sae.train(was_training)
+    atomic_write(out / "snapshot.json", lambda tmp: Path(tmp).write_text(json.dumps({"step": step, "tokens": tokens})))
+    return out
 
 
 def input_scale(sample: torch.Tensor, d_in: int) -> float:
@@ -358,6 +387,8 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
         if run.step % run.log_every == 0 or run.step == run.n_steps:
             _record(run, out, loss, mse, sparsity, aux, bar)
         bar.update(1)
+        if run.step in tcfg.snapshot_steps and is_main:
+            save_snapshot(tcfg.snapshot_dir, sae, run.step, run.tokens)
         if tcfg.checkpoint_every and run.step % tcfg.checkpoint_every == 0 and run.step < run.n_steps and is_main:
             run.history["n_dropped_nonfinite"] = batches.n_dropped
             save_checkpoint(tcfg.checkpoint_dir, sae, opt, run.step, run.tokens, run.n_steps, run.since_fired,

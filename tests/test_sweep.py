@@ -107,7 +107,7 @@ def test_frozen_b_dec_stays_at_the_gender_midpoint(tiny_gpt2, tiny_gpt2_dir, tmp
                                         variants=["bdec_gender_mid_frozen"]))
     sweep.run_sweep(cfg, runs_root=tmp_path, loaded=tiny_gpt2, progress=False)
     rec = sweep.read_results(tmp_path / "r.jsonl")[0]
-    sae = am.SAE.load(rec["provenance"]["sae_dir"])
+    sae = am.SAE.load(sweep.record_path(rec["provenance"]["sae_dir"], tmp_path))
     wa = am.concepts.pair_word_activations(tiny_gpt2, "family", 1)  # recomputed here, independently of the cache
     train, _ = am.concepts.split_pairs(am.concepts.load_pairs("family"), seed=0)
     male = torch.stack([wa.acts[wa.words.index(a)] for a, _ in train]).double().mean((0, 1))

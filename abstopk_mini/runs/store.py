@@ -42,10 +42,11 @@ from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 __all__ = [
     "runs_dir", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
     "train_on_harvest", "harvest_and_train", "TrainedSAEs", "load_history", "load_trained", "save_trained",
-    "export_sae", "harvest_lock", "CHECKPOINT_EVERY",
+    "export_sae", "harvest_lock", "CHECKPOINT_EVERY", "SNAPSHOT_DIR", "load_snapshots",
 ]
 
 CHECKPOINT_EVERY = 200  # training steps between checkpoints of a pipeline run
+SNAPSHOT_DIR = "snapshots"  # in an SAE run directory: the SAEs saved at TrainConfig.snapshot_steps
 
 
 def runs_dir(root: str | os.PathLike | None = None) -> Path:
@@ -243,6 +244,20 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
         raise ValueError(f"{err} (in the SAE run {str(out)!r}: {_fix_hint(out)})") from err
 
 
+def load_snapshots(out) -> list[tuple[int, int, SAE]]:
+    """The snapshots of an SAE run directory, in step order: ``[(step, tokens, sae), ...]`` (empty if none)."""
+    from ..train import snapshot_path
+
+    base = Path(out) / SNAPSHOT_DIR
+    steps = sorted(int(p.name.split("_")[1]) for p in base.glob("step_*") if (p / "snapshot.json").is_file())
+    out_list = []
+    for step in steps:
+        path = snapshot_path(base, step)
+        meta = _read_json(path / "snapshot.json", Path(out))
+        out_list.append((step, int(meta["tokens"]), SAE.load(path)))
+    return out_list
+
+
 def save_trained(out, sae: SAE, history: dict, record: dict) -> None:
     """Write a trained SAE run into ``out``: weights and config, ``train.json`` (``record`` plus the
     weights' sha256) and, last, ``history.json`` (its presence marks the run complete)."""
@@ -312,6 +327,8 @@ def _train(ds, acts_dir, cfg: SAEConfig, out: Path, sae: SAE | None, progress: b
     if retrain:  # the run is incomplete until retrained: an interruption resumes, it does not serve the old files
         (out / HISTORY_FILE).unlink(missing_ok=True)
     verify_harvest(acts_dir)
+    if train_kw.get("snapshot_steps"):  # SAEs saved along the way: out/snapshots/step_NNNNNN
+        train_kw = train_kw | {"snapshot_dir": str(out / SNAPSHOT_DIR)}
     if sae is not None:
         return train_sae(cfg, ds, sae=sae, progress=progress, **train_kw)
     ckpt = out / "checkpoint"

@@ -50,14 +50,14 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write
+from ..io import Claim, atomic_write
 from ..sae import SAEConfig
 from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
 from .sweep_config import CONCEPTS, SCHEMA, VARIANTS, Point, Stage, SweepConfig, load_config
 
 __all__ = [
     "VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan", "read_results",
-    "run_sweep", "layer_context", "evaluate_point", "format_status", "run_cli", "concept_inputs_path",
+    "run_sweep", "layer_context", "evaluate_point", "evaluate_snapshots", "record_path", "format_status", "run_cli", "concept_inputs_path",
     "load_concept_inputs",
 ]
 
@@ -169,7 +169,10 @@ def layer_context(cfg: SweepConfig, loaded, layer: int, root=None, progress: boo
 # ============================================================================ training
 def _train_kw(cfg: SweepConfig, p: Point) -> dict:
     # the default variant keeps exactly these keys, so it shares SAEs with `reproduce` and the CLI
-    return {"n_tokens": p.train_tokens, "batch_size": cfg.batch_size, "seed": p.seed} | (VARIANTS[p.variant] or {})
+    kw = {"n_tokens": p.train_tokens, "batch_size": p.batch_size or cfg.batch_size, "seed": p.seed}
+    if p.snapshot_steps:
+        kw["snapshot_steps"] = tuple(p.snapshot_steps)
+    return kw | (VARIANTS[p.variant] or {})
 
 
 def _frozen_centre(p: Point, ctx: LayerContext, sample: torch.Tensor, pair_seed: int) -> torch.Tensor:
@@ -269,19 +272,60 @@ def _concept_records(sae, loaded, ctx: LayerContext, pair_seed: int) -> dict:
     return out
 
 
-def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int = 0) -> dict:
-    """Held-out and concept metrics of one SAE (the splice numbers are added per block)."""
+def _at_k(sae, k: int):
+    """A copy of a top-k-family ``sae`` that keeps ``k`` latents per token (same weights)."""
+    from ..sae import SAE
+
+    other = SAE(dataclasses.replace(sae.cfg, k=k))
+    other.load_state_dict(sae.state_dict())
+    return other.eval()
+
+
+def _extra_heldout(sae, ctx: LayerContext, ev: dict) -> dict:
+    """The optional held-out measurements of ``eval`` (``test_ks``, ``inference_batch``)."""
+    from ..evaluate import evaluate_sae
+
+    out = {}
+    if ev.get("test_ks") and sae.cfg.spec.k_based:
+        out["test_k"] = {str(k): evaluate_sae(_at_k(sae, k), ctx.x_held)["fvu"] for k in ev["test_ks"]}
+    if ev.get("inference_batch") and sae.cfg.spec.selection == "batch":
+        res = evaluate_sae(sae, ctx.x_held, inference="batch", eval_batch_size=ev["inference_batch"])
+        out["heldout_batch_inference"] = {"batch": ev["inference_batch"], "fvu": res["fvu"], "l0": res["l0"]}
+    return out
+
+
+def evaluate_snapshots(path, ctx: LayerContext) -> list[dict]:
+    """Held-out FVU, L0 and dead fraction of each snapshot saved in the SAE run ``path``."""
+    from ..evaluate import evaluate_sae
+    from .store import load_snapshots
+
+    out = []
+    for step, tokens, snap in load_snapshots(path):
+        res = evaluate_sae(snap, ctx.x_held)
+        out.append({"step": step, "tokens": tokens, "heldout": {k: res[k] for k in ("fvu", "l0", "dead_frac")}})
+    return out
+
+
+def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int = 0, ev: dict | None = None,
+                   path=None) -> dict:
+    """Held-out and concept metrics of one SAE (the splice numbers are added per block); with
+    ``ev`` (the config's eval settings) its optional measurements, with ``path`` its snapshots."""
     from ..evaluate import evaluate_sae
 
     t = time.perf_counter()
     sae = sae.to("cpu").eval()
     rec = {
         "heldout": evaluate_sae(sae, ctx.x_held),
+        **_extra_heldout(sae, ctx, ev or {}),
         "train": {k: history.get(k) for k in ("n_steps", "n_tokens", "lr_max", "input_scale", "wall_time_s",
                                               "final_dead_frac", "dead_tokens")}
                  | {f"final_{k}": history[k][-1] for k in ("fvu", "l0", "loss") if history.get(k)},
         "concepts": _concept_records(sae, loaded, ctx, pair_seed),
     }
+    if path is not None and history.get("n_steps"):
+        snaps = evaluate_snapshots(path, ctx)
+        if snaps:
+            rec["snapshots"] = snaps
     rec["eval_wall_s"] = time.perf_counter() - t
     return rec
 
@@ -293,6 +337,25 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _rel(path, runs_root) -> str:
+    """``path`` relative to the runs directory (records must not name the machine's folders)."""
+    from .store import runs_dir
+
+    try:
+        return Path(path).resolve().relative_to(runs_dir(runs_root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def record_path(path: str, runs_root=None) -> Path:
+    """The folder a record names (``provenance.sae_dir``, ``harvest.dir``), under the runs directory
+    (``runs_root``, else ``$ABSTOPK_RUNS``, else ``./runs``); records store paths relative to it."""
+    from .store import runs_dir
+
+    p = Path(path)
+    return p if p.is_absolute() else runs_dir(runs_root) / p
 
 
 def _log(msg: str) -> None:
@@ -355,6 +418,7 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
     d_in = loaded.info.d_model
     contexts: dict[int, LayerContext] = {}
     heldout_texts = None
+    claims: list[Claim] = []
     left = list(todo)
     while left:
         layer = left[0][1].layer
@@ -369,31 +433,49 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
         ctx = contexts[layer]
         trained = []
         for stage, p, key in block:
+            claim = Claim(runs_dir(runs_root) / "claims" / f"{key}.lock")
+            if not claim.take():  # another worker on this config has it
+                _log(f"skip {p.label()}: another process is running it")
+                continue
+            if key in {r.get("key") for r in read_results(cfg.results_path)}:  # recorded since the plan was made
+                claim.release()
+                continue
+            claims.append(claim)
             write_status(f"training {p.label()} (stage {stage})", left)
             _log(f"train {p.label()}")
             t = time.perf_counter()
             sae, hist, path = train_point(cfg, p, ctx, d_in, runs_root, progress)
-            rec = evaluate_point(sae, hist, loaded, ctx, cfg.eval["pair_seed"])
+            rec = evaluate_point(sae, hist, loaded, ctx, cfg.eval["pair_seed"], cfg.eval, path)
             trained.append((stage, p, key, sae.to("cpu").eval(), path, rec, time.perf_counter() - t))
-        if cfg.eval["splice_tokens"]:
-            write_status(f"layer {layer}: loss recovered for {len(trained)} SAEs", left)
-            _log(f"splice {len(trained)} SAEs of layer {layer} on {cfg.eval['splice_tokens']} predictions")
+        spliced = [t for t in trained if cfg.eval["splice_tokens"] and t[0] in cfg.eval.get("splice_stages", [t[0]])]
+        if spliced:
+            write_status(f"layer {layer}: loss recovered for {len(spliced)} SAEs", left)
+            _log(f"splice {len(spliced)} SAEs of layer {layer} on {cfg.eval['splice_tokens']} predictions")
             if heldout_texts is None:
                 heldout_texts = offline_texts(cfg.harvest.get("sources", HarvestSpec.sources), "heldout")
             t = time.perf_counter()
-            res = splice.evaluate_many(loaded, {key: sae for _, _, key, sae, *_ in trained}, heldout_texts, layer,
+            to_splice = {key: sae for _, _, key, sae, *_ in spliced}
+            if cfg.eval.get("splice_snapshots"):  # every snapshot too, on the same predictions
+                from .store import load_snapshots
+
+                for _, _, key, _, path, *_ in spliced:
+                    to_splice |= {f"{key}@{step}": snap for step, _, snap in load_snapshots(path)}
+            res = splice.evaluate_many(loaded, to_splice, heldout_texts, layer,
                                        context_length=cfg.harvest.get("context_length", 128),
                                        max_tokens=cfg.eval["splice_tokens"])
-            share = (time.perf_counter() - t) / len(trained)
+            share = (time.perf_counter() - t) / len(spliced)
         for stage, p, key, sae, path, rec, wall in trained:
-            if cfg.eval["splice_tokens"]:
+            if any(t[2] == key for t in spliced):
                 rec["splice"] = {k: v for k, v in res[key].to_dict().items() if k not in ("layer",)}
+                for snap in rec.get("snapshots", []):
+                    if f"{key}@{snap['step']}" in res:
+                        snap["splice"] = {k: v for k, v in res[f"{key}@{snap['step']}"].to_dict().items() if k not in ("layer",)}
                 wall += share
             record = {
                 "schema": SCHEMA, "key": key, "sweep": cfg.name, "stage": stage, **dataclasses.asdict(p),
-                "model": cfg.model, "harvest": dataclasses.asdict(cfg.harvest_spec(p.layer)) | {"dir": str(ctx.acts_dir)},
-                "batch_size": cfg.batch_size, "eval_settings": cfg.eval, **rec,
-                "provenance": {"sae_dir": str(path), "sae_key": path.name.rsplit("-", 1)[-1], "package_version": __version__,
+                "model": cfg.model, "harvest": dataclasses.asdict(cfg.harvest_spec(p.layer)) | {"dir": _rel(ctx.acts_dir, runs_root)},
+                "batch_size": p.batch_size or cfg.batch_size, "eval_settings": cfg.eval, **rec,
+                "provenance": {"sae_dir": _rel(path, runs_root), "sae_key": path.name.rsplit("-", 1)[-1], "package_version": __version__,
                                "git_commit": _git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                                "machine": platform.machine(), "wall_s": wall,
                                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
@@ -402,8 +484,10 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
             summary["ran"].append(key)
             times.append((p, wall))
             _log(f"recorded {p.label()}: FVU {rec['heldout']['fvu']:.4f}, wall {wall / 60:.1f} min")
-        done_keys = {key for _, _, key, *_ in trained}
-        left = [r for r in left if r[2] not in done_keys]
+        for claim in claims:
+            claim.release()
+        claims.clear()
+        left = [r for r in left if r not in block]  # recorded here, or by the worker that claimed it
         write_status("idle" if not left else "next block", left)
     write_status("finished", [])
     return summary

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .store import HarvestSpec, content_key
 
-__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "Point", "Stage", "SweepConfig", "load_config"]
+__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "OPTIONAL_EVAL", "Point", "Stage", "SweepConfig", "load_config"]
 
 SCHEMA = "abstopk_mini.sweep/1"  # written into every record and hash key: a format id, not a module path
 CONCEPTS = ("family", "opposite", "sentiment")
@@ -30,7 +30,16 @@ VARIANTS = {
     "bdec_mean_frozen": None,
 }
 _AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
-         "variants": "variant", "train_tokens": "train_tokens"}
+         "variants": "variant", "train_tokens": "train_tokens", "batch_sizes": "batch_size"}
+#: Point fields added after the first records were written: left out of a point's key at these
+#: defaults, so the records of older configs keep their keys
+_NEW_POINT_FIELDS = {"batch_size": None, "snapshot_steps": ()}
+#: optional eval settings (absent: not measured, and not part of any key):
+#: test_ks — k values at which a top-k SAE's final weights are re-encoded at test time (FVU per k);
+#: inference_batch — batch-level SAEs are also evaluated selecting the top k·B over blocks of B tokens;
+#: splice_snapshots — loss recovered for every snapshot too (not only the final SAE);
+#: splice_stages — the stages whose SAEs get loss recovered (absent: all; it costs a forward per SAE)
+OPTIONAL_EVAL = ("test_ks", "inference_batch", "splice_snapshots", "splice_stages")
 
 
 @dataclass(frozen=True)
@@ -44,11 +53,24 @@ class Point:
     seed: int = 0
     variant: str = "default"
     train_tokens: int = 1_200_000
+    batch_size: int | None = None  # None: the config's batch_size
+    snapshot_steps: tuple[int, ...] = ()  # steps at which the SAE is saved and evaluated along the way
 
     def label(self) -> str:
         v = "" if self.variant == "default" else f" {self.variant}"
+        b = "" if self.batch_size is None else f" batch={self.batch_size}"
         return (f"L{self.layer} {self.activation} d_sae={self.d_sae} k={self.k} seed={self.seed} "
-                f"tokens={self.train_tokens:,}{v}")
+                f"tokens={self.train_tokens:,}{b}{v}")
+
+    def identity(self) -> dict:
+        """The fields that name this point in its record key (new fields only when set)."""
+        d = dataclasses.asdict(self)
+        for name, default in _NEW_POINT_FIELDS.items():
+            if d[name] == default or d[name] == list(default or []):
+                del d[name]
+        if "snapshot_steps" in d:
+            d["snapshot_steps"] = list(d["snapshot_steps"])
+        return d
 
 
 @dataclass
@@ -63,13 +85,18 @@ class Stage:
     seeds: tuple[int, ...] = (0,)
     variants: tuple[str, ...] = ("default",)
     train_tokens: tuple[int, ...] = (1_200_000,)
+    batch_sizes: tuple[int | None, ...] = (None,)  # None: the config's batch_size
+    snapshot_steps: tuple[int, ...] = ()  # the same for every point of the stage (those < its step count)
 
     def points(self) -> list[Point]:
         out = []
-        for seed, tokens, variant, k, layer, width, act in itertools.product(
-                self.seeds, self.train_tokens, self.variants, self.ks, self.layers, self.widths, self.activations):
+        for seed, tokens, batch, variant, k, layer, width, act in itertools.product(
+                self.seeds, self.train_tokens, self.batch_sizes, self.variants, self.ks, self.layers, self.widths,
+                self.activations):
             if k <= width:
-                out.append(Point(layer, width, k, act, seed, variant, tokens))
+                n_steps = tokens // batch if batch else None
+                snaps = tuple(s for s in self.snapshot_steps if n_steps is None or s < n_steps)
+                out.append(Point(layer, width, k, act, seed, variant, tokens, batch, snaps))
         return out
 
 
@@ -120,7 +147,7 @@ class SweepConfig:
 
     def point_key(self, p: Point) -> str:
         """Hash of everything that determines the record of ``p``."""
-        return content_key({"schema": SCHEMA, "point": dataclasses.asdict(p), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
+        return content_key({"schema": SCHEMA, "point": p.identity(), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
                             "batch_size": self.batch_size, "eval": self.eval})
 
 
@@ -143,7 +170,7 @@ def _check_stage(i: int, raw: dict) -> Stage:
     where = f"stages[{i}]"
     if not isinstance(raw, dict):
         _fail(where, raw, "each stage must be an object with name, layers, widths, ks, ...")
-    allowed = {"name"} | set(_AXES)
+    allowed = {"name", "snapshot_steps"} | set(_AXES)
     unknown = sorted(set(raw) - allowed)
     if unknown:
         _fail(f"{where} key {unknown[0]!r}", raw[unknown[0]], f"unknown key; a stage takes {sorted(allowed)}")
@@ -158,6 +185,10 @@ def _check_stage(i: int, raw: dict) -> Stage:
         kw["seeds"] = _int_list(f"{where}.seeds", raw["seeds"], minimum=0)
     if "train_tokens" in raw:
         kw["train_tokens"] = _int_list(f"{where}.train_tokens", raw["train_tokens"])
+    if "batch_sizes" in raw:
+        kw["batch_sizes"] = _int_list(f"{where}.batch_sizes", raw["batch_sizes"])
+    if "snapshot_steps" in raw:
+        kw["snapshot_steps"] = tuple(sorted(set(_int_list(f"{where}.snapshot_steps", raw["snapshot_steps"]))))
     for name, choices in (("activations", SPECS), ("variants", VARIANTS)):
         if name in raw:
             values = raw[name]
@@ -208,9 +239,15 @@ def load_config(source) -> SweepConfig:
         if key in harvest:
             harvest[key] = tuple(harvest[key])
     ev = dict(defaults.eval) | dict(raw.get("eval", {}))
-    bad = sorted(set(ev) - set(defaults.eval))
+    bad = sorted(set(ev) - set(defaults.eval) - set(OPTIONAL_EVAL))
     if bad:
-        _fail(f"eval key {bad[0]!r}", ev[bad[0]], f"unknown; eval takes {sorted(defaults.eval)}")
+        _fail(f"eval key {bad[0]!r}", ev[bad[0]], f"unknown; eval takes {sorted(defaults.eval) + list(OPTIONAL_EVAL)}")
+    if "test_ks" in ev:
+        ev["test_ks"] = _int_list("eval.test_ks", ev["test_ks"])
+    if "splice_snapshots" in ev and not isinstance(ev["splice_snapshots"], bool):
+        _fail("eval.splice_snapshots", ev["splice_snapshots"], "must be true or false")
+    if "inference_batch" in ev:
+        _int_list("eval.inference_batch", [ev["inference_batch"]])
     _int_list("eval.heldout_tokens", [ev["heldout_tokens"]])
     _int_list("eval.splice_tokens", [ev["splice_tokens"]], minimum=0)
     _int_list("eval.pair_seed", [ev["pair_seed"]], minimum=0)
@@ -221,8 +258,13 @@ def load_config(source) -> SweepConfig:
     for key in ("batch_size", "block_size"):
         if key in raw:
             _int_list(key, [raw[key]])
+    stages = [_check_stage(i, s) for i, s in enumerate(raw["stages"])]
+    if "splice_stages" in ev:
+        names = [st.name for st in stages]
+        if not isinstance(ev["splice_stages"], list) or any(v not in names for v in ev["splice_stages"]):
+            _fail("eval.splice_stages", ev["splice_stages"], f"must be a list of stage names from {names}")
     cfg = SweepConfig(name=str(raw["name"]), results=str(raw["results"]),
-                      stages=[_check_stage(i, s) for i, s in enumerate(raw["stages"])],
+                      stages=stages,
                       model=str(raw.get("model", defaults.model)), harvest=harvest, eval=ev,
                       batch_size=raw.get("batch_size", defaults.batch_size),
                       block_size=raw.get("block_size", defaults.block_size), base_dir=base)

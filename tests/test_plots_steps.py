@@ -1,0 +1,56 @@
+"""Chapter 10's tables and figures from records (abstopk_mini.chapters.plots_steps)."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from abstopk_mini.chapters import plots_steps as pst
+from abstopk_mini.chapters import style
+
+
+def record(act, seed, batch, snaps, final_step, final_fvu, kl=0.5):
+    return {"activation": act, "seed": seed, "batch_size": batch, "stage": "s", "k": 32,
+            "harvest": {"n_tokens": 1000}, "train": {"n_steps": final_step, "n_tokens": final_step * batch},
+            "heldout": {"fvu": final_fvu}, "splice": {"kl_sae": kl, "loss_recovered_zero": 0.9},
+            "snapshots": [{"step": s, "tokens": s * batch, "heldout": {"fvu": v}} for s, v in snaps],
+            "test_k": {"8": 0.3, "32": final_fvu, "128": 0.02}}
+
+
+RECS = [
+    record("topk", 0, 128, [(3125, 0.080), (9375, 0.050)], 10937, 0.045),
+    record("abstopk", 0, 128, [(3125, 0.090), (9375, 0.052)], 10937, 0.0468),
+    record("topk", 0, 4096, [], 293, 0.100),
+    record("abstopk", 0, 4096, [], 293, 0.110),
+]
+
+
+def test_gaps_pair_runs_at_the_same_step_batch_and_seed():
+    gaps = pst.pair_gaps(RECS)
+    assert [(g["batch"], g["step"], g["final"]) for g in gaps] == [
+        (128, 3125, False), (128, 9375, False), (128, 10937, True), (4096, 293, True)]
+    assert gaps[0]["gap"] == pytest.approx(0.090 / 0.080 - 1, rel=1e-12)
+    assert pst.gap_summary(RECS) == {128: [4.0], 4096: [10.0]}
+
+
+def test_protocol_compares_abstopk_with_topk_stopped_three_times_earlier():
+    (row,) = pst.protocol_rows(RECS)
+    assert row["AbsTopK steps"] == 9375 and row["FVU TopK, steps/3"] == 0.080
+    assert row["gap % 1:3"] == pytest.approx(100 * (0.052 / 0.080 - 1), rel=1e-12)
+    assert row["gap % equal"] == pytest.approx(100 * (0.052 / 0.050 - 1), rel=1e-12)
+
+
+def test_final_table_and_test_k_rows():
+    t = pst.final_table(RECS)
+    assert [r["batch"] for r in t.rows] == [4096, 128]
+    assert t.rows[1]["gap %"] == pytest.approx(100 * (0.0468 / 0.045 - 1), rel=1e-12)
+    assert "+4.0" in repr(t)
+    ks = pst.test_k_rows(RECS)
+    assert [r["test k"] for r in ks[:3]] == [8, 32, 128]
+
+
+@pytest.mark.parametrize("make", [pst.steps_figure, pst.test_k_figure])
+def test_figures_fit_the_page(make):
+    png = make(RECS)._repr_png_()
+    w, _ = Image.open(io.BytesIO(png)).size
+    assert w <= style.MAX_PX
