@@ -1,4 +1,4 @@
-"""Language models: registry and loading, the truncated forward, corpus, harvest, shards, splicing, steering, activation statistics.
+"""Language models: registry and loading, the truncated forward, corpus, harvest, shards, splicing, steering and its controls, activation statistics.
 
 Submodules load on first use, like the top-level package's."""
 

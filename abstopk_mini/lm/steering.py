@@ -22,9 +22,10 @@ adding :math:`c\,v` moves :math:`x` by :math:`|c|\,\|d_i\|` — the length of th
 
 The effect is measured by the log-odds of female vs male next tokens,
 :math:`\log p(\text{she}) - \log p(\text{he})` and so on over :data:`DEFAULT_PAIRS`, averaged
-over pairs and the neutral :data:`DEFAULT_PROMPTS` (:func:`logit_diff_curve`). Each word is one
-token with a leading space (``" she"``); pairs where either word is not a single token are
-skipped and listed in the result.
+over pairs and the neutral :data:`DEFAULT_PROMPTS` (:func:`logit_diff_curve`; per prompt and
+pair: :func:`prompt_log_odds`; controls at matched norm: :mod:`abstopk_mini.lm.steering_controls`).
+Each word is one token with a leading space (``" she"``); pairs where either word is not a single
+token are skipped and listed in the result.
 
     curve = am.steering.logit_diff_curve(loaded, lambda c: am.steering.clamp_latent(sae, 123, c),
                                          values=[-20, -10, 0, 10, 20])
@@ -49,7 +50,8 @@ from .splice import splice_residual
 
 __all__ = [
     "DEFAULT_PROMPTS", "DEFAULT_PAIRS", "Intervention", "check_latent", "clamp_latent", "add_direction",
-    "decoder_direction", "match_norm", "token_pairs", "CurveResult", "logit_diff_curve", "generate_with",
+    "decoder_direction", "match_norm", "token_pairs", "CurveResult", "prompt_log_odds", "logit_diff_curve",
+    "generate_with",
 ]
 
 #: neutral prompts whose next token is often a pronoun or a person noun
@@ -238,6 +240,51 @@ def _prompt_log_odds(loaded: LoadedModel, seqs, fem: torch.Tensor, male: torch.T
     return (logits[:, fem.to(device)] - logits[:, male.to(device)]).cpu()
 
 
+def _prepare(loaded: LoadedModel, prompts: Sequence[str], pairs: Sequence[tuple[str, str]]):
+    """Token ids of the prompts (BOS first) and of the usable pairs: (seqs, fem [K], male [K], used, skipped)."""
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be a list of strings; got {prompts!r:.80}")
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty; pass at least one prompt, e.g. steering.DEFAULT_PROMPTS")
+    used, skipped = token_pairs(loaded.tokenizer, pairs)
+    if not used:
+        raise ValueError(f"no pair of {list(pairs)} is made of single tokens ({skipped}); pass pairs of "
+                         "words that the tokenizer keeps whole (with a leading space)")
+    seqs = encode(loaded.tokenizer, list(prompts), 10**9, prepend_bos=True)
+    fem = torch.tensor([u[2] for u in used])
+    male = torch.tensor([u[3] for u in used])
+    return seqs, fem, male, used, skipped
+
+
+def _check_intervention(intervention, where: str) -> Intervention:
+    if not isinstance(intervention, Intervention):
+        raise TypeError(f"{where} returned {type(intervention).__name__}; it must return an Intervention "
+                        "(clamp_latent / add_direction)")
+    return intervention
+
+
+def prompt_log_odds(model: LoadedModel, intervention: Intervention | None = None, *,
+                    prompts: Sequence[str] = DEFAULT_PROMPTS,
+                    pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS) -> torch.Tensor:
+    """log p(female_k) − log p(male_k) of the next token after each prompt, with ``intervention``
+    attached (None: the plain model); the per-prompt, per-pair numbers :func:`logit_diff_curve` averages.
+
+    One right-padded batch, BOS in front of every prompt. The columns are the pairs
+    ``token_pairs(tokenizer, pairs)[0]`` keeps, in order (pairs of words that are not single tokens
+    are dropped; if none is left, ValueError).
+
+    shape: -> [P, K] float64 (computed from float32 logits)
+    """
+    loaded = require_loaded(model)
+    if intervention is not None and not isinstance(intervention, Intervention):
+        raise TypeError(f"intervention must be an Intervention (clamp_latent / add_direction) or None; "
+                        f"got {type(intervention).__name__}")
+    seqs, fem, male, _, _ = _prepare(loaded, prompts, pairs)
+    context = intervention.attach(loaded) if intervention is not None else contextlib.nullcontext()
+    with context:
+        return _prompt_log_odds(loaded, seqs, fem, male).double()
+
+
 def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], values: Sequence[float], *,
                      prompts: Sequence[str] = DEFAULT_PROMPTS,
                      pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS) -> CurveResult:
@@ -246,6 +293,7 @@ def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], 
 
     Prompts get BOS in front and are run as one right-padded batch per value. Pairs whose words
     are not single tokens are skipped and listed in ``result.skipped``; if none is left, ValueError.
+    The per-prompt, per-pair numbers of one intervention: :func:`prompt_log_odds`.
     """
     loaded = require_loaded(model)
     if not callable(make):
@@ -253,20 +301,11 @@ def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], 
     values = [_finite(v, "each of values") for v in values]
     if not values:
         raise ValueError("values is empty; pass the steering values, e.g. [-10, -5, 0, 5, 10]")
-    used, skipped = token_pairs(loaded.tokenizer, pairs)
-    if not used:
-        raise ValueError(f"no pair of {list(pairs)} is made of single tokens ({skipped}); pass pairs of "
-                         "words that the tokenizer keeps whole (with a leading space)")
-    seqs = encode(loaded.tokenizer, list(prompts), 10**9, prepend_bos=True)
-    fem = torch.tensor([u[2] for u in used])
-    male = torch.tensor([u[3] for u in used])
+    seqs, fem, male, used, skipped = _prepare(loaded, prompts, pairs)
     baseline = _prompt_log_odds(loaded, seqs, fem, male)  # [P, K]
     rows, labels = [], []
     for c in values:
-        intervention = make(c)
-        if not isinstance(intervention, Intervention):
-            raise TypeError(f"make({c}) returned {type(intervention).__name__}; it must return an Intervention "
-                            "(clamp_latent / add_direction)")
+        intervention = _check_intervention(make(c), f"make({c})")
         with intervention.attach(loaded):
             rows.append(_prompt_log_odds(loaded, seqs, fem, male))
         labels.append(intervention.label)
