@@ -212,8 +212,8 @@ class BatchTopK(nn.Module):
     average (momentum 0.99) of the smallest positive score kept in each training batch (Bussmann
     et al., 2024). Eval: keep score > threshold, row by row, so a token's code does not depend on
     its batch; before any training batch, a per-row top-k. The paper's code has no threshold and
-    selects over the batch at inference too; to replay that, call ``act.train()`` (which also
-    moves the threshold).
+    selects over the batch at inference too; :meth:`forward_batch` replays that in any mode
+    without moving the threshold (``evaluate_sae(..., inference="batch")`` uses it).
     """
 
     name = "batchtopk"
@@ -251,6 +251,18 @@ class BatchTopK(nn.Module):
             else:
                 keep = score > self.threshold
             return keep.reshape(-1).nonzero().squeeze(1)
+        idx, kept_all = self._top_of_batch(score, sync)
+        if kept_all.numel():
+            smallest = kept_all.min().to(self.threshold.dtype)
+            if self.threshold < 0:
+                self.threshold.copy_(smallest)
+            else:
+                self.threshold.mul_(self.momentum).add_((1 - self.momentum) * smallest)
+        return idx
+
+    def _top_of_batch(self, score: torch.Tensor, sync=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch-level selection of :meth:`keep` (training mode), without touching ``threshold``:
+        (flat indices kept [N], the positive scores kept across all ranks [M]).  shape: score [B, d_sae]"""
         flat = score.reshape(-1)
         world = sync.world_size if sync is not None else 1
         n_keep = min(self.k * score.shape[0] * world, flat.numel() * world)
@@ -262,19 +274,29 @@ class BatchTopK(nn.Module):
         else:
             kept = vals > 0
             kept_all = vals[kept]
-        if kept_all.numel():
-            smallest = kept_all.min().to(self.threshold.dtype)
-            if self.threshold < 0:
-                self.threshold.copy_(smallest)
-            else:
-                self.threshold.mul_(self.momentum).add_((1 - self.momentum) * smallest)
-        return idx[kept]
+        return idx[kept], kept_all
+
+    @torch.no_grad()
+    def keep_batch(self, u: torch.Tensor) -> torch.Tensor:
+        """The training-mode selection in any mode, leaving ``threshold`` as it is: the k·B largest
+        positive scores of the B rows of ``u`` (the paper's code selects so at inference too).
+
+        shape: u [..., d_sae] -> long [N], flat indices as :meth:`keep`
+        """
+        return self._top_of_batch(self.score(u).reshape(-1, u.shape[-1]))[0]
+
+    def _code(self, u: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        src = (u if self.signed else torch.relu(u)).reshape(-1)
+        return torch.zeros_like(src).scatter(0, idx, src.gather(0, idx)).reshape(u.shape)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """shape: u [..., d_sae] -> z [..., d_sae]; in training the k·B budget is shared by all rows"""
-        idx = self.keep(u)
-        src = (u if self.signed else torch.relu(u)).reshape(-1)
-        return torch.zeros_like(src).scatter(0, idx, src.gather(0, idx)).reshape(u.shape)
+        return self._code(u, self.keep(u))
+
+    def forward_batch(self, u: torch.Tensor) -> torch.Tensor:
+        """z with the k·B budget shared by the B rows of ``u`` whatever the mode (:meth:`keep_batch`);
+        ``threshold`` is not moved.  shape: u [..., d_sae] -> z [..., d_sae]"""
+        return self._code(u, self.keep_batch(u))
 
 
 class BatchAbsTopK(BatchTopK):

@@ -44,7 +44,8 @@ bfloat16 by default (``--torch_dtype``); its AuxK regresses the *non-detached* r
 :math:`\min(n_\text{dead}/k_\text{aux}, 1)` factor and averages over B·d_in rather than summing
 over d_in (a constant factor d_in on every term, which Adam ignores up to eps); it clips the
 gradient norm at 1e5 (never active); and its batch variants select over the batch at inference
-too, where ours switch to a threshold (:class:`~abstopk_mini.nonlinearities.BatchTopK`).
+too, where ours switch to a threshold (:class:`~abstopk_mini.nonlinearities.BatchTopK`) —
+``evaluate_sae(sae, x, inference="batch", eval_batch_size=128)`` measures the paper's way.
 """
 
 from __future__ import annotations

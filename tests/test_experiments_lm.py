@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,26 @@ def test_clamp_latents_is_the_sum_of_single_clamps_read_from_the_same_x():
         ex.clamp_latents(sae, {})
     with pytest.raises(ValueError, match="latent must be an int"):
         ex.clamp_latents(sae, {32: 1.0})
+
+
+def test_clamp_latents_on_a_standardising_sae_is_the_sum_of_single_clamps():
+    """x' = x + Σ_i (c_i − z_i(x)) σ(x) W_dec[i]/s, σ the token's unbiased std (numpy reference, float64)."""
+    sae = am.SAE(am.SAEConfig(d_in=16, d_sae=32, activation="abstopk", k=4, device="cpu", dtype="float64", seed=0,
+                              hook_layer=0, input_scale=0.5, input_unit_norm=True)).eval()
+    x = X.double() * torch.linspace(0.5, 3.0, len(X), dtype=torch.float64)[:, None] + 1.0  # σ differs per token
+    with torch.no_grad():
+        z = sae.encode(x).numpy()
+    sd = x.numpy().std(1, ddof=1, keepdims=True)
+    W = sae.W_dec.detach().numpy() / 0.5
+    two = ex.clamp_latents(sae, {5: 2.0, 9: -1.5})(x).numpy()
+    expected = x.numpy() + sd * ((2.0 - z[:, 5:6]) * W[5] + (-1.5 - z[:, 9:10]) * W[9])
+    np.testing.assert_allclose(two, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ex.clamp_latents(sae, {5: 2.0})(x), St.clamp_latent(sae, 5, 2.0)(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="x=None"):
+        ex.dim_method(torch.ones(16), sae, 3, 1.0)
+    u = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    delta = ex.dim_method(u, sae, 3, 1.0, x=x)(2.0)(x) - x
+    assert float(delta[0].norm()) == pytest.approx(2.0 * sd.mean() * np.linalg.norm(W[3]), rel=1e-6)  # v in float32
 
 
 def test_steering_methods_move_x_as_documented():

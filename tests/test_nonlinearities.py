@@ -256,6 +256,18 @@ def test_batch_forward_is_its_keep(cls, training):
     assert act.threshold.item() == twin.threshold.item()
 
 
+@pytest.mark.parametrize("cls", [nl.BatchTopK, nl.BatchAbsTopK])
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_batch_is_the_training_selection_without_moving_the_threshold(cls, training):
+    """forward_batch in either mode = a training-mode forward of a twin, and the threshold stays."""
+    act, twin = cls(3).double().train(training), cls(3).double().train()
+    act.threshold.fill_(0.7)
+    u = randn(2, 5, 12, seed=9)
+    assert torch.equal(act.forward_batch(u), twin(u))
+    assert act.threshold.item() == 0.7 and act.training == training
+    assert twin.threshold.item() != 0.7  # the twin's training forward did move its threshold
+
+
 # ----------------------------------------------------------------------------- specs
 def _module(s, d_sae=32, k=4):
     """A fresh module of spec ``s`` (through make_activation, as the SAE builds it)."""

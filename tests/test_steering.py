@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,94 @@ def test_match_norm():
     assert torch.nn.functional.cosine_similarity(u, v, dim=0).item() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="zero or non-finite norm"):
         St.match_norm(torch.zeros(16), sae, 3)
+
+
+# --------------------------------------------------------------------------- standardising SAEs
+# Reference by hand in numpy float64 (SAE in float64): x~ = (x − μ)/(σ + ε) with σ the unbiased std,
+# u = (s x~ − b_dec) W_enc, z = the k largest |u|; tolerance 1e-12 relative (a few O(d) reductions).
+def _standardising_sae(d_in: int, seed: int = 0, dtype: str = "float64"):
+    sae = am.SAE(am.SAEConfig(d_in=d_in, d_sae=64, activation="abstopk", k=8, device="cpu", seed=seed, dtype=dtype,
+                              hook_layer=0, input_scale=1.3, input_unit_norm=True, use_b_enc=False))
+    with torch.no_grad():
+        sae.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed + 1))
+    return sae
+
+
+def _tokens(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """Rows with their own offset and spread, so σ(x) differs from token to token."""
+    g = torch.Generator().manual_seed(seed)
+    return (0.5 + 4 * torch.rand(n, 1, generator=g, dtype=torch.float64)) * torch.randn(n, d, generator=g, dtype=torch.float64) \
+        + torch.randn(n, 1, generator=g, dtype=torch.float64)
+
+
+def _by_hand(sae, X: np.ndarray):
+    """(μ, σ, z) of the rows X by hand.  shape: X [n, d] -> [n, 1], [n, 1], [n, d_sae]"""
+    mu, sd = X.mean(1, keepdims=True), X.std(1, ddof=1, keepdims=True)
+    s = sae.cfg.input_scale
+    U = (s * (X - mu) / (sd + 1e-5) - sae.b_dec.detach().numpy()) @ sae.W_enc.detach().numpy()
+    Z = np.zeros_like(U)
+    for r, row in enumerate(U):
+        top = np.argsort(-np.abs(row))[:sae.cfg.k]
+        Z[r, top] = row[top]
+    return mu, sd, Z
+
+
+def test_clamp_on_a_standardising_sae_moves_each_token_by_its_own_sigma():
+    sae = _standardising_sae(16)
+    x = _tokens(60, 16)
+    X = x.numpy()
+    mu, sd, Z = _by_hand(sae, X)
+    latent = int((Z != 0).sum(0).argmax())
+    assert 0 < (Z[:, latent] != 0).sum() < len(X)
+    s, Wd, bd = sae.cfg.input_scale, sae.W_dec.detach().numpy(), sae.b_dec.detach().numpy()
+    decode = lambda Z: sd * (Z @ Wd + bd) / s + mu  # noqa: E731  the SAE's map back to the raw space
+    for c in (-3.0, 0.0, 2.5):
+        got = St.clamp_latent(sae, latent, c)(x).numpy()
+        np.testing.assert_allclose(got, X + (c - Z[:, [latent]]) * sd * Wd[latent] / s, rtol=1e-12, atol=1e-11)
+        # the move is exactly the change of the SAE's reconstruction when z_i is set to c in the code space
+        Zc = Z.copy()
+        Zc[:, latent] = c
+        np.testing.assert_allclose(got - X, decode(Zc) - decode(Z), rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(St.decoder_direction(sae, latent, x).numpy(), sd * Wd[latent] / s, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(St.mean_decoder_direction(sae, latent, x).numpy(), sd.mean() * Wd[latent] / s,
+                               rtol=1e-12, atol=0)
+    u = torch.randn(16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    v = St.match_norm(u, sae, latent, x)
+    assert v.norm().item() == pytest.approx(sd.mean() * np.linalg.norm(Wd[latent]) / s, rel=1e-12)
+    assert torch.nn.functional.cosine_similarity(u, v, dim=0).item() == pytest.approx(1.0, abs=1e-12)
+    for call in (lambda: St.decoder_direction(sae, latent), lambda: St.mean_decoder_direction(sae, latent),
+                 lambda: St.match_norm(u, sae, latent)):
+        with pytest.raises(ValueError, match=r"x=None.*input_unit_norm=True.*Pass x="):
+            call()
+    with pytest.raises(ValueError, match=r"x must be a non-empty tensor of activation rows \[\.\.\., d_in=16\]"):
+        St.decoder_direction(sae, latent, torch.zeros(3, 15))
+
+
+def test_decoder_direction_with_rows_on_an_ordinary_sae_is_d_i_at_every_row():
+    sae = _sae(16, 0)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(4))
+    d_i = St.decoder_direction(sae, 3)
+    assert torch.equal(d_i, sae.W_dec[3].detach() / sae.cfg.input_scale)
+    assert torch.equal(St.decoder_direction(sae, 3, x), d_i.expand(2, 5, 16))
+    assert torch.equal(St.mean_decoder_direction(sae, 3, x), d_i) and torch.equal(St.mean_decoder_direction(sae, 3), d_i)
+    assert torch.equal(St.match_norm(x[0, 0], sae, 3, x), St.match_norm(x[0, 0], sae, 3))
+
+
+def test_clamp_with_a_standardising_sae_inside_the_model(tiny_gpt2):
+    """float32 residual, float64 SAE: x' = x + (c − z_i(x)) σ(x) W_dec[i]/s at the non-BOS positions."""
+    loaded = tiny_gpt2
+    sae = _standardising_sae(loaded.info.d_model, seed=1)
+    ids, mask = _batch(loaded, TEXTS)
+    x = H.residual_stream(loaded, ids, 0, mask)
+    latent, c = 5, -7.0
+    with St.clamp_latent(sae, latent, c).attach(loaded):
+        x_new = H.residual_stream(loaded, ids, 0, mask)
+    edit = mask.bool() & (ids != loaded.info.bos_token_id)
+    X = x[edit].double().numpy()
+    _, sd, Z = _by_hand(sae, X)
+    ref = X + (c - Z[:, [latent]]) * sd * sae.W_dec[latent].detach().numpy() / sae.cfg.input_scale
+    np.testing.assert_allclose(x_new[edit].numpy(), ref, rtol=1e-5, atol=1e-5)  # the result is cast to float32
+    assert torch.equal(x_new[~edit], x[~edit])
 
 
 # --------------------------------------------------------------------------- the curve

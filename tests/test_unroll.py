@@ -128,6 +128,48 @@ def test_unrolled_step_sizes_learn_and_untied_weights_count():
     assert tied.step_sizes.grad is not None and tied.step_sizes.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_unrolled_sae_standardises_each_token_like_the_sae(tied):
+    """With input_unit_norm (and no b_enc) the steps run on x_in = s(x − μ)/(σ + ε), and forward maps back
+    with σ·(z W_dec + b_dec)/s + μ: a numpy float64 reference, 1e-12 relative."""
+    import numpy as np
+
+    d, P, k, s, T = 16, 40, 4, 1.3, 3
+    cfg = am.SAEConfig(d_in=d, d_sae=P, activation="abstopk", k=k, device="cpu", dtype="float64", input_scale=s,
+                       input_unit_norm=True, use_b_enc=False)
+    base = am.SAE(cfg)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        base.b_dec.copy_(0.3 * torch.randn(d, generator=g, dtype=torch.float64))
+        base.W_enc.mul_(0.5)
+    un = UnrolledSAE.from_sae(base, n_steps=T, tied=tied)
+    with torch.no_grad():
+        un.step_sizes.copy_(torch.tensor([0.5, 0.8], dtype=torch.float64))
+    x = (1 + 3 * torch.rand(12, 1, generator=g, dtype=torch.float64)) * torch.randn(12, d, generator=g, dtype=torch.float64) + 2
+    X = x.numpy()
+    mu, sd = X.mean(1, keepdims=True), X.std(1, ddof=1, keepdims=True)
+    W, Wd, bd = un.W_enc.detach().numpy(), un.W_dec.detach().numpy(), un.b_dec.detach().numpy()
+    centred = s * (X - mu) / (sd + 1e-5) - bd
+
+    def abstopk(U):
+        Z = np.zeros_like(U)
+        for r, row in enumerate(U):
+            top = np.argsort(-np.abs(row))[:k]
+            Z[r, top] = row[top]
+        return Z
+
+    Z = abstopk(centred @ W)
+    for step in (0.5, 0.8):
+        Z = abstopk(Z + step * (centred - Z @ Wd) @ W)
+    np.testing.assert_allclose(un.encode(x).detach().numpy(), Z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(un(x).detach().numpy(), sd * (Z @ Wd + bd) / s + mu, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(un.forward_train(x).x_in.detach().numpy(), centred + bd, rtol=1e-12, atol=1e-12)
+    assert torch.equal(UnrolledSAE.from_sae(base, n_steps=1).encode(x), base.encode(x))
+    names = [n for n, _ in un.named_parameters()]
+    assert not any("b_enc" in n for n in names) and "b_enc" in dict(un.named_buffers())
+    assert (un.W_enc_steps is None) == tied
+
+
 def test_unrolled_sae_trains_with_train_sae():
     x, _, _ = am.toy.bidirectional_data(4000, d=16, P=16, n_active=2, seed=0)
     cfg = am.SAEConfig(d_in=16, d_sae=16, activation="abstopk", k=2, device="cpu")

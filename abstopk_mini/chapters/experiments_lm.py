@@ -101,8 +101,10 @@ def latent_scale(sae: SAE, latent: int, x: torch.Tensor, quantile: float = 0.9, 
 
 
 def clamp_latents(sae: SAE, values: Mapping[int, float], layer: int | None = None) -> steering.Intervention:
-    r"""Clamp several latents at once: :math:`x' = x + \sum_i (c_i - z_i(x))\, d_i`, every
-    :math:`z_i` read from the same unedited x (:func:`abstopk_mini.lm.steering.clamp_latent` for one)."""
+    r"""Clamp several latents at once: :math:`x' = x + \sum_i (c_i - z_i(x))\, d_i(x)`, every
+    :math:`z_i` read from the same unedited x (:func:`abstopk_mini.lm.steering.clamp_latent` for one;
+    :math:`d_i(x) = \sigma(x)\,W_{dec}[i]/s` for an SAE that standardises each token, else
+    :math:`W_{dec}[i]/s`)."""
     if not values:
         raise ValueError("values is empty; pass {latent: value}")
     for latent in values:
@@ -110,12 +112,16 @@ def clamp_latents(sae: SAE, values: Mapping[int, float], layer: int | None = Non
     layer = layer_of(sae, layer)
     idx = list(values)
     target = torch.tensor([float(values[i]) for i in idx])
-    D = torch.stack([steering.decoder_direction(sae, i) for i in idx])  # [m, d]
+    D = sae.W_dec[idx].detach() / sae.cfg.input_scale  # [m, d]: the rows d_i = W_dec[i] / s
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            z = sae.encode(x.to(D.device))[..., idx]  # [..., m]
+            x_sae = x.to(D.device)
+            z = sae.encode(x_sae)[..., idx]  # [..., m]
             delta = (target.to(z) - z) @ D
+            stats = sae.input_stats(x_sae)
+            if stats is not None:  # standardised: one unit of z_i moves the token by sigma(x) d_i
+                delta = delta * stats[1]
         return x + delta.to(device=x.device, dtype=x.dtype)
 
     label = ", ".join(f"latent {i} to {float(values[i]):g}" for i in idx)
@@ -136,11 +142,12 @@ def pair_clamp_method(sae: SAE, latent_a: int, latent_b: int, q_a: float, q_b: f
     return lambda m: clamp_latents(sae, {latent_a: max(m, 0.0) * q_a, latent_b: max(-m, 0.0) * q_b})
 
 
-def dim_method(direction: torch.Tensor, sae: SAE, latent: int, q: float, layer: int | None = None
-               ) -> Callable[[float], steering.Intervention]:
+def dim_method(direction: torch.Tensor, sae: SAE, latent: int, q: float, layer: int | None = None,
+               x: torch.Tensor | None = None) -> Callable[[float], steering.Intervention]:
     """m -> add m·q·v, v = ``direction`` (side a − side b) at the norm of the latent's decoder
-    row (:func:`abstopk_mini.lm.steering.match_norm`): the move of clamping the latent from 0 to m·q."""
-    v = steering.match_norm(direction.float(), sae, latent)
+    row (:func:`abstopk_mini.lm.steering.match_norm`): the move of clamping the latent from 0 to m·q.
+    x: activation rows, needed when the SAE standardises each token (the norm is then the mean over x)."""
+    v = steering.match_norm(direction.float(), sae, latent, x)
     layer = layer_of(sae, layer)
     return lambda m: steering.add_direction(v, m * q, layer)
 

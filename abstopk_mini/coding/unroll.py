@@ -261,12 +261,15 @@ def sae_from_dictionary(D, activation: str, *, eta: float, lam: float | None = N
 class UnrolledSAE(SAE):
     r"""An SAE whose encoder runs ``n_steps`` proximal-gradient steps (LISTA-style; beyond the paper).
 
-    .. math::  z^1 = \sigma(u^0),\ u^0 = (s x - b_{dec})W_{enc} + b_{enc};\qquad
-               z^{t+1} = \sigma\big(z^t + s_t\,((s x - b_{dec}) - z^t W_{dec})\,W^{(t)}_{enc} + b^{(t)}_{enc}\big)
+    .. math::  z^1 = \sigma(u^0),\ u^0 = (x_{in} - b_{dec})W_{enc} + b_{enc};\qquad
+               z^{t+1} = \sigma\big(z^t + s_t\,((x_{in} - b_{dec}) - z^t W_{dec})\,W^{(t)}_{enc} + b^{(t)}_{enc}\big)
 
-    ``n_steps = 1`` is exactly :class:`~abstopk_mini.sae.SAE`. ``tied=True`` shares W_enc and
-    b_enc across steps; ``tied=False`` gives each step t ≥ 1 its own copy (initialised from the
-    first). ``step_sizes`` s_1..s_{T−1} start at 1 and are learned (``learn_steps``). Only the
+    with :math:`x_{in}` the SAE's input space (:meth:`~abstopk_mini.sae.SAE.to_sae_space`: s·x, or
+    s·(x − μ)/(σ + ε) per token with ``cfg.input_unit_norm``; ``decode`` and ``forward`` map back
+    to the raw space as the SAE does). ``n_steps = 1`` is exactly :class:`~abstopk_mini.sae.SAE`.
+    ``tied=True`` shares W_enc and b_enc across steps; ``tied=False`` gives each step t ≥ 1 its own
+    copy (initialised from the first; without ``cfg.use_b_enc`` every step's b_enc stays the zero
+    buffer). ``step_sizes`` s_1..s_{T−1} start at 1 and are learned (``learn_steps``). Only the
     per-row activations (relu, the JumpReLUs, topk, abstopk) are supported: a batch-level budget
     has no per-step meaning. Decodes, trains (``train_sae(cfg, x, sae=UnrolledSAE(...))``) and
     renormalises like an SAE; ``save`` writes the first-step weights only, so use
@@ -285,11 +288,11 @@ class UnrolledSAE(SAE):
         extra = n_steps - 1
         self.step_sizes = nn.Parameter(torch.ones(extra, dtype=self.W_enc.dtype, device=self.W_enc.device),
                                        requires_grad=learn_steps)
-        if tied or extra == 0:
-            self.W_enc_steps, self.b_enc_steps = None, None
-        else:
+        self.W_enc_steps, self.b_enc_steps = None, None
+        if not tied and extra > 0:
             self.W_enc_steps = nn.ParameterList([nn.Parameter(self.W_enc.detach().clone()) for _ in range(extra)])
-            self.b_enc_steps = nn.ParameterList([nn.Parameter(self.b_enc.detach().clone()) for _ in range(extra)])
+            if cfg.use_b_enc:  # else every step reads the zero buffer self.b_enc
+                self.b_enc_steps = nn.ParameterList([nn.Parameter(self.b_enc.detach().clone()) for _ in range(extra)])
 
     @classmethod
     def from_sae(cls, sae: SAE, n_steps: int = 2, tied: bool = True, learn_steps: bool = True) -> "UnrolledSAE":
@@ -300,19 +303,20 @@ class UnrolledSAE(SAE):
             for t in range(n_steps - 1):
                 if new.W_enc_steps is not None:
                     new.W_enc_steps[t].copy_(sae.W_enc)
+                if new.b_enc_steps is not None:
                     new.b_enc_steps[t].copy_(sae.b_enc)
         assert all(k.startswith(("step_sizes", "W_enc_steps", "b_enc_steps")) for k in missing), missing
         return new
 
     def _step_weights(self, t: int):
-        if self.W_enc_steps is None:
-            return self.W_enc, self.b_enc
-        return self.W_enc_steps[t], self.b_enc_steps[t]
+        W = self.W_enc if self.W_enc_steps is None else self.W_enc_steps[t]
+        b = self.b_enc if self.b_enc_steps is None else self.b_enc_steps[t]
+        return W, b
 
     def _encode_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x_in, last pre-activation, z).  shape: x [B, d_in] -> ([B, d_in], [B, d_sae], [B, d_sae])"""
+        """(x_in, last pre-activation, z).  shape: x [B, d_in] (raw) -> ([B, d_in], [B, d_sae], [B, d_sae])"""
         u = self.pre_acts(x)
-        x_in = x.to(self.W_enc.dtype) * self.cfg.input_scale
+        x_in = self.to_sae_space(x)
         z = self.act(u)
         centred = x_in - self.b_dec
         for t in range(self.n_steps - 1):

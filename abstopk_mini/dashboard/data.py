@@ -183,6 +183,8 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
         got = _gather(ds, sae, wanted, shown, batch_size)
     all_partner, all_cos = antipodes(sae.W_dec, shown)
     scale = sae.cfg.input_scale
+    # ±d_i = ±W_dec[i]/s; a standardising SAE (cfg.input_unit_norm) moves token x by σ(x)·d_i, the same
+    # direction at a token-dependent length, which the logit lens's final norm divides out (see .logits)
     effects = logit_effects(loaded, torch.cat([sae.W_dec[shown], -sae.W_dec[shown]]).detach().float().cpu() / scale)
     L = len(shown)
     col = {i: c for c, i in enumerate(shown)}

@@ -15,7 +15,9 @@ token embeddings in both), and softcap the final logit soft-capping where the mo
 removes what any residual stream gets, so :math:`\ell` is odd: :math:`\ell(-v) = -\ell(v)` up to
 rounding, and the tokens that :math:`-d_i` boosts are the tokens that :math:`+d_i` suppresses.
 Both norms divide by the vector's scale, so :math:`\ell(d_i)` does not depend on :math:`s`
-(up to the norm's epsilon).
+(up to the norm's epsilon) — nor on the token's :math:`\sigma(x)` by which an SAE that
+standardises each token (``cfg.input_unit_norm``) lengthens :math:`d_i` (see
+:func:`abstopk_mini.lm.steering.decoder_direction`).
 """
 
 from __future__ import annotations

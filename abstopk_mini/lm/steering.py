@@ -13,12 +13,21 @@ generation also every generated token):
   pick it) and :math:`d_i` its decoder row in raw activation units (:math:`s` =
   ``cfg.input_scale``). Clamping to the current value changes nothing. With a signed SAE
   (AbsTopK) :math:`c` may be negative, so one latent can push both ways along its axis.
+
+  An SAE that standardises each token (``cfg.input_unit_norm``) decodes to
+  :math:`\hat x = \sigma(x)(z W_{dec} + b_{dec})/s + \mu(x)`, so one unit of latent :math:`i`
+  moves the raw activation by :math:`d_i(x) = \sigma(x)\, W_{dec}[i]/s`, a length that depends on
+  the token (:math:`\sigma(x)` the token's standard deviation over d_in,
+  :func:`abstopk_mini.sae.standardize`). The clamp then sets the latent to :math:`c` in the code
+  space and moves each token by its own step, :math:`x' = x + (c - z_i(x))\, d_i(x)`.
 * **add** a direction :math:`v`: :math:`x' = x + c\, v` (Difference-in-Means steering).
 
 DiM at matched norm: for a comparison at value :math:`c`, the DiM direction is rescaled to the
 norm of the latent's decoder row, :math:`v = \|d_i\|\, u/\|u\|` (:func:`match_norm`), so that
 adding :math:`c\,v` moves :math:`x` by :math:`|c|\,\|d_i\|` — the length of the move
-:math:`c\, d_i` that setting the latent from 0 to :math:`c` makes.
+:math:`c\, d_i` that setting the latent from 0 to :math:`c` makes. For a standardising SAE that
+length varies with the token; :func:`match_norm` then uses its mean over given rows x,
+:math:`\|\bar d_i\| = \overline{\sigma(x)}\,\|W_{dec}[i]\|/s` (:func:`mean_decoder_direction`).
 
 The effect is measured by the log-odds of female vs male next tokens,
 :math:`\log p(\text{she}) - \log p(\text{he})` and so on over :data:`DEFAULT_PAIRS`, averaged
@@ -50,7 +59,8 @@ from .splice import splice_residual
 
 __all__ = [
     "DEFAULT_PROMPTS", "DEFAULT_PAIRS", "Intervention", "check_latent", "clamp_latent", "add_direction",
-    "decoder_direction", "match_norm", "token_pairs", "CurveResult", "prompt_log_odds", "logit_diff_curve",
+    "decoder_direction", "mean_decoder_direction", "match_norm", "token_pairs", "CurveResult", "prompt_log_odds",
+    "logit_diff_curve",
     "generate_with",
 ]
 
@@ -116,13 +126,48 @@ def check_latent(sae, latent: int) -> None:
         raise ValueError(f"latent must be an int in [0, d_sae={sae.cfg.d_sae}); got {latent!r}")
 
 
-def decoder_direction(sae, latent: int) -> torch.Tensor:
-    """d_i = W_dec[i] / input_scale: what one unit of latent i adds to the raw activation.
+def decoder_direction(sae, latent: int, x: torch.Tensor | None = None) -> torch.Tensor:
+    r"""What one unit of latent i adds to the raw activation, :math:`\partial\hat x/\partial z_i`.
 
-    shape: [d_in]
+    Ordinary SAE: :math:`d_i = W_{dec}[i]/s`, the same at every token; x is optional, and with x the
+    result is d_i at each of its rows. SAE with ``cfg.input_unit_norm``: :math:`d_i(x) = \sigma(x)\,
+    W_{dec}[i]/s` with :math:`\sigma(x)` the token's std (module docstring), so x is required.
+
+    shape: -> [d_in] without x; x [..., d_in] -> [..., d_in]
     """
     check_latent(sae, latent)
-    return (sae.W_dec[latent].detach() / sae.cfg.input_scale).clone()
+    d_i = sae.W_dec[latent].detach() / sae.cfg.input_scale
+    if x is None:
+        if sae.cfg.input_unit_norm:
+            raise ValueError(
+                "x=None, but this SAE standardises each token (cfg.input_unit_norm=True), so what latent "
+                f"{latent} adds depends on the token: d_i(x) = sigma(x) W_dec[i] / s. Pass x=the activation rows "
+                "[..., d_in] the edit applies to (or use mean_decoder_direction(sae, latent, x) for one vector)"
+            )
+        return d_i.clone()
+    _check_rows(sae, x)
+    x = x.to(device=d_i.device)
+    if not sae.cfg.input_unit_norm:
+        return d_i.expand(*x.shape[:-1], d_i.shape[0]).clone()
+    return sae.input_stats(x)[1] * d_i
+
+
+def mean_decoder_direction(sae, latent: int, x: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`\bar d_i`, the mean over the rows of x of :func:`decoder_direction`: d_i itself for an
+    ordinary SAE (x not needed), :math:`\overline{\sigma(x)}\,W_{dec}[i]/s` with ``cfg.input_unit_norm``
+    (every d_i(x) points the same way; only its length varies).  shape: x [..., d_in] -> [d_in]"""
+    if not sae.cfg.input_unit_norm or x is None:
+        return decoder_direction(sae, latent)  # with input_unit_norm and no x: the ValueError that names x
+    check_latent(sae, latent)
+    _check_rows(sae, x)
+    sigma = sae.input_stats(x.to(sae.W_dec.device))[1]
+    return sae.W_dec[latent].detach() / sae.cfg.input_scale * sigma.double().mean().to(sae.W_dec.dtype)
+
+
+def _check_rows(sae, x) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != sae.cfg.d_in or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty tensor of activation rows [..., d_in={sae.cfg.d_in}]; got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
 
 def _finite(value, name: str) -> float:
@@ -134,16 +179,20 @@ def _finite(value, name: str) -> float:
 
 
 def clamp_latent(sae, latent: int, value: float, layer: int | None = None) -> Intervention:
-    """x' = x + (value − z_i(x)) d_i (module docstring); layer defaults to ``sae.cfg.hook_layer``."""
+    """x' = x + (value − z_i(x)) d_i(x) (module docstring): the latent is set to ``value`` in the code
+    space, and the change is mapped to the raw space with each token's σ when the SAE standardises.
+    layer defaults to ``sae.cfg.hook_layer``."""
     check_latent(sae, latent)
     layer = layer_of(sae, layer)
     value = _finite(value, "value")
-    d_i = decoder_direction(sae, latent)
+    d_i = None if sae.cfg.input_unit_norm else decoder_direction(sae, latent)  # else: per token, in fn
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            z_i = sae.encode(x.to(d_i.device))[..., latent]
-            delta = (value - z_i)[..., None] * d_i
+            x_sae = x.to(sae.W_dec.device)
+            z_i = sae.encode(x_sae)[..., latent]
+            step = d_i if d_i is not None else decoder_direction(sae, latent, x_sae)
+            delta = (value - z_i)[..., None] * step
         return x + delta.to(device=x.device, dtype=x.dtype)
 
     return Intervention(layer, fn, f"clamp latent {latent} to {value:g}")
@@ -162,13 +211,16 @@ def add_direction(direction: torch.Tensor, scale: float, layer: int) -> Interven
     return Intervention(layer, fn, f"add {float(scale):g} x direction")
 
 
-def match_norm(direction: torch.Tensor, sae, latent: int) -> torch.Tensor:
+def match_norm(direction: torch.Tensor, sae, latent: int, x: torch.Tensor | None = None) -> torch.Tensor:
     """``direction`` rescaled to the norm of the latent's decoder row d_i (raw units), so that
-    ``add_direction(match_norm(u, sae, i), c)`` moves x by |c|·‖d_i‖.  shape: [d] -> [d]"""
+    ``add_direction(match_norm(u, sae, i), c)`` moves x by |c|·‖d_i‖. For an SAE with
+    ``cfg.input_unit_norm`` the move of one unit varies with the token: pass the rows x the steering
+    acts on, and the norm is that of :func:`mean_decoder_direction` (the mean length over x).
+    shape: [d] -> [d]"""
     norm = direction.norm()
     if not torch.isfinite(norm) or norm == 0:
         raise ValueError("direction has zero or non-finite norm; pass a non-zero direction (e.g. a DiM vector)")
-    d_i = decoder_direction(sae, latent)
+    d_i = mean_decoder_direction(sae, latent, x)
     return direction.detach() * (d_i.norm().to(direction) / norm)
 
 

@@ -181,10 +181,11 @@ def _steering(cfg, loaded, sae, rep, x_held, wa) -> dict | None:
     words_a = [a for a, _ in rep["train_pairs"]]
     words_b = [b for _, b in rep["train_pairs"]]
     dim = concepts.dim_direction(wa.acts[wa.index(words_a)], wa.acts[wa.index(words_b)]).float()
-    d_i = steering.decoder_direction(sae, latent)
+    # the latent's raw-space direction (for a standardising SAE its mean length over the held-out tokens)
+    d_i = steering.mean_decoder_direction(sae, latent, x_held)
     if torch.dot(dim, d_i.float()) < 0:  # orient DiM like the latent's decoder row, so c means the same way
         dim = -dim
-    dim_v = steering.match_norm(dim, sae, latent)
+    dim_v = steering.match_norm(dim, sae, latent, x_held)
     try:
         clamp = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, latent, c), values)
         add = steering.logit_diff_curve(loaded, lambda c: steering.add_direction(dim_v, c, cfg.layer), values)
