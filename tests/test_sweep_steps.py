@@ -124,3 +124,19 @@ def test_two_workers_share_a_config_through_claims(tiny_gpt2, tiny_gpt2_dir, tmp
     assert again["ran"] == [cfg.point_key(first)]
     with pytest.raises(ValueError, match="eval.splice_stages"):
         sweep.load_config(raw | {"eval": raw["eval"] | {"splice_stages": ["nope"]}})
+
+
+def test_batch_level_sae_is_also_measured_with_batch_selection_at_inference(tiny_gpt2, tiny_gpt2_dir, tmp_path):
+    raw = tiny_config(tiny_gpt2_dir, tmp_path / "r.jsonl", activations=["batchabstopk", "abstopk"])
+    raw["eval"] |= {"inference_batch": 64, "splice_tokens": 0}
+    sweep.run_sweep(raw, runs_root=tmp_path, loaded=tiny_gpt2, progress=False)
+    batch, row = sweep.read_results(tmp_path / "r.jsonl")
+    assert "heldout_batch_inference" not in row  # row-level selection: nothing to replay
+    from abstopk_mini.lm.shards import load_activations
+
+    x_held = load_activations(sweep.load_config(raw).harvest_spec(1, "heldout").directory(tmp_path))
+    sae = am.SAE.load(sweep.record_path(batch["provenance"]["sae_dir"], tmp_path))
+    want = evaluate_sae(sae, x_held, inference="batch", eval_batch_size=64)
+    got = batch["heldout_batch_inference"]
+    assert got["batch"] == 64 and got["fvu"] == pytest.approx(want["fvu"], rel=1e-5)
+    assert got["l0"] == pytest.approx(4, rel=1e-5)  # k = 4 per token on average, exactly, over whole blocks
