@@ -16,8 +16,9 @@ the test numbers of the chosen latents are the result. For a non-negative SAE (T
 no latent can take both signs: every pair share is 0 and the occurrence share is at most 0.5.
 The like-for-like comparison is then the **best pair of latents** (i fires on side a, j on side
 b, scored as one signed latent :math:`v = z_i - z_j`): i and j are taken from the
-``n_candidates`` latents that fire most more often on that side than on the other; the pair with the
-best train (pair share, occurrence share) wins. It is reported for every SAE.
+``n_candidates`` latents leaning most to their side (train firing rate :math:`P(z > 0)` on that
+side minus on the other); the pair with the best train (pair share, occurrence share) wins. It
+is reported for every SAE.
 """
 
 from __future__ import annotations
