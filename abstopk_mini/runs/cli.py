@@ -7,7 +7,8 @@ progress bars and logs go to stderr. Commands:
     harvest     residual-stream activations of a model on offline text, written to shards
     train       an SAE trained on a harvest (content-addressed: a rerun reuses it)
     eval        FVU, L0, dead latents, and CE/KL/loss recovered with the SAE spliced into the model
-    concepts    best single latent for a concept axis (male/female, ...), by sign, vs Difference-in-Means
+    concepts    best single latent for a concept axis (male/female, ...), by sign, vs Difference-in-Means;
+                plus gender words in held-out natural text and the all-latent sign scan
     steer       clamp a latent from negative to positive: female-vs-male next-token log-odds
     reproduce   the main job: all of the above for the SAE family on the embedded model, as a report
     sweep       a grid of SAEs (width, k, layer, ...) trained and measured, one JSON record per run
@@ -224,9 +225,37 @@ def _add_concepts(sub) -> None:
     p.add_argument("--mismatch", default="keep", choices=["keep", "drop", "raise"],
                    help="pairs whose word merges with the template text: keep (reported), drop or raise")
     p.add_argument("--acts", default=None, help="a harvest dir: adds the share of bidirectional latents on 20k of its tokens")
+    p.add_argument("--natural-tokens", type=int, default=100_000,
+                   help="held-out text tokens scanned for gender words (the 'natural' and 'scan' sections; 0 disables). "
+                        "Only chunks holding a word run through the model; the offline held-out split is ~77k "
+                        "Gemma tokens with ~225 occurrences (default 100000: all of it)")
+    p.add_argument("--natural-per-word", type=int, default=200, help="occurrences read per word at most (default 200)")
+    p.add_argument("--natural-sources", default="wiki,lee,newsgroups",
+                   help="comma-separated text sources for the natural test (held-out split; the train split is counted)")
+    p.add_argument("--scan-top", type=int, default=10, help="latents listed in the 'scan' section (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_concepts)
+
+
+def _natural_sources(text: str) -> tuple[str, ...]:
+    from ..lm.corpus import SOURCES
+
+    sources = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in sources if s not in SOURCES and not s.startswith("hf:")]
+    if not sources or bad:
+        raise ValueError(f"--natural-sources {text!r}: unknown {bad or 'empty'}; choose from {SOURCES} or hf:<dataset>")
+    return sources
+
+
+def _natural_texts(sources: tuple[str, ...]):
+    """(train, held-out) documents of ``sources``; local sources are read once."""
+    from ..lm import corpus
+    from .store import offline_texts
+
+    if not any(s.startswith("hf:") for s in sources):
+        return corpus.train_heldout_split(corpus.load_docs(sources))
+    return offline_texts(sources, "train"), offline_texts(sources, "heldout")
 
 
 def _run_concepts(args) -> int:
@@ -235,7 +264,12 @@ def _run_concepts(args) -> int:
     from ..concepts.pairs import check_templates, load_pairs, split_pairs
     from ..concepts.words import run_concepts
 
-    # the pairs, the split and the templates are checked before the model loads
+    # the pairs, the split, the templates and the natural-test options are checked before the model loads
+    if args.natural_tokens < 0:
+        raise ValueError(f"--natural-tokens must be >= 0 (0 disables the natural test); got {args.natural_tokens}")
+    check_positive(args.natural_per_word, "--natural-per-word")
+    check_positive(args.scan_top, "--scan-top")
+    sources = _natural_sources(args.natural_sources)
     pairs = load_pairs(args.pairs)
     if args.test_pairs is not None:
         load_pairs(args.test_pairs)
@@ -256,9 +290,23 @@ def _run_concepts(args) -> int:
         token_acts = load_activations(args.acts, 20_000)
     report = run_concepts(sae, loaded, args.pairs, test_pairs=args.test_pairs, layer=args.layer, templates=templates,
                           seed=args.seed, mismatch=args.mismatch, token_acts=token_acts)
-    report = {"command": "concepts", **report}
+    report = {"command": "concepts", **report, "natural": None, "scan": None}
     text = (f"{report['concept']}: best latent {report['best_latent']} — sign accuracy {report['test_accuracy']:.3f}, "
             f"DiM accuracy {report['dim_test_accuracy']:.3f} on {len(report['test_pairs'])} test pairs")
+    if args.natural_tokens > 0:
+        from ..concepts.natural import run_natural
+
+        train_texts, heldout = _natural_texts(sources)
+        template_words = [w for p in report["train_pairs"] + report["test_pairs"] for w in p]
+        out = run_natural(sae, loaded, heldout, train_texts=train_texts, count_also=template_words, layer=args.layer,
+                          max_tokens=args.natural_tokens, max_per_word=args.natural_per_word, seed=args.seed,
+                          n_top=args.scan_top)
+        report.update(natural={"sources": list(sources), **out["natural"]}, scan=out["scan"])
+        nat = report["natural"]
+        text += ("\nnatural text: " + nat["skipped"] if "skipped" in nat else
+                 f"\nnatural text: best latent {nat['best_latent']} — sign accuracy {nat['sign_accuracy']:.3f}, "
+                 f"pair share {nat['pair_share']:.3f}, DiM accuracy {nat['dim_test_accuracy']:.3f} on "
+                 f"{nat['n_test']} held-out occurrences")
     emit(args, report, text)
     return 0
 
