@@ -249,6 +249,16 @@ def test_run_natural_on_the_tiny_model(tiny_gpt2):
     assert 0.0 <= nat["sign_accuracy"] <= 1.0 and 0.0 <= nat["dim_test_accuracy"] <= 1.0
     he = next(p for p in nat["pairs"] if p["pair"] == ["he", "she"])
     assert he["count_a"] == 8 and he["count_b"] == 8 and he["train_a"] + he["test_a"] == 8
+    # chosen on other text: every held-out occurrence is tested, the train part is that text's
+    other = [f"She saw him and {w} knew he was late." for w in ("his", "her", "the")]
+    out = C.run_natural(sae, tiny_gpt2, texts, train_texts=other, max_tokens=None, choose_on="train_text", n_top=4)
+    nat = out["natural"]
+    assert nat["choose_on"] == "train_text" and nat["n_test"] == nat["n_occurrences"]
+    assert nat["n_train"] == len(re.findall(r"\b(she|him|his|her|he)\b", " ".join(other), re.I))
+    with pytest.raises(ValueError, match="train_texts"):
+        C.run_natural(sae, tiny_gpt2, texts, choose_on="train_text")
+    with pytest.raises(ValueError, match="choose_on"):
+        C.run_natural(sae, tiny_gpt2, texts, choose_on="train")
     # too little text: the sections say why instead of failing
     out = C.run_natural(sae, tiny_gpt2, texts[:1], max_tokens=None)
     assert "2 are needed" in out["natural"]["skipped"] and out["scan"] == {"skipped": out["natural"]["skipped"]}
@@ -275,7 +285,7 @@ def test_cli_concepts_adds_natural_and_scan_sections(tiny_gpt2_dir, tmp_path, ca
     assert set(off) == set(report)  # the same keys, the old ones unchanged
     assert {"best_latent", "test_accuracy", "dim_test_accuracy", "test_pairs", "natural", "scan"} <= set(report)
     nat = report["natural"]
-    assert nat["sources"] == ["lee"] and nat["n_tokens"] <= 20000
+    assert nat["sources"] == ["lee"] and nat["n_tokens"] <= 20000 and nat["choose_on"] == "train_text"
     assert {"word_counts", "train_text_word_counts", "tokenization", "tokenization_issues"} <= set(nat)
     assert {"bull", "cow", "he", "she"} <= set(nat["train_text_word_counts"])
     assert "skipped" not in nat  # the held-out lee documents hold he / she in both parts

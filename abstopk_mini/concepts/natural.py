@@ -15,6 +15,11 @@ Difference-in-Means direction of the train occurrences (side a iff :math:`x \cdo
 midpoint of the train side means) is the baseline. Word counts are reported for the scanned text
 and, when ``train_texts`` is given (the SAE's training text), for it too.
 
+``choose_on="train_text"`` chooses the latent (and the DiM direction) on occurrences in
+``train_texts`` (the SAE's own training text, where these words are ~10× more frequent) and tests
+on **every** held-out occurrence; the two texts share no document. ``"split"`` (default) splits
+the held-out occurrences by document instead.
+
 When the text holds too few occurrences (fewer than two documents, or a side missing from the
 train or test part), both sections say why in ``skipped`` instead of failing.
 """
@@ -62,12 +67,18 @@ def _pair_rows(occ: Occurrences, train: Occurrences, test: Occurrences, z_test: 
 def run_natural(sae, model, heldout_texts, *, pairs: Sequence[tuple[str, str]] = GENDER_PAIRS, train_texts=None,
                 count_also: Sequence[str] = (), layer: int | None = None, max_tokens: int | None = 100_000,
                 max_per_word: int = 200, context_length: int | None = None, test_frac: float = 0.5, seed: int = 0,
-                n_top: int = 10, batch_size: int = 16) -> dict:
+                n_top: int = 10, batch_size: int = 16, choose_on: str = "split",
+                train_max_tokens: int | None = None) -> dict:
     """The occurrence test and the scan of ``sae`` on ``heldout_texts``; returns ``{"natural", "scan"}``.
 
     train_texts: the SAE's training text, for ``train_text_word_counts`` of the pair words and
     ``count_also``. context_length: default the SAE's ``cfg.context_size``, else 128.
     """
+    if choose_on not in ("split", "train_text"):
+        raise ValueError(f"choose_on={choose_on!r}; choose 'split' (held-out occurrences split by document) or "
+                         "'train_text' (choose on train_texts, test on all held-out occurrences)")
+    if choose_on == "train_text" and train_texts is None:
+        raise ValueError("choose_on='train_text' needs train_texts (the SAE's training text); pass train_texts=...")
     layer = layer_of(sae, layer, model=model)
     context_length = context_length or getattr(sae.cfg, "context_size", None) or 128
     occ = find_occurrences(model, heldout_texts, pairs, layer, context_length=context_length, max_tokens=max_tokens,
@@ -80,7 +91,12 @@ def run_natural(sae, model, heldout_texts, *, pairs: Sequence[tuple[str, str]] =
         natural["train_text_word_counts"] = count_words(train_texts, words)
     why = None if len(occ.doc.unique()) >= 2 else f"occurrences in {len(occ.doc.unique())} document(s); 2 are needed"
     why = why or _missing_side(scanned=occ)
-    if why is None:
+    if why is None and choose_on == "train_text":
+        train = find_occurrences(model, train_texts, pairs, layer, context_length=context_length,
+                                 max_tokens=train_max_tokens, max_per_word=max_per_word, batch_size=batch_size, seed=seed)
+        test, test_frac = occ, 1.0
+        why = _missing_side(train=train, test=test)
+    elif why is None:
         train, test = split_occurrences(occ, test_frac, seed)
         why = _missing_side(train=train, test=test)
     if why is not None:
@@ -96,7 +112,7 @@ def run_natural(sae, model, heldout_texts, *, pairs: Sequence[tuple[str, str]] =
     mid = float((proj(train)[train.side == 1].mean() + proj(train)[train.side == -1].mean()) / 2)
     p_test = proj(test)
     natural.update({
-        "n_train": len(train), "n_test": len(test), "test_frac": test_frac, "seed": seed,
+        "n_train": len(train), "n_test": len(test), "test_frac": test_frac, "seed": seed, "choose_on": choose_on,
         "best_latent": j, "orientation": o,
         "sign_accuracy": float(sign_accuracy(z[a], z[b], o)),
         "sign_accuracy_strict": float(sign_accuracy(z[a], z[b], o, "wrong")),

@@ -232,6 +232,9 @@ def _add_concepts(sub) -> None:
     p.add_argument("--natural-per-word", type=int, default=200, help="occurrences read per word at most (default 200)")
     p.add_argument("--natural-sources", default="wiki,lee,newsgroups",
                    help="comma-separated text sources for the natural test (held-out split; the train split is counted)")
+    p.add_argument("--natural-choose-on", default="train-text", choices=["train-text", "split"],
+                   help="choose the latent on gender-word occurrences in the training split of the sources and test on "
+                        "every held-out one (train-text, default), or split the held-out occurrences by document (split)")
     p.add_argument("--scan-top", type=int, default=10, help="latents listed in the 'scan' section (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -300,7 +303,7 @@ def _run_concepts(args) -> int:
         template_words = [w for p in report["train_pairs"] + report["test_pairs"] for w in p]
         out = run_natural(sae, loaded, heldout, train_texts=train_texts, count_also=template_words, layer=args.layer,
                           max_tokens=args.natural_tokens, max_per_word=args.natural_per_word, seed=args.seed,
-                          n_top=args.scan_top)
+                          n_top=args.scan_top, choose_on=args.natural_choose_on.replace("-", "_"))
         report.update(natural={"sources": list(sources), **out["natural"]}, scan=out["scan"])
         nat = report["natural"]
         text += ("\nnatural text: " + nat["skipped"] if "skipped" in nat else
