@@ -68,11 +68,14 @@ def run_natural(sae, model, heldout_texts, *, pairs: Sequence[tuple[str, str]] =
                 count_also: Sequence[str] = (), layer: int | None = None, max_tokens: int | None = 100_000,
                 max_per_word: int = 200, context_length: int | None = None, test_frac: float = 0.5, seed: int = 0,
                 n_top: int = 10, batch_size: int = 16, choose_on: str = "split",
-                train_max_tokens: int | None = None) -> dict:
+                train_max_tokens: int | None = None, occurrences: tuple | None = None) -> dict:
     """The occurrence test and the scan of ``sae`` on ``heldout_texts``; returns ``{"natural", "scan"}``.
 
     train_texts: the SAE's training text, for ``train_text_word_counts`` of the pair words and
     ``count_also``. context_length: default the SAE's ``cfg.context_size``, else 128.
+    occurrences: ``(heldout, train)`` :class:`~abstopk_mini.concepts.occurrences.Occurrences` found
+    before (``train`` None for ``choose_on="split"``), to measure several SAEs of one layer on
+    the same occurrences without running the model again.
     """
     if choose_on not in ("split", "train_text"):
         raise ValueError(f"choose_on={choose_on!r}; choose 'split' (held-out occurrences split by document) or "
@@ -81,8 +84,10 @@ def run_natural(sae, model, heldout_texts, *, pairs: Sequence[tuple[str, str]] =
         raise ValueError("choose_on='train_text' needs train_texts (the SAE's training text); pass train_texts=...")
     layer = layer_of(sae, layer, model=model)
     context_length = context_length or getattr(sae.cfg, "context_size", None) or 128
-    occ = find_occurrences(model, heldout_texts, pairs, layer, context_length=context_length, max_tokens=max_tokens,
-                           max_per_word=max_per_word, batch_size=batch_size, seed=seed)
+    given_held, given_train = occurrences if occurrences is not None else (None, None)
+    occ = given_held if given_held is not None else find_occurrences(
+        model, heldout_texts, pairs, layer, context_length=context_length, max_tokens=max_tokens,
+        max_per_word=max_per_word, batch_size=batch_size, seed=seed)
     natural = {"layer": layer, "context_length": context_length, "max_tokens": max_tokens, "max_per_word": max_per_word,
                "n_docs": occ.n_docs, "n_tokens": occ.n_tokens, "n_occurrences": len(occ), "word_counts": occ.counts,
                "tokenization": occ.tokens, "tokenization_issues": occ.issues}
@@ -92,8 +97,9 @@ def run_natural(sae, model, heldout_texts, *, pairs: Sequence[tuple[str, str]] =
     why = None if len(occ.doc.unique()) >= 2 else f"occurrences in {len(occ.doc.unique())} document(s); 2 are needed"
     why = why or _missing_side(scanned=occ)
     if why is None and choose_on == "train_text":
-        train = find_occurrences(model, train_texts, pairs, layer, context_length=context_length,
-                                 max_tokens=train_max_tokens, max_per_word=max_per_word, batch_size=batch_size, seed=seed)
+        train = given_train if given_train is not None else find_occurrences(
+            model, train_texts, pairs, layer, context_length=context_length, max_tokens=train_max_tokens,
+            max_per_word=max_per_word, batch_size=batch_size, seed=seed)
         test, test_frac = occ, 1.0
         why = _missing_side(train=train, test=test)
     elif why is None:

@@ -113,3 +113,34 @@ def _run_dashboard(args) -> int:
               "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens}
     emit(args, result, f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)")
     return 0
+
+
+# ----------------------------------------------------------------------------- bidirectional
+def add_bidirectional(sub) -> None:
+    p = sub.add_parser("bidirectional", help="gender words in natural text, the all-latent scan, top contexts and "
+                                             "steering controls for the TopK / AbsTopK pairs of sweep stages")
+    p.add_argument("--config", required=True, help="the sweep config whose records name the SAEs, e.g. sweeps/steps.json")
+    p.add_argument("--stages", nargs="+", required=True, help="stages with one TopK / AbsTopK pair per seed")
+    p.add_argument("--results", default=None, help="append one JSON record per seed to this file")
+    p.add_argument("--max-per-word", type=int, default=200, help="occurrences read per word and text (default 200)")
+    p.add_argument("--context-tokens", type=int, default=32_768, help="held-out tokens searched for top contexts")
+    p.add_argument("--top-n", type=int, default=50, help="contexts per sign (default 50)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_bidirectional)
+
+
+def _run_bidirectional(args) -> int:
+    from .bidirectional import run_bidirectional
+
+    for flag in ("max_per_word", "context_tokens", "top_n"):
+        check_positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    check_runs_dir(args.runs_dir)
+    recs = run_bidirectional(args.config, args.stages, results=args.results, runs_root=args.runs_dir,
+                             max_per_word=args.max_per_word, context_tokens=args.context_tokens, top_n=args.top_n)
+    lines = [f"seed {r['seed']}: AbsTopK latent {r['natural']['abstopk'].get('best_latent')} sign accuracy "
+             f"{r['natural']['abstopk'].get('sign_accuracy', float('nan')):.3f}, held-out pair share "
+             f"{r['natural']['abstopk'].get('pair_share', float('nan')):.2f}; TopK best pair "
+             f"{r['scan']['topk'].get('best_pair', {}).get('test_pair_share', float('nan')):.2f}" for r in recs]
+    emit(args, {"command": "bidirectional", "records": recs}, "\n".join(lines))
+    return 0

@@ -81,7 +81,7 @@ def read_results(path) -> list[dict]:
     return out
 
 
-def _append(path: Path, record: dict) -> None:
+def append_record(path: Path, record: dict) -> None:
     """Append one JSON line (one write call; a partial last line is skipped by the reader)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, default=_jsonable, allow_nan=True) + "\n"
@@ -331,7 +331,7 @@ def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int
 
 
 # ============================================================================ the runner
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or None
@@ -476,11 +476,11 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
                 "model": cfg.model, "harvest": dataclasses.asdict(cfg.harvest_spec(p.layer)) | {"dir": _rel(ctx.acts_dir, runs_root)},
                 "batch_size": p.batch_size or cfg.batch_size, "eval_settings": cfg.eval, **rec,
                 "provenance": {"sae_dir": _rel(path, runs_root), "sae_key": path.name.rsplit("-", 1)[-1], "package_version": __version__,
-                               "git_commit": _git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "git_commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                                "machine": platform.machine(), "wall_s": wall,
                                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
             }
-            _append(cfg.results_path, _compact(record))
+            append_record(cfg.results_path, _compact(record))
             summary["ran"].append(key)
             times.append((p, wall))
             _log(f"recorded {p.label()}: FVU {rec['heldout']['fvu']:.4f}, wall {wall / 60:.1f} min")
