@@ -140,3 +140,45 @@ def test_batch_level_sae_is_also_measured_with_batch_selection_at_inference(tiny
     got = batch["heldout_batch_inference"]
     assert got["batch"] == 64 and got["fvu"] == pytest.approx(want["fvu"], rel=1e-5)
     assert got["l0"] == pytest.approx(4, rel=1e-5)  # k = 4 per token on average, exactly, over whole blocks
+
+
+# ----------------------------------------------------------------------------- the recipe ladder
+def test_ladder_variants_switch_on_one_choice_of_the_paper_recipe():
+    from abstopk_mini.runs.sweep_config import RECIPE_VARIANTS, recipe_variant
+
+    base = am.SAEConfig(d_in=64, d_sae=256, activation="topk", k=8, seed=3)
+    for name in RECIPE_VARIANTS:
+        cfg, train = recipe_variant(name, 64, 256, "topk", 8, 3, 128)
+        changed = {f for f in ("use_b_enc", "input_unit_norm", "activation", "enc_init_scale", "recipe")
+                   if getattr(cfg, f) != getattr(base, f)}
+        want = {"paper_no_b_enc": ({"use_b_enc"}, {}),
+                "paper_unit_norm": ({"input_unit_norm"}, {"normalize_input": False}),
+                "paper_batch_select": ({"activation"}, {}),
+                "paper_b_dec_zeros": (set(), {"b_dec_init": "zeros"}),
+                "paper_adam": (set(), {"lr": 3e-4, "adam_betas": (0.9, 0.99), "adam_eps": 1e-8, "lr_schedule": "constant"}),
+                "paper_auxk": (set(), {"aux_k": 512, "dead_tokens": 5 * 128}),
+                "paper_enc_init": ({"enc_init_scale"}, {}),
+                }.get(name)
+        if want is None:  # paper_all: every choice at once, at the point's width, k and batch
+            assert cfg.recipe == "paper" and cfg.activation == "batchtopk" and not cfg.use_b_enc and cfg.input_unit_norm
+            assert (cfg.d_sae, cfg.k, train["batch_size"], train["dead_tokens"]) == (256, 8, 128, 640)
+            continue
+        assert (changed, train) == want, name
+        assert cfg.seed == 3 and cfg.k == 8 and cfg.d_sae == 256
+    cfg, _ = recipe_variant("paper_enc_init", 64, 256, "abstopk", 8, 0, 128)
+    assert cfg.enc_init_scale == pytest.approx((2 * 64 / 256) ** 0.5, rel=1e-15)
+    assert recipe_variant("paper_batch_select", 64, 256, "abstopk", 8, 0, 128)[0].activation == "batchabstopk"
+
+
+def test_ladder_points_train_what_they_name(tiny_gpt2, tiny_gpt2_dir, tmp_path):
+    raw = tiny_config(tiny_gpt2_dir, tmp_path / "r.jsonl", activations=["abstopk"],
+                      variants=["paper_no_b_enc", "paper_unit_norm", "paper_all"])
+    raw["eval"]["splice_tokens"] = 0
+    sweep.run_sweep(raw, runs_root=tmp_path, loaded=tiny_gpt2, progress=False)
+    recs = {r["variant"]: r for r in sweep.read_results(tmp_path / "r.jsonl")}
+    saes = {v: am.SAE.load(sweep.record_path(r["provenance"]["sae_dir"], tmp_path)) for v, r in recs.items()}
+    assert not saes["paper_no_b_enc"].cfg.use_b_enc and torch.all(saes["paper_no_b_enc"].b_enc == 0)
+    assert saes["paper_unit_norm"].cfg.input_unit_norm and saes["paper_unit_norm"].cfg.use_b_enc
+    assert saes["paper_all"].cfg.recipe == "paper" and saes["paper_all"].cfg.activation == "batchabstopk"
+    assert "mse_std" in recs["paper_all"]["heldout"] and "mse_std" not in recs["paper_no_b_enc"]["heldout"]
+    assert all(0 < r["heldout"]["fvu"] < 2 for r in recs.values())

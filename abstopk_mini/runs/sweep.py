@@ -53,7 +53,8 @@ import torch
 from ..io import Claim, atomic_write
 from ..sae import SAEConfig
 from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
-from .sweep_config import CONCEPTS, SCHEMA, VARIANTS, Point, Stage, SweepConfig, load_config
+from .sweep_config import (CONCEPTS, RECIPE_VARIANTS, SCHEMA, VARIANTS, Point, Stage, SweepConfig, load_config,
+                           recipe_variant)
 
 __all__ = [
     "VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan", "read_results",
@@ -172,7 +173,7 @@ def _train_kw(cfg: SweepConfig, p: Point) -> dict:
     kw = {"n_tokens": p.train_tokens, "batch_size": p.batch_size or cfg.batch_size, "seed": p.seed}
     if p.snapshot_steps:
         kw["snapshot_steps"] = tuple(p.snapshot_steps)
-    return kw | (VARIANTS[p.variant] or {})
+    return kw | (VARIANTS.get(p.variant) or {})
 
 
 def _frozen_centre(p: Point, ctx: LayerContext, sample: torch.Tensor, pair_seed: int) -> torch.Tensor:
@@ -192,7 +193,10 @@ def train_point(cfg: SweepConfig, p: Point, ctx: LayerContext, d_in: int, root=N
     """Train (or load) the SAE of ``p``; returns ``(sae, history, directory)``."""
     sae_cfg = SAEConfig(d_in=d_in, d_sae=p.d_sae, activation=p.activation, k=p.k, seed=p.seed)
     kw = _train_kw(cfg, p)
-    start = None if VARIANTS[p.variant] is not None else _frozen_start(cfg, p, ctx, kw)
+    if p.variant in RECIPE_VARIANTS:  # a rung of the recipe ladder: its config and training options
+        sae_cfg, extra = recipe_variant(p.variant, d_in, p.d_sae, p.activation, p.k, p.seed, kw["batch_size"])
+        kw |= extra
+    start = None if p.variant in RECIPE_VARIANTS or VARIANTS[p.variant] is not None else _frozen_start(cfg, p, ctx, kw)
     return train_or_load(ctx.acts_dir, sae_cfg, root, progress=progress, start=start, **kw)
 
 

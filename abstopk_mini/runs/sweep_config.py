@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .store import HarvestSpec, content_key
 
-__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "OPTIONAL_EVAL", "Point", "Stage", "SweepConfig", "load_config"]
+__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "RECIPE_VARIANTS", "recipe_variant", "OPTIONAL_EVAL", "Point", "Stage", "SweepConfig", "load_config"]
 
 SCHEMA = "abstopk_mini.sweep/1"  # written into every record and hash key: a format id, not a module path
 CONCEPTS = ("family", "opposite", "sentiment")
@@ -28,6 +28,22 @@ VARIANTS = {
     "bdec_zeros": {"b_dec_init": "zeros"},
     "bdec_gender_mid_frozen": None,
     "bdec_mean_frozen": None,
+}
+#: the recipe ladder (issue 14): variants that switch on one choice of the paper's recipe
+#: (:data:`abstopk_mini.recipes.RECIPES` ``["paper"]``) over ours, or all of them (``paper_all``, at the
+#: point's width, k and batch). ``sae``: SAEConfig fields; ``train``: TrainConfig fields; ``batch``:
+#: topk/abstopk become batchtopk/batchabstopk; ``dead_batches``: dead after this many batches
+#: without firing; ``enc_init_gain``: W_enc = sqrt(gain·d_in/d_sae)·W_decᵀ. Standardising each token
+#: replaces our input scale, so ``paper_unit_norm`` also turns ``normalize_input`` off, as the paper's recipe does.
+RECIPE_VARIANTS = {
+    "paper_no_b_enc": {"sae": {"use_b_enc": False}},
+    "paper_unit_norm": {"sae": {"input_unit_norm": True}, "train": {"normalize_input": False}},
+    "paper_batch_select": {"batch": True},
+    "paper_b_dec_zeros": {"train": {"b_dec_init": "zeros"}},
+    "paper_adam": {"train": {"lr": 3e-4, "adam_betas": (0.9, 0.99), "adam_eps": 1e-8, "lr_schedule": "constant"}},
+    "paper_auxk": {"train": {"aux_k": 512}, "dead_batches": 5},
+    "paper_enc_init": {"enc_init_gain": 2.0},
+    "paper_all": {"recipe": "paper"},
 }
 _AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
          "variants": "variant", "train_tokens": "train_tokens", "batch_sizes": "batch_size"}
@@ -40,6 +56,27 @@ _NEW_POINT_FIELDS = {"batch_size": None, "snapshot_steps": ()}
 #: splice_snapshots — loss recovered for every snapshot too (not only the final SAE);
 #: splice_stages — the stages whose SAEs get loss recovered (absent: all; it costs a forward per SAE)
 OPTIONAL_EVAL = ("test_ks", "inference_batch", "splice_snapshots", "splice_stages")
+
+
+def recipe_variant(name: str, d_in: int, d_sae: int, activation: str, k: int, seed: int, batch_size: int):
+    """``(SAEConfig, train keywords)`` of the ladder variant ``name`` (:data:`RECIPE_VARIANTS`)."""
+    import math
+
+    from ..recipes import RECIPES, recipe_configs
+    from ..sae import SAEConfig
+
+    v = RECIPE_VARIANTS[name]
+    if "recipe" in v:
+        return recipe_configs(v["recipe"], d_in, activation, d_sae=d_sae, k=k, batch_size=batch_size, seed=seed)
+    paper = RECIPES["paper"]
+    act = paper.activations.get(activation, activation) if v.get("batch") else activation
+    sae = dict(v.get("sae", {}))
+    if "enc_init_gain" in v:
+        sae["enc_init_scale"] = math.sqrt(v["enc_init_gain"] * d_in / d_sae)
+    train = dict(v.get("train", {}))
+    if "dead_batches" in v:
+        train["dead_tokens"] = v["dead_batches"] * batch_size
+    return SAEConfig(d_in=d_in, d_sae=d_sae, activation=act, k=k, seed=seed, **sae), train
 
 
 @dataclass(frozen=True)
@@ -189,7 +226,7 @@ def _check_stage(i: int, raw: dict) -> Stage:
         kw["batch_sizes"] = _int_list(f"{where}.batch_sizes", raw["batch_sizes"])
     if "snapshot_steps" in raw:
         kw["snapshot_steps"] = tuple(sorted(set(_int_list(f"{where}.snapshot_steps", raw["snapshot_steps"]))))
-    for name, choices in (("activations", SPECS), ("variants", VARIANTS)):
+    for name, choices in (("activations", SPECS), ("variants", VARIANTS | RECIPE_VARIANTS)):
         if name in raw:
             values = raw[name]
             if not isinstance(values, (list, tuple)) or not values:
