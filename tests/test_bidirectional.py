@@ -46,6 +46,16 @@ def test_runner_on_the_tiny_model(tiny_gpt2, tiny_gpt2_dir, tmp_path, capsys):
     norms = {k: v["norm"] for k, v in st["methods_info"].items() if "norm" in v}
     assert len(set(round(n, 9) for n in norms.values())) == 1
     assert {"abstopk", "topk_male", "topk_female"} == set(rec["contexts"])
+    # the chapter's tables and figure read the record
+    from abstopk_mini.chapters import plots_verdict as pv
+
+    nt = pv.natural_table([rec])
+    assert [(r["SAE"], r["latent"]) for r in nt.rows][0] == ("AbsTopK", nat["best_latent"])
+    assert len(pv.contexts_table(rec).rows) == 6 and len(pv.word_count_table(rec).rows) >= 1
+    ct = pv.controls_table(rec)
+    assert ct.rows[0]["method"] == "AbsTopK latent clamped"
+    assert ct.rows[0][f"shift at {B.VALUES[-1]:+g} q"] == st["shift"][0][-1]
+    assert pv.controls_figure(rec)._repr_png_()[:4] == b"\x89PNG"
     # the CLI writes the same kind of record
     cfg_path = tmp_path / "c.json"
     cfg_path.write_text(json.dumps(raw))

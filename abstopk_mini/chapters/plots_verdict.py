@@ -1,0 +1,147 @@
+r"""Tables and figures of chapter 10 beyond steps: the recipe ladder, the batch-level deficit, gender
+in natural text and the steering controls. Each reads records (``results/recipe_ladder.jsonl``,
+``results/batch_level.jsonl``, ``results/bidirectional.jsonl``); nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+from . import style
+from .plots_sweep import get
+
+__all__ = ["ladder_table", "batch_level_table", "natural_table", "word_count_table", "contexts_table",
+           "controls_table", "controls_figure"]
+
+#: the ladder's rungs in reading order, with what each switches on
+RUNGS = {
+    "default": "ours",
+    "paper_no_b_enc": "no encoder bias",
+    "paper_unit_norm": "per-token standardisation",
+    "paper_batch_select": "batch-level selection",
+    "paper_b_dec_zeros": "b_dec initialised at 0",
+    "paper_adam": "Adam 3e-4, (0.9, 0.99), constant lr",
+    "paper_auxk": "AuxK 512, dead after 5 batches",
+    "paper_enc_init": "W_enc scaled as Kaiming",
+    "paper_all": "all of the paper's choices",
+}
+
+
+def ladder_table(records) -> style.Table:
+    """One row per rung: held-out FVU (raw space) of TopK and AbsTopK, the relative gap, and the
+    paper's per-token normalised MSE where the SAE standardises its input."""
+    by = {}
+    for r in records:
+        by.setdefault(r["variant"], {})[r["activation"]] = r
+    rows = []
+    for v, what in RUNGS.items():
+        d = by.get(v, {})
+        if {"topk", "abstopk"} <= set(d):
+            t, a = d["topk"], d["abstopk"]
+            rows.append({"rung": what, "FVU TopK": t["heldout"]["fvu"], "FVU AbsTopK": a["heldout"]["fvu"],
+                         "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1),
+                         "dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"],
+                         "norm. MSE TopK": get(t, "heldout.mse_std"), "norm. MSE AbsTopK": get(a, "heldout.mse_std")})
+    return style.Table(rows, digits=4, formats={"gap %": "+.1f", "dead TopK": ".3f", "dead AbsTopK": ".3f"})
+
+
+def batch_level_table(records) -> style.Table:
+    """Batch-level SAEs read two ways: the moving-average threshold (our eval) and the top k·B of
+    each block of B tokens (the paper's inference)."""
+    rows = []
+    for r in records:
+        b = r.get("heldout_batch_inference", {})
+        rows.append({"SAE": style.label(r["activation"]), "steps": r["train"]["n_steps"],
+                     "FVU threshold": r["heldout"]["fvu"], "L0 threshold": r["heldout"]["l0"],
+                     f"FVU top k·B (B = {b.get('batch', '-')})": b.get("fvu"), "L0 top k·B": b.get("l0")})
+    return style.Table(rows, digits=4, formats={"L0 threshold": ".1f", "L0 top k·B": ".1f"})
+
+
+def natural_table(records) -> style.Table:
+    """Per seed and SAE: the latent chosen on training-text occurrences, tested on every held-out one."""
+    rows = []
+    for rec in records:
+        for act in ("abstopk", "topk"):
+            n, s = rec["natural"][act], rec["scan"][act]
+            bp = s.get("best_pair", {})
+            rows.append({"seed": rec["seed"], "SAE": style.label(act), "latent": n.get("best_latent"),
+                         "sign acc.": n.get("sign_accuracy"), "strict": n.get("sign_accuracy_strict"),
+                         "pair share": n.get("pair_share"), "occ. share": n.get("occurrence_share"),
+                         "DiM acc.": n.get("dim_test_accuracy"),
+                         "best pair": "/".join(str(j) for j in bp.get("latents", [])),
+                         "pair of latents share": bp.get("test_pair_share"),
+                         "latents ≥ 0.8": s.get("n_latents_test_pair_share_ge_0.8"),
+                         "train / test occ.": f"{n.get('n_train')} / {n.get('n_test')}"})
+    return style.Table(rows, digits=3)
+
+
+def word_count_table(record, top: int = 12) -> style.Table:
+    """Counts of the gender words in the training and held-out text (the data balance)."""
+    n = record["natural"]["abstopk"]
+    held, train = n["word_counts"], n.get("train_text_word_counts", {})
+    rows = []
+    for pair in n["pairs"][:top]:
+        a, b = pair["pair"]
+        rows.append({"male": a, "female": b, "train male": train.get(a), "train female": train.get(b),
+                     "held-out male": held.get(a), "held-out female": held.get(b)})
+    return style.Table(rows)
+
+
+def contexts_table(record) -> style.Table:
+    """Share of the top-n contexts of each sign with a male / female word nearby, against the null."""
+    rows = []
+    names = {"abstopk": "AbsTopK latent", "topk_male": "TopK male latent", "topk_female": "TopK female latent"}
+    for name, c in record["contexts"].items():
+        for side in ("positive", "negative"):
+            sh, nl = c["shares"][side], c["null"][side]
+            rows.append({"latent": f"{names.get(name, name)} {c['latent']}",
+                         "side": side if side == "positive" or c["negative_source"] == "z" else "negative u",
+                         "male": sh.get("male"), "female": sh.get("female"),
+                         "null male": f"{nl['male']['low']:.2f}–{nl['male']['high']:.2f}",
+                         "null female": f"{nl['female']['low']:.2f}–{nl['female']['high']:.2f}"})
+    return style.Table(rows, digits=2)
+
+
+_METHODS = {"abstopk_clamp": "AbsTopK latent clamped", "topk_add": "TopK female latent added", "dim": "DiM"}
+
+
+def _method_label(m: str) -> str:
+    if m.startswith("random_cos"):
+        return "random, matched cos"
+    if m.startswith("random"):
+        return "random"
+    return _METHODS.get(m, m)
+
+
+def controls_table(record) -> style.Table:
+    """Mean female-vs-male log-odds shift over prompts at the largest −c and +c, with 95 % intervals."""
+    st = record["steering"]
+    lo, hi = 0, len(st["values"]) - 1
+    rows = []
+    for i, m in enumerate(st["methods"]):
+        rows.append({"method": _method_label(m) + ("" if not m.startswith("random") else f" ({m.rsplit('s', 1)[-1]})"),
+                     f"shift at {st['values_in_q'][lo]:+g} q": st["shift"][i][lo],
+                     "interval (−)": f"{st['low'][i][lo]:+.2f} … {st['high'][i][lo]:+.2f}",
+                     f"shift at {st['values_in_q'][hi]:+g} q": st["shift"][i][hi],
+                     "interval (+)": f"{st['low'][i][hi]:+.2f} … {st['high'][i][hi]:+.2f}"})
+    return style.Table(rows, digits=2)
+
+
+@style.styled
+def controls_figure(record):
+    """The female-vs-male log-odds shift against the value c (in units of q) for every control;
+    bands: 95 % intervals over prompts."""
+    st = record["steering"]
+    fig, ax = style.subplots(1, 1, height=3.2, width=5.5)
+    xs = st["values_in_q"]
+    palette = {"AbsTopK latent clamped": style.color("abstopk"), "TopK female latent added": style.color("topk"),
+               "DiM": style.REFERENCE}
+    seen = set()
+    for i, m in enumerate(st["methods"]):
+        lab = _method_label(m)
+        c = palette.get(lab, "#8c8c8c" if lab == "random" else "#bcbd22")
+        ax.plot(xs, st["shift"][i], color=c, marker="o", ms=3, lw=1.2 if lab in palette else 0.8,
+                label=None if lab in seen else lab)
+        if lab in palette:
+            ax.fill_between(xs, st["low"][i], st["high"][i], color=c, alpha=0.15, lw=0)
+        seen.add(lab)
+    ax.axhline(0, color=style.REFERENCE, lw=0.6)
+    return style.finish(ax, "value c (units of q)", "log-odds shift, female − male", f"seed {record['seed']}")
