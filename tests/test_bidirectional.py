@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from abstopk_mini import concepts as C
 from abstopk_mini.runs import bidirectional as B
 from abstopk_mini.runs import sweep
 from abstopk_mini.runs.cli import main as cli_main
