@@ -52,16 +52,22 @@ def test_clamp_moves_x_along_the_decoder_row_by_c_minus_z():
     torch.testing.assert_close(St.decoder_direction(sae, latent), d_i)
 
 
+def _clamped_at_block_0(loaded, sae, latent, c):
+    """The residual after block 0 without and with latent ``latent`` clamped to ``c``, and the
+    edited (non-BOS, real) positions."""
+    ids, mask = _batch(loaded, TEXTS)
+    x = H.residual_stream(loaded, ids, 0, mask)
+    with St.clamp_latent(sae, latent, c).attach(loaded):
+        x_new = H.residual_stream(loaded, ids, 0, mask)
+    return x, x_new, mask.bool() & (ids != loaded.info.bos_token_id)
+
+
 def test_clamp_inside_the_model(tiny_gpt2):
     """Attached to block 0, the residual becomes x + (c − z_i(x)) d_i at the non-BOS positions."""
     loaded = tiny_gpt2
     sae = _sae(loaded.info.d_model, 0, seed=1)
-    ids, mask = _batch(loaded, TEXTS)
-    x = H.residual_stream(loaded, ids, 0, mask)
     latent, c = 5, -7.0
-    with St.clamp_latent(sae, latent, c).attach(loaded):
-        x_new = H.residual_stream(loaded, ids, 0, mask)
-    edit = mask.bool() & (ids != loaded.info.bos_token_id)
+    x, x_new, edit = _clamped_at_block_0(loaded, sae, latent, c)
     z_i = sae.encode(x[edit]).detach()[:, latent]
     d_i = St.decoder_direction(sae, latent)
     torch.testing.assert_close(x_new[edit], x[edit] + (c - z_i)[:, None] * d_i, rtol=1e-5, atol=1e-5)
@@ -165,12 +171,8 @@ def test_clamp_with_a_standardising_sae_inside_the_model(tiny_gpt2):
     """float32 residual, float64 SAE: x' = x + (c − z_i(x)) σ(x) W_dec[i]/s at the non-BOS positions."""
     loaded = tiny_gpt2
     sae = _standardising_sae(loaded.info.d_model, seed=1)
-    ids, mask = _batch(loaded, TEXTS)
-    x = H.residual_stream(loaded, ids, 0, mask)
     latent, c = 5, -7.0
-    with St.clamp_latent(sae, latent, c).attach(loaded):
-        x_new = H.residual_stream(loaded, ids, 0, mask)
-    edit = mask.bool() & (ids != loaded.info.bos_token_id)
+    x, x_new, edit = _clamped_at_block_0(loaded, sae, latent, c)
     X = x[edit].double().numpy()
     _, sd, Z = _by_hand(sae, X)
     ref = X + (c - Z[:, [latent]]) * sd * sae.W_dec[latent].detach().numpy() / sae.cfg.input_scale
