@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -267,6 +268,10 @@ def test_records_round_trip_and_notebook_iframe(computed, tmp_path):
     data = computed.data
     back = dash.DashboardData.load(data.save(tmp_path / "d.json"))
     assert back.to_dict() == json.loads(json.dumps(data.to_dict()))
+    gz = data.save(tmp_path / "d.json.gz")  # gzip by suffix, byte-identical when saved again (mtime 0)
+    assert gzip.decompress(gz.read_bytes()) == (tmp_path / "d.json").read_bytes()
+    assert dash.DashboardData.load(gz).to_dict() == back.to_dict()
+    assert data.save(tmp_path / "e.json.gz").read_bytes() == gz.read_bytes()
     page = dash.Page(dash.dashboard_html(data, 5), 700)
     tags = _parse(page._repr_html_())
     (tag, attrs), = tags.tags
@@ -287,6 +292,15 @@ def test_cli_dashboard_json(computed, acts_dir, tiny_gpt2_dir, tmp_path, capsys)
     result = json.loads(capsys.readouterr().out)
     assert result["latents"] == [0, 5, 17] and result["page"] == "browser"
     assert result["size_bytes"] == out.stat().st_size > 0
+    assert "verdicts" not in result
+    rc = main(["dashboard", "--sae", str(tmp_path / "sae"), "--acts", str(acts_dir), "--latents", "0,5,17",
+               "--out", str(out), "--model", str(tiny_gpt2_dir), "--n-top", "3", "--judge",
+               "--data", str(tmp_path / "d.json.gz"), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    judged = dash.judge(dash.DashboardData.load(tmp_path / "d.json.gz"))  # the same rules on the saved data
+    assert result["judgements"] == json.loads(json.dumps([j.to_dict() for j in judged]))
+    assert result["verdicts"] == dash.count_verdicts(judged) and result["verdicts"]["n"] == 3
     rc = main(["dashboard", "--sae", str(tmp_path / "sae"), "--acts", str(acts_dir), "--latents", "0,x",
                "--out", str(out), "--model", str(tiny_gpt2_dir), "--json"])
     assert rc == 2 and "--latents" in capsys.readouterr().err

@@ -9,6 +9,7 @@ effects — computed from a harvest and an SAE, shown as self-contained HTML (no
 * :mod:`.html`     one latent's self-contained page (CSS, renderer, colours)
 * :mod:`.browser`  one page browsing many latents, searchable by id and token
 * :mod:`.notebook` :func:`show`: a page in an iframe, for Jupyter, Colab and the built book
+* :mod:`.judge`    rules over each side's top tokens: do the two sides mean opposite things?
 
     data = am.dashboard.compute_dashboards(sae, acts_dir, loaded, latents=[3, 17])
     am.dashboard.show(data, 3)                        # in a notebook cell
@@ -19,6 +20,7 @@ from .browser import browser_html, write_browser, write_page
 from .data import antipodes, compute_dashboards, select_bidirectional
 from .logits import LogitEffects, get_final_norm, logit_effects
 from .html import SIGN_COLORS, dashboard_html
+from .judge import Judgement, count_verdicts, judge, judge_latent, opposite_lexicon
 from .notebook import Page, show
 from .payload import payload
 from .records import Context, DashboardData, LatentDashboard
@@ -26,4 +28,4 @@ from .stream import LatentStats, latent_stats
 
 __all__ = ["browser_html", "write_browser", "write_page", "SIGN_COLORS", "dashboard_html", "Page", "show", "payload",
            "compute_dashboards", "select_bidirectional", "antipodes", "LogitEffects", "get_final_norm",
-           "logit_effects", "Context", "DashboardData", "LatentDashboard", "LatentStats", "latent_stats"]
+           "logit_effects", "Judgement", "judge", "judge_latent", "count_verdicts", "opposite_lexicon", "Context", "DashboardData", "LatentDashboard", "LatentStats", "latent_stats"]

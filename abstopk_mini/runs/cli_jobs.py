@@ -83,7 +83,10 @@ def add_dashboard(sub) -> None:
     p.add_argument("--before", type=int, default=10, help="tokens of context before the chosen token (default 10)")
     p.add_argument("--after", type=int, default=4, help="tokens of context after it (default 4)")
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--data", default=None, help="also save the full DashboardData as JSON here")
+    p.add_argument("--data", default=None, help="also save the full DashboardData as JSON here (gzip if it ends in .gz)")
+    p.add_argument("--judge", action="store_true",
+                   help="also judge each requested latent's two sides by the rules of am.dashboard.judge "
+                        "(opposite / different / same / one-sided) and report the counts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_dashboard)
 
@@ -111,7 +114,15 @@ def _run_dashboard(args) -> int:
         data.save(args.data)
     result = {"command": "dashboard", "out": args.out, "data": args.data, "latents": data.requested,
               "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens}
-    emit(args, result, f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)")
+    text = f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)"
+    if args.judge:
+        from ..dashboard import count_verdicts, judge
+
+        verdicts = judge(data)
+        result["verdicts"] = count_verdicts(verdicts)
+        result["judgements"] = [j.to_dict() for j in verdicts]
+        text += "\n" + ", ".join(f"{k} {v}" for k, v in result["verdicts"].items())
+    emit(args, result, text)
     return 0
 
 

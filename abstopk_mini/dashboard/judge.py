@@ -1,0 +1,169 @@
+r"""Do the two sides of a latent mean opposite things? Rules over the top tokens of each side.
+
+    verdicts = am.dashboard.judge(data)             # one Judgement per requested latent
+    am.dashboard.count_verdicts(verdicts)           # {"opposite": 3, "different": 150, ...}
+
+A latent's **two sides** are, for a signed SAE (AbsTopK), its contexts with the largest
+:math:`z_i > 0` and with the most negative :math:`z_i < 0`; for an unsigned SAE (TopK), which has no
+negative codes, the positive contexts of latent :math:`i` and of its antipode
+:math:`j^* = \arg\min_{j \ne i} \cos(W_{dec}[i], W_{dec}[j])` — the latent that writes most nearly
+:math:`-d_i`, the like-for-like "other side" (:func:`~abstopk_mini.dashboard.data.antipodes`).
+
+Each side is summarised by the **chosen tokens** of its top contexts (the token each context was
+ranked by), lower-cased, stripped of spaces and of leading/trailing punctuation; tokens that are
+empty after that (punctuation, whitespace, BOS) are dropped. Rules, in this order:
+
+1. ``"one-sided"``: a side has fewer than ``min_tokens`` chosen word tokens — nothing to compare;
+2. ``"opposite"``: some pair :math:`(a, b)` of the opposition lexicon (:func:`opposite_lexicon`) has
+   :math:`a` among one side's tokens and :math:`b` among the other's;
+3. ``"same"``: the two sides' token *sets* overlap, Jaccard :math:`|A \cap B| / |A \cup B| \ge`
+   ``same_jaccard`` — the sign carries no meaning the tokens show;
+4. ``"different"``: anything else (distinct tokens, no lexicon pair between them).
+
+The lexicon rule can only find oppositions the lexicon names, so "opposite" is a lower bound and
+"different" holds both unrelated and opposite-but-unlisted sides; :class:`Judgement` keeps the
+tokens, so a reader can check any verdict. The same pair test applied to the logit-lens lists
+(the tokens :math:`+d_i` and :math:`-d_i` — for TopK :math:`+d_i` and :math:`+d_{j^*}` — boost most) is
+reported separately as ``opposite_logits``.
+"""
+
+from __future__ import annotations
+
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+__all__ = ["EXTRA_OPPOSITES", "opposite_lexicon", "normalise_token", "side_tokens", "Judgement", "judge_latent",
+           "judge", "count_verdicts", "VERDICTS"]
+
+VERDICTS = ("opposite", "different", "same", "one-sided")
+
+#: Common English oppositions that the shipped lists lack (closed-class words, directions, quantities).
+#: Fixed before any dashboard was judged; extend it only with the same care (and say so).
+EXTRA_OPPOSITES: tuple[tuple[str, str], ...] = (
+    ("in", "out"), ("up", "down"), ("before", "after"), ("yes", "no"), ("first", "last"), ("more", "less"),
+    ("most", "least"), ("increase", "decrease"), ("positive", "negative"), ("good", "bad"), ("open", "closed"),
+    ("start", "end"), ("begin", "end"), ("win", "lose"), ("won", "lost"), ("buy", "sell"), ("left", "right"),
+    ("high", "low"), ("higher", "lower"), ("big", "small"), ("large", "small"), ("new", "old"), ("young", "old"),
+    ("north", "south"), ("east", "west"), ("true", "false"), ("love", "hate"), ("always", "never"),
+    ("all", "none"), ("above", "below"), ("over", "under"), ("inside", "outside"), ("early", "late"),
+    ("rich", "poor"), ("hot", "cold"), ("light", "dark"), ("war", "peace"), ("friend", "enemy"),
+    ("male", "female"), ("masculine", "feminine"), ("plus", "minus"), ("maximum", "minimum"), ("max", "min"),
+    ("past", "future"), ("ancient", "modern"), ("give", "take"), ("push", "pull"), ("import", "export"),
+    ("input", "output"), ("on", "off"), ("with", "without"), ("can", "cannot"), ("did", "didn't"),
+    ("is", "isn't"), ("was", "wasn't"), ("do", "don't"), ("agree", "disagree"), ("accept", "reject"),
+)
+
+
+def _norm_pairs(pairs) -> list[tuple[str, str]]:
+    return [(a.lower(), b.lower()) for a, b in pairs]
+
+
+def opposite_lexicon() -> list[tuple[str, str]]:
+    """The opposition pairs the ``"opposite"`` rule looks for (lower-case, deduplicated, in order).
+
+    The ``: family`` analogy pairs with pronouns (boy/girl, he/she, ...), the natural-text gender
+    pairs (:data:`~abstopk_mini.concepts.occurrences.GENDER_PAIRS`), the ``: gram2-opposite``
+    antonyms (aware/unaware, ...) — all shipped with gensim — and :data:`EXTRA_OPPOSITES`.
+    """
+    from ..concepts.occurrences import GENDER_PAIRS
+    from ..concepts.pairs import load_pairs
+
+    out = []
+    for pairs in (load_pairs("family", include_pronouns=True), GENDER_PAIRS, load_pairs("opposite"), EXTRA_OPPOSITES):
+        out.extend(_norm_pairs(pairs))
+    return list(dict.fromkeys(out))
+
+
+_STRIP = string.punctuation + "“”‘’«»—–…"
+
+
+def normalise_token(text: str) -> str:
+    """``" Women,"`` -> ``"women"``: lower-case, no surrounding spaces or punctuation ('' if nothing is left)."""
+    return text.strip().lower().strip(_STRIP).strip()
+
+
+def side_tokens(contexts, tokens: dict) -> list[str]:
+    """The normalised chosen token of each context (best-ranked first), empty ones dropped.
+    contexts: [N] :class:`~abstopk_mini.dashboard.records.Context`; tokens: id -> display string."""
+    out = []
+    for c in contexts:
+        t = normalise_token(tokens[c.token_ids[c.max_pos]])
+        if t:
+            out.append(t)
+    return out
+
+
+@dataclass
+class Judgement:
+    """The verdict on one latent's two sides and the evidence it rests on.
+
+    latent: the latent judged; other: the latent whose contexts form side B (itself for a signed
+    SAE, its antipode for an unsigned one); antipode_cos: cos(W_dec[latent], W_dec[other]) (None for
+    a signed SAE). side_a, side_b: the chosen tokens of each side (best first). verdict: one of
+    :data:`VERDICTS`; pair: the lexicon pair found ("opposite"); jaccard: of the two token sets.
+    opposite_logits: the lexicon pair found between the two sides' top boosted output tokens, or None.
+    """
+
+    latent: int
+    other: int
+    antipode_cos: float | None
+    side_a: list
+    side_b: list
+    verdict: str
+    pair: tuple | None
+    jaccard: float
+    opposite_logits: tuple | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _find_pair(a: set, b: set, lexicon) -> tuple | None:
+    for x, y in lexicon:
+        if (x in a and y in b) or (y in a and x in b):
+            return (x, y)
+    return None
+
+
+def judge_latent(data, i: int, *, lexicon=None, min_tokens: int = 5, same_jaccard: float = 0.25) -> Judgement:
+    """Apply the rules of this module to latent ``i`` of a :class:`~abstopk_mini.dashboard.records.DashboardData`."""
+    if lexicon is None:
+        lexicon = opposite_lexicon()
+    rec = data.latent(i)
+    signed = bool(data.sae.get("signed", True))
+    if signed:
+        other, cos, b_ctx = i, None, rec.top_neg
+        b_logits = rec.logits.neg_boost
+    else:
+        other, cos = rec.antipode, rec.antipode_cos
+        partner = data.latent(other)
+        b_ctx, b_logits = partner.top_pos, partner.logits.pos_boost
+    a, b = side_tokens(rec.top_pos, data.tokens), side_tokens(b_ctx, data.tokens)
+    sa, sb = set(a), set(b)
+    jac = len(sa & sb) / len(sa | sb) if sa | sb else 0.0
+    pair = None
+    if len(a) < min_tokens or len(b) < min_tokens:
+        verdict = "one-sided"
+    else:
+        pair = _find_pair(sa - sb, sb - sa, lexicon)
+        verdict = "opposite" if pair else ("same" if jac >= same_jaccard else "different")
+    la = {normalise_token(data.tokens[t]) for t, _ in rec.logits.pos_boost} - {""}
+    lb = {normalise_token(data.tokens[t]) for t, _ in b_logits} - {""}
+    return Judgement(latent=i, other=other, antipode_cos=cos, side_a=a, side_b=b, verdict=verdict, pair=pair,
+                     jaccard=jac, opposite_logits=_find_pair(la - lb, lb - la, lexicon))
+
+
+def judge(data, latents=None, **kw) -> list[Judgement]:
+    """:func:`judge_latent` for each of ``latents`` (default: the latents the data was requested for)."""
+    lexicon = kw.pop("lexicon", None) or opposite_lexicon()
+    return [judge_latent(data, i, lexicon=lexicon, **kw) for i in (data.requested if latents is None else latents)]
+
+
+def count_verdicts(judgements) -> dict:
+    """``{verdict: count}`` over :data:`VERDICTS` (zeros kept), plus ``"n"`` and ``"opposite_logits"``."""
+    c = Counter(j.verdict for j in judgements)
+    out = {v: c.get(v, 0) for v in VERDICTS}
+    out["n"] = len(judgements)
+    out["opposite_logits"] = sum(j.opposite_logits is not None for j in judgements)
+    return out
