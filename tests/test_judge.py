@@ -92,3 +92,29 @@ def test_judge_names_a_latent_it_does_not_hold():
 
 def test_exported_from_the_dashboard_package():
     assert am.dashboard.judge is judge and am.dashboard.count_verdicts is count_verdicts
+
+
+GENDER = {"male": {"he", "his"}, "female": {"she", "her"}}
+
+
+def test_lexicon_sides_signed_finds_each_gendered_side_and_its_other_sign():
+    data = _data([
+        _latent(0, pos=[1, 1, 3, 6, 1], neg=[2, 4, 2, 2, 7]),  # + 4/5 male, - 4/5 female
+        _latent(1, pos=[2, 2, 6, 7, 6], neg=[6, 6, 6, 6, 6]),  # + 2/5 female: below 0.5
+        _latent(2, pos=[2, 2, 2, 2, 2, 2], neg=[8, 8]),       # + all female; - has no word token
+    ], requested=[0, 1, 2])
+    rows = am.dashboard.lexicon_sides(data, GENDER)
+    got = [(r["latent"], r["sign"], r["group"], r["share"], r["other_sign"]) for r in rows]
+    assert got == [(2, "+", "female", 1.0, "-"), (0, "+", "male", 0.8, "-"), (0, "-", "female", 0.8, "+")]
+    r0 = rows[1]
+    assert r0["other_tokens"] == ["she", "her", "she", "she", "dog"] and r0["other_shares"] == {"male": 0.0, "female": 0.8}
+    assert rows[0]["other_tokens"] == [] and rows[0]["other_shares"] == {} and rows[0]["n_fires"] == 6
+    assert [r["latent"] for r in am.dashboard.lexicon_sides(data, GENDER, min_share=0.4)] == [2, 0, 0, 1]
+
+
+def test_lexicon_sides_unsigned_pairs_with_the_antipode():
+    data = _data([_latent(0, pos=[2, 4, 2, 2, 2], neg=[], antipode=7, cos=-0.5),
+                  _latent(7, pos=[6, 6, 7, 7, 1], neg=[], antipode=0, cos=-0.5)], requested=[0], signed=False)
+    (r,) = am.dashboard.lexicon_sides(data, GENDER)
+    assert (r["latent"], r["sign"], r["group"], r["other_latent"], r["other_sign"]) == (0, "+", "female", 7, "+")
+    assert r["other_shares"] == {"male": 0.2, "female": 0.0}

@@ -25,6 +25,9 @@ The lexicon rule can only find oppositions the lexicon names, so "opposite" is a
 tokens, so a reader can check any verdict. The same pair test applied to the logit-lens lists
 (the tokens :math:`+d_i` and :math:`-d_i` — for TopK :math:`+d_i` and :math:`+d_{j^*}` — boost most) is
 reported separately as ``opposite_logits``.
+
+:func:`lexicon_sides` asks the question the other way round: which sides, of *all* latents, are
+mostly words of one group (say female words), and what is on the other side of each?
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 __all__ = ["EXTRA_OPPOSITES", "opposite_lexicon", "normalise_token", "side_tokens", "Judgement", "judge_latent",
-           "judge", "count_verdicts", "VERDICTS"]
+           "judge", "count_verdicts", "VERDICTS", "lexicon_sides"]
 
 VERDICTS = ("opposite", "different", "same", "one-sided")
 
@@ -167,3 +170,53 @@ def count_verdicts(judgements) -> dict:
     out["n"] = len(judgements)
     out["opposite_logits"] = sum(j.opposite_logits is not None for j in judgements)
     return out
+
+
+def _sides(data, i: int):
+    """[(sign, contexts of that side, (other latent, its contexts))] of latent i: a signed SAE has two
+    sides, each the other's partner; an unsigned one has its positive side, partnered with the
+    antipode's positive side."""
+    rec = data.latent(i)
+    if bool(data.sae.get("signed", True)):
+        return [("+", rec.top_pos, (i, "-", rec.top_neg)), ("-", rec.top_neg, (i, "+", rec.top_pos))]
+    try:
+        other = data.latent(rec.antipode).top_pos
+    except ValueError:  # the antipode was not computed: no other side to show
+        other = []
+    return [("+", rec.top_pos, (rec.antipode, "+", other))]
+
+
+def lexicon_sides(data, groups: dict, *, min_share: float = 0.5, min_tokens: int = 5, latents=None) -> list[dict]:
+    """Every side whose chosen tokens are mostly words of one group, with what its other side holds.
+
+    groups: ``{name: words}`` (lower-case words; e.g. ``gender_lexicon()`` gives "male" and "female").
+    A side qualifies when it has ≥ ``min_tokens`` chosen word tokens (:func:`side_tokens`) and a share
+    ≥ ``min_share`` of them are in one group. latents: default every latent the data holds.
+
+    Returns one dict per qualifying side, sorted by share (descending), then latent:
+    ``latent, sign ("+"/"-"), group, share, n_fires`` (tokens on that side), ``tokens``, and
+    ``other_latent, other_sign, other_tokens, other_shares`` ({group: share} of the other side;
+    {} when it has fewer than ``min_tokens``) — for a signed SAE the other sign of the same latent,
+    for an unsigned one the antipode's positive side.
+    """
+    sets = {g: {w.lower() for w in ws} for g, ws in groups.items()}
+
+    def shares(tokens):
+        return {g: sum(t in ws for t in tokens) / len(tokens) for g, ws in sets.items()} if len(tokens) >= min_tokens else {}
+
+    rows = []
+    for i in ([r.latent for r in data.latents] if latents is None else latents):
+        rec = data.latent(i)
+        for sign, ctx, (j, other_sign, other_ctx) in _sides(data, i):
+            tokens = side_tokens(ctx, data.tokens)
+            sh = shares(tokens)
+            if not sh:
+                continue
+            group = max(sh, key=lambda g: (sh[g], g))
+            if sh[group] >= min_share:
+                other = side_tokens(other_ctx, data.tokens)
+                rows.append({"latent": i, "sign": sign, "group": group, "share": sh[group],
+                             "n_fires": rec.n_pos if sign == "+" else rec.n_neg, "tokens": tokens,
+                             "other_latent": j, "other_sign": other_sign, "other_tokens": other,
+                             "other_shares": shares(other)})
+    return sorted(rows, key=lambda r: (-r["share"], r["latent"], r["sign"]))

@@ -1,4 +1,5 @@
-"""The command-line subcommands that run whole jobs: ``reproduce``, ``sweep`` and ``dashboard``.
+"""The command-line subcommands that run whole jobs: ``reproduce``, ``sweep``, ``dashboard``,
+``bidirectional`` and ``opposites``.
 
 Each ``add_<command>(sub)`` adds its parser to :func:`abstopk_mini.runs.cli.build_parser`; the
 commands follow the same contract as the others (a readable summary, or one JSON object under
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from .cli_args import check_positive, check_runs_dir, emit
 
-__all__ = ["add_reproduce", "add_sweep", "add_dashboard"]
+__all__ = ["add_reproduce", "add_sweep", "add_dashboard", "add_bidirectional", "add_opposites"]
 
 
 # ----------------------------------------------------------------------------- reproduce
@@ -154,4 +155,37 @@ def _run_bidirectional(args) -> int:
              f"{r['natural']['abstopk'].get('pair_share', float('nan')):.2f}; TopK best pair "
              f"{r['scan']['topk'].get('best_pair', {}).get('test_pair_share', float('nan')):.2f}" for r in recs]
     emit(args, {"command": "bidirectional", "records": recs}, "\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- opposites
+def add_opposites(sub) -> None:
+    p = sub.add_parser("opposites", help="dashboards of the most bidirectional latents of sweep SAEs, judged: do "
+                                         "their two sides mean opposite things? plus every gendered side")
+    p.add_argument("--config", required=True, help="the sweep config whose records name the SAEs, e.g. sweeps/steps.json")
+    p.add_argument("--stages", nargs="+", required=True, help="stages with one TopK / AbsTopK pair per seed")
+    p.add_argument("--out", required=True, help="folder for the dashboards (.json.gz), e.g. results/dashboards")
+    p.add_argument("--results", default=None, help="append one JSON record per SAE to this file")
+    p.add_argument("--n", type=int, default=200, help="latents per SAE (default 200)")
+    p.add_argument("--n-top", type=int, default=10, help="contexts per side (default 10)")
+    p.add_argument("--min-share", type=float, default=0.5,
+                   help="a side is gendered when this share of its top tokens are gender words (default 0.5)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_opposites)
+
+
+def _run_opposites(args) -> int:
+    from .opposites import run_opposites
+
+    for flag in ("n", "n_top"):
+        check_positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if not 0 < args.min_share <= 1:
+        raise ValueError(f"--min-share must be in (0, 1]; got {args.min_share}")
+    check_runs_dir(args.runs_dir)
+    recs = run_opposites(args.config, args.stages, out=args.out, results=args.results, runs_root=args.runs_dir,
+                         n=args.n, n_top=args.n_top, min_share=args.min_share)
+    lines = [f"{r['activation']} seed {r['seed']}: " + ", ".join(f"{k} {v}" for k, v in r["verdicts"].items())
+             + f"; {len(r['gender_sides'])} gendered side(s)" for r in recs]
+    emit(args, {"command": "opposites", "records": recs}, "\n".join(lines))
     return 0

@@ -1,0 +1,118 @@
+r"""Do the two sides of a latent mean opposite things? Signed dashboards and their verdicts for the
+TopK / AbsTopK pairs of sweep stages, one record per SAE.
+
+    python -m abstopk_mini opposites --config sweeps/steps.json --stages long long-seed1 \
+        --out results/dashboards --results results/opposite_meanings.jsonl --json
+
+For each seed's pair (the two SAEs the sweep recorded for those stages), on the sweep's held-out
+harvest:
+
+1. the dashboards (:func:`~abstopk_mini.dashboard.compute_dashboards`) of the ``n`` most
+   bidirectional latents — AbsTopK: the most balanced between signs; TopK, which has no negative
+   codes: the ``n`` most antipodal decoder pairs, each latent's partner its "other side" — saved as
+   ``<out>/<activation>-seed<s>-top<n>.json.gz``;
+2. their verdicts by the rules of :mod:`abstopk_mini.dashboard.judge` (opposite / different / same /
+   one-sided), counted;
+3. every latent's top contexts (one-token windows, not saved) and the sides that are mostly gender
+   words (:func:`~abstopk_mini.dashboard.judge.lexicon_sides` with
+   :func:`~abstopk_mini.concepts.occurrences.gender_lexicon`), with what their other side holds;
+4. the dashboards of the latents with a gendered side (and, for TopK, of their antipodes), saved as
+   ``<out>/<activation>-seed<s>-gender.json.gz``.
+
+Records name the SAEs by sweep key and the dashboard files relative to the records file, never by
+an absolute path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["SCHEMA", "run_opposites"]
+
+SCHEMA = "abstopk_mini.opposites/1"
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), Path(start).resolve())
+
+
+def measure_sae(sae, held_dir, loaded, out: Path, stem: str, *, n: int, n_top: int, min_share: float) -> dict:
+    """Steps 1-4 of the module docstring for one SAE; writes two .json.gz files under ``out``."""
+    from .. import dashboard as D
+    from ..concepts.occurrences import gender_lexicon
+
+    t0 = time.perf_counter()
+    top = D.compute_dashboards(sae, held_dir, loaded, top_bidirectional=n, n_top=n_top)
+    verdicts = D.judge(top)
+    every = D.compute_dashboards(sae, held_dir, loaded, latents=list(range(sae.cfg.d_sae)), n_top=n_top,
+                                 before=0, after=0)
+    sides = D.lexicon_sides(every, gender_lexicon(), min_share=min_share)
+    gendered = list(dict.fromkeys(r["latent"] for r in sides))
+    files = {"top": out / f"{stem}-top{n}.json.gz"}
+    top.save(files["top"])
+    if gendered:
+        files["gender"] = out / f"{stem}-gender.json.gz"
+        D.compute_dashboards(sae, held_dir, loaded, latents=gendered, n_top=n_top).save(files["gender"])
+    return {"files": files, "requested": top.requested, "verdicts": D.count_verdicts(verdicts),
+            "judgements": [j.to_dict() for j in verdicts], "gender_sides": sides, "gendered_latents": gendered,
+            "n_tokens": top.n_tokens, "wall_s": time.perf_counter() - t0}
+
+
+def run_opposites(config, stages, *, out, results=None, runs_root=None, loaded=None, n: int = 200, n_top: int = 10,
+                  min_share: float = 0.5) -> list[dict]:
+    """Measure each seed's TopK / AbsTopK pair of ``stages`` of the sweep ``config`` (module
+    docstring); dashboards go to the folder ``out``; one record per SAE is appended to ``results``
+    (a JSONL file; None: return only)."""
+    from .. import __version__
+    from ..lm.models import load_model
+    from ..sae import SAE
+    from .bidirectional import pair_records
+    from .store import harvest_spec
+    from .sweep import append_record, git_commit, load_config, read_results, record_path
+
+    for name, v in (("n", n), ("n_top", n_top)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+    if not 0 < min_share <= 1:
+        raise ValueError(f"min_share must be in (0, 1] (a share of a side's top tokens); got {min_share!r}")
+    cfg = load_config(config) if not hasattr(config, "stages") else config
+    names = {st.name for st in cfg.stages}
+    bad = [s for s in stages if s not in names]
+    if not stages or bad:
+        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
+    pairs = pair_records(read_results(cfg.results_path), stages)
+    if not pairs:
+        raise ValueError(f"no seed of stages {list(stages)} has both a TopK and an AbsTopK record in "
+                         f"{cfg.results_path}; run the sweep first (python -m abstopk_mini sweep --config ...)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = loaded if loaded is not None else load_model(cfg.model)
+    base = Path(results).parent if results is not None else out
+    records = []
+    for s, pair in pairs.items():
+        for act in ("abstopk", "topk"):
+            r = pair[act]
+            held_dir = harvest_spec(cfg.harvest_spec(r["layer"], "heldout"), runs_root, loaded=loaded, progress=False)
+            sae = SAE.load(record_path(r["provenance"]["sae_dir"], runs_root), device="cpu").eval()
+            m = measure_sae(sae, held_dir, loaded, out, f"{act}-seed{s}", n=n, n_top=n_top, min_share=min_share)
+            rec = {"schema": SCHEMA, "sweep": cfg.name, "stages": list(stages), "seed": s, "activation": act,
+                   "layer": r["layer"], "d_sae": r["d_sae"], "k": r["k"],
+                   "sae": {"key": r["key"], "stage": r["stage"], "batch_size": r["batch_size"],
+                           "n_steps": r["train"]["n_steps"], "heldout_fvu": r["heldout"]["fvu"]},
+                   "settings": {"n": n, "n_top": n_top, "min_share": min_share, "heldout_tokens": m["n_tokens"],
+                                "selection": "balance of signs" if sae.cfg.signed else "most antipodal decoder pairs",
+                                "rules": {"min_tokens": 5, "same_jaccard": 0.25}},
+                   "files": {k: _rel(v, base) for k, v in m.pop("files").items()},
+                   **{k: v for k, v in m.items() if k not in ("n_tokens", "wall_s")},
+                   "provenance": {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+                                  "threads": torch.get_num_threads(), "machine": platform.machine(),
+                                  "wall_s": m["wall_s"], "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+            if results is not None:
+                append_record(Path(results), rec)
+            records.append(rec)
+    return records
