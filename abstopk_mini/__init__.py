@@ -10,6 +10,8 @@ stays fast and does not import transformers until a model is needed):
 * the SAE core at the top: ``sae``, ``nonlinearities`` (one spec per activation), ``losses``,
   ``metrics``, ``codestats`` (sign counts streamed), ``evaluate`` (one SAE on held-out data), ``tables``,
   ``train``, ``data``, ``checkpoint``, ``distributed``, ``interop``, ``recipes``, ``io``, ``device``;
+* ``repo``: where the repository's files are (``results/``, ``sweeps/``); ``pretrained``: the SAEs
+  shipped with the book, ``am.pretrained.load(name)``;
 * ``coding``: proximal maps, solvers, one-step and unrolled encoders, doubling, toy data
   (``am.prox``, ``am.unroll`` and ``am.toy`` are short names for ``am.coding.prox`` ...);
 * ``kernels``: the fast path of the top-k family;

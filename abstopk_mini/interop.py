@@ -77,12 +77,18 @@ _SAELENS_FORMAT_VERSION = "6.0.0"
 
 # ----------------------------------------------------------------------------- export
 @torch.no_grad()
-def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False) -> Path:
+def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False, dtype: str = "float32") -> Path:
     """Write ``sae`` as a SAELens directory that ``sae_lens.SAE.load_from_disk(path)`` loads.
 
     The SAELens SAE computes the same z and x̂ from raw activations (input scale folded in; see
-    the module docstring). Returns the directory.
+    the module docstring). dtype: how the tensors are stored, ``"float32"`` (exact) or ``"float16"``
+    / ``"bfloat16"`` (half the size; each weight rounded once, after folding in float64). The
+    config's ``dtype`` stays ``"float32"``: the SAE is loaded and run in float32 either way.
+    Returns the directory.
     """
+    store = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in store:
+        raise ValueError(f"dtype must be one of {sorted(store)}; got {dtype!r}")
     from safetensors.torch import save_file
 
     if not isinstance(sae, SAE):
@@ -90,10 +96,11 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
     cfg = sae.cfg
     act, spec = cfg.activation, cfg.spec
     s = float(cfg.input_scale)
-    W_enc = (sae.W_enc.detach().double().cpu() * s).float()  # folded in float64, rounded once
-    W_dec = (sae.W_dec.detach().double().cpu() / s).float()
-    b_enc = sae.b_enc.detach().float().cpu().clone()
-    b_dec = (sae.b_dec.detach().double().cpu() / s).float()
+    # folded in float64 and rounded once, to the stored dtype, when written
+    W_enc = sae.W_enc.detach().double().cpu() * s
+    W_dec = sae.W_dec.detach().double().cpu() / s
+    b_enc = sae.b_enc.detach().double().cpu().clone()
+    b_dec = sae.b_dec.detach().double().cpu() / s
     extra: dict = {}
     tensors = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
     arch = saelens_architecture(spec)
@@ -139,6 +146,7 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
         "abstopk_mini_activation": act,
         "abstopk_mini_input_scale_folded": s,
         "abstopk_mini_recipe": cfg.recipe,
+        "abstopk_mini_stored_dtype": dtype,
     }
     config = {
         "d_in": cfg.d_in,
@@ -156,7 +164,7 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False)
     if path.exists() and not path.is_dir():
         raise ValueError(f"path={str(path)!r} is a file; to_saelens needs a directory path")
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.contiguous() for key, value in tensors.items()}
+    tensors = {key: value.to(store[dtype]).contiguous() for key, value in tensors.items()}
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
     atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     return path

@@ -118,3 +118,21 @@ def test_lexicon_sides_unsigned_pairs_with_the_antipode():
     (r,) = am.dashboard.lexicon_sides(data, GENDER)
     assert (r["latent"], r["sign"], r["group"], r["other_latent"], r["other_sign"]) == (0, "+", "female", 7, "+")
     assert r["other_shares"] == {"male": 0.2, "female": 0.0}
+
+
+def test_blind_sample_hides_the_sae_and_is_reproducible():
+    a = _data([_latent(i, pos=[1, 3, 1, 3, 1], neg=[6, 7, 6, 7, 6]) for i in range(6)], requested=list(range(6)))
+    t = _data([_latent(i, pos=[11, 12, 11, 12, 11], neg=[], antipode=i + 10) for i in range(4)]
+              + [_latent(i + 10, pos=[2, 4, 2, 4, 2], neg=[], antipode=i) for i in range(4)],
+              requested=list(range(4)), signed=False)
+    items = am.dashboard.blind_sample({"abstopk": a, "topk": t}, 3)
+    assert items == am.dashboard.blind_sample({"abstopk": a, "topk": t}, 3)
+    assert sorted(it["sae"] for it in items) == ["abstopk"] * 3 + ["topk"] * 3
+    assert [it["item"] for it in items] == list(range(6))
+    it = next(i for i in items if i["sae"] == "topk")
+    assert it["other"] == it["latent"] + 10 and it["side_b"] == ["she", "her", "she", "her", "she"]
+    assert it["ctx_b"][0] == "<bos>[ She]"
+    sheet = am.dashboard.reading_sheet(items)
+    assert "abstopk" not in sheet and "topk" not in sheet and sheet.count("#") == 6
+    with pytest.raises(ValueError, match="n=7"):
+        am.dashboard.blind_sample({"abstopk": a}, 7)

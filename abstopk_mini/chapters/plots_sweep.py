@@ -47,14 +47,12 @@ POINT_FIELDS = ("layer", "d_sae", "k", "activation", "seed", "variant", "train_t
 
 
 def find_results(name: str = "results/gemma_sweep.jsonl", start=None) -> Path:
-    """The results file ``name`` in the current folder or the nearest parent that has it (a chapter
-    runs in ``notebooks/``, the file lives at the repository root)."""
-    here = Path(start or Path.cwd()).resolve()
-    for base in (here, *here.parents):
-        if (base / name).is_file():
-            return base / name
-    raise FileNotFoundError(f"{name!r} is not in {str(here)!r} or any folder above it; run the notebook from a "
-                            "clone of the repository (the results file is committed there)")
+    """The results file ``name`` (relative to the repository root) in the checkout this session can read:
+    ``$ABSTOPK_REPO``, the current folder or a parent, or the checkout the package was installed from
+    (:func:`abstopk_mini.repo.find`, whose error says how to get one)."""
+    from ..repo import find
+
+    return find(name, start)
 
 
 def get(rec: dict, path: str, default=math.nan):

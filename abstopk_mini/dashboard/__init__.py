@@ -20,7 +20,8 @@ from .browser import browser_html, write_browser, write_page
 from .data import antipodes, compute_dashboards, select_bidirectional
 from .logits import LogitEffects, get_final_norm, logit_effects
 from .html import SIGN_COLORS, dashboard_html
-from .judge import Judgement, count_verdicts, judge, judge_latent, lexicon_sides, opposite_lexicon
+from .judge import (Judgement, blind_sample, count_verdicts, judge, judge_latent, lexicon_sides, opposite_lexicon,
+                    reading_sheet)
 from .notebook import Page, show
 from .payload import payload
 from .records import Context, DashboardData, LatentDashboard
@@ -28,4 +29,4 @@ from .stream import LatentStats, latent_stats
 
 __all__ = ["browser_html", "write_browser", "write_page", "SIGN_COLORS", "dashboard_html", "Page", "show", "payload",
            "compute_dashboards", "select_bidirectional", "antipodes", "LogitEffects", "get_final_norm",
-           "logit_effects", "Judgement", "judge", "judge_latent", "count_verdicts", "opposite_lexicon", "lexicon_sides", "Context", "DashboardData", "LatentDashboard", "LatentStats", "latent_stats"]
+           "logit_effects", "Judgement", "judge", "judge_latent", "count_verdicts", "opposite_lexicon", "lexicon_sides", "blind_sample", "reading_sheet", "Context", "DashboardData", "LatentDashboard", "LatentStats", "latent_stats"]

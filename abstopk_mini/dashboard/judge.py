@@ -32,12 +32,13 @@ mostly words of one group (say female words), and what is on the other side of e
 
 from __future__ import annotations
 
+import random
 import string
 from collections import Counter
 from dataclasses import asdict, dataclass
 
 __all__ = ["EXTRA_OPPOSITES", "opposite_lexicon", "normalise_token", "side_tokens", "Judgement", "judge_latent",
-           "judge", "count_verdicts", "VERDICTS", "lexicon_sides"]
+           "judge", "count_verdicts", "VERDICTS", "lexicon_sides", "blind_sample", "reading_sheet"]
 
 VERDICTS = ("opposite", "different", "same", "one-sided")
 
@@ -220,3 +221,46 @@ def lexicon_sides(data, groups: dict, *, min_share: float = 0.5, min_tokens: int
                              "other_latent": j, "other_sign": other_sign, "other_tokens": other,
                              "other_shares": shares(other)})
     return sorted(rows, key=lambda r: (-r["share"], r["latent"], r["sign"]))
+
+
+def _window_text(data, c, before: int = 8) -> str:
+    toks = [data.tokens[t] for t in c.token_ids]
+    toks[c.max_pos] = "[" + toks[c.max_pos] + "]"
+    return "".join(toks[max(0, c.max_pos - before):]).replace("\n", " ")
+
+
+def blind_sample(named: dict, n: int, *, seed: int = 0, shuffle_seed: int = 1, n_contexts: int = 3) -> list[dict]:
+    """A reading sample with the SAE hidden: ``n`` judged latents of each DashboardData in ``named``
+    (``{"abstopk": data, "topk": data}``), drawn at random (``random.Random(seed)``) among those not
+    "one-sided", then shuffled together (``random.Random(shuffle_seed)``).
+
+    Each item: ``item`` (its number on the sheet), ``sae`` (the key of ``named``: hide it when
+    reading), ``latent``, ``other``, ``side_a``, ``side_b`` (chosen tokens) and ``ctx_a``, ``ctx_b``
+    (the first ``n_contexts`` contexts of each side as text, the chosen token in brackets).
+    """
+    items = []
+    for name, data in named.items():
+        judged = [j for j in judge(data) if j.verdict != "one-sided"]
+        if len(judged) < n:
+            raise ValueError(f"{name!r} has {len(judged)} judged latents that are not one-sided; n={n} is more")
+        for j in random.Random(seed).sample(judged, n):
+            rec = data.latent(j.latent)
+            b_ctx = rec.top_neg if j.other == j.latent else data.latent(j.other).top_pos
+            items.append({"sae": name, "latent": j.latent, "other": j.other, "side_a": j.side_a, "side_b": j.side_b,
+                          "ctx_a": [_window_text(data, c) for c in rec.top_pos[:n_contexts]],
+                          "ctx_b": [_window_text(data, c) for c in b_ctx[:n_contexts]]})
+    random.Random(shuffle_seed).shuffle(items)
+    for k, it in enumerate(items):
+        it["item"] = k
+    return items
+
+
+def reading_sheet(items) -> str:
+    """The text a reader judges: for each item its number, each side's tokens and contexts — no SAE name."""
+    lines = []
+    for it in items:
+        lines.append(f"#{it['item']}")
+        for side in ("a", "b"):
+            lines.append(f"  {side.upper()}: {' '.join(it['side_' + side])}")
+            lines.extend(f"     · {c}" for c in it["ctx_" + side])
+    return "\n".join(lines) + "\n"

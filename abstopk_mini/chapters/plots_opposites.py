@@ -1,0 +1,103 @@
+r"""Tables and the figure of chapter 11 (two sides of a latent). They read the records of
+``python -m abstopk_mini opposites`` (``results/opposite_meanings.jsonl``) and the blinded reading
+(``results/opposite_reading.json``); nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from . import style
+
+__all__ = ["LABEL", "READING_LABELS", "verdict_table", "gender_sides_table", "reading_table", "verdict_figure"]
+
+LABEL = {"abstopk": "AbsTopK", "topk": "TopK"}
+#: the reader's four labels, in the order tables and the figure show them
+READING_LABELS = ("opposite", "related", "unrelated", "unclear")
+_VERDICT_COLORS = {"opposite": style.BAND, "related": "#98df8a", "different": "#c7c7c7", "unrelated": "#c7c7c7",
+                   "same": "#8c8c8c", "one-sided": "#f2f2f2", "unclear": "#f2f2f2"}
+
+
+def _order(records):
+    return sorted(records, key=lambda r: (r["activation"] != "abstopk", r["seed"]))
+
+
+def verdict_table(records) -> style.Table:
+    """One row per SAE: the rule verdicts on its n most bidirectional latents (counts and the share opposite)."""
+    rows = []
+    for r in _order(records):
+        v = r["verdicts"]
+        rows.append({"SAE": LABEL[r["activation"]], "seed": r["seed"], "steps": r["sae"]["n_steps"],
+                     "latents": v["n"], "opposite": v["opposite"], "different": v["different"], "same": v["same"],
+                     "one-sided": v["one-sided"], "opposite %": 100 * v["opposite"] / v["n"],
+                     "opposite by logits": v["opposite_logits"]})
+    return style.Table(rows, formats={"opposite %": ".1f"})
+
+
+def _short(tokens, n: int = 6) -> str:
+    """The n most frequent tokens, 'her ×6 · she ×2'."""
+    return " · ".join(f"{t} ×{k}" for t, k in Counter(tokens).most_common(n))
+
+
+def gender_sides_table(records, n_tokens: int = 4) -> style.Table:
+    """One row per gendered side (a side whose top tokens are mostly gender words) of every SAE:
+    its sign, group, share and firing count, and what the other side holds."""
+    rows = []
+    for r in _order(records):
+        for s in r["gender_sides"]:
+            other = s["other_shares"]
+            rows.append({"SAE": LABEL[r["activation"]], "seed": r["seed"], "latent": s["latent"], "side": s["sign"],
+                         "group": s["group"], "share": s["share"], "fires": s["n_fires"],
+                         "top tokens": _short(s["tokens"], n_tokens),
+                         "other side": (f"{s['other_latent']} {s['other_sign']}: " + _short(s["other_tokens"], n_tokens))
+                         if s["other_tokens"] else "-",
+                         "other side gendered": max(other.items(), key=lambda kv: kv[1])[0]
+                         if other and max(other.values()) >= 0.5 else "no"})
+    if not rows:
+        raise ValueError("no record has a gendered side; nothing to show")
+    return style.Table(rows, formats={"share": ".1f"})
+
+
+def reading_table(reading) -> style.Table:
+    """One row per SAE of the blinded reading: how many sampled latents the reader labelled each way."""
+    rows = []
+    for sae in ("abstopk", "topk"):
+        labels = Counter(it["label"] for it in reading["items"] if it["sae"] == sae)
+        n = sum(labels.values())
+        if n:
+            rows.append({"SAE": LABEL[sae], "read": n, **{lab: labels.get(lab, 0) for lab in READING_LABELS},
+                         "opposite %": 100 * labels.get("opposite", 0) / n})
+    return style.Table(rows, formats={"opposite %": ".1f"})
+
+
+@style.styled
+def verdict_figure(records, reading=None):
+    """Stacked bars: the share of each verdict among the judged latents of every SAE (rules), and of
+    each label in the blinded reading; the tick labels name the SAE, seed and sample size."""
+    bars = []
+    for r in _order(records):
+        v = r["verdicts"]
+        bars.append((f"{LABEL[r['activation']]} seed {r['seed']}\nrules, n={v['n']}",
+                     [(k, v[k] / v["n"]) for k in ("opposite", "different", "same", "one-sided")]))
+    if reading is not None:
+        for sae in ("abstopk", "topk"):
+            labels = Counter(it["label"] for it in reading["items"] if it["sae"] == sae)
+            n = sum(labels.values())
+            if n:
+                bars.append((f"{LABEL[sae]} seed {reading['seed']}\nread blind, n={n}",
+                             [(k, labels.get(k, 0) / n) for k in READING_LABELS]))
+    fig, ax = style.subplots(1, 1, height=0.55 * len(bars) + 1.2, width=6.0)
+    seen = set()
+    for y, (name, parts) in enumerate(reversed(bars)):
+        left = 0.0
+        for key, share in parts:
+            ax.barh(y, share, left=left, color=_VERDICT_COLORS[key], edgecolor="#555555", lw=0.4,
+                    label=None if key in seen else key)
+            if share >= 0.06:
+                ax.text(left + share / 2, y, f"{100 * share:.0f}%", ha="center", va="center", fontsize=style.FONT - 1)
+            seen.add(key)
+            left += share
+    ax.set_yticks(range(len(bars)), [b[0] for b in reversed(bars)])
+    ax.set_xlim(0, 1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False, fontsize=style.FONT - 1)
+    return style.finish(ax, "share of latents", "", None, legend=False, grid=False)
