@@ -1,7 +1,5 @@
 """am.pretrained (SAEs shipped with the book) and am.repo (finding the checkout)."""
 
-import json
-import os
 
 import pytest
 import torch
