@@ -136,3 +136,24 @@ def test_blind_sample_hides_the_sae_and_is_reproducible():
     assert "abstopk" not in sheet and "topk" not in sheet and sheet.count("#") == 6
     with pytest.raises(ValueError, match="n=7"):
         am.dashboard.blind_sample({"abstopk": a}, 7)
+
+
+def test_committed_records_are_what_the_rules_say_of_the_committed_dashboards():
+    """results/opposite_meanings.jsonl and the blinded reading agree with results/dashboards/ (chapter 11)."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    records = [json.loads(line) for line in (results / "opposite_meanings.jsonl").read_text().splitlines()]
+    assert sorted((r["activation"], r["seed"]) for r in records) == [("abstopk", 0), ("abstopk", 1), ("topk", 0), ("topk", 1)]
+    data = {}
+    for r in records:
+        d = data[r["activation"], r["seed"]] = DashboardData.load(results / r["files"]["top"])
+        verdicts = judge(d)
+        assert r["verdicts"] == count_verdicts(verdicts)
+        assert r["judgements"] == json.loads(json.dumps([j.to_dict() for j in verdicts]))
+    reading = json.loads((results / "opposite_reading.json").read_text())
+    items = am.dashboard.blind_sample({"abstopk": data["abstopk", 0], "topk": data["topk", 0]}, 30)
+    keys = ("item", "sae", "latent", "other", "side_a", "side_b", "ctx_a", "ctx_b")
+    assert [{k: it[k] for k in keys} for it in reading["items"]] == [{k: it[k] for k in keys} for it in items]
+    assert {it["label"] for it in reading["items"]} <= set(reading["labels"])

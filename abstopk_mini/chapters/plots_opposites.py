@@ -9,13 +9,17 @@ from collections import Counter
 
 from . import style
 
-__all__ = ["LABEL", "READING_LABELS", "verdict_table", "gender_sides_table", "reading_table", "verdict_figure"]
+__all__ = ["LABEL", "READING_LABELS", "verdict_table", "gender_sides_table", "side_cosine_table", "reading_table",
+           "verdict_figure"]
 
 LABEL = {"abstopk": "AbsTopK", "topk": "TopK"}
 #: the reader's four labels, in the order tables and the figure show them
 READING_LABELS = ("opposite", "related", "unrelated", "unclear")
-_VERDICT_COLORS = {"opposite": style.BAND, "related": "#98df8a", "different": "#c7c7c7", "unrelated": "#c7c7c7",
-                   "same": "#8c8c8c", "one-sided": "#f2f2f2", "unclear": "#f2f2f2"}
+#: verdicts (rules) and labels (reading) drawn alike, as (legend entry, colour), in legend order
+_LEGEND = {"opposite": ("opposite", style.BAND), "related": ("related (reading)", "#98df8a"),
+           "different": ("different / unrelated", "#c7c7c7"), "unrelated": ("different / unrelated", "#c7c7c7"),
+           "same": ("same (rules)", "#8c8c8c"), "one-sided": ("one-sided / unclear", "#f2f2f2"),
+           "unclear": ("one-sided / unclear", "#f2f2f2")}
 
 
 def _order(records):
@@ -58,6 +62,31 @@ def gender_sides_table(records, n_tokens: int = 4) -> style.Table:
     return style.Table(rows, formats={"share": ".1f"})
 
 
+def side_cosine_table(record, W_dec) -> style.Table:
+    r"""For one SAE's record: the cosine between the direction each female side writes and the
+    direction each male side writes, :math:`\cos(\sigma_f d_f, \sigma_m d_m)` with :math:`\sigma = \pm 1`
+    the side's sign and :math:`d = W_{dec}[i]` (so −1 would be one axis read in both directions).
+    W_dec: that SAE's decoder [d_sae, d_in] (e.g. ``am.pretrained.load(name).W_dec``)."""
+    import torch
+
+    W = torch.as_tensor(W_dec).detach().double()
+    by = {"female": [], "male": []}
+    for s in record["gender_sides"]:
+        if s["group"] in by:
+            by[s["group"]].append(s)
+    rows = []
+    for f in by["female"]:
+        for m in by["male"]:
+            df = W[f["latent"]] * (1 if f["sign"] == "+" else -1)
+            dm = W[m["latent"]] * (1 if m["sign"] == "+" else -1)
+            rows.append({"SAE": LABEL[record["activation"]], "female side": f"{f['latent']} {f['sign']}",
+                         "male side": f"{m['latent']} {m['sign']}",
+                         "cosine": float(df @ dm / (df.norm() * dm.norm()))})
+    if not rows:
+        raise ValueError("the record has no female side and male side to compare")
+    return style.Table(rows, formats={"cosine": "+.2f"})
+
+
 def reading_table(reading) -> style.Table:
     """One row per SAE of the blinded reading: how many sampled latents the reader labelled each way."""
     rows = []
@@ -86,18 +115,19 @@ def verdict_figure(records, reading=None):
             if n:
                 bars.append((f"{LABEL[sae]} seed {reading['seed']}\nread blind, n={n}",
                              [(k, labels.get(k, 0) / n) for k in READING_LABELS]))
-    fig, ax = style.subplots(1, 1, height=0.55 * len(bars) + 1.2, width=6.0)
-    seen = set()
+    from matplotlib.patches import Patch
+
+    fig, ax = style.subplots(1, 1, height=0.5 * len(bars) + 1.1, width=6.0)
     for y, (name, parts) in enumerate(reversed(bars)):
         left = 0.0
         for key, share in parts:
-            ax.barh(y, share, left=left, color=_VERDICT_COLORS[key], edgecolor="#555555", lw=0.4,
-                    label=None if key in seen else key)
+            ax.barh(y, share, left=left, color=_LEGEND[key][1], edgecolor="#555555", lw=0.4)
             if share >= 0.06:
                 ax.text(left + share / 2, y, f"{100 * share:.0f}%", ha="center", va="center", fontsize=style.FONT - 1)
-            seen.add(key)
             left += share
     ax.set_yticks(range(len(bars)), [b[0] for b in reversed(bars)])
     ax.set_xlim(0, 1)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4, frameon=False, fontsize=style.FONT - 1)
+    entries = dict.fromkeys(_LEGEND.values())
+    ax.legend(handles=[Patch(facecolor=c, edgecolor="#555555", lw=0.4, label=lab) for lab, c in entries],
+              loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=3, frameon=False, fontsize=style.FONT - 1)
     return style.finish(ax, "share of latents", "", None, legend=False, grid=False)

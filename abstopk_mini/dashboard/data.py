@@ -26,7 +26,7 @@ from collections import Counter
 
 import torch
 
-from .logits import LogitEffects, logit_effects, top_tokens
+from .logits import LogitEffects, top_logit_tokens
 from .records import Context, DashboardData, LatentDashboard
 from .stream import LatentStats, latent_stats
 
@@ -185,7 +185,8 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
     scale = sae.cfg.input_scale
     # ±d_i = ±W_dec[i]/s; a standardising SAE (cfg.input_unit_norm) moves token x by σ(x)·d_i, the same
     # direction at a token-dependent length, which the logit lens's final norm divides out (see .logits)
-    effects = logit_effects(loaded, torch.cat([sae.W_dec[shown], -sae.W_dec[shown]]).detach().float().cpu() / scale)
+    effects = top_logit_tokens(loaded, torch.cat([sae.W_dec[shown], -sae.W_dec[shown]]).detach().float().cpu() / scale,
+                               n_logits)
     L = len(shown)
     col = {i: c for c, i in enumerate(shown)}
     where = {int(g): r for r, g in enumerate(wanted.tolist())}
@@ -202,7 +203,7 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
     ids = {t for ctx in contexts.values() for c in ctx for t in c.token_ids}
     records = []
     for c, i in enumerate(shown):
-        (pb, ps), (nb, ns) = top_tokens(effects[c], n_logits), top_tokens(effects[L + c], n_logits)
+        (pb, ps), (nb, ns) = effects[c], effects[L + c]
         ids.update(t for t, _ in pb + ps + nb + ns)
         width, counts = _histogram(stats, i)
         records.append(LatentDashboard(
@@ -219,10 +220,22 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
         latents=records, requested=latents, tokens=tokens, n_tokens=stats.n_tokens,
         sae={"activation": cfg.activation, "k": cfg.k, "d_sae": cfg.d_sae, "d_in": cfg.d_in, "signed": signed,
              "input_scale": scale, "model_name": cfg.model_name, "hook_name": cfg.hook_name},
-        harvest={"dir": str(ds.dir), "model": m["model"], "layer": m["layer"], "hook_name": m["hook_name"],
+        harvest={"dir": _portable(ds.dir), "model": m["model"], "layer": m["layer"], "hook_name": m["hook_name"],
                  "n_tokens": len(ds), "content_sha256": m.get("content_sha256")},
         settings={"n_top": n_top, "before": before, "after": after, "n_bins": n_bins, "n_logits": n_logits,
                   "selection": "latents" if top_bidirectional is None else f"top_bidirectional={top_bidirectional}"})
+
+
+def _portable(path) -> str:
+    """``path`` relative to the runs directory when it lies inside it (records name no machine's folder)."""
+    from pathlib import Path
+
+    from ..runs.store import runs_dir
+
+    try:
+        return str(Path(path).resolve().relative_to(runs_dir().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["FINAL_NORM_PATHS", "get_final_norm", "logit_effects", "LogitEffects", "top_tokens"]
+__all__ = ["FINAL_NORM_PATHS", "get_final_norm", "logit_effects", "LogitEffects", "top_tokens", "top_logit_tokens"]
 
 #: where the final norm lives, tried in order (attribute paths)
 FINAL_NORM_PATHS = (
@@ -53,14 +53,8 @@ def get_final_norm(model) -> nn.Module:
                      "Add its final norm path to abstopk_mini.dashboard.logits.FINAL_NORM_PATHS.")
 
 
-@torch.no_grad()
-def logit_effects(model, directions: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    r""":math:`\ell(v)` of each row v of ``directions`` (see the module docstring).
-
-    model: a LoadedModel or a transformers causal LM. Computed in float32 on the model's device,
-    ``chunk`` directions at a time (a chunk costs chunk × vocab floats).
-    shape: directions [L, d_model] -> logits [L, vocab] float32 (on the CPU)
-    """
+def _effect_chunks(model, directions: torch.Tensor, chunk: int):
+    """Yield :math:`\ell(v)` for ``chunk`` rows of ``directions`` at a time. shape: -> [≤ chunk, vocab] float32"""
     from ..lm.models import LoadedModel
 
     lm = model.model if isinstance(model, LoadedModel) else model
@@ -73,7 +67,27 @@ def logit_effects(model, directions: torch.Tensor, chunk: int = 64) -> torch.Ten
         return cap * torch.tanh(y / cap) if cap else y
 
     base = out(torch.zeros(1, directions.shape[-1]))
-    return torch.cat([(out(part) - base).cpu() for part in directions.split(chunk)])
+    for part in directions.split(chunk):
+        yield (out(part) - base).cpu()
+
+
+@torch.no_grad()
+def logit_effects(model, directions: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    r""":math:`\ell(v)` of each row v of ``directions`` (see the module docstring).
+
+    model: a LoadedModel or a transformers causal LM. Computed in float32 on the model's device,
+    ``chunk`` directions at a time (a chunk costs chunk × vocab floats; the result L × vocab:
+    for many directions use :func:`top_logit_tokens`, which keeps only the top tokens).
+    shape: directions [L, d_model] -> logits [L, vocab] float32 (on the CPU)
+    """
+    return torch.cat(list(_effect_chunks(model, directions, chunk)))
+
+
+@torch.no_grad()
+def top_logit_tokens(model, directions: torch.Tensor, n: int, chunk: int = 64) -> list:
+    """:func:`top_tokens` of :math:`\ell(v)` for each row v, without holding L × vocab floats
+    (memory: chunk × vocab). shape: directions [L, d_model] -> L (boost, suppress) pairs of lists"""
+    return [top_tokens(e, n) for part in _effect_chunks(model, directions, chunk) for e in part]
 
 
 class LogitEffects(NamedTuple):
