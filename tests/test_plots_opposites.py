@@ -36,8 +36,9 @@ def test_gender_sides_and_their_cosines():
                             _side(1, "+", "male", 0.6, other=["she"] * 5, shares={"male": 0.0, "female": 1.0}),
                             _side(2, "-", "male")]}
     t = po.gender_sides_table([rec])
-    assert [(r["latent"], r["side"], r["other side gendered"]) for r in t.rows] == [(0, "-", "no"), (1, "+", "female"), (2, "-", "no")]
-    assert t.rows[0]["other side"] == "0 +: root ×5"
+    assert [(r["side"], r["group"]) for r in t.rows] == [("0 -", "female 100%"), ("1 +", "male 60%"), ("2 -", "male 100%")]
+    assert t.rows[0]["other side"] == "root ×5" and t.rows[2]["other side"] == "-" and t.rows[0]["SAE"] == "AbsTopK s0"
+    assert po.gendered_other_sides([rec]) == 1  # side 1's other side is all female
     W = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
     c = po.side_cosine_table(rec, W)
     # female side −d0 = (−1, 0); male sides +d1 = (0, 2): cos 0; −d2 = (−3, −3): cos 1/√2

@@ -9,7 +9,7 @@ from collections import Counter
 
 from . import style
 
-__all__ = ["LABEL", "READING_LABELS", "verdict_table", "gender_sides_table", "side_cosine_table", "reading_table",
+__all__ = ["LABEL", "READING_LABELS", "verdict_table", "gender_sides_table", "gendered_other_sides", "side_cosine_table", "reading_table",
            "verdict_figure"]
 
 LABEL = {"abstopk": "AbsTopK", "topk": "TopK"}
@@ -43,23 +43,26 @@ def _short(tokens, n: int = 6) -> str:
     return " · ".join(f"{t} ×{k}" for t, k in Counter(tokens).most_common(n))
 
 
-def gender_sides_table(records, n_tokens: int = 4) -> style.Table:
+def gender_sides_table(records, n_tokens: int = 2) -> style.Table:
     """One row per gendered side (a side whose top tokens are mostly gender words) of every SAE:
-    its sign, group, share and firing count, and what the other side holds."""
+    the SAE and seed, the latent and sign, the group and the share of its top tokens in it, its
+    most frequent tokens, and the other side's (the other sign of the same latent, or for TopK the
+    antipode's positive side; the record names the antipode)."""
     rows = []
     for r in _order(records):
         for s in r["gender_sides"]:
-            other = s["other_shares"]
-            rows.append({"SAE": LABEL[r["activation"]], "seed": r["seed"], "latent": s["latent"], "side": s["sign"],
-                         "group": s["group"], "share": s["share"], "fires": s["n_fires"],
-                         "top tokens": _short(s["tokens"], n_tokens),
-                         "other side": (f"{s['other_latent']} {s['other_sign']}: " + _short(s["other_tokens"], n_tokens))
-                         if s["other_tokens"] else "-",
-                         "other side gendered": max(other.items(), key=lambda kv: kv[1])[0]
-                         if other and max(other.values()) >= 0.5 else "no"})
+            rows.append({"SAE": f"{LABEL[r['activation']]} s{r['seed']}", "side": f"{s['latent']} {s['sign']}",
+                         "group": f"{s['group']} {s['share']:.0%}", "top tokens": _short(s["tokens"], n_tokens),
+                         "other side": _short(s["other_tokens"], n_tokens) if s["other_tokens"] else "-"})
     if not rows:
         raise ValueError("no record has a gendered side; nothing to show")
-    return style.Table(rows, formats={"share": ".1f"})
+    return style.Table(rows)
+
+
+def gendered_other_sides(records, min_share: float = 0.5) -> int:
+    """How many gendered sides have a gendered other side (≥ ``min_share`` of its top tokens in one group)."""
+    return sum(bool(s["other_shares"]) and max(s["other_shares"].values()) >= min_share
+               for r in records for s in r["gender_sides"])
 
 
 def side_cosine_table(record, W_dec) -> style.Table:

@@ -80,7 +80,7 @@ function histSVG(r){
   const half=r.nn===0,c=half?r.hc.slice(r.hc.length/2):r.hc,n=c.length,W=560,H=150,l=44,b=30,t=8,w=(W-l-8)/Math.max(n,1),m=half?0:n/2;
   let mxc=0;for(const x of c)mxc=Math.max(mxc,x);
   const y=x=>x?(H-b)-(H-b-t)*Math.log10(1+x)/Math.log10(1+mxc):H-b;
-  let s='<svg width="'+W+'" height="'+H+'" role="img" aria-label="signed activation histogram"><line x1="'+l+'" x2="'+(W-8)+'" y1="'+(H-b)+'" y2="'+(H-b)+'" stroke="#999"/>';
+  let s='<svg viewBox="0 0 '+W+' '+H+'" width="'+W+'" style="max-width:100%;height:auto" role="img" aria-label="signed activation histogram"><line x1="'+l+'" x2="'+(W-8)+'" y1="'+(H-b)+'" y2="'+(H-b)+'" stroke="#999"/>';
   for(let j=0;j<n;j++){if(!c[j])continue;const lo=(j-m)*r.hw,hi=lo+r.hw,yy=y(c[j]);
     s+='<rect x="'+(l+j*w).toFixed(1)+'" y="'+yy.toFixed(1)+'" width="'+Math.max(w-0.5,0.5).toFixed(1)+'" height="'+((H-b)-yy).toFixed(1)+
       '" fill="'+(j>=m?POS[0]:NEG[0])+'"><title>z in ['+fmt(lo)+', '+fmt(hi)+'): '+c[j]+' tokens</title></rect>';}
