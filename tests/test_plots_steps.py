@@ -1,6 +1,7 @@
 """Chapter 10's tables and figures from records (abstopk_mini.chapters.plots_steps)."""
 
 import io
+import math
 
 import pytest
 from PIL import Image
@@ -69,4 +70,5 @@ def test_ladder_and_batch_level_tables():
     assert [r["rung"] for r in t.rows] == ["ours", "all of the paper's choices"]  # paper_adam lacks its AbsTopK
     assert t.rows[0]["gap %"] == pytest.approx(10.0, rel=1e-12) and t.rows[1]["norm. MSE AbsTopK"] == 0.18
     b = pv.batch_level_table([rec("batchabstopk", "default", 0.12, {"l0": 31.5}) | {"heldout_batch_inference": {"batch": 128, "fvu": 0.07, "l0": 32.0}}])
-    assert b.rows[0]["FVU top k·B (B = 128)"] == 0.07 and b.rows[0]["SAE"] == "BatchAbsTopK"
+    assert b.rows[0]["FVU top k·B, B = 128"] == 0.07 and b.rows[0]["SAE"] == "BatchAbsTopK"
+    assert b.rows[0]["dead"] == 0.01 and math.isnan(b.rows[0]["FVU last train batch"])  # not in this record

@@ -45,14 +45,16 @@ def ladder_table(records) -> style.Table:
 
 def batch_level_table(records) -> style.Table:
     """Batch-level SAEs read two ways: the moving-average threshold (our eval) and the top k·B of
-    each block of B tokens (the paper's inference)."""
+    each block of B held-out tokens (the paper's inference); with the FVU of the last training
+    batch and the held-out share of dead latents."""
     rows = []
     for r in records:
         b = r.get("heldout_batch_inference", {})
         rows.append({"SAE": style.label(r["activation"]), "steps": r["train"]["n_steps"],
                      "FVU threshold": r["heldout"]["fvu"], "L0 threshold": r["heldout"]["l0"],
-                     f"FVU top k·B (B = {b.get('batch', '-')})": b.get("fvu"), "L0 top k·B": b.get("l0")})
-    return style.Table(rows, digits=4, formats={"L0 threshold": ".1f", "L0 top k·B": ".1f"})
+                     f"FVU top k·B, B = {b.get('batch', '-')}": b.get("fvu"),
+                     "FVU last train batch": get(r, "train.final_fvu"), "dead": r["heldout"]["dead_frac"]})
+    return style.Table(rows, digits=4, formats={"L0 threshold": ".1f", "dead": ".3f"})
 
 
 def natural_table(records) -> style.Table:
