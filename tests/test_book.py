@@ -325,6 +325,24 @@ def test_notebook_is_valid_nbformat_with_cell_ids(chapter):
         nbformat.validate(nb)
 
 
+@pytest.mark.parametrize("chapter", chapter_files())
+def test_every_figure_has_alt_text_and_the_setup_is_hidden(chapter):
+    """A figure's alt text is its caption (cell metadata ``mystnb.image.alt``, which MyST-NB puts on
+    the <img>), not the image's hash file name; the setup cell is folded away (``hide-input``)."""
+    raw = json.loads((ROOT / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    code = [c for c in raw["cells"] if c["cell_type"] == "code"]
+    assert "hide-input" in code[0]["metadata"].get("tags", []), f"{chapter}: the setup cell is not tagged hide-input"
+    bad = [i for i, c in enumerate(code) if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+           and not c["metadata"].get("mystnb", {}).get("image", {}).get("alt", "").startswith("Figure ")]
+    assert not bad, f"{chapter}: code cells {bad} show a figure without alt text 'Figure N.M: ...'"
+
+
+def test_built_images_carry_their_alt_text(html_dir):
+    page = (html_dir / "notebooks" / "06_training_saes.html").read_text()
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert any(a.startswith("Figure 6.1: ") for a in alts) and not any(a.endswith(".png") for a in alts)
+
+
 def test_placeholder_finder():
     assert placeholders("wall time 557 s, a wall of text") == []
     assert len(placeholders("wall time **WALL s**")) == 1
