@@ -66,7 +66,8 @@ def test_ladder_and_batch_level_tables():
 
     recs = [rec("topk", "default", 0.08), rec("abstopk", "default", 0.088), rec("topk", "paper_all", 0.1, {"mse_std": 0.2}),
             rec("abstopk", "paper_all", 0.09, {"mse_std": 0.18}), rec("topk", "paper_adam", 0.07)]
-    t = pv.ladder_table(recs)
+    t = pv.ladder_table(recs, norm_mse=True)
+    assert "norm. MSE TopK" not in pv.ladder_table(recs).columns
     assert [r["rung"] for r in t.rows] == ["ours", "all of the paper's choices"]  # paper_adam lacks its AbsTopK
     assert t.rows[0]["gap %"] == pytest.approx(10.0, rel=1e-12) and t.rows[1]["norm. MSE AbsTopK"] == 0.18
     b = pv.batch_level_table([rec("batchabstopk", "default", 0.12, {"l0": 31.5}) | {"heldout_batch_inference": {"batch": 128, "fvu": 0.07, "l0": 32.0}}])

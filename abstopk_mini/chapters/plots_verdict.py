@@ -25,9 +25,9 @@ RUNGS = {
 }
 
 
-def ladder_table(records) -> style.Table:
-    """One row per rung: held-out FVU (raw space) of TopK and AbsTopK, the relative gap, and the
-    paper's per-token normalised MSE where the SAE standardises its input."""
+def ladder_table(records, norm_mse: bool = False) -> style.Table:
+    """One row per rung: held-out FVU (raw space) of TopK and AbsTopK, the relative gap, the dead
+    shares, and with ``norm_mse`` the paper's per-token normalised MSE (standardising SAEs only)."""
     by = {}
     for r in records:
         by.setdefault(r["variant"], {})[r["activation"]] = r
@@ -40,7 +40,10 @@ def ladder_table(records) -> style.Table:
                          "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1),
                          "dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"],
                          "norm. MSE TopK": get(t, "heldout.mse_std"), "norm. MSE AbsTopK": get(a, "heldout.mse_std")})
-    return style.Table(rows, digits=4, formats={"gap %": "+.1f", "dead TopK": ".3f", "dead AbsTopK": ".3f"})
+    cols = ["rung", "FVU TopK", "FVU AbsTopK", "gap %", "dead TopK", "dead AbsTopK"]
+    if norm_mse:
+        cols += ["norm. MSE TopK", "norm. MSE AbsTopK"]
+    return style.Table(rows, columns=cols, digits=4, formats={"gap %": "+.1f", "dead TopK": ".3f", "dead AbsTopK": ".3f"})
 
 
 def batch_level_table(records) -> style.Table:
