@@ -276,7 +276,10 @@ def markdown_headings(text: str) -> list[str]:
 
 
 def notebook_texts(nb: dict):
-    """(cell index, what, text) for every markdown cell and every text output of a notebook."""
+    """(cell index, what, text) for every markdown cell and every text output of a notebook.
+
+    A self-contained page shown in an iframe (a dashboard, ``<iframe srcdoc=...``) is data, not
+    prose: its payload holds model vocabulary strings such as ``{{{`` and is left out."""
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "markdown":
             yield i, "markdown", "".join(cell["source"])
@@ -284,8 +287,9 @@ def notebook_texts(nb: dict):
             if "text" in out:
                 yield i, f"{out.get('name', 'stream')} output", "".join(out["text"])
             for mime, value in out.get("data", {}).items():
-                if mime.startswith("text/"):
-                    yield i, f"{mime} output", "".join(value) if isinstance(value, list) else value
+                value = "".join(value) if isinstance(value, list) else value
+                if mime.startswith("text/") and not (mime == "text/html" and value.startswith("<iframe srcdoc=")):
+                    yield i, f"{mime} output", value
 
 
 def source_problems(path: Path) -> list[str]:
@@ -341,6 +345,14 @@ def test_built_images_carry_their_alt_text(html_dir):
     page = (html_dir / "notebooks" / "06_training_saes.html").read_text()
     alts = re.findall(r'<img alt="([^"]*)"', page)
     assert any(a.startswith("Figure 6.1: ") for a in alts) and not any(a.endswith(".png") for a in alts)
+
+
+def test_notebook_texts_leave_out_iframe_pages_only():
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"data": {"text/html": '<iframe srcdoc="{&quot;tok&quot;: &quot;{{{&quot;}"></iframe>', "text/plain": "<HTML>"}},
+        {"data": {"text/html": "<p>{{ unfilled }}</p>"}}]}]}
+    texts = [t for _, _, t in notebook_texts(nb)]
+    assert texts == ["<HTML>", "<p>{{ unfilled }}</p>"] and len(placeholders(texts[1])) == 1
 
 
 def test_placeholder_finder():
