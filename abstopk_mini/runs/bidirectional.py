@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SCHEMA", "VALUES", "pair_records", "run_bidirectional"]
+__all__ = ["SCHEMA", "VALUES", "pair_records", "stage_pairs", "run_bidirectional"]
 
 SCHEMA = "abstopk_mini.bidirectional/1"
 VALUES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)  # clamp / add values, in units of q (module docstring)
@@ -48,6 +48,24 @@ def pair_records(records, stages) -> dict[int, dict[str, dict]]:
                                  "pass stages with one TopK / AbsTopK pair per seed")
             seen[r["activation"]] = r
     return {s: d for s, d in sorted(out.items()) if len(d) == 2}
+
+
+def stage_pairs(config, stages) -> tuple:
+    """``(cfg, {seed: {"topk": record, "abstopk": record}})`` for ``stages`` of the sweep ``config``
+    (a path, a dict or a SweepConfig); ValueError naming the fix when a stage is unknown or no
+    seed has both records."""
+    from .sweep import load_config, read_results
+
+    cfg = load_config(config) if not hasattr(config, "stages") else config
+    names = {st.name for st in cfg.stages}
+    bad = [s for s in stages if s not in names]
+    if not stages or bad:
+        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
+    pairs = pair_records(read_results(cfg.results_path), stages)
+    if not pairs:
+        raise ValueError(f"no seed of stages {list(stages)} has both a TopK and an AbsTopK record in "
+                         f"{cfg.results_path}; run the sweep first (python -m abstopk_mini sweep --config ...)")
+    return cfg, pairs
 
 
 def _token_data(loaded, texts, layer: int, context_length: int, max_tokens: int):
@@ -113,17 +131,9 @@ def run_bidirectional(config, stages, *, results=None, runs_root=None, loaded=No
     from .. import concepts as C
     from ..lm.models import load_model
     from .store import HarvestSpec, offline_texts
-    from .sweep import append_record, git_commit, load_config, read_results
+    from .sweep import append_record, git_commit
 
-    cfg = load_config(config) if not hasattr(config, "stages") else config
-    names = {st.name for st in cfg.stages}
-    bad = [s for s in stages if s not in names]
-    if not stages or bad:
-        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
-    pairs = pair_records(read_results(cfg.results_path), stages)
-    if not pairs:
-        raise ValueError(f"no seed of stages {list(stages)} has both a TopK and an AbsTopK record in "
-                         f"{cfg.results_path}; run the sweep first (python -m abstopk_mini sweep --config ...)")
+    cfg, pairs = stage_pairs(config, stages)
     layers = {r["layer"] for d in pairs.values() for r in d.values()}
     if len(layers) != 1:
         raise ValueError(f"the records read layers {sorted(layers)}; pass stages of one layer")

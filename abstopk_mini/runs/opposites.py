@@ -71,24 +71,16 @@ def run_opposites(config, stages, *, out, results=None, runs_root=None, loaded=N
     from .. import __version__
     from ..lm.models import load_model
     from ..sae import SAE
-    from .bidirectional import pair_records
+    from .bidirectional import stage_pairs
     from .store import harvest_spec
-    from .sweep import append_record, git_commit, load_config, read_results, record_path
+    from .sweep import append_record, git_commit, record_path
 
     for name, v in (("n", n), ("n_top", n_top)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1; got {v!r}")
     if not 0 < min_share <= 1:
         raise ValueError(f"min_share must be in (0, 1] (a share of a side's top tokens); got {min_share!r}")
-    cfg = load_config(config) if not hasattr(config, "stages") else config
-    names = {st.name for st in cfg.stages}
-    bad = [s for s in stages if s not in names]
-    if not stages or bad:
-        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
-    pairs = pair_records(read_results(cfg.results_path), stages)
-    if not pairs:
-        raise ValueError(f"no seed of stages {list(stages)} has both a TopK and an AbsTopK record in "
-                         f"{cfg.results_path}; run the sweep first (python -m abstopk_mini sweep --config ...)")
+    cfg, pairs = stage_pairs(config, stages)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = loaded if loaded is not None else load_model(cfg.model)
