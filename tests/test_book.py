@@ -469,3 +469,44 @@ def test_width_checker_reads_png_headers():
     assert wide_pngs(nb) == ["cell 1: 1401 x 300 px"]
     with pytest.raises(ValueError, match="not a PNG"):
         png_size(base64.b64encode(b"GIF89a" + b"\0" * 30).decode())
+
+
+# ------------------------------------------------------------------ machine paths in outputs
+#: an absolute path of the machine that ran a chapter (a reader's machine has none of them)
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|content|Users|mnt|scratch)/[\w.\-/]+")
+#: chapters whose committed outputs predate the check and that need trained Gemma SAEs to re-execute
+PRINTS_MACHINE_PATHS = ("notebooks/06_training_saes",)
+
+
+def machine_paths(nb: dict) -> list[str]:
+    """``"cell i: /path"`` for every absolute machine path in a text output (stream or text/plain);
+    iframe pages (dashboards, explorers) are data, not printed paths, and are skipped."""
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = output.get("text") or data.get("text/plain") or ""
+            text = "".join(text) if isinstance(text, list) else text
+            out += [f"cell {i}: {m}" for m in MACHINE_PATH.findall(text)]
+    return out
+
+
+def _path_params() -> list:
+    xfail = pytest.mark.xfail(strict=False, reason="needs trained Gemma SAEs to re-execute; not re-executed here")
+    return [pytest.param(c, marks=xfail if c in PRINTS_MACHINE_PATHS else (), id=c) for c in chapter_files()]
+
+
+@pytest.mark.parametrize("chapter", _path_params())
+def test_committed_outputs_print_no_machine_paths(chapter):
+    """A path printed as /work/runs/... means nothing to a reader; chapters print paths relative to the
+    runs folder or the repository (or name $ABSTOPK_RUNS)."""
+    nb = json.loads((ROOT / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    found = machine_paths(nb)
+    assert not found, f"{chapter}: absolute machine paths in outputs: " + "; ".join(found[:5])
+
+
+def test_machine_path_checker():
+    nb = {"cells": [{"outputs": [{"text": ["runs directory: /work/runs\n"]}]},
+                    {"outputs": [{"data": {"text/plain": "acts/gemma-3-270m-L6 and ./runs and 1/2"}}]},
+                    {"outputs": [{"data": {"text/plain": "saved to /home/me/x.json"}}]}]}
+    assert machine_paths(nb) == ["cell 0: /work/runs", "cell 2: /home/me/x.json"]

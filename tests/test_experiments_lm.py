@@ -79,6 +79,10 @@ def test_steering_methods_move_x_as_documented():
                                + (0 - z[:, 8:9]) * St.decoder_direction(sae, 8), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="must differ"):
         ex.pair_clamp_method(sae, 3, 3, q, q)
+    # add_latent_method: x + o·m·q·d_i at every row, whatever z_i is (computed by hand from W_dec and s)
+    d8 = sae.W_dec[8].detach() / sae.cfg.input_scale
+    for o in (1, -1):
+        torch.testing.assert_close(ex.add_latent_method(sae, 8, q, o)(-1.5)(X), X + o * (-1.5) * q * d8)
     # dim_method: a constant move of length |m| q ||d_i|| along the direction
     u = torch.randn(16, generator=torch.Generator().manual_seed(2))
     delta = ex.dim_method(u, sae, 3, q)(-2.0)(X) - X
@@ -144,6 +148,31 @@ def test_chapter_saes_find_the_reproduce_directories(tiny_gpt2, tiny_gpt2_dir, t
     assert again.histories["topk"]["wall_time_s"] == cs.histories["topk"]["wall_time_s"]
     assert torch.equal(again.saes["topk"].W_dec, cs.saes["topk"].W_dec)
     assert am.runs.reproduce.replace_model(cfg, None) is cfg and am.runs.reproduce.replace_model(cfg, "other").model == "other"
+
+
+def test_shipped_saes_load_the_shipped_files_and_harvest_only_the_heldout(tiny_gpt2, tiny_gpt2_dir, tmp_path):
+    cfg = ReproduceConfig(model=str(tiny_gpt2_dir), layer=1, n_tokens=600, context_length=32, chunk_offsets=(0,),
+                          d_sae=24, k=3, train_tokens=512, batch_size=128, heldout_tokens=100)
+    trained = am.runs.reproduce.chapter_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=tmp_path / "train")
+    root = tmp_path / "pretrained"
+    for a, sae in trained.saes.items():
+        name = am.runs.reproduce.shipped_name(cfg, a)
+        assert name == f"{tiny_gpt2_dir.name}-L1-{a}-24-k3"
+        am.pretrained.ship(sae, name, root, {"trained": {"n_steps": 4}}, dtype="float32")
+    runs = tmp_path / "fresh"
+    cs = am.runs.reproduce.shipped_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=runs, pretrained_root=root)
+    assert cs.acts_dir is None and not (runs / "acts" / trained.acts_dir.name).exists()  # no training harvest
+    held = HarvestSpec(cfg.model, cfg.layer, cfg.heldout_tokens, cfg.context_length, split="heldout", chunk_offsets=(0,))
+    assert cs.held_dir == held.directory(runs)
+    torch.testing.assert_close(cs.x_held, trained.x_held, rtol=0, atol=0)  # the same text, the same model
+    x = trained.x_held
+    for a in ("abstopk", "topk"):
+        assert cs.dirs[a] == root / am.runs.reproduce.shipped_name(cfg, a)
+        assert cs.histories[a]["trained"] == {"n_steps": 4} and cs.histories[a]["activation"] == a
+        # float32 SAELens round trip: the input scale is folded into the weights, one rounding per weight
+        torch.testing.assert_close(cs.saes[a](x), trained.saes[a](x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"no shipped SAE named .*k5.*RETRAIN = True"):
+        am.runs.reproduce.shipped_saes(cfg, ("abstopk",), k=5, loaded=tiny_gpt2, runs_root=runs, pretrained_root=root)
 
 
 def test_preact_ranking_against_a_per_latent_loop():

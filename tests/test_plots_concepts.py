@@ -201,3 +201,15 @@ def test_table_text_and_html():
         pc.Table([{"a": 1}, {"b": 2}])
     with pytest.raises(ValueError, match="rows is empty"):
         pc.Table([])
+
+
+def test_table_key_columns_show_first_and_the_full_table_folds():
+    rows = [{"SAE": "AbsTopK", "acc": 0.5, "cover": 0.25, "n": 3}, {"SAE": "TopK", "acc": 0.75, "cover": 1.0, "n": 4}]
+    page = pc.Table(rows, digits=2, key=["SAE", "acc"])._repr_html_()
+    shown, folded = page.split("<details", 1)
+    assert "<th>cover</th>" not in shown and "<td>0.75</td>" in shown and "<td>0.25</td>" not in shown
+    assert "all 4 columns" in folded and "<th>cover</th><th>n</th>" in folded and "<td>1.00</td><td>4</td>" in folded
+    assert "cover" in repr(pc.Table(rows, key=["SAE"]))  # the text view keeps every column
+    assert "<details" not in pc.Table(rows, key=["SAE", "acc", "cover", "n"])._repr_html_()
+    with pytest.raises(ValueError, match="subset of the columns"):
+        pc.Table(rows, key=["SAE", "missing"])

@@ -198,3 +198,26 @@ def test_subplots_refuses_a_figure_wider_than_the_book_takes():
 # --------------------------------------------------------------------------- one Table
 def test_every_module_shows_the_one_table():
     assert plots.Table is style.Table and pc.Table is style.Table
+
+
+def test_book_rc_restores_only_its_own_keys():
+    """The first pyplot figure of a kernel resolves the backend inside the figure function, and the
+    inline backend switches interactive mode on there; matplotlib.rc_context would switch it off
+    again on exit, and no later figure of the notebook would be shown (seen in chapter 7)."""
+    import matplotlib as mpl
+
+    from abstopk_mini.chapters import style
+
+    before_font, before_interactive = mpl.rcParams["font.size"], mpl.rcParams["interactive"]
+    try:
+        with style.book_rc():
+            assert mpl.rcParams["font.size"] == style.FONT
+            mpl.rcParams["interactive"] = not before_interactive  # what a backend switch does
+        assert mpl.rcParams["font.size"] == before_font  # ours: put back
+        assert mpl.rcParams["interactive"] == (not before_interactive)  # not ours: left as it was set
+        with pytest.raises(RuntimeError):
+            with style.book_rc({"font.size": 3}):
+                raise RuntimeError("inside")
+        assert mpl.rcParams["font.size"] == before_font  # put back on an error too
+    finally:
+        mpl.rcParams["interactive"] = before_interactive

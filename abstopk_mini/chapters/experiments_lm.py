@@ -142,6 +142,18 @@ def pair_clamp_method(sae: SAE, latent_a: int, latent_b: int, q_a: float, q_b: f
     return lambda m: clamp_latents(sae, {latent_a: max(m, 0.0) * q_a, latent_b: max(-m, 0.0) * q_b})
 
 
+def add_latent_method(sae: SAE, latent: int, q: float, orientation: int = 1, layer: int | None = None,
+                      x: torch.Tensor | None = None) -> Callable[[float], steering.Intervention]:
+    r"""m -> add :math:`o\,m\,q\,d_i` whatever the latent's code (no clamp, both signs): the steering
+    any decoder row allows, signed SAE or not. With o = −1 and a TopK latent of side b, m > 0 moves
+    *away* from side b (the negated female latent): the control for "one signed latent steers both
+    ways". d_i: :func:`abstopk_mini.lm.steering.mean_decoder_direction` (x needed for a standardising SAE)."""
+    o = 1 if orientation >= 0 else -1
+    d = steering.mean_decoder_direction(sae, latent, x).float()
+    layer = layer_of(sae, layer)
+    return lambda m: steering.add_direction(d, o * m * q, layer)
+
+
 def dim_method(direction: torch.Tensor, sae: SAE, latent: int, q: float, layer: int | None = None,
                x: torch.Tensor | None = None) -> Callable[[float], steering.Intervention]:
     """m -> add m·q·v, v = ``direction`` (side a − side b) at the norm of the latent's decoder

@@ -31,6 +31,7 @@ neutral: :data:`~abstopk_mini.chapters.style.SIDE_COLORS`), sizes and fonts come
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -254,6 +255,7 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
     names = list(panels)
     n_rows = max(len(p["pairs"]) + len(p.get("neutral_words", ())) for p in panels.values())
     fig, axes = style.subplots(1, len(names), height=0.24 * n_rows + 1.7, pyplot=True, sharey=True, squeeze=False)
+    wrap = max(12, 48 // len(names))  # characters per line of a panel's title and x label, so neighbours never overlap
     for ax, name in zip(axes[0], names):
         p = panels[name]
         pairs = list(p["pairs"])
@@ -272,8 +274,8 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
             ax.plot(float(p["pos_n"][i].mean()), y, "o", color=SIDE_COLORS[2], ms=5, label="neutral word" if i == 0 else None)
         ax.set_yticks(list(range(-len(neutral), len(pairs))), neutral[::-1] + labels)
         ax.axvline(0, color="k", lw=0.8, ls=":")
-        ax.set_xlabel((xlabels or {}).get(name, "position (rule: side a if > 0)"))
-        ax.set_title(name)
+        ax.set_xlabel(textwrap.fill((xlabels or {}).get(name, "position (rule: side a if > 0)"), wrap))
+        ax.set_title(textwrap.fill(name, wrap))
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].set_ylabel(f"word pair ({sides[0]}/{sides[1]}" + (", * = test" if test else "") + ")")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
@@ -319,25 +321,25 @@ def sign_counts(sae, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Ten
     return st.n_pos, st.n_neg
 
 
+@style.styled
 def negative_share_figure(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]], min_share: float = 0.1):
     """Histogram over alive latents of the negative share n_neg / (n_pos + n_neg) (:func:`sign_counts`),
     one panel per SAE; the shaded band holds the bidirectional latents (each sign ≥ ``min_share``)."""
-    fig, axes = plt.subplots(1, len(counts), figsize=(4.6 * len(counts), 3.2), squeeze=False)
+    fig, axes = style.subplots(1, len(counts), height=3.4, pyplot=True, squeeze=False)
     for ax, (name, (n_pos, n_neg)) in zip(axes[0], counts.items()):
         n = n_pos + n_neg
         alive = n > 0
         share = (n_neg[alive].double() / n[alive]).tolist()
         mask = bidirectional_mask(n_pos, n_neg, min_share)
         bidir = int(mask.sum())
-        ax.axvspan(min_share, 1 - min_share, color="C2", alpha=0.12, label=f"bidirectional ({min_share:g}–{1 - min_share:g})")
+        ax.axvspan(min_share, 1 - min_share, color=style.BAND, alpha=0.12, label=f"bidirectional\n({min_share:g}–{1 - min_share:g})")
         ax.hist(share, bins=40, range=(0, 1), color="0.45")
         ax.set_yscale("log")
-        ax.set_xlabel("negative share of the latent's non-zeros")
+        ax.set_xlabel("negative share of\nthe latent's non-zeros")
         ax.set_ylabel("alive latents (log scale)")
         frac = alive_share(mask, alive)
-        ax.set_title(f"{name}: {bidir} of {int(alive.sum())} alive latents bidirectional ({100 * frac:.1f}%)", fontsize=9)
-        ax.legend(fontsize=7, loc="upper center")
-    fig.tight_layout()
+        ax.set_title(f"{name}: {bidir} of {int(alive.sum())}\nalive latents bidirectional ({100 * frac:.1f}%)")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center")
     return fig
 
 
@@ -401,16 +403,17 @@ def probe_figure(reports: Mapping[str, Mapping[str, dict]], sae_colors: Sequence
 @style.styled
 def steering_figure(curves: Mapping[str, dict], xlabel: str = "steering strength c / q (positive: towards side a)",
                     ylabel: str = "log p(female) − log p(male)", title: str = "Steering the gender axis",
-                    colors: Sequence[str] | None = None):
+                    colors: Sequence[str] | None = None, linestyles: Sequence[str] | None = None):
     """Log-odds against the signed multiple m = c/q, one line per method. ``curves``: label -> a
     dict with ``multiples`` [V] and ``log_odds`` [V] (and ``baseline``, drawn once, dashed);
     ``colors``: one per curve (default: the colour of the activation the label starts with,
-    e.g. ``"AbsTopK latent 398"``; black and greys for the others)."""
+    e.g. ``"AbsTopK latent 398"``; black and greys for the others); ``linestyles``: one per curve
+    (default solid), to tell apart two methods of one SAE."""
     fig, ax = style.subplots(height=3.6, pyplot=True)
     baseline = None
     for i, (label, c) in enumerate(curves.items()):
         color = colors[i] if colors else style.color(label, default=style.SERIES[i % len(style.SERIES)]["color"])
-        ax.plot(c["multiples"], c["log_odds"], "o-", color=color, label=label)
+        ax.plot(c["multiples"], c["log_odds"], marker="o", ls=linestyles[i] if linestyles else "-", color=color, label=label)
         baseline = c.get("baseline", baseline)
     if baseline is not None:
         ax.axhline(baseline, color=style.REFERENCE, lw=0.8, ls="--", label=f"no intervention ({baseline:.2f})")

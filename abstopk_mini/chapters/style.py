@@ -29,6 +29,7 @@ Figures
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import io
@@ -44,7 +45,7 @@ __all__ = [
     "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
     "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
     "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
-    "Figure", "subplots", "styled", "finish", "Table",
+    "Figure", "subplots", "styled", "book_rc", "finish", "Table",
 ]
 
 # =============================================================================== sizes
@@ -132,6 +133,24 @@ def rgb(hex_color: str) -> str:
 
 
 # =============================================================================== figures
+@contextlib.contextmanager
+def book_rc(params: Mapping = RC):
+    """Set ``params`` (default :data:`RC`) for the duration of a ``with`` block, then put back the
+    old values of **those keys only**.
+
+    ``matplotlib.rc_context`` restores every rcParam instead. When the first pyplot figure of a
+    kernel is made inside it, pyplot resolves its backend there and the IPython inline backend
+    turns interactive mode on; ``rc_context`` then switches it back off on exit, and no later
+    figure of the notebook is shown. Restoring only our keys leaves ``interactive`` and
+    ``backend`` to matplotlib."""
+    old = {key: mpl.rcParams[key] for key in params}
+    mpl.rcParams.update(params)
+    try:
+        yield
+    finally:
+        mpl.rcParams.update(old)
+
+
 class Figure(_MplFigure):
     """A matplotlib Figure that IPython shows as a PNG (at :data:`DPI`) when it is a cell's value."""
 
@@ -152,7 +171,7 @@ def subplots(nrows: int = 1, ncols: int = 1, height: float = 3.0, width: float =
     if width > MAX_PX / DPI:
         raise ValueError(f"width={width} in is {width * DPI:.0f} px at {DPI} dpi; the book takes at most "
                          f"{MAX_PX} px ({MAX_PX / DPI:g} in)")
-    with mpl.rc_context(RC):
+    with book_rc():
         if pyplot:
             import matplotlib.pyplot as plt
 
@@ -168,7 +187,7 @@ def styled(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with mpl.rc_context(RC):
+        with book_rc():
             fig = fn(*args, **kwargs)
         for ax in getattr(fig, "axes", ()):
             ax.tick_params(labelsize=FONT)
@@ -200,10 +219,14 @@ class Table:
     ``digits`` decimals unless ``formats`` gives a column its own format spec (``{"seconds":
     ".0f"}``); None and NaN print as ``-``. The book's CSS (``_static/tables.css``) spaces the
     HTML columns.
+
+    key: the columns the page shows (those the prose quotes, so they fit the text column); the
+    HTML view then adds the full table in a collapsed ``<details>`` below it. The text view always
+    prints every column.
     """
 
     def __init__(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3,
-                 formats: Mapping[str, str] | None = None):
+                 formats: Mapping[str, str] | None = None, key: Sequence[str] | None = None):
         if not rows:
             raise ValueError("rows is empty; pass at least one dict of results")
         self.rows = [dict(r) for r in rows]
@@ -215,6 +238,9 @@ class Table:
             raise ValueError(f"columns {missing} are missing from some rows (keys of the first row: "
                              f"{sorted(self.rows[0])}); pass columns that every row has")
         self.digits, self.formats = digits, dict(formats or {})
+        self.key = list(key) if key is not None else None
+        if self.key is not None and (not self.key or set(self.key) - set(self.columns)):
+            raise ValueError(f"key={self.key!r} must be a non-empty subset of the columns {self.columns}")
 
     def _cell(self, column: str, value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -232,7 +258,14 @@ class Table:
         lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, width))]
         return "\n".join(lines + ["  ".join(v.rjust(w) for v, w in zip(r, width)) for r in cells])
 
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in self.cells())
+    def _html(self, columns: Sequence[str]) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        idx = [self.columns.index(c) for c in columns]
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(r[i])}</td>" for i in idx) + "</tr>" for r in self.cells())
         return f'<table class="abstopk-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    def _repr_html_(self) -> str:
+        if self.key is None or self.key == self.columns:
+            return self._html(self.columns)
+        return (self._html(self.key) + f'<details class="abstopk-details"><summary>all {len(self.columns)} columns'
+                f"</summary>{self._html(self.columns)}</details>")

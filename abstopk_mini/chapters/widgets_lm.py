@@ -4,6 +4,8 @@ r"""Widgets for the language-model chapters (7: bidirectional features).
 widget redraws with a data function and a figure function of :mod:`abstopk_mini.chapters.plots_concepts`;
 a chapter calls the same two functions once for the static figure of the widget's default state
 (the built book shows saved widget state only, and the widget JavaScript comes from a CDN).
+Each widget has a kernel-free twin in :mod:`abstopk_mini.chapters.twins` (its options precomputed,
+switched in the page), which the chapters show next to it.
 
 * :func:`latent_widget` — pick a latent: its signed code on the two words of every pair
   (:func:`~abstopk_mini.chapters.plots_concepts.pair_codes` / ``latent_pair_figure``) and, with a model, a
@@ -20,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from . import plots_concepts as pc
 from . import style
 from .checks import check_latent, check_pairs
+from .twins import latent_status, pair_status
 
 __all__ = ["show_figure", "latent_candidates", "latent_widget", "pair_widget"]
 
@@ -87,10 +90,7 @@ def latent_widget(sae, word_acts, pairs, latent: int, *, candidates: Sequence[tu
     def redraw(j: int) -> None:
         codes = pc.pair_codes(sae, word_acts, pairs, j, neutral_words)
         state["codes"] = codes
-        za, zb = codes["z_a"], codes["z_b"]
-        status.value = (f"latent {j}: non-zero on {100 * float((za != 0).double().mean()):.0f}% of {sides[0]} and "
-                        f"{100 * float((zb != 0).double().mean()):.0f}% of {sides[1]} samples; mean z "
-                        f"{float(za.mean()):+.3g} / {float(zb.mean()):+.3g}")
+        status.value = latent_status(codes, sides)
         show_figure(out, pc.latent_pair_figure(codes, sides, test_pairs, preact=preact))
         draw_text(j)
 
@@ -151,8 +151,7 @@ def pair_widget(saes: Mapping[str, object], word_acts, pairs, pair=None, top: in
     def redraw(p) -> None:
         results = {name: pc.pair_differences(sae, word_acts, p, top) for name, sae in saes.items()}
         state["results"] = results
-        status.value = "; ".join(f"{name}: latent {r['latents'][0]} separates most (Δz = {float(r['diff'][0]):+.3g})"
-                                 for name, r in results.items())
+        status.value = pair_status(results)
         show_figure(out, pc.pair_difference_figure(results))
 
     pick.observe(lambda change: redraw(change["new"]), names="value")

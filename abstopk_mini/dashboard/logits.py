@@ -54,7 +54,7 @@ def get_final_norm(model) -> nn.Module:
 
 
 def _effect_chunks(model, directions: torch.Tensor, chunk: int):
-    """Yield :math:`\ell(v)` for ``chunk`` rows of ``directions`` at a time. shape: -> [≤ chunk, vocab] float32"""
+    r"""Yield :math:`\ell(v)` for ``chunk`` rows of ``directions`` at a time. shape: -> [≤ chunk, vocab] float32"""
     from ..lm.models import LoadedModel
 
     lm = model.model if isinstance(model, LoadedModel) else model
@@ -85,7 +85,7 @@ def logit_effects(model, directions: torch.Tensor, chunk: int = 64) -> torch.Ten
 
 @torch.no_grad()
 def top_logit_tokens(model, directions: torch.Tensor, n: int, chunk: int = 64) -> list:
-    """:func:`top_tokens` of :math:`\ell(v)` for each row v, without holding L × vocab floats
+    r""":func:`top_tokens` of :math:`\ell(v)` for each row v, without holding L × vocab floats
     (memory: chunk × vocab). shape: directions [L, d_model] -> L (boost, suppress) pairs of lists"""
     return [top_tokens(e, n) for part in _effect_chunks(model, directions, chunk) for e in part]
 

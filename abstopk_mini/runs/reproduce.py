@@ -38,7 +38,7 @@ from ..tables import format_table
 from .store import HarvestSpec, harvest_and_train, offline_texts
 from ..sae import SAE, SAEConfig
 
-__all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "replace_model"]
+__all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "shipped_name", "shipped_saes", "replace_model"]
 
 
 #: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
@@ -285,7 +285,7 @@ class ChapterSAEs:
     saes: dict[str, SAE]
     dirs: dict[str, Path]
     histories: dict[str, dict]
-    acts_dir: Path
+    acts_dir: Path | None  # None for shipped SAEs (no training harvest needed)
     held_dir: Path
     x_held: torch.Tensor
     wall_s: dict[str, float] = field(default_factory=dict)
@@ -309,6 +309,51 @@ def chapter_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] 
                             n_tokens=cfg.train_tokens or 2 * cfg.n_tokens, batch_size=cfg.batch_size, seed=cfg.seed)
     return ChapterSAEs(cfg, loaded, run.saes, run.dirs, run.histories, run.acts_dir, run.held_dir, run.x_held,
                        wall | run.wall_s)
+
+
+def shipped_name(cfg: ReproduceConfig, activation: str, k: int | None = None) -> str:
+    """The name under which :mod:`abstopk_mini.pretrained` ships the SAE of ``cfg`` with ``activation``:
+    ``"{model}-L{layer}-{activation}-{d_sae}-k{k}"``, e.g. ``"gemma-3-270m-L6-abstopk-4096-k32"`` (a local
+    model folder by its last part; a hub id with ``/`` as ``--``)."""
+    model = Path(cfg.model).name if "/" in cfg.model and Path(cfg.model).exists() else cfg.model.replace("/", "--")
+    return f"{model}-L{cfg.layer}-{activation}-{cfg.d_sae}-k{cfg.k if k is None else k}"
+
+
+def shipped_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] = ("abstopk", "topk"), k: int | None = None,
+                 loaded=None, runs_root=None, pretrained_root=None, progress: bool = False) -> ChapterSAEs:
+    """Like :func:`chapter_saes`, with the SAEs the book ships (:func:`abstopk_mini.pretrained.load`,
+    hashes checked) instead of training: only the held-out harvest of ``cfg`` is made (or reused).
+
+    ``dirs`` are the shipped folders; ``histories`` hold each SAE's manifest entry (how it was
+    trained: record, steps, batch, tokens). Raises ValueError naming the shipped SAEs when ``cfg``
+    has none (another model, layer, width or k): train instead with :func:`chapter_saes`."""
+    from .. import pretrained
+    from ..lm.models import load_model
+    from ..lm.shards import load_activations
+    from .store import harvest_spec
+
+    cfg = cfg or ReproduceConfig()
+    shipped = pretrained.available(pretrained_root)
+    names = {a: shipped_name(cfg, a, k) for a in activations}
+    missing = [n for n in names.values() if n not in shipped]
+    if missing:
+        raise ValueError(f"no shipped SAE named {missing} (model {cfg.model!r}, layer {cfg.layer}, d_sae {cfg.d_sae}, "
+                         f"k {cfg.k if k is None else k}); shipped: {sorted(shipped)}. Train them with "
+                         "am.runs.reproduce.chapter_saes(cfg) (the chapters: RETRAIN = True)")
+    t = time.perf_counter()
+    loaded = loaded if loaded is not None else load_model(cfg.model)
+    wall = {"load_model_s": time.perf_counter() - t}
+    t = time.perf_counter()
+    saes = {a: pretrained.load(n, pretrained_root) for a, n in names.items()}
+    wall["load_saes_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    spec = HarvestSpec(cfg.model, cfg.layer, cfg.n_tokens, cfg.context_length, chunk_offsets=cfg.chunk_offsets)
+    held_dir = harvest_spec(spec.heldout(cfg.heldout_tokens), runs_root, loaded=loaded, progress=progress)
+    x_held = load_activations(held_dir)
+    wall["harvest_s"] = time.perf_counter() - t
+    base = pretrained.pretrained_root(pretrained_root)
+    return ChapterSAEs(cfg, loaded, saes, {a: base / shipped[n]["dir"] for a, n in names.items()},
+                       {a: shipped[n] for a, n in names.items()}, None, held_dir, x_held, wall)
 
 
 def replace_model(cfg: ReproduceConfig, model: str | None) -> ReproduceConfig:
