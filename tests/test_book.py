@@ -416,8 +416,7 @@ import struct  # noqa: E402
 MAX_PNG_PX = 1400
 #: chapters whose figures need trained Gemma SAEs to redraw, so they cannot be re-executed on a
 #: CPU-only machine within a working session; their committed PNGs may predate the book's sizes
-NEEDS_TRAINED_SAES = ("notebooks/06_training_saes", "notebooks/07_bidirectional_features",
-                      "notebooks/08_probing_and_steering", "notebooks/09_when_bidirectional")
+NEEDS_TRAINED_SAES: tuple = ()  # none left: chapter 6's committed figures fit
 
 
 def png_size(data) -> tuple[int, int]:
@@ -510,3 +509,44 @@ def test_machine_path_checker():
                     {"outputs": [{"data": {"text/plain": "acts/gemma-3-270m-L6 and ./runs and 1/2"}}]},
                     {"outputs": [{"data": {"text/plain": "saved to /home/me/x.json"}}]}]}
     assert machine_paths(nb) == ["cell 0: /work/runs", "cell 2: /home/me/x.json"]
+
+
+# ------------------------------------------------------------------ widgets and their kernel-free twins
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def widget_problems(nb: dict) -> list[str]:
+    """A live ipywidget shows nothing in the published book (no kernel): its cell must be tagged
+    ``remove-output`` and the next code cell must show the kernel-free twin (an ``<iframe srcdoc>``
+    page, abstopk_mini.chapters.twins)."""
+    cells = nb.get("cells", [])
+    code = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"]
+    problems = []
+    for n, i in enumerate(code):
+        cell = cells[i]
+        if not any(WIDGET_MIME in o.get("data", {}) for o in cell.get("outputs", [])):
+            continue
+        if "remove-output" not in cell.get("metadata", {}).get("tags", []):
+            problems.append(f"cell {i}: a live widget not tagged remove-output")
+        nxt = cells[code[n + 1]] if n + 1 < len(code) else {}
+        html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in nxt.get("outputs", []))
+        if "<iframe srcdoc=" not in html:
+            problems.append(f"cell {i}: no kernel-free twin in the next code cell")
+    return problems
+
+
+@pytest.mark.parametrize("chapter", chapter_files())
+def test_every_widget_has_a_kernel_free_twin(chapter):
+    nb = json.loads((ROOT / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    problems = widget_problems(nb)
+    assert not problems, f"{chapter}: " + "; ".join(problems)
+
+
+def test_widget_checker():
+    widget = {"cell_type": "code", "metadata": {}, "outputs": [{"data": {WIDGET_MIME: {}}}]}
+    twin = {"cell_type": "code", "metadata": {}, "outputs": [{"data": {"text/html": '<iframe srcdoc="...">'}}]}
+    tagged = dict(widget, metadata={"tags": ["remove-output"]})
+    md = {"cell_type": "markdown", "source": "x"}
+    assert widget_problems({"cells": [tagged, md, twin]}) == []
+    assert widget_problems({"cells": [widget, twin]}) == ["cell 0: a live widget not tagged remove-output"]
+    assert widget_problems({"cells": [tagged, md]}) == ["cell 0: no kernel-free twin in the next code cell"]

@@ -221,3 +221,13 @@ def test_book_rc_restores_only_its_own_keys():
         assert mpl.rcParams["font.size"] == before_font  # put back on an error too
     finally:
         mpl.rcParams["interactive"] = before_interactive
+
+
+def test_shared_legend_keeps_each_label_once_below_the_figure():
+    fig, axes = style.subplots(1, 2, pyplot=True)
+    axes[0].plot([0, 1], label="a"); axes[0].plot([1, 0], label="b"); axes[0].legend()
+    axes[1].plot([0, 2], label="b"); axes[1].plot([2, 0], label="c"); axes[1].legend()
+    ps.shared_legend(fig)
+    assert all(ax.get_legend() is None for ax in axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
+    plt.close(fig)

@@ -220,3 +220,15 @@ def test_table_sorts_numbers_numerically_and_renames_columns():
     assert "abstopk" in lines[2] and "topk" in lines[3]
     kept = ps.table(recs, ["layer"], sort=()).splitlines()[2:]
     assert kept == ["| 12 |", "| 3 |", "| 3 |"]
+
+
+def test_html_table_has_the_rows_of_table_with_key_columns_first():
+    from abstopk_mini.chapters import plots_sweep as ps
+
+    recs = [_record("topk", 12, 8, 4096, 0.3), _record("topk", 3, 8, 512, 0.1), _record("abstopk", 3, 8, 512, 0.2)]
+    cols = ["layer", "activation", ("heldout.fvu", "FVU")]
+    t = ps.html_table(recs, cols, sort=("layer", "activation"), key=["layer", "FVU"])
+    md = ps.table(recs, cols, sort=("layer", "activation")).splitlines()[2:]
+    assert [[str(r[c]) for c in t.columns] for r in t.rows] == [[v.strip() for v in line.strip("|").split("|")] for line in md]
+    page = t._repr_html_()
+    assert "<th>activation</th>" not in page.split("<details")[0] and "<th>activation</th>" in page.split("<details")[1]

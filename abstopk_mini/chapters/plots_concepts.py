@@ -34,7 +34,6 @@ import html
 import textwrap
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import torch
 
 from ..codestats import code_stats
@@ -418,4 +417,5 @@ def steering_figure(curves: Mapping[str, dict], xlabel: str = "steering strength
     if baseline is not None:
         ax.axhline(baseline, color=style.REFERENCE, lw=0.8, ls="--", label=f"no intervention ({baseline:.2f})")
     ax.axvline(0, color=style.REFERENCE, lw=0.5, ls=":")
-    return style.finish(ax, xlabel, ylabel, title)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=1)  # below: the curves fill the panel
+    return style.finish(ax, xlabel, ylabel, title, legend=False)

@@ -21,8 +21,8 @@ from pathlib import Path
 from ..tables import format_table
 from . import style
 
-__all__ = ["find_results", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
-           "neutral_positions", "doubling_curves", "table", "best_bidirectional", "AXIS_LABELS",
+__all__ = ["find_results", "shared_legend", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
+           "neutral_positions", "doubling_curves", "table", "html_table", "best_bidirectional", "AXIS_LABELS",
            "METRIC_LABELS"]
 
 AXIS_LABELS = {"d_sae": "SAE width (latents)", "k": "k (non-zeros per token)", "layer": "layer",
@@ -139,6 +139,22 @@ def _finish(fig, ax, title: str | None, legend: bool):
 
 
 @style.styled
+def shared_legend(fig, ncol: int = 4):
+    """Replace the legends of ``fig``'s axes by one legend below the figure: every labelled artist
+    once, in the order the axes show them (a panel's legend inside the plot hides its lines once
+    there are more than a few series). Returns the figure."""
+    seen = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if seen:
+        ncol = ncol if max(map(len, seen)) <= 14 else min(ncol, 2)  # long labels: 2 columns fit the page
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)))
+    return fig
+
+
 def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group=("activation", "layer"),
               title: str | None = None, hline: float | None = None):
     """One line per group (default: activation × layer) of metric ``y`` against axis ``x``;
@@ -221,7 +237,7 @@ def gender_panels(records, x: str, where: dict | None = None, concept: str = "fa
         fig.suptitle(suptitle)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4))
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4 if max(map(len, labels)) <= 14 else 2))  # long labels: 2 columns fit the page
     return fig
 
 
@@ -300,6 +316,27 @@ def table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "
     rows = sorted(select(records, where), key=key)
     cell = lambda v: f"{v:.{digits}g}" if isinstance(v, float) else str(v)  # noqa: E731
     return format_table(rows, cols, style="markdown", cell=cell, get=lambda r, path: get(r, path, ""))
+
+
+def html_table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "k", "activation", "seed"),
+               digits: int = 3, key=None):
+    """:func:`table` as a :class:`~abstopk_mini.chapters.style.Table` for the page: ``key`` (headers)
+    are the columns shown, the full table folds below them; floats keep ``digits`` significant digits."""
+    from .style import Table
+
+    cols = [(c, c.split(".")[-1]) if isinstance(c, str) else c for c in columns]
+
+    def order(r):
+        vals = [get(r, s, "") for s in sort]
+        return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in vals)
+
+    def cell(v):
+        if isinstance(v, float):
+            return None if math.isnan(v) else f"{v:.{digits}g}"
+        return v
+
+    rows = [{head: cell(get(r, path, "")) for path, head in cols} for r in sorted(select(records, where), key=order)]
+    return Table(rows, [head for _, head in cols], key=key)
 
 
 def best_bidirectional(records, concept: str = "family", activations=("abstopk", "batchabstopk", "absjumprelu")):
