@@ -117,6 +117,29 @@ def test_frozen_b_dec_stays_at_the_gender_midpoint(tiny_gpt2, tiny_gpt2_dir, tmp
     assert rec["variant"] == "bdec_gender_mid_frozen" and rec["train"]["n_tokens"] == 1024
 
 
+def test_midpoint_without_encoder_bias_puts_u_zero_at_the_midpoint(tiny_gpt2, tiny_gpt2_dir, tmp_path):
+    cfg = sweep.load_config(tiny_config(tiny_gpt2_dir, tmp_path / "r.jsonl", activations=["abstopk"],
+                                        variants=["bdec_gender_mid_frozen_no_b_enc"]))
+    sweep.run_sweep(cfg, runs_root=tmp_path, loaded=tiny_gpt2, progress=False)
+    rec = sweep.read_results(tmp_path / "r.jsonl")[0]
+    sae = am.SAE.load(sweep.record_path(rec["provenance"]["sae_dir"], tmp_path))
+    assert not sae.cfg.use_b_enc and rec["variant"] == "bdec_gender_mid_frozen_no_b_enc"
+    wa = am.concepts.pair_word_activations(tiny_gpt2, "family", 1)
+    train, _ = am.concepts.split_pairs(am.concepts.load_pairs("family"), seed=0)
+    male = torch.stack([wa.acts[wa.words.index(a)] for a, _ in train]).double().mean((0, 1))
+    female = torch.stack([wa.acts[wa.words.index(b)] for _, b in train]).double().mean((0, 1))
+    mid = (male + female) / 2
+    torch.testing.assert_close(sae.b_dec.detach().double(), mid * sae.cfg.input_scale, rtol=1e-5, atol=1e-5)
+    # u = (s x - b_dec) W_enc with no bias: zero at the midpoint, and odd about it
+    with torch.no_grad():
+        step = (male - female).float()[None] / 2
+        u_mid = sae.pre_acts(mid.float()[None])
+        plus, minus = sae.pre_acts(mid.float()[None] + step), sae.pre_acts(mid.float()[None] - step)
+    scale = float(plus.abs().max())  # float32 of activations ~|x|: rounding relative to the largest u
+    torch.testing.assert_close(u_mid, torch.zeros_like(u_mid), rtol=0, atol=1e-4 * scale)
+    torch.testing.assert_close(plus, -minus, rtol=0, atol=1e-4 * scale)
+
+
 def test_cli_dry_run_and_bad_config(tiny_gpt2_dir, tmp_path, capsys):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(tiny_config(tiny_gpt2_dir, tmp_path / "r.jsonl", ks=[4, 8])))

@@ -32,7 +32,9 @@ Variants (``VARIANTS``) change one thing about training: ``default`` (b_dec star
 geometric median and is trained), ``bdec_mean`` / ``bdec_zeros`` (another start), and the frozen
 centres ``bdec_gender_mid_frozen`` (b_dec fixed at the midpoint of the male and female train
 words, so both sides of the gender axis lie away from the centre) and ``bdec_mean_frozen`` (fixed
-at the data mean, its control).
+at the data mean, its control). ``bdec_gender_mid_frozen_no_b_enc`` also drops the encoder bias
+(``SAEConfig(use_b_enc=False)``, :data:`VARIANT_SAE`): u = (s x − b_dec) W_enc, so u = 0 exactly at
+the gender midpoint and the sign of u says on which side of it a token lies.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import torch
 from ..io import Claim, atomic_write
 from ..sae import SAEConfig
 from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
-from .sweep_config import (CONCEPTS, RECIPE_VARIANTS, SCHEMA, VARIANTS, Point, Stage, SweepConfig, load_config,
+from .sweep_config import (CONCEPTS, RECIPE_VARIANTS, SCHEMA, VARIANT_SAE, VARIANTS, Point, Stage, SweepConfig, load_config,
                            recipe_variant)
 from .sweep_eval import compact, evaluate_point, evaluate_snapshots
 
@@ -191,7 +193,8 @@ def _frozen_centre(p: Point, ctx: LayerContext, sample: torch.Tensor, pair_seed:
 
 def train_point(cfg: SweepConfig, p: Point, ctx: LayerContext, d_in: int, root=None, progress: bool = True):
     """Train (or load) the SAE of ``p``; returns ``(sae, history, directory)``."""
-    sae_cfg = SAEConfig(d_in=d_in, d_sae=p.d_sae, activation=p.activation, k=p.k, seed=p.seed)
+    sae_cfg = SAEConfig(d_in=d_in, d_sae=p.d_sae, activation=p.activation, k=p.k, seed=p.seed,
+                        **VARIANT_SAE.get(p.variant, {}))
     kw = _train_kw(cfg, p)
     if p.variant in RECIPE_VARIANTS:  # a rung of the recipe ladder: its config and training options
         sae_cfg, extra = recipe_variant(p.variant, d_in, p.d_sae, p.activation, p.k, p.seed, kw["batch_size"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .store import HarvestSpec, content_key
 
-__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "RECIPE_VARIANTS", "recipe_variant", "OPTIONAL_EVAL", "Point", "Stage", "SweepConfig", "load_config"]
+__all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "VARIANT_SAE", "RECIPE_VARIANTS", "recipe_variant", "OPTIONAL_EVAL", "Point", "Stage", "SweepConfig", "load_config"]
 
 SCHEMA = "abstopk_mini.sweep/1"  # written into every record and hash key: a format id, not a module path
 CONCEPTS = ("family", "opposite", "sentiment")
@@ -28,7 +28,10 @@ VARIANTS = {
     "bdec_zeros": {"b_dec_init": "zeros"},
     "bdec_gender_mid_frozen": None,
     "bdec_mean_frozen": None,
+    "bdec_gender_mid_frozen_no_b_enc": None,
 }
+#: variant -> SAEConfig fields it changes (besides its training keywords)
+VARIANT_SAE = {"bdec_gender_mid_frozen_no_b_enc": {"use_b_enc": False}}
 #: the recipe ladder (issue 14): variants that switch on one choice of the paper's recipe
 #: (:data:`abstopk_mini.recipes.RECIPES` ``["paper"]``) over ours, or all of them (``paper_all``, at the
 #: point's width, k and batch). ``sae``: SAEConfig fields; ``train``: TrainConfig fields; ``batch``:
