@@ -32,6 +32,7 @@ def test_setup_cell_clones_and_installs_from_the_clone(path):
     assert re.search(r"^import (os, sys|os,|sys, os)", cell, re.M), "the cell uses os and sys before importing them"
 
 
+@pytest.mark.notebook
 @pytest.mark.parametrize("name", READERS)
 def test_chapter_runs_from_a_scratch_folder(name, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
