@@ -414,9 +414,6 @@ import base64  # noqa: E402
 import struct  # noqa: E402
 
 MAX_PNG_PX = 1400
-#: chapters whose figures need trained Gemma SAEs to redraw, so they cannot be re-executed on a
-#: CPU-only machine within a working session; their committed PNGs may predate the book's sizes
-NEEDS_TRAINED_SAES: tuple = ()  # none left: chapter 6's committed figures fit
 
 
 def png_size(data) -> tuple[int, int]:
@@ -442,12 +439,7 @@ def wide_pngs(nb: dict, limit: int = MAX_PNG_PX) -> list[str]:
     return out
 
 
-def _width_params() -> list:
-    xfail = pytest.mark.xfail(strict=False, reason="needs trained Gemma SAEs to redraw; not re-executed here")
-    return [pytest.param(c, marks=xfail if c in NEEDS_TRAINED_SAES else (), id=c) for c in chapter_files()]
-
-
-@pytest.mark.parametrize("chapter", _width_params())
+@pytest.mark.parametrize("chapter", chapter_files())
 def test_committed_figures_fit_the_text_column(chapter):
     nb = json.loads((ROOT / f"{chapter}.ipynb").read_text(encoding="utf-8"))
     wide = wide_pngs(nb)

@@ -102,16 +102,23 @@ def test_rerun_does_nothing_and_a_new_setting_runs_only_its_point(tiny_gpt2, tin
     assert sorted((tmp_path / "saes").glob("*-k4-*[!k]")) == saes  # the k=4 SAEs were not trained again
 
 
+def _train_gender_means(loaded) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean activation (layer 1, float64) of the male and of the female words of the family train
+    pairs, recomputed here independently of the sweep's cache.  shape: -> ([d], [d])"""
+    wa = am.concepts.pair_word_activations(loaded, "family", 1)
+    train, _ = am.concepts.split_pairs(am.concepts.load_pairs("family"), seed=0)
+    male = torch.stack([wa.acts[wa.words.index(a)] for a, _ in train]).double().mean((0, 1))
+    female = torch.stack([wa.acts[wa.words.index(b)] for _, b in train]).double().mean((0, 1))
+    return male, female
+
+
 def test_frozen_b_dec_stays_at_the_gender_midpoint(tiny_gpt2, tiny_gpt2_dir, tmp_path):
     cfg = sweep.load_config(tiny_config(tiny_gpt2_dir, tmp_path / "r.jsonl", activations=["abstopk"],
                                         variants=["bdec_gender_mid_frozen"]))
     sweep.run_sweep(cfg, runs_root=tmp_path, loaded=tiny_gpt2, progress=False)
     rec = sweep.read_results(tmp_path / "r.jsonl")[0]
     sae = am.SAE.load(sweep.record_path(rec["provenance"]["sae_dir"], tmp_path))
-    wa = am.concepts.pair_word_activations(tiny_gpt2, "family", 1)  # recomputed here, independently of the cache
-    train, _ = am.concepts.split_pairs(am.concepts.load_pairs("family"), seed=0)
-    male = torch.stack([wa.acts[wa.words.index(a)] for a, _ in train]).double().mean((0, 1))
-    female = torch.stack([wa.acts[wa.words.index(b)] for _, b in train]).double().mean((0, 1))
+    male, female = _train_gender_means(tiny_gpt2)
     expected = (male + female) / 2 * sae.cfg.input_scale
     torch.testing.assert_close(sae.b_dec.detach().double(), expected, rtol=1e-5, atol=1e-5)
     assert rec["variant"] == "bdec_gender_mid_frozen" and rec["train"]["n_tokens"] == 1024
@@ -124,10 +131,7 @@ def test_midpoint_without_encoder_bias_puts_u_zero_at_the_midpoint(tiny_gpt2, ti
     rec = sweep.read_results(tmp_path / "r.jsonl")[0]
     sae = am.SAE.load(sweep.record_path(rec["provenance"]["sae_dir"], tmp_path))
     assert not sae.cfg.use_b_enc and rec["variant"] == "bdec_gender_mid_frozen_no_b_enc"
-    wa = am.concepts.pair_word_activations(tiny_gpt2, "family", 1)
-    train, _ = am.concepts.split_pairs(am.concepts.load_pairs("family"), seed=0)
-    male = torch.stack([wa.acts[wa.words.index(a)] for a, _ in train]).double().mean((0, 1))
-    female = torch.stack([wa.acts[wa.words.index(b)] for _, b in train]).double().mean((0, 1))
+    male, female = _train_gender_means(tiny_gpt2)
     mid = (male + female) / 2
     torch.testing.assert_close(sae.b_dec.detach().double(), mid * sae.cfg.input_scale, rtol=1e-5, atol=1e-5)
     # u = (s x - b_dec) W_enc with no bias: zero at the midpoint, and odd about it

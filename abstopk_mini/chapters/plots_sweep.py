@@ -304,16 +304,23 @@ def doubling_curves(hist: dict):
     return fig
 
 
-def table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "k", "activation", "seed"), digits: int = 3) -> str:
-    """A markdown table of ``columns`` (dotted paths; a tuple ``(path, header)`` renames), rows
-    sorted by the ``sort`` fields (numbers numerically, before text; ``sort=()`` keeps the order)."""
+def _sorted_rows(records, columns, where, sort) -> tuple[list, list]:
+    """``(cols, records)`` of :func:`table` / :func:`html_table`: each column as ``(path, header)``
+    (a plain path is headed by its last part), and the selected records sorted by ``sort`` (numbers
+    numerically, before text)."""
     cols = [(c, c.split(".")[-1]) if isinstance(c, str) else c for c in columns]
 
     def key(r):
         vals = [get(r, s, "") for s in sort]
         return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in vals)
 
-    rows = sorted(select(records, where), key=key)
+    return cols, sorted(select(records, where), key=key)
+
+
+def table(records, columns, where: dict | None = None, sort=("layer", "d_sae", "k", "activation", "seed"), digits: int = 3) -> str:
+    """A markdown table of ``columns`` (dotted paths; a tuple ``(path, header)`` renames), rows
+    sorted by the ``sort`` fields (numbers numerically, before text; ``sort=()`` keeps the order)."""
+    cols, rows = _sorted_rows(records, columns, where, sort)
     cell = lambda v: f"{v:.{digits}g}" if isinstance(v, float) else str(v)  # noqa: E731
     return format_table(rows, cols, style="markdown", cell=cell, get=lambda r, path: get(r, path, ""))
 
@@ -324,18 +331,14 @@ def html_table(records, columns, where: dict | None = None, sort=("layer", "d_sa
     are the columns shown, the full table folds below them; floats keep ``digits`` significant digits."""
     from .style import Table
 
-    cols = [(c, c.split(".")[-1]) if isinstance(c, str) else c for c in columns]
-
-    def order(r):
-        vals = [get(r, s, "") for s in sort]
-        return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in vals)
+    cols, recs = _sorted_rows(records, columns, where, sort)
 
     def cell(v):
         if isinstance(v, float):
             return None if math.isnan(v) else f"{v:.{digits}g}"
         return v
 
-    rows = [{head: cell(get(r, path, "")) for path, head in cols} for r in sorted(select(records, where), key=order)]
+    rows = [{head: cell(get(r, path, "")) for path, head in cols} for r in recs]
     return Table(rows, [head for _, head in cols], key=key)
 
 

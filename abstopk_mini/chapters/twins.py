@@ -137,18 +137,7 @@ def switcher(panels: Mapping[tuple, str], controls: Sequence[tuple[str, Sequence
     ``height`` px, returned as ``IPython.display.HTML`` (or the Page without IPython)."""
     from ..dashboard.notebook import Page
 
-    page = Page(switcher_html(panels, controls, title=title, **kw), height)
-    try:
-        from IPython.display import HTML
-    except ImportError:
-        return page
-    import warnings
-
-    with warnings.catch_warnings():  # IPython suggests IFrame(src=...), which needs a URL; srcdoc needs none
-        warnings.simplefilter("ignore", UserWarning)
-        out = HTML(page.iframe())
-    out.page = page
-    return out
+    return Page(switcher_html(panels, controls, title=title, **kw), height).output()
 
 
 # =============================================================================== status lines (shared with the widgets)

@@ -38,6 +38,21 @@ class Page:
 
         return write_page(self.html, path)
 
+    def output(self):
+        """What a notebook cell shows: ``IPython.display.HTML`` of :meth:`iframe` (with ``.page`` set to
+        this page), or the page itself when IPython is not installed."""
+        try:
+            from IPython.display import HTML
+        except ImportError:
+            return self
+        import warnings
+
+        with warnings.catch_warnings():  # IPython suggests IFrame(src=...), which needs a URL; srcdoc needs none
+            warnings.simplefilter("ignore", UserWarning)
+            out = HTML(self.iframe())
+        out.page = self
+        return out
+
     def __len__(self) -> int:
         return len(self.html.encode("utf-8"))
 
@@ -53,12 +68,4 @@ def show(data, latent: int | None = None, *, height: int | None = None, **kw):
         page = Page(browser_html(data, **kw), height or 1000)
     else:
         page = Page(dashboard_html(data, latent, **kw), height or 900)
-    try:
-        from IPython.display import HTML
-    except ImportError:
-        return page
-    import warnings
-
-    with warnings.catch_warnings():  # IPython suggests IFrame(src=...), which needs a URL; srcdoc needs none
-        warnings.simplefilter("ignore", UserWarning)
-        return HTML(page.iframe())
+    return page.output()
