@@ -151,6 +151,13 @@ def test_defect04_hf_sources_offline_is_one_error_line(tiny_gpt2_dir, tmp_path, 
     assert _one_error(capsys, rc)["type"] == "HubUnavailableError"
 
 
+def test_swapped_heldout_harvest_is_one_error_line_and_writes_nothing(tiny_gpt2_dir, tmp_path, capsys):
+    rc = cli_main(["harvest", "--model", str(tiny_gpt2_dir), "--layer", "1", "--tokens", "500", "--context", "32",
+                   "--split", "heldout", "--augment", "gender_swap", "--runs-dir", str(tmp_path / "r"), "--json"])
+    assert _one_error(capsys, rc, contains="training split only")["type"] == "ValueError"
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random"])
 def test_defect04_bad_shard_is_one_error_line_naming_the_file(harvest_dir, tmp_path, capsys, damage):
     shard = harvest_dir / "shard_00000.safetensors"

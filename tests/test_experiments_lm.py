@@ -158,7 +158,8 @@ def test_shipped_saes_load_the_shipped_files_and_harvest_only_the_heldout(tiny_g
     for a, sae in trained.saes.items():
         name = am.runs.reproduce.shipped_name(cfg, a)
         assert name == f"{tiny_gpt2_dir.name}-L1-{a}-24-k3"
-        am.pretrained.ship(sae, name, root, {"trained": {"n_steps": 4}}, dtype="float32")
+        am.pretrained.ship(sae, name, root, {"trained": {"n_steps": 4, "batch_size": 128, "n_tokens": 512, "seed": 0}},
+                           dtype="float32")
     runs = tmp_path / "fresh"
     cs = am.runs.reproduce.shipped_saes(cfg, ("abstopk", "topk"), loaded=tiny_gpt2, runs_root=runs, pretrained_root=root)
     assert cs.acts_dir is None and not (runs / "acts" / trained.acts_dir.name).exists()  # no training harvest
@@ -168,11 +169,33 @@ def test_shipped_saes_load_the_shipped_files_and_harvest_only_the_heldout(tiny_g
     x = trained.x_held
     for a in ("abstopk", "topk"):
         assert cs.dirs[a] == root / am.runs.reproduce.shipped_name(cfg, a)
-        assert cs.histories[a]["trained"] == {"n_steps": 4} and cs.histories[a]["activation"] == a
+        assert cs.histories[a]["trained"]["n_steps"] == 4 and cs.histories[a]["activation"] == a
         # float32 SAELens round trip: the input scale is folded into the weights, one rounding per weight
         torch.testing.assert_close(cs.saes[a](x), trained.saes[a](x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"no shipped SAE named .*k5.*RETRAIN = True"):
         am.runs.reproduce.shipped_saes(cfg, ("abstopk",), k=5, loaded=tiny_gpt2, runs_root=runs, pretrained_root=root)
+    # the chapters' one-call loader: the same SAEs, one line per SAE with its held-out FVU
+    for retrain, kw, made in ((False, {"runs_root": runs, "pretrained_root": root}, "4 steps of batch 128, 512 tokens, seed 0"),
+                              (True, {"runs_root": tmp_path / "train"}, "trained here")):
+        lines = []
+        got = am.runs.reproduce.study_saes(cfg, retrain, loaded=tiny_gpt2, out=lines.append, **kw)
+        assert len(lines) == 3 and lines[2].startswith("wall times (s): {'load_model_s'")
+        for line, a in zip(lines, ("abstopk", "topk")):
+            fvu = am.evaluate.evaluate_sae(got.saes[a], got.x_held)["fvu"]
+            assert line.lstrip().startswith(f"{am.nonlinearities.SPECS[a].label}: held-out FVU {fvu:.4f}, L0 ")
+            assert made in line
+
+
+def test_study_config_reads_retrain_from_the_environment(monkeypatch):
+    monkeypatch.delenv("ABSTOPK_RETRAIN", raising=False)
+    retrain, cfg = am.runs.reproduce.study_config("gemma-3-270m", quick=True)
+    assert not retrain and cfg == ReproduceConfig(heldout_tokens=4_000)
+    assert am.runs.reproduce.study_config("gemma-3-270m")[1].heldout_tokens == 50_000
+    monkeypatch.setenv("ABSTOPK_RETRAIN", "1")
+    assert am.runs.reproduce.study_config("gemma-3-270m", quick=True) == (True, ReproduceConfig.quick())
+    assert am.runs.reproduce.study_config("gemma-3-270m", retrain=False)[0] is False
+    retrain, cfg = am.runs.reproduce.study_config("gpt2", retrain=False)  # no shipped SAEs for another model
+    assert retrain and cfg == ReproduceConfig(model="gpt2")
 
 
 def test_preact_ranking_against_a_per_latent_loop():

@@ -190,6 +190,25 @@ def test_probe_rows_and_figure():
     _check_labelled(pc.steering_figure(curves))
 
 
+def test_steering_rows_and_per_pair_changes_by_hand():
+    curves = {"AbsTopK latent 7 (clamp)": {"multiples": [-1, 0, 1], "log_odds": [1.0, 0.0, -1.0],
+                                           "pairs": [("she", "he"), ("queen", "king")],
+                                           "per_pair": [[2.0, 0.5], [0.0, 0.0], [-3.0, -0.5]], "baseline_per_pair": [0.25, -0.5]},
+              "DiM": {"multiples": [-1, 0, 1], "log_odds": [0.5, 0.0, -0.5], "pairs": [("she", "he"), ("queen", "king")],
+                      "per_pair": [[1.0, 1.0], [0.0, 0.0], [-1.0, -1.5]], "baseline_per_pair": [0.25, -0.5]}}
+    short = {"AbsTopK latent 7 (clamp)": "AbsTopK"}
+    assert pc.steering_rows(curves, short) == [
+        {"method": "AbsTopK", "label": "AbsTopK latent 7 (clamp)", "m=-1": 1.0, "m=+0": 0.0, "m=+1": -1.0},
+        {"method": "DiM", "label": "DiM", "m=-1": 0.5, "m=+0": 0.0, "m=+1": -0.5}]
+    rows = pc.steering_pair_rows(curves, short)
+    assert rows == [{"pair": "she/he", "no intervention": 0.25, "AbsTopK -1": 1.75, "AbsTopK +1": -3.25,
+                     "DiM -1": 0.75, "DiM +1": -1.25},
+                    {"pair": "queen/king", "no intervention": -0.5, "AbsTopK -1": 1.0, "AbsTopK +1": 0.0,
+                     "DiM -1": 1.5, "DiM +1": -1.0}]
+    with pytest.raises(ValueError, match=r"multiples=\[2\]: 2 is not one of"):
+        pc.steering_pair_rows(curves, short, multiples=(2,))
+
+
 def test_table_text_and_html():
     table = pc.Table([{"name": "a<b", "acc": 0.12345, "n": 3, "x": None}, {"name": "c", "acc": float("nan"), "n": 4, "x": 1.5}],
                      digits=2, formats={"n": "03d"})

@@ -73,3 +73,34 @@ def test_ladder_and_batch_level_tables():
     b = pv.batch_level_table([rec("batchabstopk", "default", 0.12, {"l0": 31.5}) | {"heldout_batch_inference": {"batch": 128, "fvu": 0.07, "l0": 32.0}}])
     assert b.rows[0]["FVU top k·B, B = 128"] == 0.07 and b.rows[0]["SAE"] == "BatchAbsTopK"
     assert b.rows[0]["dead"] == 0.01 and math.isnan(b.rows[0]["FVU last train batch"])  # not in this record
+
+
+def test_balance_count_table_and_balanced_rows():
+    from abstopk_mini.chapters import plots_verdict as pv
+
+    t = pv.balance_count_table({"as written": {"he": 1885, "she": 226}, "balanced": {"he": 2111, "she": 2111}},
+                               pairs=[("he", "she"), ("king", "queen")])
+    assert t.rows == [{"pair": "he / she", "as written": "1,885 / 226", "balanced": "2,111 / 2,111"},
+                      {"pair": "king / queen", "as written": "0 / 0", "balanced": "0 / 0"}]
+
+    def sweep_rec(act, seed, key, fvu, sign):
+        return {"activation": act, "seed": seed, "key": key, "heldout": {"fvu": fvu}, "splice": {"kl_sae": 0.4},
+                "concepts": {"family": {"sign_latent": {"sign_accuracy": sign}}}}
+
+    def bidir(seed, keys):
+        scan = {"top_by_test": [{"latent": 3, "test_pair_share": 0.5}], "best_pair": {"test_pair_share": 0.75}}
+        return {"seed": seed, "saes": {a: {"key": k} for a, k in keys.items()},
+                "natural": {a: {"sign_accuracy": 0.6, "pair_share": 0.25} for a in keys},
+                "scan": {a: scan for a in keys}}
+
+    sweeps = {"balanced": [sweep_rec("topk", 0, "t0", 0.05, 0.7), sweep_rec("abstopk", 0, "a0", 0.051, 0.6)]}
+    rows = pv.balanced_rows(sweeps, {"balanced": [bidir(0, {"topk": "t0", "abstopk": "a0"})]})
+    assert [r["SAE"] for r in rows] == ["AbsTopK", "TopK"]
+    assert rows[0] == {"training text": "balanced", "seed": 0, "SAE": "AbsTopK", "FVU": 0.051, "KL spliced": 0.4,
+                       "templates sign acc.": 0.6, "natural sign acc.": 0.6, "pair share": 0.25,
+                       "best latent, held-out pair share": 0.5, "pair of latents share": 0.75}
+    assert rows[1]["best latent, held-out pair share"] is None  # a TopK latent has one sign
+    no_bidir = pv.balanced_rows(sweeps, {})
+    assert no_bidir[0]["pair share"] is None and no_bidir[0]["FVU"] == 0.051
+    with pytest.raises(ValueError, match="reads SAE x, not the sweep's a0"):
+        pv.balanced_rows(sweeps, {"balanced": [bidir(0, {"topk": "t0", "abstopk": "x"})]})

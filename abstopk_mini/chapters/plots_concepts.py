@@ -47,7 +47,7 @@ __all__ = [
     "SIDE_COLORS", "pair_codes", "latent_pair_figure", "pair_differences", "pair_difference_figure",
     "text_tokens", "token_values", "highlight_html", "dim_positions", "latent_positions", "dumbbell_figure",
     "decoder_cosines", "cosine_histogram", "sign_counts", "negative_share_figure", "probe_rows",
-    "probe_figure", "steering_figure", "Table",
+    "probe_figure", "steering_figure", "steering_rows", "steering_pair_rows", "Table",
 ]
 
 # =============================================================================== one latent, all pairs
@@ -419,3 +419,31 @@ def steering_figure(curves: Mapping[str, dict], xlabel: str = "steering strength
     ax.axvline(0, color=style.REFERENCE, lw=0.5, ls=":")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=1)  # below: the curves fill the panel
     return style.finish(ax, xlabel, ylabel, title, legend=False)
+
+
+def steering_rows(curves: Mapping[str, dict], short: Mapping[str, str] | None = None) -> list[dict]:
+    """One row per method of ``curves`` (as :func:`steering_figure`): its short name (``short``:
+    label -> name; default the label), its full label and the mean log-odds at every multiple
+    (columns ``m=-2``, ``m=+0.5``, ...)."""
+    short = dict(short or {})
+    return [{"method": short.get(label, label), "label": label,
+             **{f"m={m:+g}": v for m, v in zip(c["multiples"], c["log_odds"])}} for label, c in curves.items()]
+
+
+def steering_pair_rows(curves: Mapping[str, dict], short: Mapping[str, str] | None = None,
+                       multiples: Sequence[float] = (-1, 1)) -> list[dict]:
+    """One row per word pair of ``curves`` (each with ``pairs``, ``multiples``, ``per_pair`` [V, P]
+    and ``baseline_per_pair`` [P]): the pair's log-odds with no intervention, then, per method and
+    multiple m, its change from there (column ``"<short name> <m>"``, e.g. ``"DiM -1"``)."""
+    short = dict(short or {})
+    first = next(iter(curves.values()))
+    rows = [{"pair": f"{a}/{b}", "no intervention": base}
+            for (a, b), base in zip(first["pairs"], first["baseline_per_pair"])]
+    for label, c in curves.items():
+        for m in multiples:
+            if m not in c["multiples"]:
+                raise ValueError(f"multiples={list(multiples)}: {m} is not one of the curve's {c['multiples']}")
+            i = c["multiples"].index(m)
+            for row, v, base in zip(rows, c["per_pair"][i], c["baseline_per_pair"]):
+                row[f"{short.get(label, label)} {m:+g}"] = v - base
+    return rows

@@ -9,7 +9,7 @@ from . import style
 from .plots_sweep import get
 
 __all__ = ["ladder_table", "batch_level_table", "natural_table", "word_count_table", "contexts_table",
-           "controls_table", "controls_figure"]
+           "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
 
 #: the ladder's rungs in reading order, with what each switches on
 RUNGS = {
@@ -150,3 +150,40 @@ def controls_figure(record):
         seen.add(lab)
     ax.axhline(0, color=style.REFERENCE, lw=0.6)
     return style.finish(ax, "value c (units of q)", "log-odds shift, female − male", f"seed {record['seed']}")
+
+
+def balance_count_table(counts, pairs=None) -> style.Table:
+    """Gender word counts of several texts, one row per (male, female) pair: ``counts`` maps a
+    text's name to ``{word: count}`` (:func:`abstopk_mini.concepts.count_words`); each cell is
+    "male / female". "her" is both the female of "his" and of "him" and is counted in both rows."""
+    from ..concepts.occurrences import GENDER_PAIRS
+
+    pairs = GENDER_PAIRS if pairs is None else pairs
+    rows = [{"pair": f"{a} / {b}", **{name: f"{c.get(a, 0):,} / {c.get(b, 0):,}" for name, c in counts.items()}}
+            for a, b in pairs]
+    return style.Table(rows)
+
+
+def balanced_rows(sweeps: dict, bidirs: dict) -> list[dict]:
+    """One row per (training text, seed, SAE), from the sweep records (``sweeps``: text name ->
+    records of one TopK / AbsTopK stage per seed) and the bidirectional records of the same SAEs
+    (``bidirs``: text name -> records): held-out FVU, spliced KL, the template test's sign latent,
+    the natural-text latent chosen on training text (sign accuracy, pair share), the best held-out
+    pair share of any single latent, and that of the best pair of latents."""
+    rows = []
+    for text, recs in sweeps.items():
+        by_seed = {b["seed"]: b for b in bidirs.get(text, [])}
+        for r in sorted(recs, key=lambda r: (r["seed"], r["activation"] != "abstopk")):
+            act, b = r["activation"], by_seed.get(r["seed"])
+            if b is not None and b["saes"][act]["key"] != r["key"]:
+                raise ValueError(f"the bidirectional record of {text!r} seed {r['seed']} reads SAE {b['saes'][act]['key']}, "
+                                 f"not the sweep's {r['key']}; rerun the bidirectional command on this stage")
+            n, s = (b["natural"][act], b["scan"][act]) if b else ({}, {})
+            top = s.get("top_by_test") or [{}]
+            rows.append({"training text": text, "seed": r["seed"], "SAE": style.label(act),
+                         "FVU": r["heldout"]["fvu"], "KL spliced": get(r, "splice.kl_sae"),
+                         "templates sign acc.": get(r, "concepts.family.sign_latent.sign_accuracy"),
+                         "natural sign acc.": n.get("sign_accuracy"), "pair share": n.get("pair_share"),
+                         "best latent, held-out pair share": top[0].get("test_pair_share") if act == "abstopk" else None,
+                         "pair of latents share": s.get("best_pair", {}).get("test_pair_share")})
+    return rows

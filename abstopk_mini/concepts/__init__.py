@@ -5,6 +5,8 @@
 * :mod:`~abstopk_mini.concepts.axis`: the axis metrics and Difference-in-Means (pure tensor functions);
 * :mod:`~abstopk_mini.concepts.occurrences`: gender words in natural text (:data:`GENDER_PAIRS`,
   :func:`count_words`, :func:`find_occurrences`, :func:`split_occurrences`);
+* :mod:`~abstopk_mini.concepts.swap`: gender-swapped copies for a gender-balanced training text
+  (:func:`swap_gender`, :func:`gender_balanced`);
 * :mod:`~abstopk_mini.concepts.scan`: the all-latent scan of opposite signs (:func:`scan_latents`);
 * :mod:`~abstopk_mini.concepts.contexts`: top contexts of a latent against a gender lexicon, with a null;
 * :mod:`~abstopk_mini.concepts.natural`: the occurrence test and the scan end to end (:func:`run_natural`).
@@ -16,7 +18,7 @@ import importlib
 
 from .._lazy import lazy_submodules
 
-_PUBLIC_FROM = ("pairs", "words", "axis", "occurrences", "scan", "contexts", "natural")  # submodules whose __all__ this package re-exports
+_PUBLIC_FROM = ("pairs", "words", "axis", "occurrences", "swap", "scan", "contexts", "natural")  # submodules whose __all__ this package re-exports
 _submodule, _submodules = lazy_submodules(__name__, __path__)
 
 

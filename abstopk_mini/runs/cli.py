@@ -74,6 +74,8 @@ def _add_harvest(sub) -> None:
     p.add_argument("--sources", default="wiki,lee,newsgroups", help="comma-separated: wiki, lee, newsgroups, hf:<dataset>")
     p.add_argument("--split", default="train", choices=["train", "heldout"])
     p.add_argument("--offsets", default="0,64", help="chunk offsets, one pass over the text each (default 0,64)")
+    p.add_argument("--augment", default="none", choices=["none", "gender_swap"],
+                   help="gender_swap: every training document followed by its gender-swapped copy (a gender-balanced text)")
     p.add_argument("--runs-dir", default=None, help="artifact root (default $ABSTOPK_RUNS or ./runs)")
     p.add_argument("--overwrite", action="store_true", help="replace a different harvest in the target dir")
     p.add_argument("--json", action="store_true")
@@ -92,7 +94,7 @@ def _harvest_spec(args):
         offsets.append(int(o))
     return HarvestSpec(model=args.model, layer=args.layer, n_tokens=args.tokens, context_length=args.context,
                        sources=tuple(s for s in args.sources.split(",") if s), split=args.split,
-                       chunk_offsets=tuple(offsets))
+                       chunk_offsets=tuple(offsets), augment=args.augment)
 
 
 def _check_harvest_args(args) -> None:

@@ -38,7 +38,8 @@ from ..tables import format_table
 from .store import HarvestSpec, harvest_and_train, offline_texts
 from ..sae import SAE, SAEConfig
 
-__all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "shipped_name", "shipped_saes", "replace_model"]
+__all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "shipped_name", "shipped_saes", "replace_model",
+           "study_config", "study_saes"]
 
 
 #: the activations swept over ``ReproduceConfig.ks``: the per-row top-k ones (TopK, AbsTopK)
@@ -359,3 +360,40 @@ def shipped_saes(cfg: ReproduceConfig | None = None, activations: Sequence[str] 
 def replace_model(cfg: ReproduceConfig, model: str | None) -> ReproduceConfig:
     """``cfg`` with ``model`` swapped in (None or the same name: unchanged)."""
     return cfg if not model or model == cfg.model else dataclasses.replace(cfg, model=model)
+
+
+def study_config(model: str = "gemma-3-270m", quick: bool = False, retrain: bool | None = None
+                 ) -> tuple[bool, ReproduceConfig]:
+    """``(retrain, cfg)`` for the chapters that study a TopK / AbsTopK pair (7 and 8).
+
+    retrain: None reads ``ABSTOPK_RETRAIN=1`` from the environment; another model than the one
+    the book ships SAEs for always retrains. Retraining uses chapter 6's settings
+    (:meth:`ReproduceConfig.quick` in quick mode); the shipped SAEs need only a held-out harvest
+    (4,000 tokens in quick mode, 50,000 otherwise)."""
+    import os
+
+    if retrain is None:
+        retrain = os.environ.get("ABSTOPK_RETRAIN") == "1"
+    retrain = bool(retrain) or model != ReproduceConfig.model
+    if retrain:
+        return True, replace_model(ReproduceConfig.quick() if quick else ReproduceConfig(), model)
+    return False, ReproduceConfig(heldout_tokens=4_000 if quick else 50_000)
+
+
+def study_saes(cfg: ReproduceConfig, retrain: bool, activations: Sequence[str] = ("abstopk", "topk"),
+               x_eval=None, out=print, **kw) -> ChapterSAEs:
+    """:func:`chapter_saes` (``retrain``) or :func:`shipped_saes`, then one line per SAE to ``out``:
+    held-out FVU, L0, dead share and how it was made (steps, batch, tokens, seed for a shipped
+    SAE), and the wall times. ``kw`` go to the loader."""
+    cs = (chapter_saes if retrain else shipped_saes)(cfg, activations, **kw)
+    for a, sae in cs.saes.items():
+        ev = evaluate_sae(sae, cs.x_held if x_eval is None else x_eval)
+        if retrain:
+            made = f"trained here, {cs.dirs[a].name}"
+        else:
+            t = cs.histories[a]["trained"]
+            made = (f"{shipped_name(cfg, a)}: {t['n_steps']:,} steps of batch {t['batch_size']}, "
+                    f"{t['n_tokens']:,} tokens, seed {t['seed']}")
+        out(f"{SPECS[a].label:>7}: held-out FVU {ev['fvu']:.4f}, L0 {ev['l0']:.1f}, dead {100 * ev['dead_frac']:.1f}%  ({made})")
+    out(f"wall times (s): { {k: round(v, 1) for k, v in cs.wall_s.items()} }")
+    return cs

@@ -60,6 +60,10 @@ def content_key(obj) -> str:
 
 
 # ----------------------------------------------------------------------------- harvest
+#: training-text augmentations of :class:`HarvestSpec` (``augment``)
+AUGMENTS = ("none", "gender_swap")
+
+
 @dataclass(frozen=True)
 class HarvestSpec:
     """What to harvest: model, layer, how many tokens of which text.
@@ -67,7 +71,11 @@ class HarvestSpec:
     sources: offline sources of :mod:`abstopk_mini.lm.corpus` (``wiki``, ``lee``, ``newsgroups``) or
     ``hf:<dataset id>`` for a hub dataset (online only). split: ``train`` or ``heldout`` (by
     document, see :func:`abstopk_mini.lm.corpus.train_heldout_split`). chunk_offsets: one pass per
-    offset (see :func:`abstopk_mini.lm.activations.harvest`).
+    offset (see :func:`abstopk_mini.lm.activations.harvest`). augment: ``"none"``, or
+    ``"gender_swap"`` for a gender-balanced training text (every document followed by its
+    gender-swapped copy, :func:`abstopk_mini.concepts.swap.gender_balanced`); training split only,
+    held-out text stays as written. ``augment="none"`` is left out of :meth:`identity`, so the
+    harvests made before the field existed keep their directories and keys.
     """
 
     model: str = "gemma-3-270m"
@@ -78,8 +86,14 @@ class HarvestSpec:
     split: str = "train"
     chunk_offsets: tuple[int, ...] = (0, 64)
     dtype: str = "float32"
+    augment: str = "none"
 
     def __post_init__(self):
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}; got {self.augment!r}")
+        if self.augment != "none" and self.split != "train":
+            raise ValueError(f"augment={self.augment!r} applies to the training split only (held-out text is "
+                             f"read as written); got split={self.split!r}. Use augment='none' for held-out text")
         if self.split not in ("train", "heldout"):
             raise ValueError(f"split must be 'train' or 'heldout'; got {self.split!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -108,15 +122,24 @@ class HarvestSpec:
 
     @property
     def text_source(self) -> str:
-        return f"{'+'.join(self.sources)}:{self.split}"
+        swap = "+gender_swap" if self.augment == "gender_swap" else ""
+        return f"{'+'.join(self.sources)}:{self.split}{swap}"
+
+    def identity(self) -> dict:
+        """The fields that name this harvest (its directory key, sweep keys and records):
+        every field, less ``augment`` when it is ``"none"``."""
+        d = dataclasses.asdict(self)
+        if d["augment"] == "none":
+            del d["augment"]
+        return d
 
     def heldout(self, n_tokens: int) -> "HarvestSpec":
-        """The matching held-out harvest: ``n_tokens`` of the held-out documents, one chunk offset."""
-        return dataclasses.replace(self, split="heldout", n_tokens=n_tokens, chunk_offsets=(0,))
+        """The matching held-out harvest: ``n_tokens`` of the held-out documents (as written), one chunk offset."""
+        return dataclasses.replace(self, split="heldout", n_tokens=n_tokens, chunk_offsets=(0,), augment="none")
 
     def directory(self, root=None) -> Path:
         name = Path(self.model).name if os.sep in self.model else self.model.replace("/", "--")
-        return runs_dir(root) / "acts" / f"{name}-L{self.layer}-{self.split}-{content_key(dataclasses.asdict(self))}"
+        return runs_dir(root) / "acts" / f"{name}-L{self.layer}-{self.split}-{content_key(self.identity())}"
 
 
 def offline_texts(sources=("wiki", "lee", "newsgroups"), split: str = "train", n_docs: int = 20_000) -> list:
@@ -162,6 +185,10 @@ def _harvest_locked(spec: HarvestSpec, out: Path, loaded, progress: bool, overwr
 
         loaded = load_model(spec.model)
     texts = offline_texts(spec.sources, spec.split)
+    if spec.augment == "gender_swap":
+        from ..concepts.swap import gender_balanced
+
+        texts = gender_balanced(texts)
     harvest(loaded, texts, spec.layer, spec.n_tokens, out, context_length=spec.context_length,
             dtype=getattr(torch, spec.dtype), text_source=spec.text_source, chunk_offsets=spec.chunk_offsets,
             overwrite=overwrite, progress=progress)

@@ -362,7 +362,7 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
                 wall += share
             record = {
                 "schema": SCHEMA, "key": key, "sweep": cfg.name, "stage": stage, **dataclasses.asdict(p),
-                "model": cfg.model, "harvest": dataclasses.asdict(cfg.harvest_spec(p.layer)) | {"dir": _rel(ctx.acts_dir, runs_root)},
+                "model": cfg.model, "harvest": cfg.harvest_spec(p.layer).identity() | {"dir": _rel(ctx.acts_dir, runs_root)},
                 "batch_size": p.batch_size or cfg.batch_size, "eval_settings": cfg.eval, **rec,
                 "provenance": {"sae_dir": _rel(path, runs_root), "sae_key": path.name.rsplit("-", 1)[-1], "package_version": __version__,
                                "git_commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),

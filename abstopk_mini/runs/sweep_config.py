@@ -172,7 +172,7 @@ class SweepConfig:
     def harvest_spec(self, layer: int, split: str = "train") -> HarvestSpec:
         h = dict(self.harvest)
         if split == "heldout":
-            h.update(n_tokens=self.eval["heldout_tokens"], chunk_offsets=(0,))
+            h.update(n_tokens=self.eval["heldout_tokens"], chunk_offsets=(0,), augment="none")
         return HarvestSpec(model=self.model, layer=layer, split=split, **h)
 
     def points(self) -> list[tuple[str, Point]]:
@@ -187,7 +187,7 @@ class SweepConfig:
 
     def point_key(self, p: Point) -> str:
         """Hash of everything that determines the record of ``p``."""
-        return content_key({"schema": SCHEMA, "point": p.identity(), "harvest": dataclasses.asdict(self.harvest_spec(p.layer)),
+        return content_key({"schema": SCHEMA, "point": p.identity(), "harvest": self.harvest_spec(p.layer).identity(),
                             "batch_size": self.batch_size, "eval": self.eval})
 
 
