@@ -2,7 +2,7 @@ r"""Gender-swapped text: a training set in which female and male words are equal
 
 Our training text is male-heavy ("he" 1,885 times, "she" 226). An SAE trained on it sees the
 female side of the gender axis eight times less often, which could by itself keep a latent from
-carrying both ends. **Counterfactual data augmentation** (Lu et al., 2018; Zmigrod et al., 2019)
+carrying both ends. **Counterfactual data augmentation** (Lu et al., 2018, arXiv:1807.11714)
 removes the imbalance without inventing text: every document is kept and a copy is added with
 each gender word replaced by its counterpart,
 
