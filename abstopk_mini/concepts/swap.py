@@ -24,7 +24,8 @@ Rules (whole words as in :func:`~abstopk_mini.concepts.occurrences.word_pattern`
   function words: *to, and, the, that, ...*) is possessive ("her father" → "his father"),
   otherwise it is an object ("told her the truth", "with her.", "her and" → "him"). This is a
   heuristic; it errs on phrases such as "her very own" (→ "him very own").
-* Names, titles outside the pairs ("lady", "lord"), and grammatical agreement are not changed.
+* Words outside the pairs are not changed: names, "lady", "lord", "hers" (so a predicative "his",
+  as in "the book is his", becomes "her", not "hers"), and no grammatical agreement is repaired.
 
 The copies are **interleaved** with the originals, so a harvest read in order, or shuffled within
 a few shards, mixes both from its first batch.
