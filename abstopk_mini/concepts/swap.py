@@ -34,6 +34,7 @@ a few shards, mixes both from its first batch.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from .occurrences import GENDER_PAIRS, _check_pairs, _text
@@ -67,6 +68,14 @@ def swap_map(pairs: Sequence[tuple[str, str]] = GENDER_PAIRS) -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=8)
+def _swapper(pairs: tuple) -> tuple[dict[str, str], re.Pattern]:
+    """The swap table of ``pairs`` and one pattern for all its words (built once per pair list)."""
+    table = swap_map(pairs)
+    words = sorted(set(table) | {w for p in pairs for w in p if w == "her"}, key=len, reverse=True)
+    return table, re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9_])", re.I)
+
+
 def _with_case(template: str, word: str) -> str:
     if template.isupper() and len(template) > 1:
         return word.upper()
@@ -91,10 +100,7 @@ def swap_gender(text: str, pairs: Sequence[tuple[str, str]] = GENDER_PAIRS) -> s
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str; got {type(text).__name__}")
-    table = swap_map(pairs)
-    words = sorted(set(table) | ({"her"} if any("her" in p for p in _check_pairs(pairs)) else set()),
-                   key=len, reverse=True)
-    pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9_])", re.I)
+    table, pattern = _swapper(tuple(map(tuple, _check_pairs(pairs))))
 
     def repl(m: re.Match) -> str:
         w = m.group(1)

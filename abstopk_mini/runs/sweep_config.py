@@ -170,10 +170,8 @@ class SweepConfig:
         return p if p.is_absolute() else Path(self.base_dir) / p
 
     def harvest_spec(self, layer: int, split: str = "train") -> HarvestSpec:
-        h = dict(self.harvest)
-        if split == "heldout":
-            h.update(n_tokens=self.eval["heldout_tokens"], chunk_offsets=(0,), augment="none")
-        return HarvestSpec(model=self.model, layer=layer, split=split, **h)
+        spec = HarvestSpec(model=self.model, layer=layer, **self.harvest)
+        return spec.heldout(self.eval["heldout_tokens"]) if split == "heldout" else spec
 
     def points(self) -> list[tuple[str, Point]]:
         """Every (stage name, point) in run order; a point in two stages is kept at its first."""
