@@ -152,7 +152,7 @@ def test_low_precision_selection_keeps_exact_values():
     assert (chosen & best).sum() >= 0.9 * chosen.sum()  # bf16 rounding may swap a near-tie
 
 
-@pytest.mark.parametrize("activation", ["abstopk", "batchtopk"])
+@pytest.mark.parametrize("activation", ["abstopk", "batchtopk", "batchabstopk"])
 def test_train_sae_fast_equals_reference(activation):
     """The whole loop (AuxK with dead latents, dead tracking, decoder constraint, Adam) agrees.
 
