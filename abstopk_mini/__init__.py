@@ -8,7 +8,8 @@ Layout (each folder is a subpackage; every module loads on first use, so ``impor
 stays fast and does not import transformers until a model is needed):
 
 * the SAE core at the top: ``sae``, ``nonlinearities`` (one spec per activation), ``losses``,
-  ``metrics``, ``codestats`` (sign counts streamed), ``evaluate`` (one SAE on held-out data), ``tables``,
+  ``metrics``, ``codestats`` (sign counts streamed), ``evaluate`` (one SAE on held-out data), ``budget``
+  (how a top-k SAE spreads its non-zeros over the tokens of a batch), ``tables``,
   ``train``, ``data``, ``checkpoint``, ``distributed``, ``interop``, ``recipes``, ``io``, ``device``;
 * ``repo``: where the repository's files are (``results/``, ``sweeps/``); ``pretrained``: the SAEs
   shipped with the book, ``am.pretrained.load(name)``;

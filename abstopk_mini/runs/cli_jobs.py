@@ -1,5 +1,5 @@
 """The command-line subcommands that run whole jobs: ``reproduce``, ``sweep``, ``dashboard``,
-``bidirectional`` and ``opposites``.
+``bidirectional``, ``opposites`` and ``budget``.
 
 Each ``add_<command>(sub)`` adds its parser to :func:`abstopk_mini.runs.cli.build_parser`; the
 commands follow the same contract as the others (a readable summary, or one JSON object under
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .cli_args import check_positive, check_runs_dir, emit
 
-__all__ = ["add_reproduce", "add_sweep", "add_dashboard", "add_bidirectional", "add_opposites"]
+__all__ = ["add_reproduce", "add_sweep", "add_dashboard", "add_bidirectional", "add_opposites", "add_budget"]
 
 
 # ----------------------------------------------------------------------------- reproduce
@@ -188,4 +188,37 @@ def _run_opposites(args) -> int:
     lines = [f"{r['activation']} seed {r['seed']}: " + ", ".join(f"{k} {v}" for k, v in r["verdicts"].items())
              + f"; {len(r['gender_sides'])} gendered side(s)" for r in recs]
     emit(args, {"command": "opposites", "records": recs}, "\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- budget
+def add_budget(sub) -> None:
+    p = sub.add_parser("budget", help="how sweep top-k SAEs spread their non-zeros over the tokens of a batch "
+                                      "(batch, threshold and per-token readings of the same weights)")
+    p.add_argument("--config", required=True, help="the sweep config whose records name the SAEs, e.g. sweeps/ladder_long.json")
+    p.add_argument("--stages", nargs="+", required=True, help="every top-k SAE of these stages (and its snapshots)")
+    p.add_argument("--results", default=None, help="append one JSON record per SAE to this file")
+    p.add_argument("--batch", type=int, default=128, help="tokens per block of the batch reading (default 128, the paper's batch)")
+    p.add_argument("--tokens", type=int, default=None, help="the first this many held-out activations (default: all of the sweep's)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_budget)
+
+
+def _run_budget(args) -> int:
+    from .budget import run_budget
+
+    check_positive(args.batch, "--batch")
+    check_positive(args.tokens, "--tokens")
+    check_runs_dir(args.runs_dir)
+    recs = run_budget(args.config, args.stages, results=args.results, runs_root=args.runs_dir,
+                      eval_batch_size=args.batch, heldout_tokens=args.tokens)
+    lines = []
+    for r in recs:
+        last = r["steps"][-1]
+        lines.append(f"{r['activation']} {r['variant']} seed {r['seed']} ({last['step']:,} steps): FVU batch "
+                     f"{last['batch']['fvu']:.4f} / threshold {last['threshold']['fvu']:.4f} / row {last['row']['fvu']:.4f}; "
+                     f"tokens with no latent (batch) {100 * last['batch']['share_zero']:.1f} %, "
+                     f"top 10 % of tokens hold {100 * last['batch']['top_decile_share']:.0f} % of the non-zeros")
+    emit(args, {"command": "budget", "records": recs}, "\n".join(lines))
     return 0

@@ -1,0 +1,98 @@
+r"""The budget of sweep SAEs over the tokens of a batch (:func:`abstopk_mini.budget.token_budget`),
+for every top-k SAE a sweep recorded in some stages, and each of its snapshots, one record per SAE.
+
+    python -m abstopk_mini budget --config sweeps/ladder_long.json --stages ladder-long \
+        --results results/batch_budget.jsonl --json
+
+Each record names its SAE by sweep key (never by an absolute path), carries the settings that made
+it (stage, variant, batch size, optimiser steps, tokens) and, per step (snapshots, then the final
+SAE), the three readings of the budget on the sweep's held-out harvest in blocks of
+``eval_batch_size`` tokens. It needs no model when the held-out harvest is already in the runs
+directory (a sweep makes it); otherwise the model is loaded to harvest it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["SCHEMA", "run_budget"]
+
+SCHEMA = "abstopk_mini.budget/1"
+
+
+def _stage_records(cfg, stages) -> list[dict]:
+    from ..nonlinearities import spec
+    from .sweep import read_results
+
+    names = {st.name for st in cfg.stages}
+    bad = [s for s in stages if s not in names]
+    if not stages or bad:
+        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
+    recs = [r for r in read_results(cfg.results_path) if r.get("stage") in stages and spec(r["activation"]).k_based]
+    if not recs:
+        raise ValueError(f"no top-k SAE of stages {list(stages)} is recorded in {cfg.results_path}; "
+                         "run the sweep first (python -m abstopk_mini sweep --config ...)")
+    return recs
+
+
+def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size: int = 128,
+               heldout_tokens: int | None = None, loaded=None) -> list[dict]:
+    """One record per top-k SAE of ``stages`` of the sweep ``config`` (module docstring), appended
+    to ``results`` (a JSONL file; None: return only). heldout_tokens: the first this many held-out
+    activations (None: the whole held-out harvest of the sweep)."""
+    from .. import __version__
+    from ..budget import token_budget
+    from ..lm.shards import load_activations
+    from ..sae import SAE
+    from .store import harvest_spec, load_snapshots
+    from .sweep import append_record, git_commit, load_config, record_path
+
+    if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be an int >= 1 (tokens per block); got {eval_batch_size!r}")
+    if heldout_tokens is not None and (isinstance(heldout_tokens, bool) or not isinstance(heldout_tokens, int)
+                                       or heldout_tokens < eval_batch_size):
+        raise ValueError(f"heldout_tokens must be an int >= eval_batch_size={eval_batch_size} or None; "
+                         f"got {heldout_tokens!r}")
+    cfg = load_config(config) if not hasattr(config, "stages") else config
+    recs = _stage_records(cfg, stages)
+    held = {}
+    out = []
+    for r in recs:
+        t0 = time.perf_counter()
+        spec = cfg.harvest_spec(r["layer"], "heldout")
+        if r["layer"] not in held:
+            directory = spec.directory(runs_root)
+            if not (directory / "manifest.json").is_file():
+                from ..lm.models import load_model
+
+                loaded = loaded if loaded is not None else load_model(cfg.model)
+            held[r["layer"]] = load_activations(harvest_spec(spec, runs_root, loaded=loaded, progress=False),
+                                                heldout_tokens)
+        x = held[r["layer"]]
+        run_dir = record_path(r["provenance"]["sae_dir"], runs_root)
+        if not (run_dir / "history.json").is_file():
+            raise FileNotFoundError(f"the SAE of record {r['key']} ({r['provenance']['sae_dir']}) is not in the runs "
+                                    f"directory {record_path('.', runs_root)}; rerun the sweep there, or pass --runs-dir")
+        steps = [(step, tokens, sae) for step, tokens, sae in load_snapshots(run_dir)]
+        steps.append((r["train"]["n_steps"], r["train"]["n_tokens"], SAE.load(run_dir, device="cpu")))
+        per_step = []
+        for step, tokens, sae in steps:
+            per_step.append({"step": step, "tokens": tokens, **token_budget(sae.cpu(), x, eval_batch_size)})
+        rec = {"schema": SCHEMA, "sweep": cfg.name, "stage": r["stage"], "activation": r["activation"],
+               "variant": r["variant"], "seed": r["seed"], "layer": r["layer"], "d_sae": r["d_sae"], "k": r["k"],
+               "sae": {"key": r["key"], "batch_size": r["batch_size"], "n_steps": r["train"]["n_steps"],
+                       "n_tokens": r["train"]["n_tokens"], "heldout_fvu": r["heldout"]["fvu"]},
+               "settings": {"eval_batch_size": eval_batch_size, "heldout_tokens": len(x) // eval_batch_size * eval_batch_size,
+                            "heldout_harvest": spec.identity()},
+               "steps": per_step,
+               "provenance": {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+                              "threads": torch.get_num_threads(), "machine": platform.machine(),
+                              "wall_s": time.perf_counter() - t0, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+        if results is not None:
+            append_record(Path(results), rec)
+        out.append(rec)
+    return out
