@@ -104,3 +104,32 @@ def test_balance_count_table_and_balanced_rows():
     assert no_bidir[0]["pair share"] is None and no_bidir[0]["FVU"] == 0.051
     with pytest.raises(ValueError, match="reads SAE x, not the sweep's a0"):
         pv.balanced_rows(sweeps, {"balanced": [bidir(0, {"topk": "t0", "abstopk": "x"})]})
+
+
+def test_ladder_long_and_budget_tables():
+    from abstopk_mini.chapters import plots_verdict as pv
+
+    def rec(act, variant, fvu, snaps):
+        return {"activation": act, "variant": variant, "heldout": {"fvu": fvu, "dead_frac": 0.2},
+                "train": {"n_steps": 10938}, "snapshots": [{"step": s, "heldout": {"fvu": f}} for s, f in snaps]}
+
+    base = [rec("topk", "default", 0.05, [(1172, 0.10)]), rec("abstopk", "default", 0.055, [(1172, 0.11)])]
+    long = [rec("topk", "paper_batch_select", 0.04, [(1172, 0.08), (2344, 0.06)]),
+            rec("abstopk", "paper_batch_select", 0.06, [(1172, 0.16), (2344, 0.09)])]
+    t = pv.ladder_long_table(long, base, at=(1172, 2344))
+    assert [r["rung"] for r in t.rows] == ["ours", "batch-level selection"]
+    assert t.rows[0]["gap %"] == pytest.approx(10.0) and t.rows[0]["gap % at 2,344"] is None  # no such snapshot
+    assert t.rows[1]["gap % at 1,172"] == pytest.approx(100.0) and t.rows[1]["gap % at 2,344"] == pytest.approx(50.0)
+    assert "dead TopK" in t.columns and "dead TopK" not in t.key
+
+    reading = {"fvu": 0.1, "share_zero": 0.25, "top_decile_share": 0.3, "l0_norm_spearman": 0.5,
+               "share_below_quarter_k": 0.3, "error_share_below_quarter_k": 0.6, "negative_share": 0.5}
+    step = {"step": 1172, "eval_batch_size": 128, "batch": reading, "threshold": reading | {"fvu": 0.11},
+            "row": reading | {"fvu": 0.07}}
+    b = pv.budget_table([{"activation": "batchabstopk", "variant": "paper_batch_select", "seed": 0, "steps": [step]},
+                         {"activation": "topk", "variant": "paper_adam", "seed": 0, "steps": [step]}])
+    assert len(b.rows) == 1 and b.rows[0]["SAE"] == "BatchAbsTopK"
+    assert b.rows[0]["FVU k per token"] == 0.07 and b.rows[0]["no latent %"] == 25.0
+    assert b.rows[0]["FVU top k·B (B = 128)"] == 0.1
+    with pytest.raises(ValueError, match="budget"):
+        pv.budget_table([], variant="paper_batch_select")

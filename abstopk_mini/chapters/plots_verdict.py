@@ -1,6 +1,8 @@
-r"""Tables and figures of chapter 10 beyond steps: the recipe ladder, the batch-level deficit, gender
-in natural text and the steering controls. Each reads records (``results/recipe_ladder.jsonl``,
-``results/batch_level.jsonl``, ``results/bidirectional.jsonl``); nothing is recomputed here.
+r"""Tables and figures of chapter 10 beyond steps: the recipe ladder (at 1,172 and at 10,938 steps),
+the batch-level deficit and its budget, gender in natural text and the steering controls. Each
+reads records (``results/recipe_ladder.jsonl``, ``results/recipe_ladder_long.jsonl``,
+``results/batch_level.jsonl``, ``results/batch_budget.jsonl``, ``results/bidirectional.jsonl``);
+nothing is recomputed here.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from . import style
 from .plots_sweep import get
 
-__all__ = ["ladder_table", "batch_level_table", "natural_table", "word_count_table", "contexts_table",
+__all__ = ["ladder_table", "ladder_long_table", "budget_table", "batch_level_table", "natural_table", "word_count_table", "contexts_table",
            "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
 
 #: the ladder's rungs in reading order, with what each switches on
@@ -44,6 +46,71 @@ def ladder_table(records, norm_mse: bool = False) -> style.Table:
     if norm_mse:
         cols += ["norm. MSE TopK", "norm. MSE AbsTopK"]
     return style.Table(rows, columns=cols, digits=4, formats={"gap %": "+.1f", "dead TopK": ".3f", "dead AbsTopK": ".3f"})
+
+
+def snapshot_fvu(record: dict, step: int) -> float | None:
+    """Held-out FVU of ``record``'s SAE at ``step``: a snapshot, or the final SAE (None if neither)."""
+    if record["train"]["n_steps"] == step:
+        return record["heldout"]["fvu"]
+    for snap in record.get("snapshots", []):
+        if snap["step"] == step:
+            return snap["heldout"]["fvu"]
+    return None
+
+
+def ladder_long_table(records, baseline, at=(1172, 2344, 4688)) -> style.Table:
+    """The ladder at the long budget: one row per rung with both SAEs, ``baseline`` (records of our
+    recipe at the same settings, e.g. ``sweeps/steps.json`` stage ``long``, seed 0) first.
+
+    Columns: final held-out FVU of TopK and AbsTopK (with the optimiser steps), their gap, the gap
+    at each snapshot step of ``at``, and the dead shares (key columns: FVUs and gaps)."""
+    by = {}
+    for r in list(baseline) + list(records):
+        by.setdefault(r["variant"], {})[r["activation"]] = r
+    rows = []
+    for v, what in RUNGS.items():
+        d = by.get(v, {})
+        if {"topk", "abstopk"} <= set(d):
+            t, a = d["topk"], d["abstopk"]
+            row = {"rung": what, "steps": t["train"]["n_steps"], "FVU TopK": t["heldout"]["fvu"],
+                   "FVU AbsTopK": a["heldout"]["fvu"], "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1)}
+            for step in at:
+                ft, fa = snapshot_fvu(t, step), snapshot_fvu(a, step)
+                row[f"gap % at {step:,}"] = None if ft is None or fa is None else 100 * (fa / ft - 1)
+            row |= {"dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"]}
+            rows.append(row)
+    gaps = [f"gap % at {step:,}" for step in at]
+    return style.Table(rows, digits=4, formats={c: "+.1f" for c in ["gap %", *gaps]} | {"steps": ",d", "dead TopK": ".3f",
+                                                                                       "dead AbsTopK": ".3f"},
+                       key=["rung", "FVU TopK", "FVU AbsTopK", "gap %", *gaps])
+
+
+def budget_table(records, variant: str | None = "paper_batch_select") -> style.Table:
+    """How the SAEs of ``records`` (``results/batch_budget.jsonl``; only ``variant`` unless None)
+    spend their budget, one row per SAE and step: FVU read three ways (top k·B of each block,
+    the learned threshold, exactly k per token), the share of tokens that get no latent in the
+    batch reading, the share of non-zeros held by the top 10 % of tokens, and Spearman's ρ of a
+    token's L0 with its norm (key columns: the SAE, its step, the three FVUs and the spread)."""
+    rows = []
+    for r in records:
+        if variant is not None and r["variant"] != variant:
+            continue
+        for s in r["steps"]:
+            b = s["batch"]
+            rows.append({"SAE": style.label(r["activation"]), "seed": r["seed"], "step": s["step"],
+                         f"FVU top k·B (B = {s['eval_batch_size']})": b["fvu"], "FVU threshold": s["threshold"]["fvu"],
+                         "FVU k per token": s["row"]["fvu"], "no latent %": 100 * b["share_zero"],
+                         "top 10 % hold %": None if b["top_decile_share"] is None else 100 * b["top_decile_share"],
+                         "ρ(L0, norm)": b["l0_norm_spearman"], "below k/4 %": 100 * b["share_below_quarter_k"],
+                         "error share below k/4 %": 100 * b["error_share_below_quarter_k"],
+                         "negative %": None if b["negative_share"] is None else 100 * b["negative_share"]})
+    if not rows:
+        raise ValueError(f"no budget record of variant {variant!r}; run python -m abstopk_mini budget (see how_to_run)")
+    cols = list(rows[0])
+    return style.Table(rows, digits=4, formats={"step": ",d", "no latent %": ".1f", "top 10 % hold %": ".0f",
+                                               "ρ(L0, norm)": "+.2f", "below k/4 %": ".1f",
+                                               "error share below k/4 %": ".1f", "negative %": ".1f"},
+                       key=[c for c in cols if c not in ("seed", "below k/4 %", "error share below k/4 %", "negative %")])
 
 
 def batch_level_table(records) -> style.Table:
