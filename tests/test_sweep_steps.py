@@ -159,6 +159,7 @@ def test_ladder_variants_switch_on_one_choice_of_the_paper_recipe():
                 "paper_adam": (set(), {"lr": 3e-4, "adam_betas": (0.9, 0.99), "adam_eps": 1e-8, "lr_schedule": "constant"}),
                 "paper_auxk": (set(), {"aux_k": 512, "dead_tokens": 5 * 128}),
                 "paper_enc_init": ({"enc_init_scale"}, {}),
+                "paper_batch_unit_norm": ({"activation", "input_unit_norm"}, {"normalize_input": False}),
                 }.get(name)
         if want is None:  # paper_all: every choice at once, at the point's width, k and batch
             assert cfg.recipe == "paper" and cfg.activation == "batchtopk" and not cfg.use_b_enc and cfg.input_unit_norm
@@ -169,6 +170,8 @@ def test_ladder_variants_switch_on_one_choice_of_the_paper_recipe():
     cfg, _ = recipe_variant("paper_enc_init", 64, 256, "abstopk", 8, 0, 128)
     assert cfg.enc_init_scale == pytest.approx((2 * 64 / 256) ** 0.5, rel=1e-15)
     assert recipe_variant("paper_batch_select", 64, 256, "abstopk", 8, 0, 128)[0].activation == "batchabstopk"
+    both, train = recipe_variant("paper_batch_unit_norm", 64, 256, "abstopk", 8, 0, 128)
+    assert (both.activation, both.input_unit_norm, train) == ("batchabstopk", True, {"normalize_input": False})
 
 
 def test_ladder_points_train_what_they_name(tiny_gpt2, tiny_gpt2_dir, tmp_path):

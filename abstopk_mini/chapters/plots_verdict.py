@@ -24,6 +24,7 @@ RUNGS = {
     "paper_auxk": "AuxK 512, dead after 5 batches",
     "paper_enc_init": "W_enc scaled as Kaiming",
     "paper_all": "all of the paper's choices",
+    "paper_batch_unit_norm": "batch-level selection + per-token standardisation",
 }
 
 

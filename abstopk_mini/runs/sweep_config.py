@@ -38,6 +38,7 @@ VARIANT_SAE = {"bdec_gender_mid_frozen_no_b_enc": {"use_b_enc": False}}
 #: topk/abstopk become batchtopk/batchabstopk; ``dead_batches``: dead after this many batches
 #: without firing; ``enc_init_gain``: W_enc = sqrt(gain·d_in/d_sae)·W_decᵀ. Standardising each token
 #: replaces our input scale, so ``paper_unit_norm`` also turns ``normalize_input`` off, as the paper's recipe does.
+#: ``paper_batch_unit_norm`` switches on batch-level selection and per-token standardisation together.
 RECIPE_VARIANTS = {
     "paper_no_b_enc": {"sae": {"use_b_enc": False}},
     "paper_unit_norm": {"sae": {"input_unit_norm": True}, "train": {"normalize_input": False}},
@@ -47,6 +48,9 @@ RECIPE_VARIANTS = {
     "paper_auxk": {"train": {"aux_k": 512}, "dead_batches": 5},
     "paper_enc_init": {"enc_init_gain": 2.0},
     "paper_all": {"recipe": "paper"},
+    # two choices at once (not a rung): does standardising each token, which evens out the token
+    # norms that batch-level selection ranks by, remove BatchAbsTopK's deficit? (chapter 10, §10.5)
+    "paper_batch_unit_norm": {"batch": True, "sae": {"input_unit_norm": True}, "train": {"normalize_input": False}},
 }
 _AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
          "variants": "variant", "train_tokens": "train_tokens", "batch_sizes": "batch_size"}
