@@ -122,14 +122,14 @@ def test_ladder_long_and_budget_tables():
     assert t.rows[1]["gap % at 1,172"] == pytest.approx(100.0) and t.rows[1]["gap % at 2,344"] == pytest.approx(50.0)
     assert "dead TopK" in t.columns and "dead TopK" not in t.key
 
-    reading = {"fvu": 0.1, "share_zero": 0.25, "top_decile_share": 0.3, "l0_norm_spearman": 0.5,
+    reading = {"fvu": 0.1, "share_zero": 0.25, "l0_quantiles": {"0.01": 2.0, "0.99": 214.0}, "top_decile_share": 0.3, "l0_norm_spearman": 0.5,
                "share_below_quarter_k": 0.3, "error_share_below_quarter_k": 0.6, "negative_share": 0.5}
-    step = {"step": 1172, "eval_batch_size": 128, "batch": reading, "threshold": reading | {"fvu": 0.11},
+    step = {"step": 1172, "eval_batch_size": 128, "activation": "batchabstopk", "batch": reading, "threshold": reading | {"fvu": 0.11},
             "row": reading | {"fvu": 0.07}}
-    b = pv.budget_table([{"activation": "batchabstopk", "variant": "paper_batch_select", "seed": 0, "steps": [step]},
+    b = pv.budget_table([{"activation": "abstopk", "variant": "paper_batch_select", "seed": 0, "steps": [step]},
                          {"activation": "topk", "variant": "paper_adam", "seed": 0, "steps": [step]}])
     assert len(b.rows) == 1 and b.rows[0]["SAE"] == "BatchAbsTopK"
     assert b.rows[0]["FVU k per token"] == 0.07 and b.rows[0]["no latent %"] == 25.0
-    assert b.rows[0]["FVU top k·B (B = 128)"] == 0.1
+    assert b.rows[0]["FVU top k·B (B = 128)"] == 0.1 and b.rows[0]["L0 1 % / 99 %"] == "2 / 214"
     with pytest.raises(ValueError, match="budget"):
         pv.budget_table([], variant="paper_batch_select")

@@ -90,17 +90,21 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
     """How the SAEs of ``records`` (``results/batch_budget.jsonl``; only ``variant`` unless None)
     spend their budget, one row per SAE and step: FVU read three ways (top k·B of each block,
     the learned threshold, exactly k per token), the share of tokens that get no latent in the
-    batch reading, the share of non-zeros held by the top 10 % of tokens, and Spearman's ρ of a
-    token's L0 with its norm (key columns: the SAE, its step, the three FVUs and the spread)."""
+    batch reading, the 1 % and 99 % quantiles of a token's L0 and the share of non-zeros held by the
+    top 10 % of tokens in the batch reading, and Spearman's ρ of a token's L0 with its norm (key
+    columns: the SAE, its step, the three FVUs and the spread). The SAE is named by the activation
+    it was trained with (a ``paper_batch_select`` point of ``abstopk`` is a BatchAbsTopK SAE)."""
     rows = []
     for r in records:
         if variant is not None and r["variant"] != variant:
             continue
         for s in r["steps"]:
             b = s["batch"]
-            rows.append({"SAE": style.label(r["activation"]), "seed": r["seed"], "step": s["step"],
+            q = b["l0_quantiles"]
+            rows.append({"SAE": style.label(s.get("activation", r["activation"])), "seed": r["seed"], "step": s["step"],
                          f"FVU top k·B (B = {s['eval_batch_size']})": b["fvu"], "FVU threshold": s["threshold"]["fvu"],
-                         "FVU k per token": s["row"]["fvu"], "no latent %": 100 * b["share_zero"],
+                         "FVU k per token": s["row"]["fvu"], "L0 1 % / 99 %": f"{q['0.01']:.0f} / {q['0.99']:.0f}",
+                         "no latent %": 100 * b["share_zero"],
                          "top 10 % hold %": None if b["top_decile_share"] is None else 100 * b["top_decile_share"],
                          "ρ(L0, norm)": b["l0_norm_spearman"], "below k/4 %": 100 * b["share_below_quarter_k"],
                          "error share below k/4 %": 100 * b["error_share_below_quarter_k"],
@@ -111,7 +115,8 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
     return style.Table(rows, digits=4, formats={"step": ",d", "no latent %": ".1f", "top 10 % hold %": ".0f",
                                                "ρ(L0, norm)": "+.2f", "below k/4 %": ".1f",
                                                "error share below k/4 %": ".1f", "negative %": ".1f"},
-                       key=[c for c in cols if c not in ("seed", "below k/4 %", "error share below k/4 %", "negative %")])
+                       key=[c for c in cols if c not in ("seed", "no latent %", "below k/4 %", "error share below k/4 %",
+                                                         "negative %")])
 
 
 def batch_level_table(records) -> style.Table:
