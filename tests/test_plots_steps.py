@@ -110,13 +110,13 @@ def test_ladder_long_and_budget_tables():
     from abstopk_mini.chapters import plots_verdict as pv
 
     def rec(act, variant, fvu, snaps):
-        return {"activation": act, "variant": variant, "heldout": {"fvu": fvu, "dead_frac": 0.2},
+        return {"activation": act, "variant": variant, "seed": 0, "heldout": {"fvu": fvu, "dead_frac": 0.2},
                 "train": {"n_steps": 10938}, "snapshots": [{"step": s, "heldout": {"fvu": f}} for s, f in snaps]}
 
     base = [rec("topk", "default", 0.05, [(1172, 0.10)]), rec("abstopk", "default", 0.055, [(1172, 0.11)])]
     long = [rec("topk", "paper_batch_select", 0.04, [(1172, 0.08), (2344, 0.06)]),
             rec("abstopk", "paper_batch_select", 0.06, [(1172, 0.16), (2344, 0.09)])]
-    t = pv.ladder_long_table(long, base, at=(1172, 2344))
+    t = pv.ladder_long_table(long + [rec("abstopk", "paper_batch_select", 0.5, []) | {"seed": 1}], base, at=(1172, 2344))
     assert [r["rung"] for r in t.rows] == ["ours", "batch-level selection"]
     assert t.rows[0]["gap %"] == pytest.approx(10.0) and t.rows[0]["gap % at 2,344"] is None  # no such snapshot
     assert t.rows[1]["gap % at 1,172"] == pytest.approx(100.0) and t.rows[1]["gap % at 2,344"] == pytest.approx(50.0)

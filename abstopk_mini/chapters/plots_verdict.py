@@ -59,15 +59,16 @@ def snapshot_fvu(record: dict, step: int) -> float | None:
     return None
 
 
-def ladder_long_table(records, baseline, at=(1172, 2344, 4688)) -> style.Table:
-    """The ladder at the long budget: one row per rung with both SAEs, ``baseline`` (records of our
-    recipe at the same settings, e.g. ``sweeps/steps.json`` stage ``long``, seed 0) first.
+def ladder_long_table(records, baseline, at=(1172, 2344, 4688), seed: int = 0) -> style.Table:
+    """The ladder at the long budget: one row per rung with both SAEs of ``seed``, ``baseline``
+    (records of our recipe at the same settings, e.g. ``sweeps/steps.json`` stage ``long``) first.
 
     Columns: final held-out FVU of TopK and AbsTopK (with the optimiser steps), their gap, the gap
     at each snapshot step of ``at``, and the dead shares (key columns: FVUs and gaps)."""
     by = {}
     for r in list(baseline) + list(records):
-        by.setdefault(r["variant"], {})[r["activation"]] = r
+        if r["seed"] == seed:
+            by.setdefault(r["variant"], {})[r["activation"]] = r
     rows = []
     for v, what in RUNGS.items():
         d = by.get(v, {})
