@@ -116,7 +116,7 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
     return style.Table(rows, digits=4, formats={"step": ",d", "no latent %": ".1f", "top 10 % hold %": ".0f",
                                                "ρ(L0, norm)": "+.2f", "below k/4 %": ".1f",
                                                "error share below k/4 %": ".1f", "negative %": ".1f"},
-                       key=[c for c in cols if c not in ("seed", "no latent %", "below k/4 %", "error share below k/4 %",
+                       key=[c for c in cols if c not in ("no latent %", "below k/4 %", "error share below k/4 %",
                                                          "negative %")])
 
 
