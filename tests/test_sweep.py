@@ -259,3 +259,21 @@ def test_html_table_has_the_rows_of_table_with_key_columns_first():
     assert [[str(r[c]) for c in t.columns] for r in t.rows] == [[v.strip() for v in line.strip("|").split("|")] for line in md]
     page = t._repr_html_()
     assert "<th>activation</th>" not in page.split("<details")[0] and "<th>activation</th>" in page.split("<details")[1]
+
+
+def test_max_runs_counts_new_records_not_points_claimed_by_another_worker(tiny_gpt2, tiny_gpt2_dir, tmp_path):
+    """Two workers on one config, each with max_runs=1, train two SAEs: a point another worker holds
+    is skipped without using up the count."""
+    from abstopk_mini.io import Claim
+    from abstopk_mini.runs.store import runs_dir
+
+    cfg = sweep.load_config(tiny_config(tiny_gpt2_dir, tmp_path / "r.jsonl", ks=[4, 2]))
+    first, second = [key for _, _, key in sweep.plan(cfg)["todo"]][:2]
+    other = Claim(runs_dir(tmp_path) / "claims" / f"{first}.lock")  # another worker is training the first point
+    assert other.take()
+    try:
+        out = sweep.run_sweep(cfg, runs_root=tmp_path, loaded=tiny_gpt2, progress=False, max_runs=1)
+    finally:
+        other.release()
+    assert out["ran"] == [second]
+    assert [r["key"] for r in sweep.read_results(cfg.results_path)] == [second]

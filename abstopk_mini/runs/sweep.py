@@ -287,7 +287,9 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
     if results_path is not None:
         cfg = dataclasses.replace(cfg, results=str(Path(results_path).resolve()))
     pl = plan(cfg)
-    todo = pl["todo"][:max_runs] if max_runs is not None else pl["todo"]
+    # max_runs counts new records, not planned points: a point another worker has claimed is skipped
+    # without using up the count, so two workers on one config with --max-runs 1 train two SAEs
+    todo = pl["todo"]
     summary = {"results": str(cfg.results_path), "total": pl["total"], "done_before": pl["done"], "ran": [],
                "todo": [p.label() for _, p, _ in todo]}
     status = Path(status_path) if status_path else None
@@ -309,7 +311,7 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
     heldout_texts = None
     claims: list[Claim] = []
     left = list(todo)
-    while left:
+    while left and (max_runs is None or len(summary["ran"]) < max_runs):
         layer = left[0][1].layer
         block = []  # consecutive runs of one layer, in plan order
         for r in left:
@@ -322,6 +324,8 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
         ctx = contexts[layer]
         trained = []
         for stage, p, key in block:
+            if max_runs is not None and len(summary["ran"]) + len(trained) >= max_runs:
+                break
             claim = Claim(runs_dir(runs_root) / "claims" / f"{key}.lock")
             if not claim.take():  # another worker on this config has it
                 _log(f"skip {p.label()}: another process is running it")
