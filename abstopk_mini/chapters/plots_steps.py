@@ -50,7 +50,8 @@ def pair_gaps(records, a: str = "abstopk", b: str = "topk") -> list[dict]:
 
 
 def final_table(records) -> style.Table:
-    """The final SAEs, one row per (batch, seed): steps, passes, FVU of each, gap, KL and loss recovered."""
+    """The final SAEs, one row per (batch, seed): steps, passes, FVU of each, gap, KL and loss recovered
+    (the page shows every column but the passes; the collapsed full table has them too)."""
     by = {}
     for r in records:
         by.setdefault((r["batch_size"], r["seed"]), {})[r["activation"]] = r
@@ -65,7 +66,8 @@ def final_table(records) -> style.Table:
                      "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1),
                      "KL TopK": get(t, "splice.kl_sae"), "KL AbsTopK": get(a, "splice.kl_sae"),
                      "LR TopK": get(t, "splice.loss_recovered_zero"), "LR AbsTopK": get(a, "splice.loss_recovered_zero")})
-    return style.Table(rows, digits=4, formats={"passes": ".2f", "gap %": "+.1f", "LR TopK": ".3f", "LR AbsTopK": ".3f"})
+    return style.Table(rows, digits=4, formats={"passes": ".2f", "gap %": "+.1f", "KL TopK": ".3f", "KL AbsTopK": ".3f"},
+                       key=[c for c in rows[0] if c != "passes"])
 
 
 def gap_summary(records) -> dict:
