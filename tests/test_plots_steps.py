@@ -130,6 +130,6 @@ def test_ladder_long_and_budget_tables():
                          {"activation": "topk", "variant": "paper_adam", "seed": 0, "steps": [step]}])
     assert len(b.rows) == 1 and b.rows[0]["SAE"] == "BatchAbsTopK"
     assert b.rows[0]["FVU k per token"] == 0.07 and b.rows[0]["no latent %"] == 25.0
-    assert b.rows[0]["FVU top k·B (B = 128)"] == 0.1 and b.rows[0]["L0 1 % / 99 %"] == "2 / 214"
+    assert b.rows[0]["FVU top k·B (B = 128)"] == 0.1 and b.rows[0]["L0 p1–p99"] == "2–214"
     with pytest.raises(ValueError, match="budget"):
         pv.budget_table([], variant="paper_batch_select")

@@ -91,7 +91,7 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
     """How the SAEs of ``records`` (``results/batch_budget.jsonl``; only ``variant`` unless None)
     spend their budget, one row per SAE and step: FVU read three ways (top k·B of each block,
     the learned threshold, exactly k per token), the share of tokens that get no latent in the
-    batch reading, the 1 % and 99 % quantiles of a token's L0 and the share of non-zeros held by the
+    batch reading, the 1st and 99th percentiles of a token's L0 (``L0 p1–p99``) and the share of non-zeros held by the
     top 10 % of tokens in the batch reading, and Spearman's ρ of a token's L0 with its norm (key
     columns: the SAE, its step, the three FVUs and the spread). The SAE is named by the activation
     it was trained with (a ``paper_batch_select`` point of ``abstopk`` is a BatchAbsTopK SAE)."""
@@ -104,7 +104,7 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
             q = b["l0_quantiles"]
             rows.append({"SAE": style.label(s.get("activation", r["activation"])), "seed": r["seed"], "step": s["step"],
                          f"FVU top k·B (B = {s['eval_batch_size']})": b["fvu"], "FVU threshold": s["threshold"]["fvu"],
-                         "FVU k per token": s["row"]["fvu"], "L0 1 % / 99 %": f"{q['0.01']:.0f} / {q['0.99']:.0f}",
+                         "FVU k per token": s["row"]["fvu"], "L0 p1–p99": f"{q['0.01']:.0f}–{q['0.99']:.0f}",
                          "no latent %": 100 * b["share_zero"],
                          "top 10 % hold %": None if b["top_decile_share"] is None else 100 * b["top_decile_share"],
                          "ρ(L0, norm)": b["l0_norm_spearman"], "below k/4 %": 100 * b["share_below_quarter_k"],
