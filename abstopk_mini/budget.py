@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from .metrics import sum_sq_centred
+from .nonlinearities import AbsTopK, TopK
 
 READINGS = ("batch", "threshold", "row")
 QUANTILES = (0.01, 0.1, 0.5, 0.9, 0.99)
@@ -42,13 +43,10 @@ def _check(sae, x: torch.Tensor, eval_batch_size: int) -> None:
 
 
 def row_code(sae, u: torch.Tensor) -> torch.Tensor:
-    """Exactly k latents per row: the top k of the SAE's score (|u| if signed, else ReLU(u)),
-    sign kept where signed.  shape: u [B, d_sae] -> z [B, d_sae]"""
-    signed = sae.cfg.signed
-    score = u.abs() if signed else torch.relu(u)
-    idx = score.topk(sae.cfg.k, dim=-1, sorted=False).indices
-    vals = u.gather(-1, idx)
-    return torch.zeros_like(u).scatter(-1, idx, vals if signed else torch.relu(vals))
+    """Exactly k latents per row, as the per-token SAE of the same sign does
+    (:class:`~abstopk_mini.nonlinearities.AbsTopK` if signed, else :class:`~abstopk_mini.nonlinearities.TopK`).
+    shape: u [B, d_sae] -> z [B, d_sae]"""
+    return (AbsTopK if sae.cfg.signed else TopK)(sae.cfg.k)(u)
 
 
 def _code(sae, u: torch.Tensor, reading: str) -> torch.Tensor:

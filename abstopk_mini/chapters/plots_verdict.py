@@ -10,8 +10,8 @@ from __future__ import annotations
 from . import style
 from .plots_sweep import get
 
-__all__ = ["ladder_table", "ladder_long_table", "budget_table", "batch_level_table", "natural_table", "word_count_table", "contexts_table",
-           "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
+__all__ = ["ladder_table", "ladder_long_table", "budget_table", "batch_level_table", "natural_table",
+           "word_count_table", "contexts_table", "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
 
 #: the ladder's rungs in reading order, with what each switches on
 RUNGS = {
@@ -28,21 +28,26 @@ RUNGS = {
 }
 
 
+def _rungs(records, seed: int | None = None) -> list[tuple[str, dict, dict]]:
+    """``(what the rung switches on, TopK record, AbsTopK record)`` for every rung of :data:`RUNGS`
+    with both SAEs in ``records`` (of ``seed`` only, unless None), in reading order."""
+    by = {}
+    for r in records:
+        if seed is None or r["seed"] == seed:
+            by.setdefault(r["variant"], {})[r["activation"]] = r
+    return [(what, by[v]["topk"], by[v]["abstopk"]) for v, what in RUNGS.items()
+            if {"topk", "abstopk"} <= set(by.get(v, {}))]
+
+
 def ladder_table(records, norm_mse: bool = False) -> style.Table:
     """One row per rung: held-out FVU (raw space) of TopK and AbsTopK, the relative gap, the dead
     shares, and with ``norm_mse`` the paper's per-token normalised MSE (standardising SAEs only)."""
-    by = {}
-    for r in records:
-        by.setdefault(r["variant"], {})[r["activation"]] = r
     rows = []
-    for v, what in RUNGS.items():
-        d = by.get(v, {})
-        if {"topk", "abstopk"} <= set(d):
-            t, a = d["topk"], d["abstopk"]
-            rows.append({"rung": what, "FVU TopK": t["heldout"]["fvu"], "FVU AbsTopK": a["heldout"]["fvu"],
-                         "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1),
-                         "dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"],
-                         "norm. MSE TopK": get(t, "heldout.mse_std"), "norm. MSE AbsTopK": get(a, "heldout.mse_std")})
+    for what, t, a in _rungs(records):
+        rows.append({"rung": what, "FVU TopK": t["heldout"]["fvu"], "FVU AbsTopK": a["heldout"]["fvu"],
+                     "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1),
+                     "dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"],
+                     "norm. MSE TopK": get(t, "heldout.mse_std"), "norm. MSE AbsTopK": get(a, "heldout.mse_std")})
     cols = ["rung", "FVU TopK", "FVU AbsTopK", "gap %", "dead TopK", "dead AbsTopK"]
     if norm_mse:
         cols += ["norm. MSE TopK", "norm. MSE AbsTopK"]
@@ -65,22 +70,15 @@ def ladder_long_table(records, baseline, at=(1172, 2344, 4688), seed: int = 0) -
 
     Columns: final held-out FVU of TopK and AbsTopK (with the optimiser steps), their gap, the gap
     at each snapshot step of ``at``, and the dead shares (key columns: FVUs and gaps)."""
-    by = {}
-    for r in list(baseline) + list(records):
-        if r["seed"] == seed:
-            by.setdefault(r["variant"], {})[r["activation"]] = r
     rows = []
-    for v, what in RUNGS.items():
-        d = by.get(v, {})
-        if {"topk", "abstopk"} <= set(d):
-            t, a = d["topk"], d["abstopk"]
-            row = {"rung": what, "steps": t["train"]["n_steps"], "FVU TopK": t["heldout"]["fvu"],
-                   "FVU AbsTopK": a["heldout"]["fvu"], "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1)}
-            for step in at:
-                ft, fa = snapshot_fvu(t, step), snapshot_fvu(a, step)
-                row[f"gap % at {step:,}"] = None if ft is None or fa is None else 100 * (fa / ft - 1)
-            row |= {"dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"]}
-            rows.append(row)
+    for what, t, a in _rungs(list(baseline) + list(records), seed):
+        row = {"rung": what, "steps": t["train"]["n_steps"], "FVU TopK": t["heldout"]["fvu"],
+               "FVU AbsTopK": a["heldout"]["fvu"], "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1)}
+        for step in at:
+            ft, fa = snapshot_fvu(t, step), snapshot_fvu(a, step)
+            row[f"gap % at {step:,}"] = None if ft is None or fa is None else 100 * (fa / ft - 1)
+        row |= {"dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"]}
+        rows.append(row)
     gaps = [f"gap % at {step:,}" for step in at]
     return style.Table(rows, digits=4, formats={c: "+.1f" for c in ["gap %", *gaps]} | {"steps": ",d", "dead TopK": ".3f",
                                                                                        "dead AbsTopK": ".3f"},
@@ -91,8 +89,8 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
     """How the SAEs of ``records`` (``results/batch_budget.jsonl``; only ``variant`` unless None)
     spend their budget, one row per SAE and step: FVU read three ways (top k·B of each block,
     the learned threshold, exactly k per token), the share of tokens that get no latent in the
-    batch reading, the 1st and 99th percentiles of a token's L0 (``L0 p1–p99``) and the share of non-zeros held by the
-    top 10 % of tokens in the batch reading, and Spearman's ρ of a token's L0 with its norm (key
+    batch reading, the 1st and 99th percentiles of a token's L0 (``L0 p1–p99``) and the share of
+    non-zeros held by the top 10 % of tokens in the batch reading, and Spearman's ρ of a token's L0 with its norm (key
     columns: the SAE, its step, the three FVUs and the spread). The SAE is named by the activation
     it was trained with (a ``paper_batch_select`` point of ``abstopk`` is a BatchAbsTopK SAE)."""
     rows = []

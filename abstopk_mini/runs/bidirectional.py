@@ -25,7 +25,6 @@ Records store the SAEs' sweep keys (not paths) and every setting.
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
@@ -57,10 +56,7 @@ def stage_pairs(config, stages) -> tuple:
     from .sweep import load_config, read_results
 
     cfg = load_config(config) if not hasattr(config, "stages") else config
-    names = {st.name for st in cfg.stages}
-    bad = [s for s in stages if s not in names]
-    if not stages or bad:
-        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
+    cfg.check_stages(stages)
     pairs = pair_records(read_results(cfg.results_path), stages)
     if not pairs:
         raise ValueError(f"no seed of stages {list(stages)} has both a TopK and an AbsTopK record in "
@@ -127,11 +123,10 @@ def run_bidirectional(config, stages, *, results=None, runs_root=None, loaded=No
                       n_scan: int = 10, progress: bool = True) -> list[dict]:
     """Measure each seed's TopK / AbsTopK pair of ``stages`` of the sweep ``config`` (module
     docstring) and append one record per seed to ``results`` (a JSONL file; None: return only)."""
-    from .. import __version__
     from .. import concepts as C
     from ..lm.models import load_model
     from .store import HarvestSpec, offline_texts
-    from .sweep import append_record, git_commit
+    from .sweep import append_record, provenance
 
     cfg, pairs = stage_pairs(config, stages)
     layers = {r["layer"] for d in pairs.values() for r in d.values()}
@@ -161,10 +156,7 @@ def run_bidirectional(config, stages, *, results=None, runs_root=None, loaded=No
                             "values_in_q": list(values), "n_random": n_random, "seed": seed, "sources": list(sources),
                             "choose_on": "train_text"},
                **rec,
-               "provenance": {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-                              "threads": torch.get_num_threads(), "machine": platform.machine(),
-                              "wall_s": time.perf_counter() - t + shared_s / len(pairs),
-                              "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+               "provenance": provenance(time.perf_counter() - t + shared_s / len(pairs))}
         if results is not None:
             append_record(Path(results), rec)
         out.append(rec)

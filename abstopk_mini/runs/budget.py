@@ -13,11 +13,9 @@ directory (a sweep makes it); otherwise the model is loaded to harvest it.
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
-import torch
 
 __all__ = ["SCHEMA", "run_budget"]
 
@@ -28,10 +26,7 @@ def _stage_records(cfg, stages) -> list[dict]:
     from ..nonlinearities import spec
     from .sweep import read_results
 
-    names = {st.name for st in cfg.stages}
-    bad = [s for s in stages if s not in names]
-    if not stages or bad:
-        raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
+    cfg.check_stages(stages)
     recs = [r for r in read_results(cfg.results_path) if r.get("stage") in stages and spec(r["activation"]).k_based]
     if not recs:
         raise ValueError(f"no top-k SAE of stages {list(stages)} is recorded in {cfg.results_path}; "
@@ -44,12 +39,11 @@ def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size:
     """One record per top-k SAE of ``stages`` of the sweep ``config`` (module docstring), appended
     to ``results`` (a JSONL file; None: return only). heldout_tokens: the first this many held-out
     activations (None: the whole held-out harvest of the sweep)."""
-    from .. import __version__
     from ..budget import token_budget
     from ..lm.shards import load_activations
     from ..sae import SAE
     from .store import harvest_spec, load_snapshots
-    from .sweep import append_record, git_commit, load_config, record_path
+    from .sweep import append_record, load_config, provenance, record_path
 
     if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
         raise ValueError(f"eval_batch_size must be an int >= 1 (tokens per block); got {eval_batch_size!r}")
@@ -77,7 +71,7 @@ def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size:
         if not (run_dir / "history.json").is_file():
             raise FileNotFoundError(f"the SAE of record {r['key']} ({r['provenance']['sae_dir']}) is not in the runs "
                                     f"directory {record_path('.', runs_root)}; rerun the sweep there, or pass --runs-dir")
-        steps = [(step, tokens, sae) for step, tokens, sae in load_snapshots(run_dir)]
+        steps = load_snapshots(run_dir)
         steps.append((r["train"]["n_steps"], r["train"]["n_tokens"], SAE.load(run_dir, device="cpu")))
         per_step = []
         for step, tokens, sae in steps:
@@ -89,9 +83,7 @@ def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size:
                "settings": {"eval_batch_size": eval_batch_size, "heldout_tokens": len(x) // eval_batch_size * eval_batch_size,
                             "heldout_harvest": spec.identity()},
                "steps": per_step,
-               "provenance": {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-                              "threads": torch.get_num_threads(), "machine": platform.machine(),
-                              "wall_s": time.perf_counter() - t0, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+               "provenance": provenance(time.perf_counter() - t0)}
         if results is not None:
             append_record(Path(results), rec)
         out.append(rec)

@@ -26,11 +26,9 @@ an absolute path.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
-import torch
 
 __all__ = ["SCHEMA", "run_opposites"]
 
@@ -68,12 +66,11 @@ def run_opposites(config, stages, *, out, results=None, runs_root=None, loaded=N
     """Measure each seed's TopK / AbsTopK pair of ``stages`` of the sweep ``config`` (module
     docstring); dashboards go to the folder ``out``; one record per SAE is appended to ``results``
     (a JSONL file; None: return only)."""
-    from .. import __version__
     from ..lm.models import load_model
     from ..sae import SAE
     from .bidirectional import stage_pairs
     from .store import harvest_spec
-    from .sweep import append_record, git_commit, record_path
+    from .sweep import append_record, provenance, record_path
 
     for name, v in (("n", n), ("n_top", n_top)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -101,9 +98,7 @@ def run_opposites(config, stages, *, out, results=None, runs_root=None, loaded=N
                                 "rules": {"min_tokens": 5, "same_jaccard": 0.25}},
                    "files": {k: _rel(v, base) for k, v in m.pop("files").items()},
                    **{k: v for k, v in m.items() if k not in ("n_tokens", "wall_s")},
-                   "provenance": {"package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-                                  "threads": torch.get_num_threads(), "machine": platform.machine(),
-                                  "wall_s": m["wall_s"], "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+                   "provenance": provenance(m["wall_s"])}
             if results is not None:
                 append_record(Path(results), rec)
             records.append(rec)

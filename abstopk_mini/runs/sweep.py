@@ -228,6 +228,16 @@ def git_commit() -> str | None:
         return None
 
 
+def provenance(wall_s: float, **first) -> dict:
+    """The ``provenance`` of a record: ``first`` (e.g. the SAE's folder), then the package version,
+    git commit, torch, threads, machine, ``wall_s`` and the time it was recorded."""
+    from .. import __version__
+
+    return {**first, "package_version": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "wall_s": wall_s,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def _rel(path, runs_root) -> str:
     """``path`` relative to the runs directory (records must not name the machine's folders)."""
     from .store import runs_dir
@@ -279,7 +289,6 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
     dry_run: only return the plan. max_runs: stop after this many new records.
     Returns ``{"results", "total", "done_before", "ran": [keys], "todo": [labels]}``.
     """
-    from .. import __version__
     from ..lm import splice
     from ..lm.models import load_model
 
@@ -368,10 +377,7 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
                 "schema": SCHEMA, "key": key, "sweep": cfg.name, "stage": stage, **dataclasses.asdict(p),
                 "model": cfg.model, "harvest": cfg.harvest_spec(p.layer).identity() | {"dir": _rel(ctx.acts_dir, runs_root)},
                 "batch_size": p.batch_size or cfg.batch_size, "eval_settings": cfg.eval, **rec,
-                "provenance": {"sae_dir": _rel(path, runs_root), "sae_key": path.name.rsplit("-", 1)[-1], "package_version": __version__,
-                               "git_commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "machine": platform.machine(), "wall_s": wall,
-                               "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                "provenance": provenance(wall, sae_dir=_rel(path, runs_root), sae_key=path.name.rsplit("-", 1)[-1]),
             }
             append_record(cfg.results_path, compact(record))
             summary["ran"].append(key)

@@ -187,6 +187,13 @@ class SweepConfig:
                     out.append((stage.name, p))
         return out
 
+    def check_stages(self, stages) -> None:
+        """ValueError naming the fix unless ``stages`` is a non-empty list of this config's stage names."""
+        names = {st.name for st in self.stages}
+        bad = [s for s in stages if s not in names]
+        if not stages or bad:
+            raise ValueError(f"stages={list(stages)}: {bad or 'none given'} not in the config's stages {sorted(names)}")
+
     def point_key(self, p: Point) -> str:
         """Hash of everything that determines the record of ``p``."""
         return content_key({"schema": SCHEMA, "point": p.identity(), "harvest": self.harvest_spec(p.layer).identity(),
