@@ -466,7 +466,7 @@ def test_width_checker_reads_png_headers():
 #: an absolute path of the machine that ran a chapter (a reader's machine has none of them)
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|content|Users|mnt|scratch)/[\w.\-/]+")
 #: chapters whose committed outputs predate the check and that need trained Gemma SAEs to re-execute
-PRINTS_MACHINE_PATHS = ("notebooks/06_training_saes",)
+PRINTS_MACHINE_PATHS = ()
 
 
 def machine_paths(nb: dict) -> list[str]:
@@ -542,3 +542,12 @@ def test_widget_checker():
     assert widget_problems({"cells": [tagged, md, twin]}) == []
     assert widget_problems({"cells": [widget, twin]}) == ["cell 0: a live widget not tagged remove-output"]
     assert widget_problems({"cells": [tagged, md]}) == ["cell 0: no kernel-free twin in the next code cell"]
+
+
+def test_runs_label_never_names_a_machine_path(monkeypatch):
+    from abstopk_mini.runs.store import runs_label
+
+    monkeypatch.setenv("ABSTOPK_RUNS", "/work/runs")
+    assert runs_label() == "$ABSTOPK_RUNS" and runs_label(quick=True) == "a temporary folder"
+    monkeypatch.delenv("ABSTOPK_RUNS")
+    assert runs_label() == "./runs"

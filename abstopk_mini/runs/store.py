@@ -40,7 +40,7 @@ from ..io import atomic_write, flock, sha256_file
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 
 __all__ = [
-    "runs_dir", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
+    "runs_dir", "runs_label", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
     "train_on_harvest", "harvest_and_train", "TrainedSAEs", "load_history", "load_trained", "save_trained",
     "export_sae", "harvest_lock", "CHECKPOINT_EVERY", "SNAPSHOT_DIR", "load_snapshots",
 ]
@@ -52,6 +52,14 @@ SNAPSHOT_DIR = "snapshots"  # in an SAE run directory: the SAEs saved at TrainCo
 def runs_dir(root: str | os.PathLike | None = None) -> Path:
     """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS``, else ``./runs``."""
     return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "runs"))
+
+
+def runs_label(quick: bool = False) -> str:
+    """How a chapter names :func:`runs_dir` to its reader, never as a machine path: ``"$ABSTOPK_RUNS"``
+    when that is set, else ``"./runs"``; ``"a temporary folder"`` for quick mode's throw-away runs."""
+    if quick:
+        return "a temporary folder"
+    return "$ABSTOPK_RUNS" if "ABSTOPK_RUNS" in os.environ else "./runs"
 
 
 def content_key(obj) -> str:
