@@ -405,6 +405,17 @@ def test_one_search_field_per_page(html_dir):
         assert header is None or not header.select(".navbar-item"), f"{page}: the header bar has items"
 
 
+def test_code_cells_wrap_long_lines(html_dir):
+    """A chapter page loads a stylesheet that makes its code cells wrap (pre-wrap) rather than
+    scroll, so the end of a 120-character line is in the text column, not behind a scroll bar."""
+    soup = bs4.BeautifulSoup((html_dir / "notebooks/06_training_saes.html").read_text(), "html.parser")
+    assert soup.select(".cell_input div.highlight pre"), "no code cell on the page"
+    sheets = [link["href"].split("?")[0] for link in soup.select('link[rel="stylesheet"]')]
+    css = "".join((html_dir / "notebooks" / href).read_text() for href in sheets if href.endswith("code.css"))
+    rule = re.search(r"\.cell_input div\.highlight pre\s*\{([^}]*)\}", css)
+    assert rule and "pre-wrap" in rule.group(1), f"no wrapping rule for code cells in {sheets}"
+
+
 # ------------------------------------------------------------------ figure widths
 # The text column is about 690 px wide; a figure is drawn at 6 in and 200 dpi (1 200 px, see
 # abstopk_mini.chapters.style) and shown scaled to the column, so its text reads at the body size.

@@ -64,3 +64,32 @@ def test_cli_budget(swept, tmp_path, capsys):
     assert {r["settings"]["eval_batch_size"] for r in recs} == {50}
     assert cli_main(["budget", "--config", str(cfg), "--stages", "g", "--runs-dir", str(tmp), "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_dead_profile_records_read_each_step(swept, tmp_path, capsys):
+    from abstopk_mini.dead import latent_profile
+    from abstopk_mini.runs import dead as D
+
+    raw, tmp = swept
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        D.run_dead_profile(raw, ["g"], runs_root=tmp, batch_size=0)
+    results = tmp_path / "d.jsonl"
+    recs = D.run_dead_profile(raw, ["g"], results=results, runs_root=tmp, batch_size=128, heldout_tokens=500)
+    assert [r["activation"] for r in recs] == ["abstopk"]  # per-token SAEs only: batchabstopk has no per-token line
+    assert [json.loads(line)["schema"] for line in results.read_text().splitlines()] == [D.SCHEMA]
+    r = recs[0]
+    cfg = sweep.load_config(raw)
+    held = load_activations(cfg.harvest_spec(1, "heldout").directory(tmp), 500)
+    sweep_rec = next(s for s in sweep.read_results(cfg.results_path) if s["key"] == r["sae"]["key"])
+    run_dir = sweep.record_path(sweep_rec["provenance"]["sae_dir"], tmp)
+    assert [s["step"] for s in r["steps"]] == [4, 16] and r["settings"]["heldout_tokens"] == 500
+    assert r["sae"]["dead_tokens"] == sweep_rec["train"]["dead_tokens"]
+    want = latent_profile(SAE.load(run_dir, device="cpu"), held, 128)  # the same blocks: the same sums
+    assert {k: v for k, v in r["steps"][-1].items() if k not in ("step", "tokens")} == want
+    assert r["steps"][0]["dead_frac"] == latent_profile(load_snapshots(run_dir)[0][2], held)["dead_frac"]
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps(raw))
+    assert cli_main(["dead", "--config", str(cfg_file), "--stages", "g", "--runs-dir", str(tmp), "--tokens", "300"]) == 0
+    assert "abstopk default seed 0 (16 steps):" in capsys.readouterr().out
+    assert cli_main(["dead", "--config", str(cfg_file), "--stages", "g", "--runs-dir", str(tmp), "--tokens", "0"]) == 2
+    assert "--tokens" in capsys.readouterr().err

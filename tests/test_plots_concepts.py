@@ -190,6 +190,33 @@ def test_probe_rows_and_figure():
     _check_labelled(pc.steering_figure(curves))
 
 
+def _gender_report(best, sign_latent, shift):
+    r = {"best_latent": best, "threshold_accuracy": 0.9 - shift, "sign_accuracy": 0.7 - shift,
+         "sign_accuracy_strict": 0.6 - shift, "relative_accuracy": 0.8 - shift, "coverage_a": 0.5, "coverage_b": 0.25,
+         "preact_sign_accuracy": 0.65, "bidirectional_share": 0.1, "cos_to_dim": 0.3, "best_pair": (1, 2),
+         "best_pair_accuracy": 0.75, "best_pair_accuracy_strict": 0.7, "dim_test_accuracy": 0.95 - shift,
+         "dim_relative_accuracy": 1.0}
+    r["sign_latent"] = {"latent": sign_latent, "sign_accuracy": 0.55, "sign_accuracy_strict": 0.5,
+                        "relative_accuracy": 0.6, "coverage_a": 0.2, "coverage_b": 0.4, "preact_sign_accuracy": 0.52,
+                        "bidirectional_share": 0.3, "cos_to_dim": -0.2}
+    return r
+
+
+def test_gender_rows_by_hand():
+    rows = pc.gender_rows({"AbsTopK": _gender_report(3, 9, 0.0), "TopK": _gender_report(4, 8, 0.1)})
+    assert [(r["SAE"], r["latent"], r["chosen by"]) for r in rows] == [
+        ("AbsTopK", 3, "threshold"), ("AbsTopK", 9, "sign"), ("TopK", 4, "threshold"), ("TopK", 8, "sign"),
+        ("AbsTopK", "1 > 2", "pair rule"), ("TopK", "1 > 2", "pair rule"), ("-", "DiM", "mean difference")]
+    assert all(tuple(r) == pc.GENDER_COLUMNS for r in rows) and set(pc.GENDER_KEY) <= set(pc.GENDER_COLUMNS)
+    # the threshold row reads the report's top level, the sign row its sign_latent, per word only on the former
+    assert rows[2]["per word"] == pytest.approx(0.8) and rows[2]["sign acc."] == pytest.approx(0.6)
+    assert rows[1] == {"SAE": "AbsTopK", "latent": 9, "chosen by": "sign", "sign acc.": 0.55, "sign strict": 0.5,
+                       "per word": None, "per pair": 0.6, "cover male": 0.2, "cover female": 0.4,
+                       "pre-act sign": 0.52, "both signs": 0.3, "cos DiM": -0.2}
+    assert rows[4]["sign acc."] == 0.75 and rows[4]["per pair"] is None
+    assert rows[6]["per word"] == pytest.approx(0.95) and rows[6]["per pair"] == 1.0  # DiM from the first report
+
+
 def test_steering_rows_and_per_pair_changes_by_hand():
     curves = {"AbsTopK latent 7 (clamp)": {"multiples": [-1, 0, 1], "log_odds": [1.0, 0.0, -1.0],
                                            "pairs": [("she", "he"), ("queen", "king")],

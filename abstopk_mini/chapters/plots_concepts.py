@@ -365,6 +365,38 @@ def probe_rows(reports: Mapping[str, Mapping[str, dict]]) -> list[dict]:
     return rows
 
 
+#: the columns of :func:`gender_rows`, in order (the table's full view); :data:`GENDER_KEY` is the
+#: key view printed in the page.
+GENDER_COLUMNS = ("SAE", "latent", "chosen by", "sign acc.", "sign strict", "per word", "per pair", "cover male",
+                  "cover female", "pre-act sign", "both signs", "cos DiM")
+GENDER_KEY = ("SAE", "latent", "chosen by", "sign acc.", "per word", "per pair", "both signs")
+
+
+def gender_rows(reports: Mapping[str, dict]) -> list[dict]:
+    """Table rows for chapter 7's gender test from ``reports[sae_name]``, each a
+    :func:`~abstopk_mini.concepts.words.run_concepts` family report. Per SAE: the latent chosen by
+    the threshold rule (``best_latent``, with its per-word accuracy), the latent chosen by the sign
+    rule (``sign_latent``), and the best two-latent rule (``best_pair``, "i > j"); then DiM once, from
+    the first report. Every row has every column of :data:`GENDER_COLUMNS`; None where a probe has
+    no such number (a pair rule has no single sign, DiM no coverage)."""
+    rows = []
+    for name, r in reports.items():
+        for which, s in (("threshold", r), ("sign", r["sign_latent"])):
+            rows.append({"SAE": name, "latent": s["best_latent"] if which == "threshold" else s["latent"],
+                         "chosen by": which, "sign acc.": s["sign_accuracy"], "sign strict": s["sign_accuracy_strict"],
+                         "per word": r["threshold_accuracy"] if which == "threshold" else None,
+                         "per pair": s["relative_accuracy"], "cover male": s["coverage_a"],
+                         "cover female": s["coverage_b"], "pre-act sign": s["preact_sign_accuracy"],
+                         "both signs": s["bidirectional_share"], "cos DiM": s["cos_to_dim"]})
+    for name, r in reports.items():
+        rows.append({"SAE": name, "latent": "{} > {}".format(*r["best_pair"]), "chosen by": "pair rule",
+                     "sign acc.": r["best_pair_accuracy"], "sign strict": r["best_pair_accuracy_strict"]})
+    first = next(iter(reports.values()))
+    rows.append({"SAE": "-", "latent": "DiM", "chosen by": "mean difference", "per word": first["dim_test_accuracy"],
+                 "per pair": first["dim_relative_accuracy"]})
+    return [{c: row.get(c) for c in GENDER_COLUMNS} for row in rows]
+
+
 @style.styled
 def probe_figure(reports: Mapping[str, Mapping[str, dict]], sae_colors: Sequence[str] | None = None):
     """Two panels, per-word and per-pair test accuracy by concept: each SAE's best single latent

@@ -1,7 +1,8 @@
 r"""Tables and figures of chapter 10 beyond steps: the recipe ladder (at 1,172 and at 10,938 steps),
 the batch-level deficit and its budget, gender in natural text and the steering controls. Each
 reads records (``results/recipe_ladder.jsonl``, ``results/recipe_ladder_long.jsonl``,
-``results/batch_level.jsonl``, ``results/batch_budget.jsonl``, ``results/bidirectional.jsonl``);
+``results/batch_level.jsonl``, ``results/batch_budget.jsonl``, ``results/auxk_window.jsonl``,
+``results/dead_latents.jsonl``, ``results/bidirectional.jsonl``);
 nothing is recomputed here.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from . import style
 from .plots_sweep import get
 
-__all__ = ["ladder_table", "ladder_long_table", "budget_table", "batch_level_table", "natural_table",
+__all__ = ["ladder_table", "ladder_long_table", "budget_table", "dead_table", "batch_level_table", "natural_table",
            "word_count_table", "contexts_table", "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
 
 #: the ladder's rungs in reading order, with what each switches on
@@ -25,6 +26,8 @@ RUNGS = {
     "paper_enc_init": "W_enc scaled as Kaiming",
     "paper_all": "all of the paper's choices",
     "paper_batch_unit_norm": "batch-level selection + per-token standardisation",
+    "paper_dead_window": "dead after 5 batches (AuxK 320 latents)",
+    "paper_aux_k": "AuxK 512 latents (our dead window)",
 }
 
 
@@ -116,6 +119,30 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
                                                "error share below k/4 %": ".1f", "negative %": ".1f"},
                        key=[c for c in cols if c not in ("no latent %", "below k/4 %", "error share below k/4 %",
                                                          "negative %")])
+
+
+def dead_table(records) -> style.Table:
+    """The live and the dead latents of each SAE of ``records`` (``results/dead_latents.jsonl``,
+    :func:`abstopk_mini.dead.latent_profile`), at its final step: the dead share, the dead
+    latents' median reach (how close their best token comes to the selection line, 1 = on it),
+    their pre-activation scale E|u| and encoder norm as a ratio to the live latents' medians, and
+    the share of dead latents that are ever positive (key columns: all but the encoder ratio)."""
+    rows = []
+    for r in records:
+        last = r["steps"][-1]
+        alive, dead = last["alive"], last["dead"]
+        ratio = (lambda name: None if dead["n"] == 0 else dead[name] / alive[name])
+        rows.append({"SAE": style.label(r["activation"]), "variant": RUNGS.get(r["variant"], r["variant"]),
+                     "dead after (tokens)": r["sae"]["dead_tokens"], "steps": last["step"], "dead %": 100 * last["dead_frac"],
+                     "dead: reach": dead["reach_median"], "dead: E|u| / live": ratio("mean_abs_u_median"),
+                     "dead: ‖w_enc‖ / live": ratio("enc_norm_median"),
+                     "dead: ever positive %": None if dead["n"] == 0 else 100 * dead["positive_share"]})
+    if not rows:
+        raise ValueError("no dead-latent record; run python -m abstopk_mini dead (see how_to_run)")
+    cols = list(rows[0])
+    return style.Table(rows, digits=2, formats={"dead after (tokens)": ",d", "steps": ",d", "dead %": ".1f",
+                                               "dead: ever positive %": ".0f"},
+                       key=[c for c in cols if c != "dead: ‖w_enc‖ / live"])
 
 
 def batch_level_table(records) -> style.Table:

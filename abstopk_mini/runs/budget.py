@@ -17,42 +17,39 @@ import time
 from pathlib import Path
 
 
-__all__ = ["SCHEMA", "run_budget"]
+__all__ = ["SCHEMA", "read_stage_saes", "run_budget"]
 
 SCHEMA = "abstopk_mini.budget/1"
 
 
-def _stage_records(cfg, stages) -> list[dict]:
+def _stage_records(cfg, stages, activations=None) -> list[dict]:
     from ..nonlinearities import spec
     from .sweep import read_results
 
     cfg.check_stages(stages)
-    recs = [r for r in read_results(cfg.results_path) if r.get("stage") in stages and spec(r["activation"]).k_based]
+    recs = [r for r in read_results(cfg.results_path) if r.get("stage") in stages and spec(r["activation"]).k_based
+            and (activations is None or r["activation"] in activations)]
     if not recs:
-        raise ValueError(f"no top-k SAE of stages {list(stages)} is recorded in {cfg.results_path}; "
+        which = "top-k SAE" if activations is None else f"SAE of activation {'/'.join(activations)}"
+        raise ValueError(f"no {which} of stages {list(stages)} is recorded in {cfg.results_path}; "
                          "run the sweep first (python -m abstopk_mini sweep --config ...)")
     return recs
 
 
-def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size: int = 128,
-               heldout_tokens: int | None = None, loaded=None) -> list[dict]:
-    """One record per top-k SAE of ``stages`` of the sweep ``config`` (module docstring), appended
-    to ``results`` (a JSONL file; None: return only). heldout_tokens: the first this many held-out
-    activations (None: the whole held-out harvest of the sweep)."""
-    from ..budget import token_budget
+def read_stage_saes(config, stages, reading, schema: str, settings, *, results=None, runs_root=None,
+                    heldout_tokens: int | None = None, loaded=None, activations=None) -> list[dict]:
+    """One record per top-k SAE of ``stages`` of the sweep ``config`` (of ``activations`` only,
+    unless None): ``reading(sae, x)`` of each of its snapshots and of the final SAE on the sweep's
+    held-out harvest ``x`` (its first ``heldout_tokens``), appended to ``results`` (a JSONL file;
+    None: return only). ``settings(x)`` (a dict) is stored with each record, with the held-out
+    harvest's identity added."""
     from ..lm.shards import load_activations
     from ..sae import SAE
     from .store import harvest_spec, load_snapshots
     from .sweep import append_record, load_config, provenance, record_path
 
-    if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
-        raise ValueError(f"eval_batch_size must be an int >= 1 (tokens per block); got {eval_batch_size!r}")
-    if heldout_tokens is not None and (isinstance(heldout_tokens, bool) or not isinstance(heldout_tokens, int)
-                                       or heldout_tokens < eval_batch_size):
-        raise ValueError(f"heldout_tokens must be an int >= eval_batch_size={eval_batch_size} or None; "
-                         f"got {heldout_tokens!r}")
     cfg = load_config(config) if not hasattr(config, "stages") else config
-    recs = _stage_records(cfg, stages)
+    recs = _stage_records(cfg, stages, activations)
     held = {}
     out = []
     for r in recs:
@@ -73,18 +70,35 @@ def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size:
                                     f"directory {record_path('.', runs_root)}; rerun the sweep there, or pass --runs-dir")
         steps = load_snapshots(run_dir)
         steps.append((r["train"]["n_steps"], r["train"]["n_tokens"], SAE.load(run_dir, device="cpu")))
-        per_step = []
-        for step, tokens, sae in steps:
-            per_step.append({"step": step, "tokens": tokens, **token_budget(sae.cpu(), x, eval_batch_size)})
-        rec = {"schema": SCHEMA, "sweep": cfg.name, "stage": r["stage"], "activation": r["activation"],
+        per_step = [{"step": step, "tokens": tokens, **reading(sae.cpu(), x)} for step, tokens, sae in steps]
+        rec = {"schema": schema, "sweep": cfg.name, "stage": r["stage"], "activation": r["activation"],
                "variant": r["variant"], "seed": r["seed"], "layer": r["layer"], "d_sae": r["d_sae"], "k": r["k"],
                "sae": {"key": r["key"], "batch_size": r["batch_size"], "n_steps": r["train"]["n_steps"],
-                       "n_tokens": r["train"]["n_tokens"], "heldout_fvu": r["heldout"]["fvu"]},
-               "settings": {"eval_batch_size": eval_batch_size, "heldout_tokens": len(x) // eval_batch_size * eval_batch_size,
-                            "heldout_harvest": spec.identity()},
+                       "n_tokens": r["train"]["n_tokens"], "heldout_fvu": r["heldout"]["fvu"],
+                       "dead_tokens": r["train"]["dead_tokens"]},
+               "settings": {**settings(x), "heldout_harvest": spec.identity()},
                "steps": per_step,
                "provenance": provenance(time.perf_counter() - t0)}
         if results is not None:
             append_record(Path(results), rec)
         out.append(rec)
     return out
+
+
+def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size: int = 128,
+               heldout_tokens: int | None = None, loaded=None) -> list[dict]:
+    """One record per top-k SAE of ``stages`` of the sweep ``config`` (module docstring), appended
+    to ``results`` (a JSONL file; None: return only). heldout_tokens: the first this many held-out
+    activations (None: the whole held-out harvest of the sweep)."""
+    from ..budget import token_budget
+
+    if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be an int >= 1 (tokens per block); got {eval_batch_size!r}")
+    if heldout_tokens is not None and (isinstance(heldout_tokens, bool) or not isinstance(heldout_tokens, int)
+                                       or heldout_tokens < eval_batch_size):
+        raise ValueError(f"heldout_tokens must be an int >= eval_batch_size={eval_batch_size} or None; "
+                         f"got {heldout_tokens!r}")
+    return read_stage_saes(config, stages, lambda sae, x: token_budget(sae, x, eval_batch_size), SCHEMA,
+                           lambda x: {"eval_batch_size": eval_batch_size,
+                                      "heldout_tokens": len(x) // eval_batch_size * eval_batch_size},
+                           results=results, runs_root=runs_root, heldout_tokens=heldout_tokens, loaded=loaded)

@@ -16,7 +16,8 @@ progress bars and logs go to stderr. Commands:
     bidirectional  gender words in natural text, the all-latent scan and steering controls for sweep SAEs
     opposites   dashboards of the most bidirectional latents of sweep SAEs, judged: opposite meanings?
     budget      how sweep top-k SAEs spread their non-zeros over a batch's tokens (three readings)
-                (these six: :mod:`abstopk_mini.runs.cli_jobs`)
+    dead        the live and the dead latents of sweep TopK/AbsTopK SAEs (reach, scale, sign)
+                (these seven: :mod:`abstopk_mini.runs.cli_jobs`)
 
 Errors: every failure is one line ``error: ...`` on stderr (under ``--json`` also one object
 ``{"error": ..., "type": ...}`` on stdout) and exit code 2. Arguments are checked before a model
@@ -32,7 +33,7 @@ import sys
 
 from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, emit, expected_errors, join_signed_values,
                        parse_floats, report_error)
-from .cli_jobs import add_bidirectional, add_budget, add_dashboard, add_opposites, add_reproduce, add_sweep
+from .cli_jobs import add_bidirectional, add_budget, add_dashboard, add_dead, add_opposites, add_reproduce, add_sweep
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -391,7 +392,7 @@ def _run_steer(args) -> int:
 
 # ----------------------------------------------------------------------------- main
 _COMMANDS = [_add_toy, _add_harvest, _add_train, _add_eval, _add_concepts, _add_steer, add_reproduce, add_sweep,
-             add_dashboard, add_bidirectional, add_opposites, add_budget]
+             add_dashboard, add_bidirectional, add_opposites, add_budget, add_dead]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """The command-line subcommands that run whole jobs: ``reproduce``, ``sweep``, ``dashboard``,
-``bidirectional``, ``opposites`` and ``budget``.
+``bidirectional``, ``opposites``, ``budget`` and ``dead``.
 
 Each ``add_<command>(sub)`` adds its parser to :func:`abstopk_mini.runs.cli.build_parser`; the
 commands follow the same contract as the others (a readable summary, or one JSON object under
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .cli_args import check_positive, check_runs_dir, emit
 
-__all__ = ["add_reproduce", "add_sweep", "add_dashboard", "add_bidirectional", "add_opposites", "add_budget"]
+__all__ = ["add_reproduce", "add_sweep", "add_dashboard", "add_bidirectional", "add_opposites", "add_budget",
+           "add_dead"]
 
 
 # ----------------------------------------------------------------------------- reproduce
@@ -221,4 +222,37 @@ def _run_budget(args) -> int:
                      f"tokens with no latent (batch) {100 * last['batch']['share_zero']:.1f} %, "
                      f"top 10 % of tokens hold {100 * last['batch']['top_decile_share']:.0f} % of the non-zeros")
     emit(args, {"command": "budget", "records": recs}, "\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------- dead
+def add_dead(sub) -> None:
+    p = sub.add_parser("dead", help="the live and the dead latents of sweep TopK/AbsTopK SAEs: reach, "
+                                    "pre-activation scale, encoder norm, sign")
+    p.add_argument("--config", required=True, help="the sweep config whose records name the SAEs, e.g. sweeps/auxk_window.json")
+    p.add_argument("--stages", nargs="+", required=True, help="every TopK/AbsTopK SAE of these stages (and its snapshots)")
+    p.add_argument("--results", default=None, help="append one JSON record per SAE to this file")
+    p.add_argument("--tokens", type=int, default=None, help="the first this many held-out activations (default: all of the sweep's)")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_dead)
+
+
+def _run_dead(args) -> int:
+    from .dead import run_dead_profile
+
+    check_positive(args.tokens, "--tokens")
+    check_runs_dir(args.runs_dir)
+    recs = run_dead_profile(args.config, args.stages, results=args.results, runs_root=args.runs_dir,
+                            heldout_tokens=args.tokens)
+    lines = []
+    for r in recs:
+        last = r["steps"][-1]
+        alive, dead = last["alive"], last["dead"]
+        scale = ("-" if dead["n"] == 0 else
+                 f"{dead['mean_abs_u_median'] / alive['mean_abs_u_median']:.2f} of the live ones', "
+                 f"{100 * dead['positive_share']:.0f} % ever positive, reach {dead['reach_median']:.2f}")
+        lines.append(f"{r['activation']} {r['variant']} seed {r['seed']} ({last['step']:,} steps): "
+                     f"{100 * last['dead_frac']:.1f} % dead; dead latents' E|u| {scale}")
+    emit(args, {"command": "dead", "records": recs}, "\n".join(lines))
     return 0

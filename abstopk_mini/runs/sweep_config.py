@@ -51,6 +51,10 @@ RECIPE_VARIANTS = {
     # two choices at once (not a rung): does standardising each token, which evens out the token
     # norms that batch-level selection ranks by, remove BatchAbsTopK's deficit? (chapter 10, §10.5)
     "paper_batch_unit_norm": {"batch": True, "sae": {"input_unit_norm": True}, "train": {"normalize_input": False}},
+    # the paper's AuxK split in its two parts (not rungs): which of them leaves AbsTopK's latents
+    # dead (chapter 10, §10.6)? Its window alone (dead after 5 batches) or its 512 auxiliary latents alone.
+    "paper_dead_window": {"dead_batches": 5},
+    "paper_aux_k": {"train": {"aux_k": 512}},
 }
 _AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
          "variants": "variant", "train_tokens": "train_tokens", "batch_sizes": "batch_size"}
