@@ -19,8 +19,9 @@ dead in two ways that AuxK treats differently:
   cancels), so it loses to the live latents under either score.
 
 :func:`latent_profile` measures, for the live and the dead latents of an SAE on a set of tokens,
-the medians of the reach r_i, of the pre-activation scale E_t|u_i(t)|, of the encoder column norm
-‖W_enc[:, i]‖ (in the SAE's space), of b_enc,i, and the share with max_t u_i(t) > 0.
+the medians of the reach r_i, of the pre-activation scale E_t|u_i(t)|, of the share of tokens with
+u_i(t) > 0, of the encoder column norm ‖W_enc[:, i]‖ (in the SAE's space) and of b_enc,i, and the
+share of latents with max_t u_i(t) > 0.
 
 shapes: x [N, d_in] raw activations; per-latent quantities are [d_sae].
 """
@@ -49,7 +50,8 @@ def _check(sae, x: torch.Tensor, batch_size: int) -> None:
 def latent_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
     """Per-latent statistics of ``sae`` over the tokens ``x`` (module docstring), in float64:
     ``fired`` (bool: selected on some token), ``reach`` (max_t s_i(t)/θ(t)), ``mean_abs_u``
-    (E_t|u_i(t)|), ``max_u`` (max_t u_i(t)), ``enc_norm`` (‖W_enc[:, i]‖), ``b_enc``.
+    (E_t|u_i(t)|), ``positive_frac`` (share of tokens with u_i(t) > 0), ``max_u`` (max_t u_i(t)),
+    ``enc_norm`` (‖W_enc[:, i]‖), ``b_enc``.
 
     θ(t) is the k-th largest score of token t; a latent fires on t when s_i(t) ≥ θ(t) and θ(t) > 0
     (a zero score never counts as a firing, as z = 0 there). Reach uses θ(t) > 0 tokens only.
@@ -62,6 +64,7 @@ def latent_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torc
     reach = torch.zeros(d_sae, dtype=torch.float64)
     max_u = torch.full((d_sae,), -torch.inf, dtype=torch.float64)
     sum_abs = torch.zeros(d_sae, dtype=torch.float64)
+    n_pos = torch.zeros(d_sae, dtype=torch.float64)
     fired = torch.zeros(d_sae, dtype=torch.bool)
     for start in range(0, len(x), batch_size):
         u = sae.pre_acts(x[start:start + batch_size]).double()  # [b, d_sae]
@@ -74,26 +77,29 @@ def latent_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torc
             fired |= (ratio >= 1).any(0)
         max_u = torch.maximum(max_u, u.max(0).values)
         sum_abs += u.abs().sum(0)
-    return {"fired": fired, "reach": reach, "mean_abs_u": sum_abs / len(x), "max_u": max_u,
+        n_pos += (u > 0).sum(0)
+    return {"fired": fired, "reach": reach, "mean_abs_u": sum_abs / len(x),
+            "positive_frac": n_pos / len(x), "max_u": max_u,
             "enc_norm": sae.W_enc.detach().double().norm(dim=0), "b_enc": sae.b_enc.detach().double()}
 
 
 def _group(stats: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     n = int(mask.sum())
     if n == 0:
-        return {"n": 0, "reach_median": None, "mean_abs_u_median": None, "enc_norm_median": None,
-                "b_enc_median": None, "positive_share": None}
-    med = {name: stats[name][mask].median().item() for name in ("reach", "mean_abs_u", "enc_norm", "b_enc")}
+        return {"n": 0, "reach_median": None, "mean_abs_u_median": None, "positive_frac_median": None,
+                "enc_norm_median": None, "b_enc_median": None, "positive_share": None}
+    med = {name: stats[name][mask].median().item() for name in ("reach", "mean_abs_u", "positive_frac", "enc_norm", "b_enc")}
     return {"n": n, "reach_median": med["reach"], "mean_abs_u_median": med["mean_abs_u"],
-            "enc_norm_median": med["enc_norm"], "b_enc_median": med["b_enc"],
-            "positive_share": (stats["max_u"][mask] > 0).double().mean().item()}
+            "positive_frac_median": med["positive_frac"], "enc_norm_median": med["enc_norm"],
+            "b_enc_median": med["b_enc"], "positive_share": (stats["max_u"][mask] > 0).double().mean().item()}
 
 
 def latent_profile(sae, x: torch.Tensor, batch_size: int = 4096) -> dict:
     """The live and the dead latents of ``sae`` on the tokens ``x``, summarised (module docstring):
     ``{"dead_frac", "alive": {...}, "dead": {...}}`` where each group has ``n``, the medians
-    ``reach_median``, ``mean_abs_u_median``, ``enc_norm_median``, ``b_enc_median`` and
-    ``positive_share`` (share with max_t u_i(t) > 0); a group with no latent has None for each.
+    ``reach_median``, ``mean_abs_u_median``, ``positive_frac_median`` (of the share of tokens with
+    u > 0), ``enc_norm_median``, ``b_enc_median``, and ``positive_share`` (share of the group's
+    latents with max_t u_i(t) > 0); a group with no latent has None for each.
 
     shape: x [N, d_in] raw activations
     """

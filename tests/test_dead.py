@@ -26,11 +26,12 @@ def test_hand_built_topk_sees_the_negative_latent_as_pushed_negative():
     assert s["reach"].tolist() == pytest.approx([1.0, 0.0, 1.0], abs=1e-15)  # latent 2: max(.1/1, .5/.5, .2/2)
     assert s["max_u"].tolist() == pytest.approx([2.0, 0.0, 0.5], abs=1e-15)
     assert s["mean_abs_u"].tolist() == pytest.approx([1.0, 0.9, (0.1 + 0.5 + 0.2) / 3], abs=1e-15)
+    assert s["positive_frac"].tolist() == pytest.approx([2 / 3, 0.0, 1.0], abs=1e-15)  # u = 0 is not positive
     assert s["enc_norm"].tolist() == pytest.approx([1.0, 0.9, (0.01 + 0.25) ** 0.5], abs=1e-15)
     p = latent_profile(_hand_sae("topk"), X)
     assert p["dead_frac"] == pytest.approx(1 / 3)
-    assert p["dead"] == {"n": 1, "reach_median": 0.0, "mean_abs_u_median": pytest.approx(0.9), "enc_norm_median":
-                         pytest.approx(0.9), "b_enc_median": 0.0, "positive_share": 0.0}
+    assert p["dead"] == {"n": 1, "reach_median": 0.0, "mean_abs_u_median": pytest.approx(0.9), "positive_frac_median": 0.0,
+                         "enc_norm_median": pytest.approx(0.9), "b_enc_median": 0.0, "positive_share": 0.0}
     assert p["alive"]["n"] == 2 and p["alive"]["positive_share"] == 1.0
 
 
@@ -58,6 +59,7 @@ def test_firing_and_reach_agree_with_the_sae_itself(activation):
     theta = score.sort(-1, descending=True).values[:, 2:3]  # the 3rd largest score of each token
     torch.testing.assert_close(s["reach"], (score / theta).max(0).values, rtol=1e-12, atol=0)
     torch.testing.assert_close(s["mean_abs_u"], u.abs().mean(0), rtol=1e-12, atol=0)
+    assert torch.equal(s["positive_frac"], (u > 0).sum(0).double() / 200)  # a count / 200 either way: exact
     assert torch.all(s["reach"][~s["fired"]] < 1) and torch.all(s["reach"][s["fired"]] >= 1)
     whole = latent_stats(sae, x, batch_size=200)
     assert all(torch.equal(whole[name], s[name]) for name in ("fired", "max_u", "enc_norm"))

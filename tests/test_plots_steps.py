@@ -138,21 +138,22 @@ def test_ladder_long_and_budget_tables():
 def test_dead_table_by_hand():
     from abstopk_mini.chapters import plots_verdict as pv
 
-    def group(n, reach, scale, norm, pos):
-        return {"n": n, "reach_median": reach, "mean_abs_u_median": scale, "enc_norm_median": norm, "b_enc_median": 0.0,
-                "positive_share": pos}
+    def group(n, reach, scale, norm, pos, frac):
+        return {"n": n, "reach_median": reach, "mean_abs_u_median": scale, "positive_frac_median": frac,
+                "enc_norm_median": norm, "b_enc_median": 0.0, "positive_share": pos}
 
-    last = {"step": 1172, "tokens": 150016, "dead_frac": 0.75, "alive": group(1024, 1.5, 2.0, 1.0, 1.0),
-            "dead": group(3072, 0.5, 0.5, 0.25, 0.9)}
-    none_dead = {"step": 1172, "tokens": 150016, "dead_frac": 0.0, "alive": group(4096, 1.5, 2.0, 1.0, 1.0),
-                 "dead": group(0, None, None, None, None)}
+    last = {"step": 1172, "tokens": 150016, "dead_frac": 0.75, "alive": group(1024, 1.5, 2.0, 1.0, 1.0, 0.5),
+            "dead": group(3072, 0.5, 0.5, 0.25, 0.9, 0.01)}
+    none_dead = {"step": 1172, "tokens": 150016, "dead_frac": 0.0, "alive": group(4096, 1.5, 2.0, 1.0, 1.0, 0.1),
+                 "dead": group(0, None, None, None, None, None)}
     recs = [{"activation": "abstopk", "variant": "paper_auxk", "sae": {"dead_tokens": 640},
              "steps": [{"step": 100, "dead_frac": 0.1}, last]},
             {"activation": "topk", "variant": "default", "sae": {"dead_tokens": 15001}, "steps": [none_dead]}]
     t = pv.dead_table(recs)
     assert t.rows[0] == {"SAE": "AbsTopK", "variant": "AuxK 512, dead after 5 batches", "dead after (tokens)": 640,
                          "steps": 1172, "dead %": 75.0, "dead: reach": 0.5, "dead: E|u| / live": 0.25,
-                         "dead: ‖w_enc‖ / live": 0.25, "dead: ever positive %": 90.0}
+                         "dead: ‖w_enc‖ / live": 0.25, "live: u > 0 on %": 50.0, "dead: u > 0 on %": 1.0,
+                         "dead: ever positive %": 90.0}
     assert t.rows[1]["variant"] == "ours" and t.rows[1]["dead: E|u| / live"] is None
     assert "dead: ‖w_enc‖ / live" in t.columns and "dead: ‖w_enc‖ / live" not in t.key
     with pytest.raises(ValueError, match="python -m abstopk_mini dead"):

@@ -125,8 +125,9 @@ def dead_table(records) -> style.Table:
     """The live and the dead latents of each SAE of ``records`` (``results/dead_latents.jsonl``,
     :func:`abstopk_mini.dead.latent_profile`), at its final step: the dead share, the dead
     latents' median reach (how close their best token comes to the selection line, 1 = on it),
-    their pre-activation scale E|u| and encoder norm as a ratio to the live latents' medians, and
-    the share of dead latents that are ever positive (key columns: all but the encoder ratio)."""
+    their pre-activation scale E|u| and encoder norm as a ratio to the live latents' medians, the
+    median share of tokens on which u > 0 for the live and for the dead latents, and the share of
+    dead latents that are ever positive (key columns: all but the encoder ratio and that share)."""
     rows = []
     for r in records:
         last = r["steps"][-1]
@@ -136,13 +137,16 @@ def dead_table(records) -> style.Table:
                      "dead after (tokens)": r["sae"]["dead_tokens"], "steps": last["step"], "dead %": 100 * last["dead_frac"],
                      "dead: reach": dead["reach_median"], "dead: E|u| / live": ratio("mean_abs_u_median"),
                      "dead: ‖w_enc‖ / live": ratio("enc_norm_median"),
+                     "live: u > 0 on %": 100 * alive["positive_frac_median"],
+                     "dead: u > 0 on %": None if dead["n"] == 0 else 100 * dead["positive_frac_median"],
                      "dead: ever positive %": None if dead["n"] == 0 else 100 * dead["positive_share"]})
     if not rows:
         raise ValueError("no dead-latent record; run python -m abstopk_mini dead (see how_to_run)")
     cols = list(rows[0])
     return style.Table(rows, digits=2, formats={"dead after (tokens)": ",d", "steps": ",d", "dead %": ".1f",
+                                               "live: u > 0 on %": ".1f", "dead: u > 0 on %": ".1f",
                                                "dead: ever positive %": ".0f"},
-                       key=[c for c in cols if c != "dead: ‖w_enc‖ / live"])
+                       key=[c for c in cols if c not in ("dead: ‖w_enc‖ / live", "dead: ever positive %")])
 
 
 def batch_level_table(records) -> style.Table:
