@@ -86,7 +86,7 @@ def test_dead_profile_records_read_each_step(swept, tmp_path, capsys):
     assert r["sae"]["dead_tokens"] == sweep_rec["train"]["dead_tokens"]
     want = latent_profile(SAE.load(run_dir, device="cpu"), held, 128)  # the same blocks: the same sums
     assert {k: v for k, v in r["steps"][-1].items() if k not in ("step", "tokens")} == want
-    assert r["steps"][0]["dead_frac"] == latent_profile(load_snapshots(run_dir)[0][2], held)["dead_frac"]
+    assert r["steps"][0]["dead_frac"] == latent_profile(load_snapshots(run_dir)[0][2], held, 128)["dead_frac"]
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps(raw))
     assert cli_main(["dead", "--config", str(cfg_file), "--stages", "g", "--runs-dir", str(tmp), "--tokens", "300"]) == 0

@@ -61,8 +61,9 @@ def test_firing_and_reach_agree_with_the_sae_itself(activation):
     torch.testing.assert_close(s["mean_abs_u"], u.abs().mean(0), rtol=1e-12, atol=0)
     assert torch.equal(s["positive_frac"], (u > 0).sum(0).double() / 200)  # a count / 200 either way: exact
     assert torch.all(s["reach"][~s["fired"]] < 1) and torch.all(s["reach"][s["fired"]] >= 1)
-    whole = latent_stats(sae, x, batch_size=200)
-    assert all(torch.equal(whole[name], s[name]) for name in ("fired", "max_u", "enc_norm"))
+    whole = latent_stats(sae, x, batch_size=200)  # blocks change only the matmul's rounding of u
+    assert torch.equal(whole["fired"], s["fired"]) and torch.equal(whole["enc_norm"], s["enc_norm"])
+    torch.testing.assert_close(whole["max_u"], s["max_u"], rtol=1e-12, atol=1e-14)
 
 
 def test_bad_input_names_the_argument():
