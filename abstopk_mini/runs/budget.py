@@ -9,6 +9,9 @@ it (stage, variant, batch size, optimiser steps, tokens) and, per step (snapshot
 SAE), the three readings of the budget on the sweep's held-out harvest in blocks of
 ``eval_batch_size`` tokens. It needs no model when the held-out harvest is already in the runs
 directory (a sweep makes it); otherwise the model is loaded to harvest it.
+
+The loop over the SAEs and snapshots of sweep stages, :func:`read_stage_saes`, takes any reading
+``(sae, x) -> dict``; ``python -m abstopk_mini dead`` (:mod:`abstopk_mini.runs.dead`) uses it too.
 """
 
 from __future__ import annotations
