@@ -60,38 +60,34 @@ def latent_stats(sae, x: torch.Tensor, batch_size: int = 4096) -> dict[str, torc
     """
     _check(sae, x, batch_size)
     k, d_sae = sae.cfg.k, sae.cfg.d_sae
-    signed = sae.cfg.activation == "abstopk"
     reach = torch.zeros(d_sae, dtype=torch.float64)
     max_u = torch.full((d_sae,), -torch.inf, dtype=torch.float64)
     sum_abs = torch.zeros(d_sae, dtype=torch.float64)
     n_pos = torch.zeros(d_sae, dtype=torch.float64)
-    fired = torch.zeros(d_sae, dtype=torch.bool)
     for start in range(0, len(x), batch_size):
         u = sae.pre_acts(x[start:start + batch_size]).double()  # [b, d_sae]
-        s = u.abs() if signed else u.clamp_min(0)
+        s = u.abs() if sae.cfg.signed else u.clamp_min(0)
         theta = s.topk(k, dim=-1).values[:, -1:]  # [b, 1], the k-th largest score
         live = theta[:, 0] > 0
         if live.any():
-            ratio = s[live] / theta[live]
-            reach = torch.maximum(reach, ratio.max(0).values)
-            fired |= (ratio >= 1).any(0)
+            reach = torch.maximum(reach, (s[live] / theta[live]).max(0).values)
         max_u = torch.maximum(max_u, u.max(0).values)
         sum_abs += u.abs().sum(0)
         n_pos += (u > 0).sum(0)
-    return {"fired": fired, "reach": reach, "mean_abs_u": sum_abs / len(x),
+    # a latent fired on some token exactly when its best ratio to the line reached 1
+    return {"fired": reach >= 1, "reach": reach, "mean_abs_u": sum_abs / len(x),
             "positive_frac": n_pos / len(x), "max_u": max_u,
             "enc_norm": sae.W_enc.detach().double().norm(dim=0), "b_enc": sae.b_enc.detach().double()}
 
 
+#: the per-latent statistics whose median :func:`latent_profile` reports for each group
+_MEDIANS = ("reach", "mean_abs_u", "positive_frac", "enc_norm", "b_enc")
+
+
 def _group(stats: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
     n = int(mask.sum())
-    if n == 0:
-        return {"n": 0, "reach_median": None, "mean_abs_u_median": None, "positive_frac_median": None,
-                "enc_norm_median": None, "b_enc_median": None, "positive_share": None}
-    med = {name: stats[name][mask].median().item() for name in ("reach", "mean_abs_u", "positive_frac", "enc_norm", "b_enc")}
-    return {"n": n, "reach_median": med["reach"], "mean_abs_u_median": med["mean_abs_u"],
-            "positive_frac_median": med["positive_frac"], "enc_norm_median": med["enc_norm"],
-            "b_enc_median": med["b_enc"], "positive_share": (stats["max_u"][mask] > 0).double().mean().item()}
+    medians = {f"{name}_median": stats[name][mask].median().item() if n else None for name in _MEDIANS}
+    return {"n": n, **medians, "positive_share": (stats["max_u"][mask] > 0).double().mean().item() if n else None}
 
 
 def latent_profile(sae, x: torch.Tensor, batch_size: int = 4096) -> dict:

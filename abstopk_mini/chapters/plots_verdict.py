@@ -132,14 +132,15 @@ def dead_table(records) -> style.Table:
     for r in records:
         last = r["steps"][-1]
         alive, dead = last["alive"], last["dead"]
-        ratio = (lambda name: None if dead["n"] == 0 else dead[name] / alive[name])
+        some = dead["n"] > 0  # with no dead latent, the dead columns are empty
         rows.append({"SAE": style.label(r["activation"]), "variant": RUNGS.get(r["variant"], r["variant"]),
                      "dead after (tokens)": r["sae"]["dead_tokens"], "steps": last["step"], "dead %": 100 * last["dead_frac"],
-                     "dead: reach": dead["reach_median"], "dead: E|u| / live": ratio("mean_abs_u_median"),
-                     "dead: ‖w_enc‖ / live": ratio("enc_norm_median"),
+                     "dead: reach": dead["reach_median"],
+                     "dead: E|u| / live": dead["mean_abs_u_median"] / alive["mean_abs_u_median"] if some else None,
+                     "dead: ‖w_enc‖ / live": dead["enc_norm_median"] / alive["enc_norm_median"] if some else None,
                      "live: u > 0 on %": 100 * alive["positive_frac_median"],
-                     "dead: u > 0 on %": None if dead["n"] == 0 else 100 * dead["positive_frac_median"],
-                     "dead: ever positive %": None if dead["n"] == 0 else 100 * dead["positive_share"]})
+                     "dead: u > 0 on %": 100 * dead["positive_frac_median"] if some else None,
+                     "dead: ever positive %": 100 * dead["positive_share"] if some else None})
     if not rows:
         raise ValueError("no dead-latent record; run python -m abstopk_mini dead (see how_to_run)")
     cols = list(rows[0])

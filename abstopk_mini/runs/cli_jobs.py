@@ -192,17 +192,22 @@ def _run_opposites(args) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- budget
-def add_budget(sub) -> None:
-    p = sub.add_parser("budget", help="how sweep top-k SAEs spread their non-zeros over the tokens of a batch "
-                                      "(batch, threshold and per-token readings of the same weights)")
-    p.add_argument("--config", required=True, help="the sweep config whose records name the SAEs, e.g. sweeps/ladder_long.json")
-    p.add_argument("--stages", nargs="+", required=True, help="every top-k SAE of these stages (and its snapshots)")
+# ----------------------------------------------------------------------------- budget, dead
+def _add_stage_reader_args(p, example: str, which: str) -> None:
+    """The arguments of a command that reads the SAEs of sweep stages (runs.budget.read_stage_saes)."""
+    p.add_argument("--config", required=True, help=f"the sweep config whose records name the SAEs, e.g. {example}")
+    p.add_argument("--stages", nargs="+", required=True, help=f"every {which} of these stages (and its snapshots)")
     p.add_argument("--results", default=None, help="append one JSON record per SAE to this file")
-    p.add_argument("--batch", type=int, default=128, help="tokens per block of the batch reading (default 128, the paper's batch)")
     p.add_argument("--tokens", type=int, default=None, help="the first this many held-out activations (default: all of the sweep's)")
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--json", action="store_true")
+
+
+def add_budget(sub) -> None:
+    p = sub.add_parser("budget", help="how sweep top-k SAEs spread their non-zeros over the tokens of a batch "
+                                      "(batch, threshold and per-token readings of the same weights)")
+    _add_stage_reader_args(p, "sweeps/ladder_long.json", "top-k SAE")
+    p.add_argument("--batch", type=int, default=128, help="tokens per block of the batch reading (default 128, the paper's batch)")
     p.set_defaults(func=_run_budget)
 
 
@@ -225,16 +230,10 @@ def _run_budget(args) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- dead
 def add_dead(sub) -> None:
     p = sub.add_parser("dead", help="the live and the dead latents of sweep TopK/AbsTopK SAEs: reach, "
                                     "pre-activation scale, encoder norm, sign")
-    p.add_argument("--config", required=True, help="the sweep config whose records name the SAEs, e.g. sweeps/auxk_window.json")
-    p.add_argument("--stages", nargs="+", required=True, help="every TopK/AbsTopK SAE of these stages (and its snapshots)")
-    p.add_argument("--results", default=None, help="append one JSON record per SAE to this file")
-    p.add_argument("--tokens", type=int, default=None, help="the first this many held-out activations (default: all of the sweep's)")
-    p.add_argument("--runs-dir", default=None)
-    p.add_argument("--json", action="store_true")
+    _add_stage_reader_args(p, "sweeps/auxk_window.json", "TopK/AbsTopK SAE")
     p.set_defaults(func=_run_dead)
 
 

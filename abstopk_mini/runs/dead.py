@@ -26,9 +26,13 @@ def run_dead_profile(config, stages, *, results=None, runs_root=None, batch_size
     from ..dead import PROFILE_SAES, latent_profile
     from .budget import read_stage_saes
 
-    for name, value, low in (("batch_size", batch_size, 1), ("heldout_tokens", heldout_tokens, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise ValueError(f"{name} must be an int >= {low}{' or None' if name == 'heldout_tokens' else ''}; got {value!r}")
+    def is_count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if not is_count(batch_size):
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    if heldout_tokens is not None and not is_count(heldout_tokens):
+        raise ValueError(f"heldout_tokens must be an int >= 1 or None; got {heldout_tokens!r}")
     return read_stage_saes(config, stages, lambda sae, x: latent_profile(sae, x, batch_size), SCHEMA,
                            lambda x: {"heldout_tokens": len(x)}, results=results, runs_root=runs_root,
                            heldout_tokens=heldout_tokens, loaded=loaded, activations=PROFILE_SAES)
