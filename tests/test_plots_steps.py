@@ -158,3 +158,32 @@ def test_dead_table_by_hand():
     assert "dead: ‖w_enc‖ / live" in t.columns and "dead: ‖w_enc‖ / live" not in t.key
     with pytest.raises(ValueError, match="python -m abstopk_mini dead"):
         pv.dead_table([])
+
+
+def test_trajectory_rows_pair_every_step_of_one_run_by_hand():
+    from abstopk_mini.chapters import plots_verdict as pv
+
+    def rec(act, seed, snaps, final_step, final_fvu):
+        return {"activation": act, "seed": seed, "train": {"n_steps": final_step, "n_tokens": final_step * 128},
+                "heldout": {"fvu": final_fvu, "dead_frac": 0.5},
+                "snapshots": [{"step": s, "tokens": s * 128, "heldout": {"fvu": f, "dead_frac": 0.25}} for s, f in snaps]}
+
+    run = [rec("topk", 0, [(1172, 0.20), (10938, 0.05)], 30000, 0.04),
+           rec("abstopk", 0, [(1172, 0.18), (2344, 0.12), (10938, 0.06)], 30000, 0.05),
+           rec("abstopk", 1, [], 30000, 0.9)]  # another seed: not paired
+    rows = pv.trajectory_rows(run)
+    assert [r["steps"] for r in rows] == [1172, 10938, 30000]  # 2,344: AbsTopK only
+    assert [r["final"] for r in rows] == [False, False, True]
+    assert rows[0]["gap %"] == pytest.approx(-10.0, rel=1e-12) and rows[1]["gap %"] == pytest.approx(20.0, rel=1e-12)
+    assert rows[2]["gap %"] == pytest.approx(25.0, rel=1e-12)
+    assert rows[2]["tokens"] == 30000 * 128 and rows[0]["dead AbsTopK"] == 0.25 and rows[2]["dead TopK"] == 0.5
+    t = pv.trajectory_table(run)
+    assert t.key == ["steps", "FVU TopK", "FVU AbsTopK", "gap %"] and "30,000" in repr(t) and "+25.0" in repr(t)
+    with pytest.raises(ValueError, match="seed 1"):
+        pv.trajectory_rows(run, seed=1)
+
+    short = [rec("topk", s, [(1172, 0.2)], 10938, 0.05) for s in (0, 1)] + \
+            [rec("abstopk", s, [(1172, 0.19)], 10938, 0.06) for s in (0, 1)]
+    png = pv.trajectory_figure(run, short)._repr_png_()
+    w, _ = Image.open(io.BytesIO(png)).size
+    assert w <= style.MAX_PX

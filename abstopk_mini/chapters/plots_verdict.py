@@ -2,16 +2,20 @@ r"""Tables and figures of chapter 10 beyond steps: the recipe ladder (at 1,172 a
 the batch-level deficit and its budget, gender in natural text and the steering controls. Each
 reads records (``results/recipe_ladder.jsonl``, ``results/recipe_ladder_long.jsonl``,
 ``results/batch_level.jsonl``, ``results/batch_budget.jsonl``, ``results/auxk_window.jsonl``,
-``results/dead_latents.jsonl``, ``results/bidirectional.jsonl``);
+``results/dead_latents.jsonl``, ``results/bidirectional.jsonl``, ``results/paper_recipe_30k.jsonl``);
 nothing is recomputed here.
 """
 
 from __future__ import annotations
 
+import math
+
+from matplotlib import ticker
+
 from . import style
 from .plots_sweep import get
 
-__all__ = ["ladder_table", "ladder_long_table", "budget_table", "dead_table", "batch_level_table", "natural_table",
+__all__ = ["ladder_table", "ladder_long_table", "trajectory_rows", "trajectory_table", "trajectory_figure", "budget_table", "dead_table", "batch_level_table", "natural_table",
            "word_count_table", "contexts_table", "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
 
 #: the ladder's rungs in reading order, with what each switches on
@@ -86,6 +90,82 @@ def ladder_long_table(records, baseline, at=(1172, 2344, 4688), seed: int = 0) -
     return style.Table(rows, digits=4, formats={c: "+.1f" for c in ["gap %", *gaps]} | {"steps": ",d", "dead TopK": ".3f",
                                                                                        "dead AbsTopK": ".3f"},
                        key=["rung", "FVU TopK", "FVU AbsTopK", "gap %", *gaps])
+
+
+def trajectory_rows(records, seed: int = 0) -> list[dict]:
+    """One row per step at which both SAEs of one long run (the TopK and AbsTopK records of ``seed``
+    in ``records``, e.g. ``results/paper_recipe_30k.jsonl``) were measured: every snapshot and the
+    final SAE, in step order.
+
+    Fields: ``steps``, ``tokens`` (training tokens seen), ``FVU TopK``, ``FVU AbsTopK``, ``gap %``
+    (100 · (AbsTopK / TopK − 1)), ``dead TopK``, ``dead AbsTopK`` (share of latents that never fire
+    on the held-out text) and ``final`` (the end of training)."""
+    by = {r["activation"]: r for r in records if r["seed"] == seed}
+    if not {"topk", "abstopk"} <= set(by):
+        raise ValueError(f"records hold no TopK and AbsTopK pair of seed {seed} (activations of that seed: "
+                         f"{sorted(by)}); pass the records of one two-SAE run")
+
+    def points(r):
+        out = {s["step"]: (s["heldout"], s.get("tokens"), False) for s in r.get("snapshots", [])}
+        out[r["train"]["n_steps"]] = (r["heldout"], r["train"].get("n_tokens"), True)
+        return out
+
+    t, a = points(by["topk"]), points(by["abstopk"])
+    rows = []
+    for step in sorted(set(t) & set(a)):
+        (ht, tokens, final), (ha, _, _) = t[step], a[step]
+        rows.append({"steps": step, "tokens": tokens, "FVU TopK": ht["fvu"], "FVU AbsTopK": ha["fvu"],
+                     "gap %": 100 * (ha["fvu"] / ht["fvu"] - 1), "dead TopK": ht.get("dead_frac"),
+                     "dead AbsTopK": ha.get("dead_frac"), "final": final})
+    return rows
+
+
+def trajectory_table(records, seed: int = 0) -> style.Table:
+    """:func:`trajectory_rows` as a table (key columns: steps, the two FVUs, their gap)."""
+    return style.Table(trajectory_rows(records, seed), digits=4,
+                       formats={"steps": ",d", "tokens": ",d", "gap %": "+.1f", "dead TopK": ".3f", "dead AbsTopK": ".3f"},
+                       key=["steps", "FVU TopK", "FVU AbsTopK", "gap %"])
+
+
+@style.styled
+def trajectory_figure(records, others=(), names=("batchtopk", "batchabstopk")):
+    """Left: held-out FVU against optimiser steps for the TopK and AbsTopK SAEs of one long run
+    (``records``, seed 0: snapshots joined by a line, the final SAE a filled marker), and the final
+    SAEs of shorter runs of the same recipe (``others``, every seed: open markers). Right: the gap
+    AbsTopK / TopK − 1 of the long run at every step, and of the shorter runs at theirs.
+    ``names``: the activations whose colours and labels the two SAEs take (the paper's recipe trains
+    BatchTopK and BatchAbsTopK under the family names ``topk`` and ``abstopk``)."""
+    fig, (ax, bx) = style.subplots(1, 2, height=3.2)
+    rows = trajectory_rows(records)
+    for act, name in zip(("topk", "abstopk"), names):
+        steps, fvu = [r["steps"] for r in rows], [r[f"FVU {style.label(act)}"] for r in rows]
+        ax.plot(steps, fvu, marker="o", ms=3, lw=1, label=f"{style.label(name)}, {steps[-1]:,} steps", **style.line_style(name))
+        ax.scatter(steps[-1:], fvu[-1:], s=30, zorder=3, color=style.color(name))
+        ends = [r for r in others if r["activation"] == act]
+        ax.scatter([r["train"]["n_steps"] for r in ends], [r["heldout"]["fvu"] for r in ends], s=30, zorder=3,
+                   facecolors="none", edgecolors=style.color(name),
+                   label=f"{style.label(name)}, {ends[0]['train']['n_steps']:,} steps" if ends else None)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    style.finish(ax, "optimiser steps", "held-out FVU", "FVU against steps", legend=False)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    bx.plot([r["steps"] for r in rows], [r["gap %"] for r in rows], color=style.REFERENCE, marker="o", ms=3, lw=1,
+            label=f"seed 0, {rows[-1]['steps']:,} steps")
+    for seed in sorted({r["seed"] for r in others}):
+        short = trajectory_rows(others, seed)
+        bx.plot([r["steps"] for r in short], [r["gap %"] for r in short], color=style.REFERENCE, marker="s", ms=3,
+                lw=1, alpha=0.5, ls=":", label=f"seed {seed}, {short[-1]['steps']:,} steps")
+    bx.axhline(0, color=style.REFERENCE, lw=0.8)
+    bx.set_xscale("log")
+    for axis in (ax, bx):  # steps in thousands, at 1k, 2k, 5k, 10k, 30k (no crowded minor labels)
+        axis.xaxis.set_major_locator(ticker.FixedLocator([1e3, 2e3, 5e3, 1e4, 3e4]))
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
+    style.finish(bx, "optimiser steps", f"{style.label(names[1])} / {style.label(names[0])} − 1 (%)", "gap")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT)
+    return fig
 
 
 def budget_table(records, variant: str | None = "paper_batch_select") -> style.Table:
