@@ -49,6 +49,10 @@ from .sae import SAE, SAEConfig, standardize
 __all__ = ["TrainConfig", "train_sae", "snapshot_path", "save_snapshot", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
 
 LR_SCHEDULES = ("warmup_decay", "constant")
+#: how AuxK scores and decodes dead latents: "activation" as the SAE's own selection (|u| with its
+#: sign for a signed SAE, ReLU(u) otherwise); "positive": ReLU(u) for every SAE, so a signed SAE's dead
+#: latents feel AuxK only where u > 0 and can leave it by turning negative, as TopK's can
+AUX_SIGNS = ("activation", "positive")
 COEF_RANGE = 1e3  # the L0 controller keeps its coefficient within [c0 / 1e3, c0 * 1e3] of the configured one
 #: training stops (FloatingPointError) once the batch mse exceeds this many times its reference
 #: value, max(mse at the first step, E‖x_in‖² of that batch). Measured on N(0, I) data, 128 latents:
@@ -81,6 +85,7 @@ class TrainConfig:
     sparsity_warmup_frac: float = 0.05
     aux_k: int | None = None  # None: d_in // 2
     aux_coef: float = 1 / 32
+    aux_sign: str = "activation"  # AuxK's scores: "activation" as the SAE selects (|u| with sign when signed, else ReLU(u)); "positive": ReLU(u) for every SAE
     dead_tokens: int | None = None  # None: min(10M, n_tokens // 10)
     seed: int = 0
     log_every: int | None = None  # None: about 200 records per run
@@ -101,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a finite number >= 0 (or None for the default); got {self.lr}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
+        if self.aux_sign not in AUX_SIGNS:
+            raise ValueError(f"aux_sign={self.aux_sign!r}; choose one of {AUX_SIGNS}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
@@ -407,11 +414,11 @@ def _loss_terms(run: _Run, tcfg: TrainConfig, out) -> tuple[torch.Tensor, torch.
         sparsity = run.coef * warm * term
     else:
         dead = run.since_fired >= run.dead_tokens
+        signed = run.sae.cfg.signed and tcfg.aux_sign == "activation"
         if run.use_fast:
-            aux = tcfg.aux_coef * fast.auxk_loss(run.sae, out, dead, run.aux_k)
+            aux = tcfg.aux_coef * fast.auxk_loss(run.sae, out, dead, run.aux_k, signed=signed)
         else:
-            aux = tcfg.aux_coef * losses.auxk_loss(out.x_in - out.x_hat, out.u, run.sae.W_dec, dead, run.aux_k,
-                                                   run.sae.cfg.signed)
+            aux = tcfg.aux_coef * losses.auxk_loss(out.x_in - out.x_hat, out.u, run.sae.W_dec, dead, run.aux_k, signed)
     return mse, sparsity, aux
 
 

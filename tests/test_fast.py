@@ -152,6 +152,34 @@ def test_low_precision_selection_keeps_exact_values():
     assert (chosen & best).sum() >= 0.9 * chosen.sum()  # bf16 rounding may swap a near-tie
 
 
+@pytest.mark.parametrize("activation", ["abstopk", "batchabstopk"])
+@pytest.mark.parametrize("n_dead", [30, 90])  # the dense dead block and the sparse kernels
+def test_auxk_on_positive_u_only_matches_reference(activation, n_dead):
+    """``signed=False`` on a signed SAE (TrainConfig.aux_sign="positive"): the fast AuxK scores and
+    decodes ReLU(u) of the dead latents, as the reference does, in value and gradients (float64)."""
+    ref, fst = _pair(activation, "float64")
+    x = _x(torch.float64)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[torch.randperm(D_SAE, generator=torch.Generator().manual_seed(3))[:n_dead]] = True
+    k_aux = 8 if n_dead != 90 else 6
+    o_ref = ref.forward_train(x)
+    aux_ref = losses.auxk_loss(o_ref.x_in - o_ref.x_hat, o_ref.u, ref.W_dec, dead, k_aux, signed=False)
+    aux_ref.backward()
+    o_fast = fast.forward_train(fst, x)
+    aux_fast = fast.auxk_loss(fst, o_fast, dead, k_aux, signed=False)
+    aux_fast.backward()
+    tol = _tol("float64")
+    torch.testing.assert_close(aux_fast, aux_ref, **tol)
+    signed = losses.auxk_loss(o_ref.x_in - o_ref.x_hat, o_ref.u, ref.W_dec, dead, k_aux, signed=True)
+    assert aux_ref > 0 and abs(aux_ref.item() - signed.item()) > 1e-6 * signed.item()  # the option changes the loss
+    g_ref, g_fast = _grads(ref), _grads(fst)
+    for name in g_ref:
+        torch.testing.assert_close(g_fast[name], g_ref[name], **tol, msg=f"gradient of {name}")
+    # no gradient reaches a dead latent's encoder column through AuxK where its u <= 0 on every row
+    never_positive = dead & (o_ref.u.detach() <= 0).all(0)
+    assert torch.all(g_ref["W_enc"][:, never_positive] == 0)
+
+
 @pytest.mark.parametrize("activation", ["abstopk", "batchtopk", "batchabstopk"])
 def test_train_sae_fast_equals_reference(activation):
     """The whole loop (AuxK with dead latents, dead tracking, decoder constraint, Adam) agrees.
@@ -172,6 +200,39 @@ def test_train_sae_fast_equals_reference(activation):
     assert h_f["l0"] == pytest.approx(h_r["l0"])
     assert h_f["dead_frac"] == h_r["dead_frac"]
     torch.testing.assert_close(torch.tensor(h_f["loss"]), torch.tensor(h_r["loss"]), rtol=1e-8, atol=1e-10)
+
+
+def _toy_train(activation, **kw):
+    x, _, _ = am.toy.bidirectional_data(n_samples=1024, d=16, P=24, n_active=3, seed=0)
+    cfg = am.SAEConfig(d_in=16, d_sae=64, activation=activation, k=3, device="cpu", dtype="float64")
+    return am.train_sae(cfg, x.double(), n_tokens=20 * 64, batch_size=64, dead_tokens=128, progress=False, seed=0,
+                        log_every=1, **kw)
+
+
+@pytest.mark.parametrize("activation", ["abstopk", "batchabstopk"])
+def test_aux_sign_positive_trains_alike_on_both_paths_and_changes_signed_saes(activation):
+    sae_f, h_f = _toy_train(activation, aux_sign="positive", fast=True)
+    sae_r, h_r = _toy_train(activation, aux_sign="positive", fast=False)
+    assert max(h_r["aux"]) > 0
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        torch.testing.assert_close(getattr(sae_f, name), getattr(sae_r, name), rtol=1e-8, atol=1e-9)
+    sae_s, h_s = _toy_train(activation, fast=True)  # aux_sign="activation": |u| with its sign
+    assert h_s["aux"][:len(h_f["aux"])] != h_f["aux"]
+    assert not torch.allclose(sae_s.W_enc, sae_f.W_enc)
+
+
+def test_aux_sign_positive_is_the_same_training_for_unsigned_saes():
+    """For TopK the option takes the same code path (ReLU scores either way): bit-identical."""
+    sae_a, h_a = _toy_train("topk", aux_sign="activation")
+    sae_p, h_p = _toy_train("topk", aux_sign="positive")
+    assert max(h_a["aux"]) > 0 and h_a["aux"] == h_p["aux"]
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        assert torch.equal(getattr(sae_a, name), getattr(sae_p, name)), name
+
+
+def test_aux_sign_must_be_known():
+    with pytest.raises(ValueError, match="aux_sign='negative'.*activation.*positive"):
+        am.TrainConfig(aux_sign="negative")
 
 
 def test_bad_input():

@@ -162,6 +162,7 @@ def test_ladder_variants_switch_on_one_choice_of_the_paper_recipe():
                 "paper_batch_unit_norm": ({"activation", "input_unit_norm"}, {"normalize_input": False}),
                 "paper_dead_window": (set(), {"dead_tokens": 5 * 128}),
                 "paper_aux_k": (set(), {"aux_k": 512}),
+                "paper_dead_window_positive_aux": (set(), {"dead_tokens": 5 * 128, "aux_sign": "positive"}),
                 }.get(name)
         if want is None:  # paper_all: every choice at once, at the point's width, k and batch
             assert cfg.recipe == "paper" and cfg.activation == "batchtopk" and not cfg.use_b_enc and cfg.input_unit_norm

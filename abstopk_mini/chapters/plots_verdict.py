@@ -32,6 +32,7 @@ RUNGS = {
     "paper_batch_unit_norm": "batch-level selection + per-token standardisation",
     "paper_dead_window": "dead after 5 batches (AuxK 320 latents)",
     "paper_aux_k": "AuxK 512 latents (our dead window)",
+    "paper_dead_window_positive_aux": "dead after 5 batches, AuxK on u > 0 only",
 }
 
 

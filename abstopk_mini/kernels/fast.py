@@ -197,11 +197,12 @@ def forward_train(sae, x: torch.Tensor, sync=None, low_precision: bool | None = 
     return FastOutput(x_in, u, SparseCode(vals, pat), x_hat)
 
 
-def auxk_loss(sae, out: FastOutput, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+def auxk_loss(sae, out: FastOutput, dead: torch.Tensor, k_aux: int, signed: bool | None = None) -> torch.Tensor:
     r"""AuxK on a :class:`FastOutput`: :func:`~abstopk_mini.losses.auxk_loss` without the dense z.
 
-    Among dead latents only, keep the ``k_aux`` largest scores per row (|u| with sign when the SAE
-    is signed, else ReLU(u)), decode them without bias, regress the detached residual, scale by
+    Among dead latents only, keep the ``k_aux`` largest scores per row (|u| with sign when
+    ``signed``, else ReLU(u); ``signed=None``: as the SAE selects, ``sae.cfg.signed``), decode them
+    without bias, regress the detached residual, scale by
     :math:`\min(n_\text{dead}/k_\text{aux}, 1)`. Same value and gradients as the reference.
 
     The selection reads the no-graph ``out.u`` restricted to the dead columns. When the kept
@@ -215,7 +216,7 @@ def auxk_loss(sae, out: FastOutput, dead: torch.Tensor, k_aux: int) -> torch.Ten
     if n_dead == 0:
         return out.x_hat.new_zeros(())
     k = min(k_aux, n_dead)
-    signed = sae.cfg.signed
+    signed = sae.cfg.signed if signed is None else bool(signed)
     with torch.no_grad():
         dead_idx = dead.nonzero().squeeze(1)
         u_dead = out.u.index_select(1, dead_idx)  # [B, n_dead]

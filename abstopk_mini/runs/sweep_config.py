@@ -55,6 +55,10 @@ RECIPE_VARIANTS = {
     # dead (chapter 10, §10.6)? Its window alone (dead after 5 batches) or its 512 auxiliary latents alone.
     "paper_dead_window": {"dead_batches": 5},
     "paper_aux_k": {"train": {"aux_k": 512}},
+    # a causal test of why the window leaves AbsTopK's latents dead (chapter 10, §10.6): the window
+    # alone, with AuxK scoring dead latents by ReLU(u) as for TopK (TrainConfig.aux_sign="positive"),
+    # so a signed SAE's dead latent can leave AuxK by turning negative instead of only by shrinking
+    "paper_dead_window_positive_aux": {"dead_batches": 5, "train": {"aux_sign": "positive"}},
 }
 _AXES = {"layers": "layer", "widths": "d_sae", "ks": "k", "activations": "activation", "seeds": "seed",
          "variants": "variant", "train_tokens": "train_tokens", "batch_sizes": "batch_size"}
