@@ -16,7 +16,9 @@ tensor and nothing else:
    throughout). Default lr ``2e-4 / sqrt(d_sae / 2**14)``.
 5. **Decoder constraint.** Before each step, the gradient component parallel to each decoder row
    is removed; after it, rows are renormalised to unit norm.
-6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens.
+6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens. AuxK
+   scores dead latents as the activation selects (``aux_sign="activation"``: |u| with its sign for a
+   signed SAE, ReLU(u) otherwise) or by ReLU(u) for every SAE (``aux_sign="positive"``).
 
 Data (:mod:`abstopk_mini.data`): a tensor ``[N, d_in]`` (shuffled each epoch with a seeded generator), a
 :class:`~abstopk_mini.lm.shards.ShardDataset` (streamed from disk, its own shuffle each epoch), or
