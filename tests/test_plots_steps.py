@@ -146,16 +146,17 @@ def test_dead_table_by_hand():
             "dead": group(3072, 0.5, 0.5, 0.25, 0.9, 0.01)}
     none_dead = {"step": 1172, "tokens": 150016, "dead_frac": 0.0, "alive": group(4096, 1.5, 2.0, 1.0, 1.0, 0.1),
                  "dead": group(0, None, None, None, None, None)}
-    recs = [{"activation": "abstopk", "variant": "paper_auxk", "sae": {"dead_tokens": 640},
+    recs = [{"activation": "abstopk", "variant": "paper_auxk", "seed": 1, "sae": {"dead_tokens": 640, "heldout_fvu": 0.1},
              "steps": [{"step": 100, "dead_frac": 0.1}, last]},
-            {"activation": "topk", "variant": "default", "sae": {"dead_tokens": 15001}, "steps": [none_dead]}]
+            {"activation": "topk", "variant": "default", "seed": 0, "sae": {"dead_tokens": 15001}, "steps": [none_dead]}]
     t = pv.dead_table(recs)
-    assert t.rows[0] == {"SAE": "AbsTopK", "variant": "AuxK 512, dead after 5 batches", "dead after (tokens)": 640,
-                         "steps": 1172, "dead %": 75.0, "dead: reach": 0.5, "dead: E|u| / live": 0.25,
+    assert t.rows[0] == {"SAE": "AbsTopK", "variant": "AuxK 512, dead after 5 batches", "seed": 1, "dead after (tokens)": 640,
+                         "steps": 1172, "FVU": 0.1, "dead %": 75.0, "dead: reach": 0.5, "dead: E|u| / live": 0.25,
                          "dead: ‖w_enc‖ / live": 0.25, "live: u > 0 on %": 50.0, "dead: u > 0 on %": 1.0,
                          "dead: ever positive %": 90.0}
     assert t.rows[1]["variant"] == "ours" and t.rows[1]["dead: E|u| / live"] is None
     assert "dead: ‖w_enc‖ / live" in t.columns and "dead: ‖w_enc‖ / live" not in t.key
+    assert t.key[:5] == ["SAE", "variant", "seed", "FVU", "dead %"] and t.rows[1]["FVU"] is None
     with pytest.raises(ValueError, match="python -m abstopk_mini dead"):
         pv.dead_table([])
 

@@ -204,18 +204,20 @@ def budget_table(records, variant: str | None = "paper_batch_select") -> style.T
 
 def dead_table(records) -> style.Table:
     """The live and the dead latents of each SAE of ``records`` (``results/dead_latents.jsonl``,
-    :func:`abstopk_mini.dead.latent_profile`), at its final step: the dead share, the dead
-    latents' median reach (how close their best token comes to the selection line, 1 = on it),
-    their pre-activation scale E|u| and encoder norm as a ratio to the live latents' medians, the
-    median share of tokens on which u > 0 for the live and for the dead latents, and the share of
-    dead latents that are ever positive (key columns: all but the encoder ratio and that share)."""
+    :func:`abstopk_mini.dead.latent_profile`), at its final step: its seed and held-out FVU, the
+    dead share, the dead latents' median reach (how close their best token comes to the selection
+    line, 1 = on it), their pre-activation scale E|u| and encoder norm as a ratio to the live
+    latents' medians, the median share of tokens on which u > 0 for the live and for the dead
+    latents, and the share of dead latents that are ever positive (key columns: all but the dead
+    window, the step, the encoder ratio and that share)."""
     rows = []
     for r in records:
         last = r["steps"][-1]
         alive, dead = last["alive"], last["dead"]
         some = dead["n"] > 0  # with no dead latent, the dead columns are empty
         rows.append({"SAE": style.label(r["activation"]), "variant": RUNGS.get(r["variant"], r["variant"]),
-                     "dead after (tokens)": r["sae"]["dead_tokens"], "steps": last["step"], "dead %": 100 * last["dead_frac"],
+                     "seed": r["seed"], "dead after (tokens)": r["sae"]["dead_tokens"], "steps": last["step"],
+                     "FVU": r["sae"].get("heldout_fvu"), "dead %": 100 * last["dead_frac"],
                      "dead: reach": dead["reach_median"],
                      "dead: E|u| / live": dead["mean_abs_u_median"] / alive["mean_abs_u_median"] if some else None,
                      "dead: ‖w_enc‖ / live": dead["enc_norm_median"] / alive["enc_norm_median"] if some else None,
@@ -225,10 +227,11 @@ def dead_table(records) -> style.Table:
     if not rows:
         raise ValueError("no dead-latent record; run python -m abstopk_mini dead (see how_to_run)")
     cols = list(rows[0])
-    return style.Table(rows, digits=2, formats={"dead after (tokens)": ",d", "steps": ",d", "dead %": ".1f",
+    return style.Table(rows, digits=2, formats={"dead after (tokens)": ",d", "steps": ",d", "FVU": ".4f", "dead %": ".1f",
                                                "live: u > 0 on %": ".1f", "dead: u > 0 on %": ".1f",
                                                "dead: ever positive %": ".0f"},
-                       key=[c for c in cols if c not in ("dead: ‖w_enc‖ / live", "dead: ever positive %")])
+                       key=[c for c in cols if c not in ("dead after (tokens)", "steps", "dead: ‖w_enc‖ / live",
+                                                         "dead: ever positive %")])
 
 
 def batch_level_table(records) -> style.Table:
