@@ -188,3 +188,22 @@ def test_trajectory_rows_pair_every_step_of_one_run_by_hand():
     png = pv.trajectory_figure(run, short)._repr_png_()
     w, _ = Image.open(io.BytesIO(png)).size
     assert w <= style.MAX_PX
+
+
+def test_sign_table_by_hand():
+    from abstopk_mini.chapters import plots_verdict as pv
+
+    def rec(act, variant, seed, fvu, dead, flagged, bidir, neg):
+        return {"activation": act, "variant": variant, "seed": seed, "train": {"final_dead_frac": flagged},
+                "heldout": {"fvu": fvu, "dead_frac": dead, "bidirectional_frac": bidir, "negative_share": neg}}
+
+    recs = [rec("topk", "paper_dead_window", 0, 0.098, 0.42, 0.75, 0.0, 0.0),
+            rec("abstopk", "paper_dead_window", 0, 0.105, 0.788, 0.81, 0.77, 0.49),
+            rec("abstopk", "paper_dead_window_positive_aux", 1, 0.1006, 0.008, 0.61, 0.18, 0.55)]
+    t = pv.sign_table(recs)
+    assert [r["variant"] for r in t.rows] == ["dead after 5 batches (AuxK 320 latents)", "dead after 5 batches, AuxK on u > 0 only"]
+    assert t.rows[1] == {"variant": "dead after 5 batches, AuxK on u > 0 only", "seed": 1, "FVU": 0.1006, "dead %": 100 * 0.008,
+                         "flagged dead at the end %": 100 * 0.61, "bidirectional %": 100 * 0.18, "negative codes %": 100 * 0.55}
+    assert "0.1006" in repr(t) and "78.8" in repr(t)
+    with pytest.raises(ValueError, match="activation='relu'"):
+        pv.sign_table(recs, activation="relu")

@@ -15,7 +15,7 @@ from matplotlib import ticker
 from . import style
 from .plots_sweep import get
 
-__all__ = ["ladder_table", "ladder_long_table", "trajectory_rows", "trajectory_table", "trajectory_figure", "budget_table", "dead_table", "batch_level_table", "natural_table",
+__all__ = ["ladder_table", "ladder_long_table", "trajectory_rows", "trajectory_table", "trajectory_figure", "budget_table", "dead_table", "sign_table", "batch_level_table", "natural_table",
            "word_count_table", "contexts_table", "controls_table", "controls_figure", "balance_count_table", "balanced_rows"]
 
 #: the ladder's rungs in reading order, with what each switches on
@@ -232,6 +232,22 @@ def dead_table(records) -> style.Table:
                                                "dead: ever positive %": ".0f"},
                        key=[c for c in cols if c not in ("dead after (tokens)", "steps", "dead: ‖w_enc‖ / live",
                                                          "dead: ever positive %")])
+
+
+def sign_table(records, activation: str = "abstopk") -> style.Table:
+    """How the SAEs of ``activation`` in ``records`` (sweep records, e.g. ``results/auxk_window.jsonl``)
+    use their signs, one row per SAE: held-out FVU, the share of latents dead on the held-out text,
+    the share flagged dead at the last training step (what AuxK trained), the share of alive
+    latents that are bidirectional (each sign holds at least 10 % of its firings,
+    :func:`abstopk_mini.metrics.bidirectional_mask`) and the share of non-zero codes that are
+    negative (key columns: all)."""
+    rows = [{"variant": RUNGS.get(r["variant"], r["variant"]), "seed": r["seed"], "FVU": r["heldout"]["fvu"],
+             "dead %": 100 * r["heldout"]["dead_frac"], "flagged dead at the end %": 100 * r["train"]["final_dead_frac"],
+             "bidirectional %": 100 * r["heldout"]["bidirectional_frac"], "negative codes %": 100 * r["heldout"]["negative_share"]}
+            for r in records if r["activation"] == activation]
+    if not rows:
+        raise ValueError(f"no record of activation={activation!r} (activations: {sorted({r['activation'] for r in records})})")
+    return style.Table(rows, digits=1, formats={"FVU": ".4f"})
 
 
 def batch_level_table(records) -> style.Table:
