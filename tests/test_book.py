@@ -412,8 +412,23 @@ def test_code_cells_wrap_long_lines(html_dir):
     assert soup.select(".cell_input div.highlight pre"), "no code cell on the page"
     sheets = [link["href"].split("?")[0] for link in soup.select('link[rel="stylesheet"]')]
     css = "".join((html_dir / "notebooks" / href).read_text() for href in sheets if href.endswith("code.css"))
-    rule = re.search(r"\.cell_input div\.highlight pre\s*\{([^}]*)\}", css)
+    rule = re.search(r"\.cell_input div\.highlight pre,?[^{]*\{([^}]*)\}", css)
     assert rule and "pre-wrap" in rule.group(1), f"no wrapping rule for code cells in {sheets}"
+
+
+def test_command_blocks_of_the_pages_wrap_and_outputs_do_not(html_dir):
+    """The markdown pages' command blocks (how_to_run's) wrap like code cells; printed outputs
+    (aligned tables) are not matched by the rule, so they keep their lines."""
+    soup = bs4.BeautifulSoup((html_dir / "book/how_to_run.html").read_text(), "html.parser")
+    blocks = soup.select('div[class^="highlight-"] > div.highlight pre')
+    assert blocks, "no command block on how_to_run"
+    sheets = [link["href"].split("?")[0] for link in soup.select('link[rel="stylesheet"]')]
+    css = "".join((html_dir / "book" / href).read_text() for href in sheets if href.endswith("code.css"))
+    rule = re.search(r'div\[class\^="highlight-"\] > div\.highlight pre\s*\{([^}]*)\}', css)
+    assert rule and "pre-wrap" in rule.group(1), f"no wrapping rule for command blocks in {sheets}"
+    chapter = bs4.BeautifulSoup((html_dir / "notebooks/10_is_the_verdict_ours.html").read_text(), "html.parser")
+    outputs = chapter.select("div.output.stream")  # class="output stream highlight-myst-ansi"
+    assert outputs and not any(" ".join(o["class"]).startswith("highlight-") for o in outputs)
 
 
 # ------------------------------------------------------------------ figure widths
