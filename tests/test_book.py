@@ -416,9 +416,9 @@ def test_code_cells_wrap_long_lines(html_dir):
     assert rule and "pre-wrap" in rule.group(1), f"no wrapping rule for code cells in {sheets}"
 
 
-def test_command_blocks_of_the_pages_wrap_and_outputs_do_not(html_dir):
+def test_command_blocks_and_printed_outputs_wrap(html_dir):
     """The markdown pages' command blocks (how_to_run's) wrap like code cells; printed outputs
-    (aligned tables) are not matched by the rule, so they keep their lines."""
+    wrap too, in a smaller type (>= 12 px) so that aligned tables up to ~95 characters fit."""
     soup = bs4.BeautifulSoup((html_dir / "book/how_to_run.html").read_text(), "html.parser")
     blocks = soup.select('div[class^="highlight-"] > div.highlight pre')
     assert blocks, "no command block on how_to_run"
@@ -427,8 +427,11 @@ def test_command_blocks_of_the_pages_wrap_and_outputs_do_not(html_dir):
     rule = re.search(r'div\[class\^="highlight-"\] > div\.highlight pre\s*\{([^}]*)\}', css)
     assert rule and "pre-wrap" in rule.group(1), f"no wrapping rule for command blocks in {sheets}"
     chapter = bs4.BeautifulSoup((html_dir / "notebooks/10_is_the_verdict_ours.html").read_text(), "html.parser")
-    outputs = chapter.select("div.output.stream")  # class="output stream highlight-myst-ansi"
-    assert outputs and not any(" ".join(o["class"]).startswith("highlight-") for o in outputs)
+    assert chapter.select("div.cell_output div.output div.highlight pre"), "no printed output on chapter 10"
+    out = re.search(r"div\.cell_output div\.output div\.highlight pre\s*\{([^}]*)\}", css)
+    assert out and "pre-wrap" in out.group(1), "no wrapping rule for printed outputs"
+    size = re.search(r"font-size:\s*([0-9.]+)px", out.group(1))
+    assert size and float(size.group(1)) >= 12, f"printed outputs set below 12 px: {out.group(1)}"
 
 
 # ------------------------------------------------------------------ figure widths
