@@ -66,6 +66,7 @@ def test_ladder_and_batch_level_tables():
 
     recs = [rec("topk", "default", 0.08), rec("abstopk", "default", 0.088), rec("topk", "paper_all", 0.1, {"mse_std": 0.2}),
             rec("abstopk", "paper_all", 0.09, {"mse_std": 0.18}), rec("topk", "paper_adam", 0.07)]
+    recs = [r | {"seed": 0} for r in recs] + [rec("abstopk", "default", 0.5) | {"seed": 1}]  # seed 1: not paired
     t = pv.ladder_table(recs, norm_mse=True)
     assert "norm. MSE TopK" not in pv.ladder_table(recs).columns
     assert [r["rung"] for r in t.rows] == ["ours", "all of the paper's choices"]  # paper_adam lacks its AbsTopK

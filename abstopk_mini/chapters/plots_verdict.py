@@ -47,11 +47,12 @@ def _rungs(records, seed: int | None = None) -> list[tuple[str, dict, dict]]:
             if {"topk", "abstopk"} <= set(by.get(v, {}))]
 
 
-def ladder_table(records, norm_mse: bool = False) -> style.Table:
-    """One row per rung: held-out FVU (raw space) of TopK and AbsTopK, the relative gap, the dead
-    shares, and with ``norm_mse`` the paper's per-token normalised MSE (standardising SAEs only)."""
+def ladder_table(records, norm_mse: bool = False, seed: int = 0) -> style.Table:
+    """One row per rung with both SAEs of ``seed``: held-out FVU (raw space) of TopK and AbsTopK,
+    the relative gap, the dead shares, and with ``norm_mse`` the paper's per-token normalised MSE
+    (standardising SAEs only)."""
     rows = []
-    for what, t, a in _rungs(records):
+    for what, t, a in _rungs(records, seed):
         rows.append({"rung": what, "FVU TopK": t["heldout"]["fvu"], "FVU AbsTopK": a["heldout"]["fvu"],
                      "gap %": 100 * (a["heldout"]["fvu"] / t["heldout"]["fvu"] - 1),
                      "dead TopK": t["heldout"]["dead_frac"], "dead AbsTopK": a["heldout"]["dead_frac"],
