@@ -418,7 +418,7 @@ def test_code_cells_wrap_long_lines(html_dir):
 
 def test_command_blocks_and_printed_outputs_wrap(html_dir):
     """The markdown pages' command blocks (how_to_run's) wrap like code cells; printed outputs
-    wrap too, in a smaller type (>= 12 px) so that aligned tables up to ~95 characters fit."""
+    wrap too, in a smaller type (>= 11.5 px) so that aligned tables up to ~97 characters fit."""
     soup = bs4.BeautifulSoup((html_dir / "book/how_to_run.html").read_text(), "html.parser")
     blocks = soup.select('div[class^="highlight-"] > div.highlight pre')
     assert blocks, "no command block on how_to_run"
@@ -431,7 +431,7 @@ def test_command_blocks_and_printed_outputs_wrap(html_dir):
     out = re.search(r"div\.cell_output div\.output div\.highlight pre\s*\{([^}]*)\}", css)
     assert out and "pre-wrap" in out.group(1), "no wrapping rule for printed outputs"
     size = re.search(r"font-size:\s*([0-9.]+)px", out.group(1))
-    assert size and float(size.group(1)) >= 12, f"printed outputs set below 12 px: {out.group(1)}"
+    assert size and float(size.group(1)) >= 11.5, f"printed outputs set below 11.5 px: {out.group(1)}"
 
 
 # ------------------------------------------------------------------ figure widths

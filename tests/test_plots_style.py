@@ -231,3 +231,31 @@ def test_shared_legend_keeps_each_label_once_below_the_figure():
     assert all(ax.get_legend() is None for ax in axes)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
     plt.close(fig)
+
+
+def test_label_rows_by_hand():
+    from abstopk_mini.chapters.plots_sweep import label_rows
+
+    # [0, 2] and [1, 3] overlap, [2.5, 4] fits after the first; [5, 6] fits in row 0 again
+    assert label_rows([0, 1, 2.5, 5], [2, 3, 4, 6]) == [0, 1, 0, 0]
+    assert label_rows([1, 0], [3, 2]) == [1, 0]  # placed from left to right, returned in input order
+    assert label_rows([0, 2], [2, 4], gap=0.5) == [0, 1]  # touching is not enough with a gap
+    assert label_rows([], []) == []
+
+
+def test_neutral_word_labels_do_not_overlap():
+    from abstopk_mini.chapters import plots_sweep as ps
+
+    words = ["grandchild", "sibling", "monarch", "friend", "grandparent", "child", "parent", "cousin", "doctor",
+             "baby", "spouse", "teacher", "person", "relative"]
+    pos = [0.30, 0.32, 0.28, 0.45, 0.40, 0.47, -0.35, -0.3, -0.2, -0.25, -0.5, -0.45, 1.4, 3.2]
+    rec = {"layer": 9, "concepts": {"family": {"neutral_positions": pos, "test_position_a": 0.99,
+                                               "test_position_b": -0.8}}}
+    fig = ps.neutral_positions(rec, words)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert len(boxes) == len(words)
+    overlaps = [(ax.texts[i].get_text(), ax.texts[j].get_text()) for i in range(len(boxes)) for j in range(i)
+                if boxes[i].overlaps(boxes[j])]
+    assert overlaps == []

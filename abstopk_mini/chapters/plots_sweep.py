@@ -22,7 +22,7 @@ from ..tables import format_table
 from . import style
 
 __all__ = ["find_results", "shared_legend", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
-           "neutral_positions", "doubling_curves", "table", "html_table", "best_bidirectional", "AXIS_LABELS",
+           "neutral_positions", "label_rows", "doubling_curves", "table", "html_table", "best_bidirectional", "AXIS_LABELS",
            "METRIC_LABELS"]
 
 AXIS_LABELS = {"d_sae": "SAE width (latents)", "k": "k (non-zeros per token)", "layer": "layer",
@@ -261,9 +261,26 @@ def survival(records, x: str, where: dict | None = None, concept: str = "family"
     return _finish(fig, ax, title, legend=bool(ax.get_legend_handles_labels()[0]))
 
 
+def label_rows(starts, ends, gap: float = 0.0) -> list[int]:
+    """Rows for labels that span ``[starts[i], ends[i]]`` on one axis, so that no two labels of a row
+    overlap (with ``gap`` between them): each label, from left to right, takes the lowest row whose
+    last label ends before it starts. Returns the row of each label, in the input order."""
+    rows: list[int] = [0] * len(starts)
+    last_end: list[float] = []
+    for i in sorted(range(len(starts)), key=lambda i: starts[i]):
+        row = next((r for r, end in enumerate(last_end) if end + gap <= starts[i]), len(last_end))
+        if row == len(last_end):
+            last_end.append(ends[i])
+        else:
+            last_end[row] = ends[i]
+        rows[i] = row
+    return rows
+
+
 @style.styled
 def neutral_positions(record: dict, words, concept: str = "family", ax=None, sides=("male", "female")):
-    """Where the neutral words sit on the Difference-in-Means axis (train side a = +1, b = −1)."""
+    """Where the neutral words sit on the Difference-in-Means axis (train side a = +1, b = −1).
+    Words are stacked in as many rows as their labels need not to overlap (:func:`label_rows`)."""
     fig, ax = _axes(ax, height=2.4)
     c = record["concepts"][concept]
     pos = c.get("neutral_positions") or []
@@ -272,12 +289,22 @@ def neutral_positions(record: dict, words, concept: str = "family", ax=None, sid
     ax.axvline(-1, color=b, lw=1.5)
     ax.axvline(c["test_position_a"], color=a, ls="--", lw=1.5)
     ax.axvline(c["test_position_b"], color=b, ls="--", lw=1.5)
-    ys = [(i % 4) * 0.25 for i in range(len(pos))]
+    xs = [*pos, -1.0, 1.0, c["test_position_a"], c["test_position_b"]]
+    pad = 0.05 * (max(xs) - min(xs))
+    ax.set_xlim(min(xs) - pad, max(xs) + 3 * pad)  # room on the right for the last label
+    texts = [ax.annotate(w, (p, 0), xytext=(2, 2), textcoords="offset points") for w, p in zip(words, pos)]
+    renderer = ax.figure.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    spans = [to_data.transform(t.get_window_extent(renderer))[:, 0] for t in texts]
+    rows = label_rows([p for p in pos], [span[1] for span in spans], gap=pad / 3)
+    n_rows = max(rows, default=0) + 1
+    step = 1.0 / max(n_rows, 4)
+    ys = [r * step for r in rows]
+    for t, p, y in zip(texts, pos, ys):
+        t.xy = (p, y)
     ax.scatter(pos, ys, color=style.REFERENCE, s=12)
-    for w, p, y in zip(words, pos, ys):
-        ax.annotate(w, (p, y), xytext=(2, 2), textcoords="offset points")
     ax.set_yticks([])
-    ax.set_ylim(-0.2, 1.0)
+    ax.set_ylim(-0.2, max(1.0, n_rows * step))
     ax.set_xlabel(f"position on the DiM axis ({sides[0]} train mean = +1, {sides[1]} = −1;\ndashed: test means)")
     ax.set_title(f"layer {record['layer']}: neutral words between the sides")
     return fig if fig is not None else ax.figure
