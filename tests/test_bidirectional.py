@@ -50,6 +50,7 @@ def test_runner_on_the_tiny_model(tiny_gpt2, tiny_gpt2_dir, tmp_path, capsys):
 
     nt = pv.natural_table([rec])
     assert [(r["SAE"], r["latent"]) for r in nt.rows][0] == ("AbsTopK", nat["best_latent"])
+    assert "strict" in nt.columns and "strict" not in nt.key and "pair share" in nt.key  # the page shows the quoted columns
     assert len(pv.contexts_table(rec).rows) == 6 and len(pv.word_count_table(rec).rows) >= 1
     ct = pv.controls_table(rec)
     assert ct.rows[0]["method"] == "AbsTopK latent clamped"

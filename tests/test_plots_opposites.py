@@ -28,6 +28,7 @@ def test_verdict_table_orders_abstopk_first_and_counts_shares():
     t = po.verdict_table(RECS)
     assert [(r["SAE"], r["seed"]) for r in t.rows] == [("AbsTopK", 0), ("AbsTopK", 1), ("TopK", 0)]
     assert [r["opposite %"] for r in t.rows] == [10.0, 20.0, 0.0]
+    assert "steps" in t.columns and "steps" not in t.key and "opposite %" in t.key
 
 
 def test_gender_sides_and_their_cosines():

@@ -27,7 +27,8 @@ def _order(records):
 
 
 def verdict_table(records) -> style.Table:
-    """One row per SAE: the rule verdicts on its n most bidirectional latents (counts and the share opposite)."""
+    """One row per SAE: the rule verdicts on its n most bidirectional latents (counts and the share
+    opposite; key columns: all but the SAE's step count)."""
     rows = []
     for r in _order(records):
         v = r["verdicts"]
@@ -35,7 +36,7 @@ def verdict_table(records) -> style.Table:
                      "latents": v["n"], "opposite": v["opposite"], "different": v["different"], "same": v["same"],
                      "one-sided": v["one-sided"], "opposite %": 100 * v["opposite"] / v["n"],
                      "opposite by logits": v["opposite_logits"]})
-    return style.Table(rows, formats={"opposite %": ".1f"})
+    return style.Table(rows, formats={"opposite %": ".1f"}, key=[c for c in rows[0] if c != "steps"] if rows else None)
 
 
 def _short(tokens, n: int = 6) -> str:

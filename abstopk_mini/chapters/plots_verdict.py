@@ -266,7 +266,9 @@ def batch_level_table(records) -> style.Table:
 
 
 def natural_table(records) -> style.Table:
-    """Per seed and SAE: the latent chosen on training-text occurrences, tested on every held-out one."""
+    """Per seed and SAE: the latent chosen on training-text occurrences, tested on every held-out one
+    (key columns: the latent, its sign accuracy and pair share, DiM's accuracy, the best pair of
+    latents and the count of latents at a held-out pair share >= 0.8)."""
     rows = []
     for rec in records:
         for act in ("abstopk", "topk"):
@@ -280,7 +282,8 @@ def natural_table(records) -> style.Table:
                          "pair of latents share": bp.get("test_pair_share"),
                          "latents ≥ 0.8": s.get("n_latents_test_pair_share_ge_0.8"),
                          "train / test occ.": f"{n.get('n_train')} / {n.get('n_test')}"})
-    return style.Table(rows, digits=3)
+    return style.Table(rows, digits=3, key=["seed", "SAE", "latent", "sign acc.", "pair share", "DiM acc.",
+                                            "pair of latents share", "latents ≥ 0.8"])
 
 
 def word_count_table(record, top: int = 12) -> style.Table:
