@@ -166,7 +166,8 @@ def test_trajectory_rows_pair_every_step_of_one_run_by_hand():
     from abstopk_mini.chapters import plots_verdict as pv
 
     def rec(act, seed, snaps, final_step, final_fvu):
-        return {"activation": act, "seed": seed, "train": {"n_steps": final_step, "n_tokens": final_step * 128},
+        return {"activation": act, "seed": seed, "batch_size": 128, "stage": "s",
+                "train": {"n_steps": final_step, "n_tokens": final_step * 128},
                 "heldout": {"fvu": final_fvu, "dead_frac": 0.5},
                 "snapshots": [{"step": s, "tokens": s * 128, "heldout": {"fvu": f, "dead_frac": 0.25}} for s, f in snaps]}
 

@@ -29,9 +29,9 @@ def points(records) -> list[dict]:
         base = {"activation": r["activation"], "seed": r["seed"], "batch": r["batch_size"], "stage": r["stage"]}
         for s in r.get("snapshots", []):
             rows.append(base | {"step": s["step"], "tokens": s["tokens"], "fvu": s["heldout"]["fvu"], "final": False,
-                                "kl": get(s, "splice.kl_sae")})
+                                "dead_frac": get(s, "heldout.dead_frac"), "kl": get(s, "splice.kl_sae")})
         rows.append(base | {"step": r["train"]["n_steps"], "tokens": r["train"]["n_tokens"], "fvu": r["heldout"]["fvu"],
-                            "final": True, "kl": get(r, "splice.kl_sae"),
+                            "final": True, "dead_frac": get(r, "heldout.dead_frac"), "kl": get(r, "splice.kl_sae"),
                             "loss_recovered": get(r, "splice.loss_recovered_zero")})
     return rows
 

@@ -296,7 +296,7 @@ def neutral_positions(record: dict, words, concept: str = "family", ax=None, sid
     renderer = ax.figure.canvas.get_renderer()
     to_data = ax.transData.inverted()
     spans = [to_data.transform(t.get_window_extent(renderer))[:, 0] for t in texts]
-    rows = label_rows([p for p in pos], [span[1] for span in spans], gap=pad / 3)
+    rows = label_rows(pos, [span[1] for span in spans], gap=pad / 3)
     n_rows = max(rows, default=0) + 1
     step = 1.0 / max(n_rows, 4)
     ys = [r * step for r in rows]

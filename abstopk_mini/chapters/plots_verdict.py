@@ -13,6 +13,7 @@ import math
 from matplotlib import ticker
 
 from . import style
+from .plots_steps import points
 from .plots_sweep import get
 
 __all__ = ["ladder_table", "ladder_long_table", "trajectory_rows", "trajectory_table", "trajectory_figure", "budget_table", "dead_table", "sign_table", "batch_level_table", "natural_table",
@@ -102,23 +103,18 @@ def trajectory_rows(records, seed: int = 0) -> list[dict]:
     Fields: ``steps``, ``tokens`` (training tokens seen), ``FVU TopK``, ``FVU AbsTopK``, ``gap %``
     (100 · (AbsTopK / TopK − 1)), ``dead TopK``, ``dead AbsTopK`` (share of latents that never fire
     on the held-out text) and ``final`` (the end of training)."""
-    by = {r["activation"]: r for r in records if r["seed"] == seed}
-    if not {"topk", "abstopk"} <= set(by):
+    acts = {r["activation"] for r in records if r["seed"] == seed}
+    if not {"topk", "abstopk"} <= acts:
         raise ValueError(f"records hold no TopK and AbsTopK pair of seed {seed} (activations of that seed: "
-                         f"{sorted(by)}); pass the records of one two-SAE run")
-
-    def points(r):
-        out = {s["step"]: (s["heldout"], s.get("tokens"), False) for s in r.get("snapshots", [])}
-        out[r["train"]["n_steps"]] = (r["heldout"], r["train"].get("n_tokens"), True)
-        return out
-
-    t, a = points(by["topk"]), points(by["abstopk"])
+                         f"{sorted(acts)}); pass the records of one two-SAE run")
+    at = {(p["activation"], p["step"]): p for p in points(records) if p["seed"] == seed}
+    steps = sorted({s for a, s in at if a == "topk"} & {s for a, s in at if a == "abstopk"})
     rows = []
-    for step in sorted(set(t) & set(a)):
-        (ht, tokens, final), (ha, _, _) = t[step], a[step]
-        rows.append({"steps": step, "tokens": tokens, "FVU TopK": ht["fvu"], "FVU AbsTopK": ha["fvu"],
-                     "gap %": 100 * (ha["fvu"] / ht["fvu"] - 1), "dead TopK": ht.get("dead_frac"),
-                     "dead AbsTopK": ha.get("dead_frac"), "final": final})
+    for step in steps:
+        t, a = at["topk", step], at["abstopk", step]
+        rows.append({"steps": step, "tokens": t["tokens"], "FVU TopK": t["fvu"], "FVU AbsTopK": a["fvu"],
+                     "gap %": 100 * (a["fvu"] / t["fvu"] - 1), "dead TopK": t["dead_frac"],
+                     "dead AbsTopK": a["dead_frac"], "final": t["final"]})
     return rows
 
 
@@ -139,8 +135,8 @@ def trajectory_figure(records, others=(), names=("batchtopk", "batchabstopk")):
     BatchTopK and BatchAbsTopK under the family names ``topk`` and ``abstopk``)."""
     fig, (ax, bx) = style.subplots(1, 2, height=3.2)
     rows = trajectory_rows(records)
-    for act, name in zip(("topk", "abstopk"), names):
-        steps, fvu = [r["steps"] for r in rows], [r[f"FVU {style.label(act)}"] for r in rows]
+    for act, column, name in zip(("topk", "abstopk"), ("FVU TopK", "FVU AbsTopK"), names):
+        steps, fvu = [r["steps"] for r in rows], [r[column] for r in rows]
         ax.plot(steps, fvu, marker="o", ms=3, lw=1, label=f"{style.label(name)}, {steps[-1]:,} steps", **style.line_style(name))
         ax.scatter(steps[-1:], fvu[-1:], s=30, zorder=3, color=style.color(name))
         ends = [r for r in others if r["activation"] == act]
