@@ -48,6 +48,36 @@ def test_layer_stats_plots_the_rows():
     np.testing.assert_allclose(_line(fig.axes[3], "(tr Σ)² / tr Σ²").get_xdata(), [0, 1, 2, 3])
 
 
+def test_layer_table_shows_the_quoted_columns_and_folds_the_band():
+    rows = [dict(r, top_dim=163, bos_ratio=r["bos_norm"] / r["norm_median"]) for r in _layer_rows()]
+    rows[2]["norm_median"] = 3430.4
+    table = P.layer_table(rows)
+    assert table.columns == [head for _, head, _ in P.LAYER_COLUMNS]
+    assert table.key == list(P.LAYER_KEY) and "1 %" not in table.key and "99 %" in table.columns
+    cells = table.cells()
+    assert cells[2][table.columns.index("median ‖x‖")] == "3,430"
+    assert cells[1][table.columns.index("BOS / median")] == f"{2000 / 11:.1f}"
+    assert cells[3][table.columns.index("top coord.")] == "163"
+    html = table._repr_html_()
+    page, folded = html.split("<details", 1)
+    assert "<th>99 %</th>" not in page and "<th>99 %</th>" in folded and "<th>PR</th>" in page
+    text = repr(table)  # the text view prints every column
+    assert all(head in text for head in table.columns)
+    assert max(len(line) for line in text.splitlines()) < 110
+    with pytest.raises(ValueError, match="rows is empty"):
+        P.layer_table([])
+
+
+def test_corpus_table_counts_with_separators():
+    rows = [{"source": "wiki", "train_docs": 86, "train_tokens": 476652, "heldout_docs": 10, "heldout_tokens": 66546},
+            {"source": "total", "train_docs": 86, "train_tokens": 476652, "heldout_docs": 10, "heldout_tokens": 66546}]
+    table = P.corpus_table(rows)
+    assert table.columns == ["source", "train docs", "train tokens", "held-out docs", "held-out tokens"]
+    assert table.cells()[0] == ["wiki", "86", "476,652", "10", "66,546"]
+    with pytest.raises(ValueError, match="rows is empty"):
+        P.corpus_table([])
+
+
 def test_norm_histograms_and_position_profile():
     g = torch.Generator().manual_seed(0)
     fig = P.norm_histograms({"tokens": torch.rand(500, generator=g) * 10 + 1, "BOS": torch.tensor([300.0, 400.0])})

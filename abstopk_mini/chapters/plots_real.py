@@ -20,7 +20,7 @@ from matplotlib.ticker import FormatStrFormatter, NullLocator
 from . import style
 
 __all__ = [
-    "layer_stats", "norm_histograms", "position_profile", "training_curves", "frontier", "k_comparison",
+    "corpus_table", "layer_table", "layer_stats", "norm_histograms", "position_profile", "training_curves", "frontier", "k_comparison",
     "firing_histograms", "negative_share_histograms",
 ]
 
@@ -40,6 +40,41 @@ def _series(i: int, **kw) -> dict:
 
 
 # --------------------------------------------------------------------------- chapter 5
+#: (key of a :func:`abstopk_mini.lm.stats.layer_table` row, column header, format) of :func:`layer_table`
+LAYER_COLUMNS = (
+    ("layer", "layer", "d"), ("norm_median", "median ‖x‖", ",.0f"), ("norm_q01", "1 %", ",.0f"),
+    ("norm_q99", "99 %", ",.0f"), ("bos_norm", "BOS ‖x‖", ",.0f"), ("bos_ratio", "BOS / median", ".1f"),
+    ("mean_share", "mean share", ".3f"), ("top_dim", "top coord.", "d"), ("top_dim_share", "its share", ".3f"),
+    ("kurtosis_max", "max kurtosis", ".0f"), ("participation_ratio", "PR", ".1f"),
+)
+#: the columns :func:`layer_table` shows in the page (the 1-99 % band folds below with the rest)
+LAYER_KEY = ("layer", "median ‖x‖", "BOS ‖x‖", "BOS / median", "mean share", "top coord.", "its share",
+             "max kurtosis", "PR")
+
+
+def layer_table(rows: list[dict]) -> style.Table:
+    """rows: :func:`abstopk_mini.lm.stats.layer_table`, one per layer. The table of chapter 5:
+    median token norm and its 1-99 % band, the BOS norm and its ratio to the median, the mean
+    vector's share of the mean squared norm, the top coordinate and its share, the largest excess
+    kurtosis of a coordinate and the participation ratio (:data:`LAYER_COLUMNS`); the page shows
+    :data:`LAYER_KEY` and folds the full table below."""
+    if not rows:
+        raise ValueError("rows is empty; pass abstopk_mini.lm.stats.layer_table(...) of at least one layer")
+    out = [{head: r[key] for key, head, _ in LAYER_COLUMNS} for r in rows]
+    return style.Table(out, formats={head: f for _, head, f in LAYER_COLUMNS}, key=list(LAYER_KEY))
+
+
+def corpus_table(rows: list[dict]) -> style.Table:
+    """rows: :func:`abstopk_mini.lm.stats.corpus_table`. Documents and tokens per source on each side
+    of the train / held-out split, counts with thousands separators."""
+    if not rows:
+        raise ValueError("rows is empty; pass abstopk_mini.lm.stats.corpus_table(...)")
+    heads = {"source": "source", "train_docs": "train docs", "train_tokens": "train tokens",
+             "heldout_docs": "held-out docs", "heldout_tokens": "held-out tokens"}
+    out = [{head: r[key] for key, head in heads.items()} for r in rows]
+    return style.Table(out, formats={h: ",d" for h in list(heads.values())[1:]})
+
+
 @style.styled
 def layer_stats(rows: list[dict], title: str = "Residual stream, layer by layer"):
     """rows: :func:`abstopk_mini.lm.stats.layer_table`. Four panels against the layer: token norms
