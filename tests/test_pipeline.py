@@ -69,3 +69,13 @@ def test_cli_concepts_reports_the_headline_fields(spec, tiny_gpt2, tiny_gpt2_dir
     # an SAE is refused on another model than the one it was trained on
     assert cli_main(["concepts", "--sae", str(sae_path), "--model", "gemma-3-270m", "--json"]) == 2
     assert "was trained on" in capsys.readouterr().err
+
+
+def test_records_name_run_folders_relative_to_the_runs_directory(tmp_path, monkeypatch):
+    from abstopk_mini.runs.store import relative_to_runs
+
+    run = tmp_path / "runs" / "saes" / "topk-4096-k32-ca08a90bb5"
+    assert relative_to_runs(run, tmp_path / "runs") == "saes/topk-4096-k32-ca08a90bb5"
+    monkeypatch.setenv("ABSTOPK_RUNS", str(tmp_path / "runs"))
+    assert relative_to_runs(run) == "saes/topk-4096-k32-ca08a90bb5"  # root from $ABSTOPK_RUNS
+    assert relative_to_runs(tmp_path / "elsewhere" / "sae") == "sae"  # outside: its name, never a machine path

@@ -35,7 +35,7 @@ from ..evaluate import evaluate_sae
 from ..io import atomic_write
 from ..nonlinearities import SPECS
 from ..tables import format_table
-from .store import HarvestSpec, harvest_and_train, offline_texts
+from .store import HarvestSpec, harvest_and_train, offline_texts, relative_to_runs
 from ..sae import SAE, SAEConfig
 
 __all__ = ["ReproduceConfig", "reproduce", "ChapterSAEs", "chapter_saes", "shipped_name", "shipped_saes", "replace_model",
@@ -109,7 +109,7 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
     for (activation, k), (name, path) in zip(cfg.runs, run.dirs.items()):
         t = time.perf_counter()
         sae = saes[name] = run.saes[name].to("cpu").eval()
-        row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": str(path),
+        row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": relative_to_runs(path, runs_root),
                "train_wall_s": run.histories[name]["wall_time_s"], **evaluate_sae(sae, x_held)}
         rows.append(row)
         timings[f"train_eval_{name}_s"] = run.wall_s[f"train_{name}_s"] + time.perf_counter() - t
@@ -142,7 +142,8 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
         "ran_on": {"model": cfg.model, "layer": cfg.layer, "hook_name": loaded.info.hook_name(cfg.layer),
                    "torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
                    "python": platform.python_version(), "machine": platform.machine()},
-        "harvest": {"train_dir": str(acts_dir), "heldout_dir": str(held_dir), "heldout_tokens": len(x_held)},
+        "harvest": {"train_dir": relative_to_runs(acts_dir, runs_root), "heldout_dir": relative_to_runs(held_dir, runs_root),
+                    "heldout_tokens": len(x_held)},
         "saes": rows,
         "gender": {name: _gender_summary(rep) for name, rep in gender.items()},
         "steering": steer,

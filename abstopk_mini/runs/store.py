@@ -40,7 +40,7 @@ from ..io import atomic_write, flock, sha256_file
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 
 __all__ = [
-    "runs_dir", "runs_label", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
+    "runs_dir", "runs_label", "relative_to_runs", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
     "train_on_harvest", "harvest_and_train", "TrainedSAEs", "load_history", "load_trained", "save_trained",
     "export_sae", "harvest_lock", "CHECKPOINT_EVERY", "SNAPSHOT_DIR", "load_snapshots",
 ]
@@ -52,6 +52,16 @@ SNAPSHOT_DIR = "snapshots"  # in an SAE run directory: the SAEs saved at TrainCo
 def runs_dir(root: str | os.PathLike | None = None) -> Path:
     """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS``, else ``./runs``."""
     return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "runs"))
+
+
+def relative_to_runs(path, root: str | os.PathLike | None = None) -> str:
+    """``path`` relative to :func:`runs_dir` (``"saes/topk-4096-k32-ca08a90bb5"``), as records store
+    it: a record must not name the folders of the machine that wrote it. A path outside the runs
+    directory is stored by its name alone."""
+    try:
+        return Path(path).resolve().relative_to(runs_dir(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def runs_label(quick: bool = False) -> str:

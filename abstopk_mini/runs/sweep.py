@@ -53,7 +53,7 @@ import torch
 
 from ..io import Claim, atomic_write
 from ..sae import SAEConfig
-from .store import HarvestSpec, content_key, harvest_spec, offline_texts, runs_dir, train_or_load
+from .store import HarvestSpec, content_key, harvest_spec, offline_texts, relative_to_runs, runs_dir, train_or_load
 from .sweep_config import (CONCEPTS, RECIPE_VARIANTS, SCHEMA, VARIANT_SAE, VARIANTS, Point, Stage, SweepConfig, load_config,
                            recipe_variant)
 from .sweep_eval import compact, evaluate_point, evaluate_snapshots
@@ -238,16 +238,6 @@ def provenance(wall_s: float, **first) -> dict:
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def _rel(path, runs_root) -> str:
-    """``path`` relative to the runs directory (records must not name the machine's folders)."""
-    from .store import runs_dir
-
-    try:
-        return Path(path).resolve().relative_to(runs_dir(runs_root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
-
-
 def record_path(path: str, runs_root=None) -> Path:
     """The folder a record names (``provenance.sae_dir``, ``harvest.dir``), under the runs directory
     (``runs_root``, else ``$ABSTOPK_RUNS``, else ``./runs``); records store paths relative to it."""
@@ -375,9 +365,9 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
                 wall += share
             record = {
                 "schema": SCHEMA, "key": key, "sweep": cfg.name, "stage": stage, **dataclasses.asdict(p),
-                "model": cfg.model, "harvest": cfg.harvest_spec(p.layer).identity() | {"dir": _rel(ctx.acts_dir, runs_root)},
+                "model": cfg.model, "harvest": cfg.harvest_spec(p.layer).identity() | {"dir": relative_to_runs(ctx.acts_dir, runs_root)},
                 "batch_size": p.batch_size or cfg.batch_size, "eval_settings": cfg.eval, **rec,
-                "provenance": provenance(wall, sae_dir=_rel(path, runs_root), sae_key=path.name.rsplit("-", 1)[-1]),
+                "provenance": provenance(wall, sae_dir=relative_to_runs(path, runs_root), sae_key=path.name.rsplit("-", 1)[-1]),
             }
             append_record(cfg.results_path, compact(record))
             summary["ran"].append(key)
