@@ -229,3 +229,18 @@ def test_preact_ranking_against_a_per_latent_loop():
         assert r["test_code_sign"] == pytest.approx(sign_acc(o * zta[:, j], o * ztb[:, j]))
         assert r["coverage_b"] == pytest.approx(float((ztb[:, j] != 0).double().mean()))
     assert rows[0]["train_preact_sign"] > 0.8  # the planted axis shows in some pre-activation
+
+
+def test_reproduce_summary_separates_run_time_from_training_time():
+    from abstopk_mini.runs.reproduce import _summary
+
+    row = {"name": "topk-k32", "fvu": 0.0756, "l0": 32.0, "dead_frac": 0.114, "bidirectional_frac": 0.0, "splice_ce_orig": 2.9,
+           "splice_ce_sae": 3.7, "splice_kl_sae": 0.89, "splice_loss_recovered_zero": 0.94, "splice_loss_recovered_mean": 0.84}
+    report = {"settings": {"n_tokens": 1_200_000, "chunk_offsets": [0, 64], "d_sae": 4096, "train_tokens": 2_400_000,
+                           "batch_size": 4096},
+              "ran_on": {"model": "m", "hook_name": "blocks.6.hook_resid_post", "torch": "2", "device": "cpu", "threads": 1},
+              "harvest": {"heldout_tokens": 50_000}, "gender": {}, "steering": None, "timings": {"total_s": 600.0},
+              "saes": [dict(row, train_wall_s=1800.0), dict(row, name="abstopk-k32", train_wall_s=1200.0)]}
+    text = _summary(report, [])
+    assert "Total time 10.0 min; the 2 SAEs' own training took 50.0 min" in text
+    assert "| topk-k32 | 0.0756 | 32 | 11.4 |" in text
