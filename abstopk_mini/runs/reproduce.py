@@ -242,9 +242,9 @@ def _summary(report: dict, figures: list[str]) -> str:
     lines = [
         f"# abstopk_mini reproduce — {ran['model']} {ran['hook_name']}",
         "",
-        f"Harvest: {s['n_tokens']:,} training activations (offline text, chunk offsets {s['chunk_offsets']}), "
+        f"Harvest: {s['n_tokens']:,} training activations (offline text, chunk offsets {', '.join(str(o) for o in s['chunk_offsets'])}), "
         f"{report['harvest']['heldout_tokens']:,} held-out. SAEs: d_sae={s['d_sae']}, trained on {s['train_tokens']:,} tokens, "
-        f"batch {s['batch_size']}. torch {ran['torch']} on {ran['device']} ({ran['threads']} threads). "
+        f"batch {s['batch_size']}. torch {ran['torch']} on {ran['device']} ({ran['threads']} thread{'' if ran['threads'] == 1 else 's'}). "
         f"Total time {report['timings']['total_s'] / 60:.1f} min; the {len(report['saes'])} SAEs' own training took "
         f"{sum(r['train_wall_s'] for r in report['saes']) / 60:.1f} min (an SAE already in the runs directory is loaded, "
         "not retrained, so its training time is not part of the total).",
