@@ -475,9 +475,71 @@ def test_committed_figures_fit_the_text_column(chapter):
     assert not wide, f"{chapter}: PNG outputs wider than {MAX_PNG_PX} px: " + "; ".join(wide)
 
 
-def _png_b64(width: int, height: int) -> str:
+#: the book's text column, px at a 1,280 px window, and the smallest size figure text may show at
+TEXT_COLUMN_PX, MIN_TEXT_PX = 690, 13
+
+
+def png_dpi(data) -> float | None:
+    """Dots per inch stored in a base64 PNG's pHYs chunk (None if it has none before the image data).
+    Chunks are 4 length bytes, 4 type bytes, the data and a 4-byte CRC; pHYs holds x and y pixels
+    per unit (big-endian) and a unit byte (1 = metre)."""
+    raw = base64.b64decode("".join(("".join(data) if isinstance(data, list) else data).split()))
+    i = 8
+    while i + 8 <= len(raw):
+        (n,), kind = struct.unpack(">I", raw[i:i + 4]), raw[i + 4:i + 8]
+        if kind == b"pHYs":
+            x, _, unit = struct.unpack(">IIB", raw[i + 8:i + 17])
+            return x * 0.0254 if unit == 1 else None
+        if kind == b"IDAT":
+            return None
+        i += 12 + n
+    return None
+
+
+def small_text_pngs(nb: dict, font_pt: float, column_px: int = TEXT_COLUMN_PX, min_px: float = MIN_TEXT_PX) -> list[str]:
+    """``"cell i: ..."`` for every PNG output whose ``font_pt`` text shows smaller than ``min_px``
+    on the page: a PNG of width W drawn at D dpi shows text of s pt at s · D / 72 · min(1, column / W)
+    px. A PNG without a stored dpi was not drawn by the book's style module and is listed too."""
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if not png:
+                continue
+            (w, _), dpi = png_size(png), png_dpi(png)
+            shown = None if dpi is None else font_pt * dpi / 72 * min(1.0, column_px / w)
+            if shown is None or shown < min_px:
+                out.append(f"cell {i}: {w} px at {'?' if dpi is None else f'{dpi:.0f}'} dpi, {font_pt:g} pt text shows at "
+                           f"{'?' if shown is None else f'{shown:.1f}'} px")
+    return out
+
+
+@pytest.mark.parametrize("chapter", chapter_files())
+def test_committed_figures_show_text_at_body_size(chapter):
+    """Every figure is drawn by abstopk_mini.chapters.style (its dpi is stored in the PNG), so its
+    text is at least style.FONT points; at that dpi and width it must read at >= MIN_TEXT_PX."""
+    from abstopk_mini.chapters import style
+
+    nb = json.loads((ROOT / f"{chapter}.ipynb").read_text(encoding="utf-8"))
+    small = small_text_pngs(nb, style.FONT)
+    assert not small, f"{chapter}: figures whose text is too small at page width: " + "; ".join(small)
+
+
+def _png_b64(width: int, height: int, dpi: float | None = None) -> str:
     ihdr = struct.pack(">II", width, height) + bytes([8, 6, 0, 0, 0])
-    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0" * 4).decode()
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + b"\0" * 4  # noqa: E731
+    phys = chunk(b"pHYs", struct.pack(">IIB", round(dpi / 0.0254), round(dpi / 0.0254), 1)) if dpi else b""
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + phys + chunk(b"IDAT", b"")).decode()
+
+
+def test_text_size_checker_reads_the_stored_dpi():
+    assert png_dpi(_png_b64(1200, 600, dpi=200)) == pytest.approx(200, abs=0.01)
+    assert png_dpi(_png_b64(1200, 600)) is None
+    nb = {"cells": [{"outputs": [{"data": {"image/png": _png_b64(1200, 600, dpi=200)}}]},  # 10 pt: 16.1 px
+                    {"outputs": [{"data": {"image/png": _png_b64(1290, 400, dpi=100)}}]},  # 10 pt: 7.4 px
+                    {"outputs": [{"data": {"image/png": _png_b64(640, 400)}}]}]}
+    assert small_text_pngs(nb, 10) == ["cell 1: 1290 px at 100 dpi, 10 pt text shows at 7.4 px",
+                                       "cell 2: 640 px at ? dpi, 10 pt text shows at ? px"]
 
 
 def test_width_checker_reads_png_headers():

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from abstopk_mini.chapters import plots_real as P  # noqa: E402
+from abstopk_mini.chapters import style  # noqa: E402
 
 
 def _labelled(fig):
@@ -102,11 +103,29 @@ def _hist(n=5, fvu0=1.0):
 def test_training_curves():
     fig = P.training_curves({"topk-k32": _hist(), "abstopk-k32": _hist(fvu0=0.5)})
     _labelled(fig)
-    ax_fvu, _, ax_dead = fig.axes
-    line = _line(ax_fvu, "abstopk-k32")
+    ax_fvu, ax_l0, ax_dead = fig.axes
+    line = _line(ax_fvu, "AbsTopK")  # one k: the activation's label alone
     np.testing.assert_allclose(line.get_ydata(), [0.5 / (i + 1) for i in range(5)])
-    assert line.get_linestyle() == "--" and _line(ax_fvu, "topk-k32").get_linestyle() == "-"
-    np.testing.assert_allclose(_line(ax_dead, "topk-k32").get_ydata(), [0, 10, 20, 30, 40])
+    np.testing.assert_allclose(line.get_xdata(), [1e-4 * (i + 1) for i in range(5)])  # tokens in millions
+    assert line.get_linestyle() == "--" and _line(ax_fvu, "TopK").get_linestyle() == "-"
+    assert ax_fvu.get_yscale() == ax_l0.get_yscale() == "log"
+    np.testing.assert_allclose(_line(ax_dead, "TopK").get_ydata(), [0, 10, 20, 30, 40])
+    family = ("relu", "jumprelu", "absjumprelu", "topk", "batchtopk", "abstopk", "batchabstopk")
+    fig = P.training_curves({f"{a}-k32": _hist() for a in family})  # chapter 6's seven: the legend fits the width
+    pad = 2 * 0.1  # inches: the inline backend saves the tight box with matplotlib's default pad_inches each side
+    assert (fig.get_tightbbox(fig.canvas.get_renderer()).width + pad) * style.DPI <= style.MAX_PX
+
+
+def test_sae_labels_name_k_only_when_it_varies():
+    assert P.sae_labels(["topk-k32", "abstopk-k32"]) == {"topk-k32": "TopK", "abstopk-k32": "AbsTopK"}
+    assert P.sae_labels(["topk-k16", "topk-k64", "tokens"]) == {"topk-k16": "TopK, k = 16", "topk-k64": "TopK, k = 64",
+                                                                 "tokens": "tokens"}
+
+
+def test_log_ticks_are_one_two_five_values_inside_the_range():
+    assert P._log_ticks(0.0566, 0.6461) == [0.1, 0.2, 0.5]
+    assert P._log_ticks(0.07, 0.09) == [0.05, 0.1]  # too narrow for two inside: the neighbours
+    assert P._log_ticks(1.2, 4096) == [10, 100, 1000]  # several decades: powers of ten only
 
 
 def _rows():
@@ -148,11 +167,26 @@ def test_firing_and_sign_histograms_count_latents():
     ax = fig.axes[0]
     bars = [p.get_height() for p in ax.patches]
     assert sum(bars[:-1]) == 4 and bars[-1] == 2  # 4 alive latents in the histogram, a bar of 2 dead
-    assert "2 dead of 6" in ax.texts[0].get_text()
+    assert ax.texts[0].get_text() == "TopK: 2 dead of 6"
     st = {"abstopk-k32": {"n_fire": torch.tensor([10, 10, 0, 4]), "n_neg": torch.tensor([0, 5, 0, 4])}}
     fig = P.negative_share_histograms(st)
     _labelled(fig)
     counts = [p for p in fig.axes[0].patches]
-    assert counts and "3 alive" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert counts and fig.axes[0].get_legend().get_texts()[0].get_text() == "AbsTopK (3 alive)"
     with pytest.raises(ValueError, match="empty"):
         P.firing_histograms({})
+
+
+def test_k_table_pairs_topk_and_abstopk_at_each_k():
+    rows = [{"activation": a, "k": k, "fvu": f, "loss_recovered": lr, "dead_frac": d}
+            for a, k, f, lr, d in [("topk", 16, 0.10, 0.926, 0.262), ("abstopk", 16, 0.1115, 0.912, 0.263),
+                                   ("topk", 32, 0.0756, 0.943, 0.114), ("abstopk", 32, 0.0825, 0.937, 0.004),
+                                   ("relu", 32, 0.6, 0.6, 0.0), ("topk", 64, 0.05, 0.95, 0.05)]]  # 64: TopK only
+    table = P.k_table(rows)
+    assert [r["k"] for r in table.rows] == [16, 32]
+    assert table.columns == ["k", "FVU TopK", "FVU AbsTopK", "gap %", "loss rec. TopK", "loss rec. AbsTopK",
+                             "dead % TopK", "dead % AbsTopK"]
+    assert table.cells()[1] == ["32", "0.0756", "0.0825", "+9.1", "0.943", "0.937", "11.4", "0.4"]
+    assert table.cells()[0][3] == "+11.5"
+    with pytest.raises(ValueError, match="no k has both"):
+        P.k_table(rows, signed="batchabstopk")

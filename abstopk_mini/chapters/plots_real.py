@@ -20,7 +20,7 @@ from matplotlib.ticker import FormatStrFormatter, NullLocator
 from . import style
 
 __all__ = [
-    "corpus_table", "layer_table", "layer_stats", "norm_histograms", "position_profile", "training_curves", "frontier", "k_comparison",
+    "sae_labels", "corpus_table", "layer_table", "layer_stats", "norm_histograms", "position_profile", "training_curves", "frontier", "k_comparison", "k_table",
     "firing_histograms", "negative_share_histograms",
 ]
 
@@ -33,6 +33,33 @@ def _plain_log(ax, axis: str = "y", ticks=None) -> None:
         a.set_minor_locator(NullLocator())
     a.set_major_formatter(FormatStrFormatter("%g"))
     a.set_minor_formatter(FormatStrFormatter("%g") if ticks is None else FormatStrFormatter(""))
+
+
+def sae_labels(names) -> dict[str, str]:
+    """Display labels of SAE run names (``"abstopk-k32"`` -> ``"AbsTopK"``): the activation's label,
+    with ``k = ...`` added only when the names do not all share one k. Other names stay as they are."""
+    names = list(names)
+    parts = {n: n.rsplit("-k", 1) for n in names}
+    ks = {p[1] for p in parts.values() if len(p) == 2}
+    out = {}
+    for n, p in parts.items():
+        if len(p) != 2 or not p[1].isdigit():
+            out[n] = n
+        else:
+            out[n] = style.label(p[0]) + (f", k = {p[1]}" if len(ks) > 1 else "")
+    return out
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """The 1-2-5 values between lo and hi (at least two), for a readable log axis."""
+    vals = [m * 10.0 ** e for e in range(-6, 7) for m in (1, 2, 5)]
+    inside = [v for v in vals if lo <= v <= hi]
+    if len(inside) > 6:  # a range of several decades: the powers of ten alone
+        inside = [v for v in inside if f"{v:.0e}".startswith("1")]
+    if len(inside) >= 2:
+        return inside
+    below, above = max([v for v in vals if v < lo], default=lo), min([v for v in vals if v > hi], default=hi)
+    return sorted(set([below, *inside, above]))
 
 
 def _series(i: int, **kw) -> dict:
@@ -141,18 +168,22 @@ def position_profile(curves: dict[str, torch.Tensor], ylabel: str = "mean â€–xâ€
 # --------------------------------------------------------------------------- chapter 6
 @style.styled
 def training_curves(histories: dict[str, dict], title: str = "Training"):
-    """histories: name ('topk-k32') -> a train_sae history. FVU (log), L0 and dead share against
-    the training tokens."""
+    """histories: name ('topk-k32') -> a train_sae history. FVU and L0 (log scales) and the dead
+    share against the training tokens (millions); lines labelled by :func:`sae_labels`."""
     fig, axes = style.subplots(1, 3, height=3.0, pyplot=True)
+    labels = sae_labels(histories)
     for name, h in histories.items():
-        tokens = h["tokens"]
-        axes[0].plot(tokens, h["fvu"], label=name, **style.line_style(name))
-        axes[1].plot(tokens, h["l0"], label=name, **style.line_style(name))
-        axes[2].plot(tokens, [100 * d for d in h["dead_frac"]], label=name, **style.line_style(name))
+        tokens = [t / 1e6 for t in h["tokens"]]
+        axes[0].plot(tokens, h["fvu"], label=labels[name], **style.line_style(name))
+        axes[1].plot(tokens, h["l0"], label=labels[name], **style.line_style(name))
+        axes[2].plot(tokens, [100 * d for d in h["dead_frac"]], label=labels[name], **style.line_style(name))
     axes[0].set_yscale("log")
+    axes[1].set_yscale("log")
+    l0 = [v for h in histories.values() for v in h["l0"] if v > 0]
+    _plain_log(axes[1], "y", _log_ticks(min(l0), max(l0)) if l0 else None)
     for a, ylabel, t in zip(axes, ("FVU (training batch)", "L0 (training batch)", "dead latents (%)"),
                             ("Reconstruction", "Sparsity", "Dead latents")):
-        style.finish(a, "training tokens", ylabel, t, legend=False)
+        style.finish(a, "training tokens (M)", ylabel, t, legend=False)
     fig.suptitle(title)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(len(histories), 4))
     return fig
@@ -174,10 +205,30 @@ def frontier(rows: list[dict], title: str = "Reconstruction and loss recovered v
         a.set_xscale("log", base=2)
         style.finish(a, "L0 (held-out)", ylabel, t, legend=False)
     axes[0][0].set_yscale("log")
-    _plain_log(axes[0][0], "y")
-    axes[0][0].legend()
+    fvu = [r["fvu"] for r in rows]
+    _plain_log(axes[0][0], "y", _log_ticks(min(fvu), max(fvu)))
     fig.suptitle(title)
+    n = len(dict.fromkeys(r["activation"] for r in rows))
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=min(n, 4))
     return fig
+
+
+def k_table(rows: list[dict], base: str = "topk", signed: str = "abstopk") -> style.Table:
+    """rows: dicts with activation, k, fvu, loss_recovered and dead_frac (chapter 6's held-out rows).
+    One row per k at which both ``base`` and ``signed`` were trained: their FVUs, the gap
+    100 (FVU_signed / FVU_base - 1) in %, their loss recovered and dead shares (%), columns named
+    by :func:`abstopk_mini.chapters.style.label`."""
+    by = {(r["activation"], r["k"]): r for r in rows}
+    ks = sorted(k for a, k in by if a == base and (signed, k) in by)
+    if not ks:
+        raise ValueError(f"no k has both a {base!r} and a {signed!r} row; pass rows of both activations")
+    b, s = style.label(base), style.label(signed)
+    out = [{"k": k, f"FVU {b}": by[base, k]["fvu"], f"FVU {s}": by[signed, k]["fvu"],
+            "gap %": 100 * (by[signed, k]["fvu"] / by[base, k]["fvu"] - 1),
+            f"loss rec. {b}": by[base, k]["loss_recovered"], f"loss rec. {s}": by[signed, k]["loss_recovered"],
+            f"dead % {b}": 100 * by[base, k]["dead_frac"], f"dead % {s}": 100 * by[signed, k]["dead_frac"]} for k in ks]
+    return style.Table(out, digits=4, formats={"gap %": "+.1f", f"dead % {b}": ".1f", f"dead % {s}": ".1f",
+                                               f"loss rec. {b}": ".3f", f"loss rec. {s}": ".3f"})
 
 
 @style.styled
@@ -218,12 +269,15 @@ def firing_histograms(rates: dict[str, torch.Tensor], title: str = "How often ea
     alive = [r[r > 0].double() for r in rates.values()]
     lo = min([math.log10(float(a.min())) for a in alive if len(a)] + [-1.0])
     edges = torch.linspace(math.floor(lo * 2) / 2, 0, 41).numpy()
+    labels = sae_labels(rates)
     for a, (name, r) in zip(axes[:, 0], rates.items()):
         live = r[r > 0].double()
         a.hist(torch.log10(live).numpy(), bins=edges, color=style.color(name), alpha=0.8)
         dead = int((r == 0).sum())
         a.bar([edges[0] - 0.25], [dead], width=0.2, color=style.REFERENCE)
-        a.text(0.01, 0.9, f"{name}: {dead} dead of {len(r)}", transform=a.transAxes, va="top")
+        a.set_ylim(0, 1.35 * max(a.get_ylim()[1], 1))  # headroom: the label sits above the bars
+        a.text(0.99, 0.9, f"{labels[name]}: {dead:,} dead of {len(r):,}", transform=a.transAxes, va="top", ha="right",
+               bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
         a.set_ylabel("latents")
         a.grid(alpha=0.3)
     fig.supxlabel("log10 firing rate (share of tokens; black bar at the left: dead latents)")
@@ -237,9 +291,14 @@ def negative_share_histograms(stats: dict[str, dict], title: str = "Sign of the 
     latents of the share of their activations that are negative."""
     fig, ax = style.subplots(height=3.4, pyplot=True)
     edges = torch.linspace(0, 1, 21).numpy()
+    labels, top = sae_labels(stats), 0.0
     for name, st in stats.items():
         alive = st["n_fire"] > 0
         share = st["n_neg"][alive].double() / st["n_fire"][alive].double()
-        ax.hist(share.numpy(), bins=edges, histtype="step", lw=2, color=style.color(name),
-                label=f"{name} ({int(alive.sum())} alive)")
-    return style.finish(ax, "share of a latent's activations that are negative", "latents", title)
+        counts, _, _ = ax.hist(share.numpy(), bins=edges, histtype="step", lw=2, color=style.color(name),
+                               label=f"{labels[name]} ({int(alive.sum()):,} alive)")
+        top = max(top, float(max(counts, default=0)))
+    ax.set_ylim(0, 1.45 * top if top > 0 else 1)  # room for the legend above the histograms
+    style.finish(ax, "share of a latent's activations that are negative", "latents", title, legend=False)
+    ax.legend(loc="upper center", ncol=2)
+    return fig
