@@ -455,17 +455,19 @@ def png_size(data) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def wide_pngs(nb: dict, limit: int = MAX_PNG_PX) -> list[str]:
-    """``"cell i: W x H px"`` for every PNG output of the notebook wider than ``limit`` pixels."""
-    out = []
+def png_outputs(nb: dict):
+    """``(cell index, base64 PNG)`` for every PNG output of the notebook, in order."""
     for i, cell in enumerate(nb.get("cells", [])):
         for output in cell.get("outputs", []):
             png = output.get("data", {}).get("image/png")
             if png:
-                w, h = png_size(png)
-                if w > limit:
-                    out.append(f"cell {i}: {w} x {h} px")
-    return out
+                yield i, png
+
+
+def wide_pngs(nb: dict, limit: int = MAX_PNG_PX) -> list[str]:
+    """``"cell i: W x H px"`` for every PNG output of the notebook wider than ``limit`` pixels."""
+    sizes = [(i, png_size(png)) for i, png in png_outputs(nb)]
+    return [f"cell {i}: {w} x {h} px" for i, (w, h) in sizes if w > limit]
 
 
 @pytest.mark.parametrize("chapter", chapter_files())
@@ -501,16 +503,12 @@ def small_text_pngs(nb: dict, font_pt: float, column_px: int = TEXT_COLUMN_PX, m
     on the page: a PNG of width W drawn at D dpi shows text of s pt at s · D / 72 · min(1, column / W)
     px. A PNG without a stored dpi was not drawn by the book's style module and is listed too."""
     out = []
-    for i, cell in enumerate(nb.get("cells", [])):
-        for output in cell.get("outputs", []):
-            png = output.get("data", {}).get("image/png")
-            if not png:
-                continue
-            (w, _), dpi = png_size(png), png_dpi(png)
-            shown = None if dpi is None else font_pt * dpi / 72 * min(1.0, column_px / w)
-            if shown is None or shown < min_px:
-                out.append(f"cell {i}: {w} px at {'?' if dpi is None else f'{dpi:.0f}'} dpi, {font_pt:g} pt text shows at "
-                           f"{'?' if shown is None else f'{shown:.1f}'} px")
+    for i, png in png_outputs(nb):
+        (w, _), dpi = png_size(png), png_dpi(png)
+        shown = None if dpi is None else font_pt * dpi / 72 * min(1.0, column_px / w)
+        if shown is None or shown < min_px:
+            out.append(f"cell {i}: {w} px at {'?' if dpi is None else f'{dpi:.0f}'} dpi, {font_pt:g} pt text shows at "
+                       f"{'?' if shown is None else f'{shown:.1f}'} px")
     return out
 
 

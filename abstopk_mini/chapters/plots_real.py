@@ -39,15 +39,9 @@ def sae_labels(names) -> dict[str, str]:
     """Display labels of SAE run names (``"abstopk-k32"`` -> ``"AbsTopK"``): the activation's label,
     with ``k = ...`` added only when the names do not all share one k. Other names stay as they are."""
     names = list(names)
-    parts = {n: n.rsplit("-k", 1) for n in names}
-    ks = {p[1] for p in parts.values() if len(p) == 2}
-    out = {}
-    for n, p in parts.items():
-        if len(p) != 2 or not p[1].isdigit():
-            out[n] = n
-        else:
-            out[n] = style.label(p[0]) + (f", k = {p[1]}" if len(ks) > 1 else "")
-    return out
+    runs = {n: p for n in names if len(p := n.rsplit("-k", 1)) == 2 and p[1].isdigit()}  # name -> (activation, k)
+    one_k = len({k for _, k in runs.values()}) <= 1
+    return {n: style.label(runs[n][0]) + ("" if one_k else f", k = {runs[n][1]}") if n in runs else n for n in names}
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
