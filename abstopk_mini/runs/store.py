@@ -35,7 +35,7 @@ from typing import Mapping
 
 import torch
 
-from ..checkpoint import CHECKPOINT_FILE
+from ..checkpoint import has_checkpoint, remove_checkpoint
 from ..io import atomic_write, flock, sha256_file
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 
@@ -357,7 +357,7 @@ def train_or_load(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = True,
             sae, history = _train(ds, acts_dir, cfg, out, sae, progress, retrain, train_kw)
             record = {"acts_dir": str(acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
             save_trained(out, sae, history, record)
-            (out / "checkpoint" / CHECKPOINT_FILE).unlink(missing_ok=True)
+            remove_checkpoint(out / "checkpoint")
             return sae, history, out
 
 
@@ -377,7 +377,7 @@ def _train(ds, acts_dir, cfg: SAEConfig, out: Path, sae: SAE | None, progress: b
     if sae is not None:
         return train_sae(cfg, ds, sae=sae, progress=progress, **train_kw)
     ckpt = out / "checkpoint"
-    resume = ckpt if (ckpt / CHECKPOINT_FILE).is_file() and not retrain else None
+    resume = ckpt if has_checkpoint(ckpt) and not retrain else None
     kw = {"checkpoint_every": CHECKPOINT_EVERY} | train_kw
     return train_sae(cfg, ds, resume=resume, checkpoint_dir=str(ckpt), progress=progress, **kw)
 
