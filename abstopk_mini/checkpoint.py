@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write
-from .untrusted import check_shapes, tensor_header
+from .untrusted import check_shapes, saved_shapes, tensor_header
 
 __all__ = ["CHECKPOINT_FILE", "LEGACY_CHECKPOINT_FILE", "TRAJECTORY_FIELDS", "save_checkpoint", "load_checkpoint",
            "restore_optimizer", "has_checkpoint", "remove_checkpoint"]
@@ -208,15 +208,10 @@ def _check_meta(meta: dict, where: str, cfg, train: dict | None):
 def _check_tensors(path: Path, header: dict, meta: dict, sae_cfg) -> None:
     """The header's tensors: exactly the SAE's (shapes of ``sae_cfg``), the optimiser's (one set
     per parameter, shaped like it) and ``since_fired`` [d_sae] — checked before any is loaded."""
-    from .nonlinearities import make_activation
-
-    act = make_activation(sae_cfg)  # its threshold, if any: d_sae floats at most
-    d_in, d_sae = sae_cfg.d_in, sae_cfg.d_sae
-    own = {"W_dec": (d_sae, d_in), "W_enc": (d_in, d_sae), "b_enc": (d_sae,), "b_dec": (d_in,)}
-    params = [shape for key, shape in own.items() if key != "b_enc" or sae_cfg.use_b_enc]
-    params += [tuple(p.shape) for p in act.parameters()]
-    required = {f"sae/{key}": shape for key, shape in own.items()}
-    required |= {f"sae/act.{key}": tuple(value.shape) for key, value in act.state_dict().items()}
+    shapes = saved_shapes(sae_cfg)  # of the SAE's own tensors; in its state_dict θ is "act.threshold"
+    required = {f"sae/{'act.' if key == 'threshold' else ''}{key}": shape for key, shape in shapes.items()}
+    trained = ("W_dec", "W_enc") + (("b_enc",) if sae_cfg.use_b_enc else ()) + ("b_dec",)
+    params = [shapes[key] for key in trained] + ([shapes["threshold"]] if sae_cfg.spec.threshold_based else [])
     required["since_fired"] = (sae_cfg.d_sae,)
     optional = {}
     for index, shape in enumerate(params):
@@ -231,8 +226,8 @@ def _check_tensors(path: Path, header: dict, meta: dict, sae_cfg) -> None:
         raise ValueError(f"resume={str(path)!r}: tensors {wrong} are not {sae_cfg.dtype} ({stored}) as the checkpoint's "
                          f"config says; the checkpoint is damaged — {_FIX}")
     groups = meta["param_groups"]
-    indices = sorted(i for g in groups if isinstance(g, dict) for i in (g.get("params") or []))
-    if indices != list(range(len(params))):
+    indices = [i for g in groups if isinstance(g, dict) and isinstance(g.get("params"), list) for i in g["params"]]
+    if not all(_is_int(i) for i in indices) or sorted(indices) != list(range(len(params))):
         raise ValueError(f"resume={str(path)!r}: the optimiser state covers parameters {indices}, the SAE has "
                          f"{len(params)}; the checkpoint is damaged — {_FIX}")
     if header["since_fired"][0] != "I64":

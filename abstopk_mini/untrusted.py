@@ -11,6 +11,7 @@ sizes that do not fit, non-floating or non-finite values) into one ``ValueError`
 * :func:`check_shapes` — a header against the shapes a config needs.
 * :func:`check_size` — refuse a tensor set too large for this machine's memory.
 * :func:`check_floating_finite` — every tensor floating-point and finite.
+* :func:`saved_shapes`, :func:`check_input_scale` — what an SAE's files must hold.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["read_json", "tensor_header", "check_shapes", "check_size", "check_floating_finite", "physical_memory_bytes"]
+__all__ = ["read_json", "tensor_header", "check_shapes", "check_size", "check_floating_finite", "physical_memory_bytes",
+           "saved_shapes", "check_input_scale"]
 
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
@@ -72,7 +74,7 @@ def check_shapes(path, header: dict, required: dict, optional: dict | None = Non
              if key in required | optional and header[key][1] != tuple((required | optional)[key])}
     if missing or extra or wrong:
         parts = ([f"missing {missing}"] if missing else []) + ([f"unexpected {extra}"] if extra else []) + \
-                [f"{key} has shape {list(shape)}, {what or 'the config'} needs {list((required | optional)[key])}"
+                [f"{key} has shape {tuple(shape)}, {what or 'the config'} needs {tuple((required | optional)[key])}"
                  for key, shape in wrong.items()]
         raise ValueError(f"{path}: the tensors do not fit {what or 'the config'}: {'; '.join(parts)}. "
                          f"The files do not belong together — {fix}")
@@ -106,3 +108,23 @@ def check_floating_finite(path, state: dict[str, torch.Tensor], *, fix: str) -> 
             n_bad = int((~torch.isfinite(value)).sum())
             raise ValueError(f"{path}: tensor {key!r} holds {n_bad} non-finite values (NaN/inf) of {value.numel()}; "
                              f"the SAE is broken — {fix}")
+
+
+def saved_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """The shapes of the tensors :meth:`abstopk_mini.sae.SAE.save` writes for an SAEConfig ``cfg``
+    (computed: nothing is allocated, so it can be checked before a huge config is built)."""
+    shapes = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in), "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
+    if cfg.spec.threshold_based or cfg.spec.per_batch:  # JumpReLUs: θ per latent; batch top-k: one θ
+        shapes["threshold"] = () if cfg.spec.per_batch else (cfg.d_sae,)
+    return shapes
+
+
+def check_input_scale(scale, dtype: str, where) -> None:
+    """Refuse an input scale s that is not a number in the range where s² neither overflows nor
+    underflows (float32's range for the 16- and 32-bit dtypes, float64's for float64): outside
+    it the SAE's outputs are not finite, so the value was not set by training."""
+    finfo = torch.finfo(torch.float64 if dtype == "float64" else torch.float32)
+    low, high = math.sqrt(finfo.tiny), math.sqrt(finfo.max)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not low <= scale <= high:
+        raise ValueError(f"{where}: input_scale={scale!r} is not a usable scale for a {dtype} SAE (a finite number in "
+                         f"[{low:.3g}, {high:.3g}]); the file was edited or damaged — re-save or re-train the SAE")
