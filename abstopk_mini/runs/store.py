@@ -36,7 +36,7 @@ from typing import Mapping
 import torch
 
 from ..checkpoint import has_checkpoint, remove_checkpoint
-from ..io import atomic_write, flock, sha256_file
+from ..io import atomic_write, flock, remove_stale_tmp, sha256_file
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 from ..untrusted import read_json
 
@@ -253,10 +253,9 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
     """The SAE and history cached in run directory ``out``, after checking that they are what was asked.
 
     Checks, before anything is served: ``cfg.json`` holds the requested config (every field but
-    those training sets: ``input_scale``, ``device``); ``sae_weights.safetensors`` and ``cfg.json``
-    have the sha256 recorded in ``train.json`` (a run saved before a hash was recorded gets it now,
-    if its input scale is ``history.json``'s); the JSON files are valid. Any mismatch is a
-    ValueError that says what differs and how to retrain.
+    those training sets: ``input_scale``, ``device``); the weights and ``cfg.json`` have the sha256
+    recorded in ``train.json`` (a run saved before a hash was recorded gets it now, if its input
+    scale is ``history.json``'s). Any mismatch is a ValueError that says what differs and how to retrain.
     """
     out = Path(out)
     saved = _read_json(out / CONFIG_FILE, out)
@@ -307,6 +306,7 @@ def save_trained(out, sae: SAE, history: dict, record: dict) -> None:
     """Write a trained SAE run into ``out``: weights and config, ``train.json`` (``record`` plus the
     sha256 of the weights and of ``cfg.json``) and, last, ``history.json`` (its presence marks the run complete)."""
     out = Path(out)
+    remove_stale_tmp(out, CONFIG_FILE, WEIGHTS_FILE, TRAIN_FILE, HISTORY_FILE)  # of a save killed mid-way; we hold the lock
     sae.save(out)
     record = record | {"weights_sha256": sha256_file(out / WEIGHTS_FILE), "cfg_sha256": sha256_file(out / CONFIG_FILE)}
     atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
