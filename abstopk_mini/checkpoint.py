@@ -123,7 +123,7 @@ def load_checkpoint(path, cfg=None, train: dict | None = None) -> dict:
         head = f.read(9)
     if len(head) < 9 or head[8:9] != b"{":  # a safetensors file starts with its header's length, then '{'
         old = " (a pickled checkpoint of an earlier version, never unpickled: it could run any code)" \
-            if path.name.endswith(".pt") or head[:2] in (b"PK", b"\x80\x02") else ""
+            if path.name.endswith(".pt") or head[:2] == b"PK" or head[:1] == b"\x80" else ""
         raise ValueError(f"{where} is not a checkpoint of this version{old}; {_FIX}")
     header = tensor_header(path, _FIX)
     from safetensors import safe_open

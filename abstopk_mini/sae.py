@@ -412,11 +412,11 @@ class SAE(nn.Module):
                 "directory use abstopk_mini.interop.from_saelens(path)"
             )
         raw = dict(raw, activation=activation_named(raw.get("activation"), raw.get("architecture"), path / CONFIG_FILE))
+        check_input_scale(raw.get("input_scale", 1.0), raw.get("dtype"), path / CONFIG_FILE)
         try:
             cfg = SAEConfig.from_dict(raw)
         except (TypeError, ValueError) as err:  # a required field (d_in, d_sae) is missing, or a value is invalid
             raise ValueError(f"{path / CONFIG_FILE} does not describe an SAE ({err}); re-save or re-train the SAE") from err
-        check_input_scale(cfg.input_scale, cfg.dtype, path / CONFIG_FILE)
         if device is not None:
             cfg.device = str(device)
         fix, weights = "re-save or re-train the SAE", path / WEIGHTS_FILE

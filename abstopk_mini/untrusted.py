@@ -123,6 +123,7 @@ def check_input_scale(scale, dtype: str, where) -> None:
     """Refuse an input scale s that is not a number in the range where s² neither overflows nor
     underflows (float32's range for the 16- and 32-bit dtypes, float64's for float64): outside
     it the SAE's outputs are not finite, so the value was not set by training."""
+    dtype = dtype if dtype in ("float64", "float16", "bfloat16") else "float32"
     finfo = torch.finfo(torch.float64 if dtype == "float64" else torch.float32)
     low, high = math.sqrt(finfo.tiny), math.sqrt(finfo.max)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not low <= scale <= high:
