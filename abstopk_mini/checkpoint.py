@@ -29,7 +29,7 @@ from .io import atomic_write
 from .untrusted import check_shapes, saved_shapes, tensor_header
 
 __all__ = ["CHECKPOINT_FILE", "LEGACY_CHECKPOINT_FILE", "TRAJECTORY_FIELDS", "save_checkpoint", "load_checkpoint",
-           "restore_optimizer", "has_checkpoint", "remove_checkpoint"]
+           "restore_optimizer", "has_checkpoint", "remove_checkpoint", "HISTORY_KEYS"]
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LEGACY_CHECKPOINT_FILE = "checkpoint.pt"  # pickled by earlier versions: refused, never read
@@ -39,6 +39,8 @@ _META = "abstopk_mini_checkpoint"
 TRAJECTORY_FIELDS = ("n_tokens", "batch_size", "lr", "adam_betas", "adam_eps", "warmup_frac", "decay_frac", "lr_schedule",
                      "l1_coefficient", "l0_coefficient", "target_l0", "target_rate", "sparsity_warmup_frac", "aux_k",
                      "aux_coef", "aux_sign", "dead_tokens", "seed", "drop_nonfinite")
+#: the lists of a training history, one entry per logged step
+HISTORY_KEYS = ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac")
 #: SAEConfig fields a resumed run need not repeat: set by training (input_scale) or where it runs (device)
 _NOT_COMPARED = ("input_scale", "device")
 _FIX = ("start without it — train_sae(..., resume=None), or train_on_harvest(..., retrain=True) "
@@ -181,6 +183,8 @@ def _check_meta(meta: dict, where: str, cfg, train: dict | None):
     for key, kind in (("history", dict), ("param_groups", list), ("opt_scalars", dict), ("train", dict)):
         if not isinstance(meta.get(key), kind):
             problems.append(f"{key} is not a JSON {kind.__name__}")
+    if not problems:
+        problems += _history_problems(meta["history"], step, tokens)
     if problems:
         raise ValueError(f"{where} is damaged: {'; '.join(problems)}; {_FIX}")
     mismatches = []
@@ -203,6 +207,19 @@ def _check_meta(meta: dict, where: str, cfg, train: dict | None):
         raise ValueError(f"{where} is a checkpoint of another run: {'; '.join(mismatches)}. Resume it with the "
                          f"settings it was written with, or {_FIX}")
     return sae_cfg
+
+
+def _history_problems(history: dict, step: int, tokens: int) -> list[str]:
+    """The history must hold the :data:`HISTORY_KEYS` lists, of numbers, of one length, logged no
+    later than the checkpoint's step and tokens."""
+    lists = [history.get(key) for key in HISTORY_KEYS]
+    numbers = all(isinstance(v, list) and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)
+                  for v in lists)
+    if not numbers or len({len(v) for v in lists}) != 1:
+        return [f"history does not hold the lists {list(HISTORY_KEYS)}, of numbers, of one length"]
+    if history["step"] and (history["step"][-1] > step or history["tokens"][-1] > tokens):
+        return [f"history was logged up to step {history['step'][-1]}, after the checkpoint's step {step}"]
+    return []
 
 
 def _check_tensors(path: Path, header: dict, meta: dict, sae_cfg) -> None:

@@ -41,12 +41,13 @@ from pathlib import Path
 import torch
 
 from . import losses, metrics
-from .checkpoint import CHECKPOINT_FILE, TRAJECTORY_FIELDS, load_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import (CHECKPOINT_FILE, HISTORY_KEYS, TRAJECTORY_FIELDS, load_checkpoint, restore_optimizer,
+                         save_checkpoint)
 from .data import Batches
 from .io import remove_stale_tmp
 from .kernels import fast
 from .nonlinearities import spec
-from .sae import SAE, SAEConfig, standardize
+from .sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig, standardize
 
 __all__ = ["TrainConfig", "train_sae", "snapshot_path", "save_snapshot", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
 
@@ -166,6 +167,7 @@ def save_snapshot(snapshot_dir, sae: SAE, step: int, tokens: int) -> Path:
     from .io import atomic_write
 
     out = snapshot_path(snapshot_dir, step)
+    remove_stale_tmp(out, CONFIG_FILE, WEIGHTS_FILE, "snapshot.json")  # of a save killed mid-way (one writer: rank 0)
     was_training = sae.training
     sae.eval()
     sae.save(out)
@@ -356,7 +358,7 @@ def _set_up(sae: SAE, batches: Batches, tcfg: TrainConfig, n_steps: int, state: 
         use_fast=tcfg.fast and getattr(sae, "fast", False) and act.k_based,
         coef0=coef0, coef=coef0, target_l0=target_l0,
         since_fired=torch.zeros(cfg.d_sae, dtype=torch.long, device=sae.W_enc.device),
-        history={key: [] for key in ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac")},
+        history={key: [] for key in HISTORY_KEYS},
     )
     if state is not None:
         restore_optimizer(opt, state["optimizer"])

@@ -136,6 +136,8 @@ def _rewrite_checkpoint(path, edit_meta=None, edit_tensors=None):
     (lambda m: m.update(tokens=10**6), None, "more than the batches hold"),
     (lambda m: m.update(coef=float("inf")), None, "coef=inf"),
     (lambda m: m["cfg"].update(d_sae=32), None, "d_sae: 32 in the checkpoint, 16 asked"),
+    (lambda m: m["history"].update(loss="x"), None, "history does not hold the lists"),
+    (lambda m: m["history"]["step"].append(10**6), None, "history does not hold the lists"),
     (None, lambda t: t["sae/W_enc"].__setitem__((0, 0), float("nan")), "non-finite"),
     (None, lambda t: t.update({"sae/W_dec": torch.zeros(16, 9)}), "W_dec has shape (16, 9)"),
     (None, lambda t: t.update({"opt/0/exp_avg": torch.zeros(3)}), "opt/0/exp_avg has shape (3,)"),
@@ -365,6 +367,15 @@ def test_defect28_14_temp_files_of_a_killed_save_are_removed_by_the_rerun(acts, 
     train_on_harvest(acts, cfg, tmp_path, progress=False, **TRAIN)
     assert [p.name for p in orphans if p.exists()] == []
     assert not list(run.glob(".*.tmp"))
+
+
+def test_defect28_14_temp_files_of_a_killed_snapshot_are_removed(tmp_path):
+    snap = am.train.snapshot_path(tmp_path / "snaps", 4)
+    snap.mkdir(parents=True)
+    orphan = snap / f".{WEIGHTS_FILE}.dead.tmp"
+    orphan.write_bytes(b"half written")
+    am.train_sae(_cfg(), _x(), n_tokens=256, batch_size=32, snapshot_steps=(4,), snapshot_dir=str(tmp_path / "snaps"), **QUIET)
+    assert not orphan.exists() and SAE.load(snap).cfg.d_sae == 16
 
 
 def test_defect28_14_symlinked_lock_is_refused_and_its_target_not_created(acts, tmp_path, capsys):
