@@ -110,6 +110,7 @@ def load_checkpoint(path, cfg=None, train: dict | None = None) -> dict:
     damaged file or an old pickled ``checkpoint.pt`` is a ValueError naming the fields and the fix.
     Returns ``{"cfg", "sae", "optimizer", "step", "tokens", "n_steps", "since_fired", "history", "coef"}``.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -128,8 +129,6 @@ def load_checkpoint(path, cfg=None, train: dict | None = None) -> dict:
             if path.name.endswith(".pt") or head[:2] == b"PK" or head[:1] == b"\x80" else ""
         raise ValueError(f"{where} is not a checkpoint of this version{old}; {_FIX}")
     header = tensor_header(path, _FIX)
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         raw = (f.metadata() or {}).get(_META)
     try:
@@ -184,7 +183,7 @@ def _check_meta(meta: dict, where: str, cfg, train: dict | None):
         if not isinstance(meta.get(key), kind):
             problems.append(f"{key} is not a JSON {kind.__name__}")
     if not problems:
-        problems += _history_problems(meta["history"], step, tokens)
+        problems += _history_problems(meta["history"], step, tokens) + _optimizer_problems(meta)
     if problems:
         raise ValueError(f"{where} is damaged: {'; '.join(problems)}; {_FIX}")
     mismatches = []
@@ -219,6 +218,20 @@ def _history_problems(history: dict, step: int, tokens: int) -> list[str]:
         return [f"history does not hold the lists {list(HISTORY_KEYS)}, of numbers, of one length"]
     if history["step"] and (history["step"][-1] > step or history["tokens"][-1] > tokens):
         return [f"history was logged up to step {history['step'][-1]}, after the checkpoint's step {step}"]
+    return []
+
+
+def _optimizer_problems(meta: dict) -> list[str]:
+    """The optimiser's JSON part: parameter groups (objects with a params list, the Adam betas and
+    eps the run recorded) and per-parameter scalars keyed by parameter index."""
+    groups, scalars, train = meta["param_groups"], meta["opt_scalars"], meta["train"]
+    if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        return ["param_groups are not objects with a 'params' list"]
+    if not all(isinstance(k, str) and k.isdigit() and isinstance(v, dict) for k, v in scalars.items()):
+        return ["opt_scalars is not an object of parameter index -> object"]
+    for name, key in (("betas", "adam_betas"), ("eps", "adam_eps")):
+        if key in train and any(g.get(name) != train[key] for g in groups):
+            return [f"the optimiser's {name} {[g.get(name) for g in groups]} are not the run's {key}={train[key]!r}"]
     return []
 
 

@@ -138,6 +138,8 @@ def _rewrite_checkpoint(path, edit_meta=None, edit_tensors=None):
     (lambda m: m["cfg"].update(d_sae=32), None, "d_sae: 32 in the checkpoint, 16 asked"),
     (lambda m: m["history"].update(loss="x"), None, "history does not hold the lists"),
     (lambda m: m["history"]["step"].append(10**6), None, "history does not hold the lists"),
+    (lambda m: m["param_groups"][0].update(betas=[0.5, 0.5]), None, "the optimiser's betas"),
+    (lambda m: m.update(opt_scalars={"x": 1}), None, "opt_scalars is not"),
     (None, lambda t: t["sae/W_enc"].__setitem__((0, 0), float("nan")), "non-finite"),
     (None, lambda t: t.update({"sae/W_dec": torch.zeros(16, 9)}), "W_dec has shape (16, 9)"),
     (None, lambda t: t.update({"opt/0/exp_avg": torch.zeros(3)}), "opt/0/exp_avg has shape (3,)"),
