@@ -52,6 +52,7 @@ import torch
 from .io import atomic_write
 from .nonlinearities import SPECS, ActivationSpec
 from .sae import CONFIG_FILE, DTYPES, SAE, WEIGHTS_FILE, SAEConfig, read_config
+from .untrusted import check_floating_finite, check_input_scale, check_shapes, check_size, read_json, tensor_header
 
 __all__ = ["to_saelens", "from_saelens", "SUPPORTED_FROM_SAELENS", "SAELENS_ARCHITECTURE"]
 
@@ -171,9 +172,17 @@ def to_saelens(sae: SAE, path: str | os.PathLike, *, split_signed: bool = False,
 
 
 # ----------------------------------------------------------------------------- import
+_FIX = "the directory is not a SAELens SAE or was damaged; re-export it (to_saelens) or download it again"
+
+
 def _read_config(path: Path) -> dict:
     raw = read_config(path, "a SAELens SAE")
-    if raw.get("format", "").startswith("abstopk_mini/"):
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path / CONFIG_FILE} holds a JSON {type(raw).__name__}, not an object of settings; {_FIX}")
+    for key, kind in (("metadata", dict), ("activation_fn_kwargs", dict), ("format", str), ("dtype", str)):
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            raise ValueError(f"{path / CONFIG_FILE}: {key}={raw[key]!r} is not a JSON {kind.__name__ if kind is str else 'object'}; {_FIX}")
+    if (raw.get("format") or "").startswith("abstopk_mini/"):
         raise ValueError(f"{path} was written by SAE.save (abstopk_mini format); load it with abstopk_mini.SAE.load(path)")
     return _modernise(raw)
 
@@ -202,7 +211,7 @@ def _modernise(cfg: dict) -> dict:
 
 
 def _int_k(k, arch: str, path: Path) -> int:
-    if k is None or float(k) != int(k) or int(k) < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k != int(k) or k < 1:
         raise ValueError(f"{path / CONFIG_FILE}: architecture {arch!r} needs a positive integer k; got k={k!r}")
     return int(k)
 
@@ -229,7 +238,7 @@ def from_saelens(
     path = Path(path)
     cfg = _read_config(path)
     arch = cfg["architecture"]
-    if arch not in SUPPORTED_FROM_SAELENS:
+    if not isinstance(arch, str) or arch not in SUPPORTED_FROM_SAELENS:
         raise ValueError(
             f"{path / CONFIG_FILE} has architecture={arch!r}, which abstopk_mini does not support; "
             f"it reads {sorted(SUPPORTED_FROM_SAELENS)}"
@@ -249,21 +258,16 @@ def from_saelens(
         )
     if cfg.get("reshape_activations", "none") not in ("none", "hook_z"):
         raise ValueError(f"{path / CONFIG_FILE}: reshape_activations={cfg['reshape_activations']!r} is not supported")
+    _check_weights_header(path, cfg)
     try:
-        state = {key: value.double() for key, value in load_file(str(path / WEIGHTS_FILE)).items()}
+        raw_state = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path / WEIGHTS_FILE} could not be read ({err}); the file is truncated or corrupt") from err
-    for key in ("W_enc", "W_dec", "b_dec"):
-        if key not in state:
-            raise ValueError(f"{path / WEIGHTS_FILE} has no {key!r} (keys: {sorted(state)}); not a SAELens SAE")
+    check_floating_finite(path / WEIGHTS_FILE, raw_state, fix="re-export it or download it again")  # as SAE.load does
+    state = {key: value.double() for key, value in raw_state.items()}
     W_enc, W_dec, b_dec = state["W_enc"], state["W_dec"], state["b_dec"]
     n_in, n_sae = W_enc.shape
     b_enc = state.get("b_enc", torch.zeros(n_sae, dtype=torch.float64))
-    if (cfg.get("d_in"), cfg.get("d_sae")) != (n_in, n_sae) or W_dec.shape != (n_sae, n_in) or b_dec.shape != (n_in,):
-        raise ValueError(
-            f"{path}: cfg.json says d_in={cfg.get('d_in')}, d_sae={cfg.get('d_sae')} but the tensors are W_enc "
-            f"{tuple(W_enc.shape)}, W_dec {tuple(W_dec.shape)}, b_dec {tuple(b_dec.shape)}; the files do not belong together"
-        )
     if "scaling_factor" in state and not torch.allclose(state["scaling_factor"], torch.ones(())):
         raise ValueError(f"{path}: a finetuning scaling_factor is not supported")
 
@@ -294,7 +298,10 @@ def from_saelens(
     scale = 1.0
     if norm == "expected_average_only_in":
         if scaling_factor is None and (path / SCALER_FILE).is_file():
-            scaling_factor = json.loads((path / SCALER_FILE).read_text()).get("scaling_factor")
+            scaler = read_json(path / SCALER_FILE, _FIX)
+            if not isinstance(scaler, dict):
+                raise ValueError(f"{path / SCALER_FILE} holds a JSON {type(scaler).__name__}, not an object; {_FIX}")
+            scaling_factor = scaler.get("scaling_factor")
         if scaling_factor is None:
             warnings.warn(
                 f"{path} was trained with normalize_activations='expected_average_only_in' but its scaling factor "
@@ -303,16 +310,33 @@ def from_saelens(
                 stacklevel=2,
             )
         else:
+            if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, (int, float)):
+                raise ValueError(f"scaling_factor must be a positive finite number; got {scaling_factor!r}")
             scale = float(scaling_factor)
             if not (math.isfinite(scale) and scale > 0):
                 raise ValueError(f"scaling_factor must be a positive finite number; got {scaling_factor!r}")
+            check_input_scale(scale, "float32", f"{path} (scaling_factor)")
 
     dtype = cfg.get("dtype", "float32")
     hook = meta.get("hook_name")
     layer = meta.get("hook_layer")
     if layer is None and isinstance(hook, str) and (m := re.search(r"(?:blocks|layers)\.(\d+)\.", hook)):
         layer = int(m.group(1))
-    ours = SAEConfig(
+    try:
+        ours = _config(n_in, n_sae, activation, k, scale, dtype, device, meta, hook, layer, norm, arch, path)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path / CONFIG_FILE} does not describe an SAE we can build ({err}); {_FIX}") from err
+    sae = SAE(ours)
+    for name, value in (("W_enc", W_enc), ("W_dec", W_dec), ("b_enc", b_enc), ("b_dec", b_dec)):
+        getattr(sae, name).copy_(value)
+    if threshold is not None:
+        sae.threshold.copy_(threshold)
+    sae.eval()
+    return sae
+
+
+def _config(n_in, n_sae, activation, k, scale, dtype, device, meta, hook, layer, norm, arch, path) -> SAEConfig:
+    return SAEConfig(
         d_in=n_in,
         d_sae=n_sae,
         activation=activation,
@@ -327,10 +351,23 @@ def from_saelens(
         input_unit_norm=norm == "layer_norm",
         metadata={"source": "saelens", "saelens_architecture": arch, "path": str(path)},
     )
-    sae = SAE(ours)
-    for name, value in (("W_enc", W_enc), ("W_dec", W_dec), ("b_enc", b_enc), ("b_dec", b_dec)):
-        getattr(sae, name).copy_(value)
-    if threshold is not None:
-        sae.threshold.copy_(threshold)
-    sae.eval()
-    return sae
+
+
+def _check_weights_header(path: Path, cfg: dict) -> None:
+    """Before a tensor is loaded: cfg.json's d_in and d_sae are positive ints, and the file holds
+    W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec [d_in] (b_enc [d_sae] and the thresholds, if
+    there, shaped to fit) and fits in memory."""
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    for name, value in (("d_in", d_in), ("d_sae", d_sae)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path / CONFIG_FILE}: {name}={value!r} is not a positive int; {_FIX}")
+    header = tensor_header(path / WEIGHTS_FILE, _FIX)
+    required = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    optional = {"b_enc": (d_sae,), "threshold": (d_sae,), "log_threshold": (d_sae,)}
+    for key in ("topk_threshold", "scaling_factor"):  # one number, as () or [1]
+        if key in header and math.prod(header[key][1]) == 1:
+            optional[key] = header[key][1]
+    known = {key: header[key] for key in header if key in required or key in optional}
+    check_shapes(path / WEIGHTS_FILE, known, required, optional, fix=_FIX,
+                 what=f"cfg.json (d_in={d_in}, d_sae={d_sae})")
+    check_size(path / WEIGHTS_FILE, header, fix=_FIX)

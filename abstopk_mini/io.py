@@ -84,18 +84,31 @@ def atomic_write(target: str | os.PathLike, write: Callable[[str], object]) -> P
     return target
 
 
-def remove_stale_tmp(directory: str | os.PathLike, name: str) -> list[Path]:
-    """Delete the temporary files :func:`atomic_write` left for ``directory/name`` when a process
-    was killed mid-write (``.<name>.*.tmp``); call it only while no one else writes that file.
-    Returns the removed paths."""
+def remove_stale_tmp(directory: str | os.PathLike, *names: str) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left for ``directory/<name>`` (each of
+    ``names``) when a process was killed mid-write (``.<name>.*.tmp``); call it only while no one
+    else writes those files. Returns the removed paths."""
     directory = Path(directory)
     removed = []
     if directory.is_dir():
-        for p in directory.glob(f".{name}.*{TMP_SUFFIX}"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
+        for name in names:
+            for p in directory.glob(f".{name}.*{TMP_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
     return removed
+
+
+def _open_lock(lock_path: Path) -> int:
+    """Open (create) a lock file, never through a symbolic link (a planted or dangling link would
+    make the lock create or lock its target): a link is a ValueError saying what to remove."""
+    try:
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        if lock_path.is_symlink():
+            raise ValueError(f"lock file {str(lock_path)!r} is a symbolic link (to {os.readlink(lock_path)!r}); a lock "
+                             f"must be a plain file — remove the link (rm {str(lock_path)!r}) and run again") from err
+        raise
 
 
 @contextlib.contextmanager
@@ -103,7 +116,7 @@ def flock(lock_path: str | os.PathLike, exclusive: bool) -> Iterator[None]:
     """Hold a shared (``exclusive=False``) or exclusive lock on ``lock_path`` for the ``with`` block.
 
     Waits for conflicting holders. The file is created if needed (its folder too) and removed
-    when the last holder leaves (see the module docstring).
+    when the last holder leaves (see the module docstring); a symbolic link there is refused.
     """
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +124,7 @@ def flock(lock_path: str | os.PathLike, exclusive: bool) -> Iterator[None]:
         yield
         return
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock(lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             if _names(lock_path, fd):
@@ -149,7 +162,7 @@ class Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fcntl is None:  # pragma: no cover - Windows: one worker
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

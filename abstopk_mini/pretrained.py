@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from .io import atomic_write
+from .untrusted import read_json
 
 __all__ = ["MANIFEST", "FORMAT", "pretrained_root", "available", "load", "ship", "sha256"]
 
@@ -59,14 +60,40 @@ def pretrained_root(root=None) -> Path:
     return root
 
 
+_FIX = "restore it (git checkout -- pretrained/) or re-clone the repository"
+
+
 def _read_manifest(root: Path) -> dict:
+    """The manifest of ``root`` (empty if none), checked: a JSON object of this format whose
+    ``saes`` maps names to entries, each with a plain ``dir`` and a SHA-256 per file."""
     path = root / MANIFEST
     if not path.is_file():
         return {"format": FORMAT, "saes": {}}
-    m = json.loads(path.read_text())
+    m = read_json(path, _FIX)
+    if not isinstance(m, dict):
+        raise ValueError(f"{path} holds a JSON {type(m).__name__}, not a manifest object; {_FIX}")
     if m.get("format") != FORMAT:
         raise ValueError(f"{path} has format {m.get('format')!r}, not {FORMAT!r}; update the package (pip install -e .)")
+    if not isinstance(m.get("saes"), dict):
+        raise ValueError(f"{path} has no 'saes' object (name -> entry); {_FIX}")
+    for name, entry in m["saes"].items():
+        problem = _entry_problem(entry)
+        if problem:
+            raise ValueError(f"{path}: the entry of {name!r} {problem}; {_FIX}")
     return m
+
+
+def _entry_problem(entry) -> str | None:
+    """What is wrong with one manifest entry, or None."""
+    if not isinstance(entry, dict):
+        return f"is a JSON {type(entry).__name__}, not an object"
+    folder = entry.get("dir")
+    if not isinstance(folder, str) or not folder or "/" in folder or "\\" in folder or folder.startswith("."):
+        return f"has dir={folder!r}, not a plain folder name"
+    digests = entry.get("sha256")
+    if not isinstance(digests, dict) or any(not isinstance(digests.get(f), str) for f in _FILES):
+        return f"has no 'sha256' of each of {list(_FILES)}"
+    return None
 
 
 def available(root=None) -> dict:

@@ -40,6 +40,8 @@ from torch import nn
 from .device import get_device
 from .io import atomic_write
 from .nonlinearities import ACTIVATIONS, SPECS, activation_named, check_threshold_settings, make_activation, spec
+from .untrusted import (check_floating_finite, check_input_scale, check_shapes, check_size, read_json, saved_shapes,
+                        tensor_header)
 
 __all__ = ["SAEConfig", "SAE", "SAEOutput", "ACTIVATIONS", "ARCHITECTURES", "DTYPES", "WEIGHTS_FILE", "CONFIG_FILE", "read_config", "standardize",
            "STANDARDIZE_EPS", "ADDED_FIELDS"]
@@ -198,10 +200,7 @@ def read_config(path: Path, what: str) -> object:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} is missing; the directory of {what} holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        return json.loads((path / CONFIG_FILE).read_text())
-    except ValueError as err:  # JSONDecodeError, or bytes that are not text
-        raise ValueError(f"{path / CONFIG_FILE} is not valid JSON ({err}); re-save the SAE") from err
+    return read_json(path / CONFIG_FILE, f"re-save {what}")
 
 
 class SAEOutput(NamedTuple):
@@ -394,9 +393,11 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "SAE":
         """Load an SAE written by :meth:`save`, in ``eval()`` mode (batch variants then use the
-        stored threshold row by row). Checks that the config and tensors agree: cfg.json must be a JSON
-        object whose ``activation`` and ``architecture`` agree (a missing activation is read from the
-        architecture, never defaulted), and every tensor must be floating-point and finite."""
+        stored threshold row by row). Checks, before anything is allocated: cfg.json is a JSON object
+        whose ``activation`` and ``architecture`` agree (a missing activation is read from the
+        architecture, never defaulted), its input scale is usable (:func:`check_input_scale`), the
+        tensors' shapes in the file's header are those cfg.json needs and fit in memory; then every
+        tensor must be floating-point and finite."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -411,35 +412,24 @@ class SAE(nn.Module):
                 "directory use abstopk_mini.interop.from_saelens(path)"
             )
         raw = dict(raw, activation=activation_named(raw.get("activation"), raw.get("architecture"), path / CONFIG_FILE))
+        check_input_scale(raw.get("input_scale", 1.0), raw.get("dtype"), path / CONFIG_FILE)
         try:
             cfg = SAEConfig.from_dict(raw)
         except (TypeError, ValueError) as err:  # a required field (d_in, d_sae) is missing, or a value is invalid
             raise ValueError(f"{path / CONFIG_FILE} does not describe an SAE ({err}); re-save or re-train the SAE") from err
         if device is not None:
             cfg.device = str(device)
+        fix, weights = "re-save or re-train the SAE", path / WEIGHTS_FILE
+        header = tensor_header(weights, fix)
+        check_shapes(weights, header, saved_shapes(cfg), fix=fix, what=f"its cfg.json (d_in={cfg.d_in}, "
+                     f"d_sae={cfg.d_sae}, activation={cfg.activation!r})")
+        check_size(weights, header, fix=fix)
         try:
-            state = load_file(str(path / WEIGHTS_FILE))
+            state = load_file(str(weights))
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(
-                f"{path / WEIGHTS_FILE} could not be read ({err}); the file is truncated or corrupt — "
-                "re-save or re-train the SAE"
-            ) from err
-        for key, value in state.items():
-            if not value.is_floating_point():
-                raise ValueError(f"{path / WEIGHTS_FILE}: tensor {key!r} has dtype {value.dtype}, not a floating "
-                                 "dtype; the file is not an SAE's weights — re-save or re-train the SAE")
-            if not torch.isfinite(value).all():
-                n_bad = int((~torch.isfinite(value)).sum())
-                raise ValueError(f"{path / WEIGHTS_FILE}: tensor {key!r} holds {n_bad} non-finite values (NaN/inf) "
-                                 f"of {value.numel()}; the SAE is broken — re-train it")
+            raise ValueError(f"{weights} could not be read ({err}); the file is truncated or corrupt — {fix}") from err
+        check_floating_finite(weights, state, fix="re-train it")
         sae = cls(cfg)
-        expected = {key: tuple(value.shape) for key, value in sae.state_for_saving().items()}
-        got = {key: tuple(value.shape) for key, value in state.items()}
-        if expected != got:
-            raise ValueError(
-                f"{path} holds tensors {got} but its cfg.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}, "
-                f"activation={cfg.activation!r}) needs {expected}; the two files do not belong together"
-            )
         with torch.no_grad():
             for key in ("W_enc", "W_dec", "b_enc", "b_dec"):
                 getattr(sae, key).copy_(state[key])

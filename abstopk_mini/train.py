@@ -40,13 +40,14 @@ from pathlib import Path
 
 import torch
 
-from . import losses
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from . import losses, metrics
+from .checkpoint import (CHECKPOINT_FILE, HISTORY_KEYS, TRAJECTORY_FIELDS, load_checkpoint, restore_optimizer,
+                         save_checkpoint)
 from .data import Batches
 from .io import remove_stale_tmp
 from .kernels import fast
 from .nonlinearities import spec
-from .sae import SAE, SAEConfig, standardize
+from .sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig, standardize
 
 __all__ = ["TrainConfig", "train_sae", "snapshot_path", "save_snapshot", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
 
@@ -166,6 +167,7 @@ def save_snapshot(snapshot_dir, sae: SAE, step: int, tokens: int) -> Path:
     from .io import atomic_write
 
     out = snapshot_path(snapshot_dir, step)
+    remove_stale_tmp(out, CONFIG_FILE, WEIGHTS_FILE, "snapshot.json")  # of a save killed mid-way (one writer: rank 0)
     was_training = sae.training
     sae.eval()
     sae.save(out)
@@ -242,12 +244,15 @@ def train_sae(cfg: SAEConfig, activations, train_cfg: TrainConfig | None = None,
     activations: tensor [N, d_in] or an iterable of [b, d_in] tensors (:class:`~abstopk_mini.data.Batches`).
     train_cfg / overrides: a :class:`TrainConfig`, or its fields as keywords
     (``train_sae(cfg, x, n_tokens=10**6, lr=1e-3)``).
-    resume: a checkpoint file or a directory holding ``checkpoint.pt``; training continues from it.
+    resume: a checkpoint file or a directory holding ``checkpoint.safetensors``; training continues from it
+    (the checkpoint must be of this ``cfg`` and these settings, :func:`~abstopk_mini.checkpoint.load_checkpoint`).
     sae: start from this SAE instead of a fresh one (its config must match ``cfg``'s shape).
     sync: a :class:`~abstopk_mini.distributed.Sync` when this is one rank of a DDP run (see
     :func:`~abstopk_mini.distributed.train_sae_ddp`); None for one process.
     history: dict of lists logged every ``log_every`` steps (``step``, ``tokens``, ``loss``,
-    ``mse``, ``fvu``, ``l0``, ``aux``, ``sparsity``, ``lr``, ``dead_frac``) and run totals.
+    ``mse``, ``fvu``, ``l0``, ``aux``, ``sparsity``, ``lr``, ``dead_frac``: each of one training batch)
+    and run totals, among them ``final_fvu`` / ``final_l0`` of the trained SAE on a fixed sample of
+    the training data (:func:`_final_metrics`; not the last batch's, which may be partial).
 
     The stages, in order: the starting SAE (:func:`_start`), the length of the run
     (:func:`_length`), the optimiser and counters (:func:`_set_up`), the steps (:func:`_steps`:
@@ -261,7 +266,7 @@ def train_sae(cfg: SAEConfig, activations, train_cfg: TrainConfig | None = None,
     is_main = sync is None or sync.is_main
     if tcfg.checkpoint_dir is not None and is_main:
         remove_stale_tmp(tcfg.checkpoint_dir, CHECKPOINT_FILE)  # of a write killed mid-way (SIGKILL)
-    state = load_checkpoint(resume) if resume is not None else None
+    state = load_checkpoint(resume, cfg, _trajectory(tcfg)) if resume is not None else None
     sae = _start(cfg, batches, tcfg, state, sae)
     run = _set_up(sae, batches, tcfg, _length(tcfg, batches, state), state)
 
@@ -270,10 +275,11 @@ def train_sae(cfg: SAEConfig, activations, train_cfg: TrainConfig | None = None,
     bar = tqdm(total=run.n_steps, initial=run.step, disable=not (tcfg.progress and is_main), file=sys.stderr,
                desc=f"train {sae.cfg.activation}")
     t0 = time.perf_counter()
+    sample = batches.sample(tcfg.init_sample)  # for the final metrics; taken first, as a one-shot source is read once
     sae.train()
     _steps(run, batches, tcfg, sync, bar)
     bar.close()
-    _finish(run, batches, tcfg, state, time.perf_counter() - t0, is_main)
+    _finish(run, batches, tcfg, state, time.perf_counter() - t0, is_main, sample)
     sae.eval()
     return sae, run.history
 
@@ -352,10 +358,10 @@ def _set_up(sae: SAE, batches: Batches, tcfg: TrainConfig, n_steps: int, state: 
         use_fast=tcfg.fast and getattr(sae, "fast", False) and act.k_based,
         coef0=coef0, coef=coef0, target_l0=target_l0,
         since_fired=torch.zeros(cfg.d_sae, dtype=torch.long, device=sae.W_enc.device),
-        history={key: [] for key in ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac")},
+        history={key: [] for key in HISTORY_KEYS},
     )
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        restore_optimizer(opt, state["optimizer"])
         run.step, run.tokens, run.history, run.coef = state["step"], state["tokens"], state["history"], state["coef"]
         run.since_fired = state["since_fired"].to(sae.W_enc.device)
         run.last_ckpt = state["step"]
@@ -401,7 +407,7 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
         if tcfg.checkpoint_every and run.step % tcfg.checkpoint_every == 0 and run.step < run.n_steps and is_main:
             run.history["n_dropped_nonfinite"] = batches.n_dropped
             save_checkpoint(tcfg.checkpoint_dir, sae, opt, run.step, run.tokens, run.n_steps, run.since_fired,
-                             run.history, run.coef)
+                             run.history, run.coef, train=_trajectory(tcfg))
             run.last_ckpt = run.step
 
 
@@ -479,8 +485,35 @@ def _record(run: _Run, out, loss, mse, sparsity, aux, bar) -> None:
     bar.set_postfix(loss=f"{rec['loss']:.4g}", fvu=f"{rec['fvu']:.4f}", l0=f"{rec['l0']:.1f}", dead=f"{rec['dead_frac']:.2f}")
 
 
-def _finish(run: _Run, batches: Batches, tcfg: TrainConfig, state: dict | None, wall_s: float, is_main: bool) -> None:
-    """The run totals into the history, and the last checkpoint."""
+def _trajectory(tcfg: TrainConfig) -> dict:
+    """The settings a checkpoint records and a resumed run must repeat (:data:`TRAJECTORY_FIELDS`)."""
+    return {name: getattr(tcfg, name) for name in TRAJECTORY_FIELDS}
+
+
+@torch.no_grad()
+def _final_metrics(sae: SAE, x: torch.Tensor, chunk: int = 4096) -> dict:
+    """``final_fvu`` / ``final_l0``: the trained SAE (eval mode) on a fixed sample of the training data,
+    its first ``init_sample`` rows (those that set the input scale; non-finite rows left out), FVU in
+    the model's space — never one (possibly partial) batch. In-sample, not held-out; ``final_fvu`` is
+    None when the sample has no variance. ``final_sample``: its number of rows."""
+    x = x[torch.isfinite(x).all(-1)].to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
+    was_training, err, nnz = sae.training, 0.0, 0
+    sae.eval()
+    for xb in x.split(chunk):
+        z = sae.encode(xb)
+        err += metrics.sum_sq_error(xb.double(), sae.decode(z, sae.input_stats(xb)).double()).item()
+        nnz += int((z != 0).sum())
+    sae.train(was_training)
+    denom = metrics.sum_sq_centred(x.double()).item() if x.shape[0] > 1 else 0.0
+    fvu = err / denom if denom > 0 else None
+    return {"final_fvu": fvu if fvu is None or math.isfinite(fvu) else None,
+            "final_l0": nnz / x.shape[0] if x.shape[0] else None, "final_sample": x.shape[0]}
+
+
+def _finish(run: _Run, batches: Batches, tcfg: TrainConfig, state: dict | None, wall_s: float, is_main: bool,
+            sample: torch.Tensor) -> None:
+    """The run totals and the final metrics (:func:`_final_metrics`) into the history, and the last checkpoint."""
+    run.history.update(_final_metrics(run.sae, sample))
     run.history.update(
         n_steps=run.step, n_tokens=run.tokens, lr_max=run.lr, input_scale=run.sae.cfg.input_scale,
         dead_tokens=run.dead_tokens, n_dropped_nonfinite=batches.n_dropped,
@@ -489,4 +522,4 @@ def _finish(run: _Run, batches: Batches, tcfg: TrainConfig, state: dict | None, 
     )
     if tcfg.checkpoint_dir is not None and is_main:
         save_checkpoint(tcfg.checkpoint_dir, run.sae, run.opt, run.step, run.tokens, run.n_steps, run.since_fired,
-                         run.history, run.coef)
+                         run.history, run.coef, train=_trajectory(tcfg))

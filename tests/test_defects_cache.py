@@ -352,12 +352,13 @@ def test_defect10_lock_file_removal_keeps_mutual_exclusion(tmp_path):
 
 
 def test_defect10_stale_checkpoint_tmp_removed_on_resume(tmp_path):
-    """A SIGKILL in the middle of a checkpoint write leaves `.checkpoint.pt.*.tmp`; the next run removes it."""
+    """A SIGKILL in the middle of a checkpoint write leaves `.checkpoint.safetensors.*.tmp`; the next run removes it."""
     ckpt = tmp_path / "ckpt"
     script = textwrap.dedent(f"""
         import os, signal, torch
+        import safetensors.torch
         import abstopk_mini as am
-        real_save, calls = torch.save, []
+        real_save, calls = safetensors.torch.save_file, []
         def dying_save(obj, path, *a, **k):
             calls.append(path)
             if len(calls) == 2:  # the second checkpoint: half written, then killed
@@ -365,7 +366,7 @@ def test_defect10_stale_checkpoint_tmp_removed_on_resume(tmp_path):
                     f.write(b"x" * 1000)
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_save(obj, path, *a, **k)
-        torch.save = dying_save
+        safetensors.torch.save_file = dying_save
         x = torch.randn(512, 16, generator=torch.Generator().manual_seed(0))
         cfg = am.SAEConfig(d_in=16, d_sae=32, activation="topk", k=4, device="cpu")
         am.train_sae(cfg, x, n_tokens=2048, batch_size=64, checkpoint_dir={str(ckpt)!r}, checkpoint_every=4,
@@ -374,14 +375,14 @@ def test_defect10_stale_checkpoint_tmp_removed_on_resume(tmp_path):
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    orphans = list(ckpt.glob(".checkpoint.pt.*.tmp"))
-    assert len(orphans) == 1 and (ckpt / "checkpoint.pt").is_file()
+    orphans = list(ckpt.glob(".checkpoint.safetensors.*.tmp"))
+    assert len(orphans) == 1 and (ckpt / "checkpoint.safetensors").is_file()
     x = torch.randn(512, 16, generator=torch.Generator().manual_seed(0))
     cfg = am.SAEConfig(d_in=16, d_sae=32, activation="topk", k=4, device="cpu")
     _, history = am.train_sae(cfg, x, n_tokens=2048, batch_size=64, checkpoint_dir=str(ckpt), checkpoint_every=4,
                               resume=ckpt, progress=False)
     assert history["n_steps"] == 32
-    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint.safetensors"]
 
 
 # ----------------------------------------------------------------------------- 12. files written 0600
@@ -405,7 +406,7 @@ def test_defect12_written_files_get_umask_permissions(spec, tiny_gpt2, tmp_path,
     am.train_sae(_cfg(), x, n_tokens=512, batch_size=64, checkpoint_dir=str(tmp_path / "ckpt"), progress=False)
     files = [sae_path / "cfg.json", sae_path / "sae_weights.safetensors", acts / "manifest.json",
              acts / "shard_00000.safetensors", run / "sae_weights.safetensors", run / "train.json",
-             run / "history.json", tmp_path / "ckpt" / "checkpoint.pt"]
+             run / "history.json", tmp_path / "ckpt" / "checkpoint.safetensors"]
     assert {str(f.relative_to(tmp_path)): oct(_mode(f)) for f in files} == \
         {str(f.relative_to(tmp_path)): oct(expected) for f in files}
 

@@ -66,7 +66,7 @@ def test_ddp_equals_single_process_on_the_global_batch(tmp_path, activation):
     torch.testing.assert_close(ddp.W_dec.norm(dim=1), torch.ones(D_SAE, dtype=torch.float64))
     if activation == "batchabstopk":  # the global k·B cut and the running threshold
         torch.testing.assert_close(ddp.threshold, single.threshold, rtol=1e-9, atol=1e-12)
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint.pt"]  # one checkpoint, rank 0
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint.safetensors"]  # one checkpoint, rank 0
 
 
 def test_ddp_fresh_init_and_l0_controller(tmp_path):

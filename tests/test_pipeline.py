@@ -30,7 +30,7 @@ def test_training_is_reused_and_records_provenance(spec, tiny_gpt2, tmp_path):
     sae, hist, path = train_on_harvest(acts, cfg, tmp_path, progress=False, n_tokens=2048, batch_size=256)
     assert path.parent == tmp_path / "saes" and path.name.startswith("abstopk-64-k4-")
     assert sae.cfg.hook_name == "blocks.1.hook_resid_post" and sae.cfg.hook_layer == 1
-    assert not (path / "checkpoint" / "checkpoint.pt").exists()
+    assert not (path / "checkpoint" / "checkpoint.safetensors").exists()
     again, hist2, path2 = train_on_harvest(acts, cfg, tmp_path, progress=False, n_tokens=2048, batch_size=256)
     assert path2 == path and hist2["wall_time_s"] == hist["wall_time_s"]
     assert all((a == b).all() for a, b in zip(sae.state_dict().values(), again.state_dict().values()))

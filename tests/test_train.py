@@ -15,6 +15,7 @@ import abstopk_mini.train as train_mod
 from abstopk_mini import metrics
 from abstopk_mini.sae import SAE, SAEConfig
 from abstopk_mini.coding.toy import bidirectional_data
+from abstopk_mini.checkpoint import load_checkpoint
 from abstopk_mini.train import CHECKPOINT_FILE, TrainConfig, geometric_median, lr_at, train_sae
 
 QUIET = dict(progress=False)
@@ -57,13 +58,13 @@ def assert_same_run(sae_a, hist_a, sae_b, hist_b):
 # --------------------------------------------------------------------------- resume
 @pytest.fixture
 def keep_checkpoints(monkeypatch):
-    """Copy every checkpoint the loop writes to ``step_<n>.pt`` next to it (a spy, no behaviour change)."""
+    """Copy every checkpoint the loop writes to ``step_<n>.safetensors`` next to it (a spy, no behaviour change)."""
     real = train_mod.save_checkpoint
     saved = {}
 
-    def spy(directory, sae, opt, step, *args):
-        target = real(directory, sae, opt, step, *args)
-        copy = Path(directory) / f"step_{step}.pt"
+    def spy(directory, sae, opt, step, *args, **kw):
+        target = real(directory, sae, opt, step, *args, **kw)
+        copy = Path(directory) / f"step_{step}.safetensors"
         shutil.copyfile(target, copy)
         saved[step] = copy
         return target
@@ -320,7 +321,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     msg = str(err.value)
     assert "at step 13" in msg and "step 10, " in msg and str(ck) in msg
     assert sorted(p.name for p in ck.iterdir()) == [CHECKPOINT_FILE]  # no temp file left
-    state = torch.load(ck / CHECKPOINT_FILE, weights_only=False)
+    state = load_checkpoint(ck / CHECKPOINT_FILE)
     assert state["step"] == 10
     assert all(torch.isfinite(t).all() for t in state["sae"].values())
     # the checkpoint resumes on clean data and finishes
@@ -344,7 +345,7 @@ def test_huge_lr_stops_at_the_first_bad_step(tmp_path):
                   checkpoint_dir=str(ck), checkpoint_every=1, **QUIET)
     step = int(err.value.args[0].split("at step ")[1].split()[0])
     assert 1 <= step < 60
-    state = torch.load(ck / CHECKPOINT_FILE, weights_only=False)
+    state = load_checkpoint(ck / CHECKPOINT_FILE)
     assert state["step"] == step and f"step {step}, " in str(err.value)
     assert all(torch.isfinite(t).all() for t in state["sae"].values())
 
@@ -360,7 +361,7 @@ def test_a_latent_that_cannot_fire_is_counted_dead_after_dead_tokens(tmp_path):
     B, n_steps, dead_tokens = 64, 30, 640  # dead after 10 steps
     _, hist = train_sae(cfg, x, sae=sae, n_tokens=n_steps * B, batch_size=B, lr=1e-3, l1_coefficient=0.0,
                         dead_tokens=dead_tokens, log_every=1, checkpoint_dir=str(tmp_path), **QUIET)
-    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
     since = state["since_fired"]
     assert since[7].item() == n_steps * B  # never fired
     assert (since >= dead_tokens).nonzero().flatten().tolist() == [7]  # and it is the only dead one

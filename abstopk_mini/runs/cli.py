@@ -170,10 +170,11 @@ def _run_train(args) -> int:
     sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, retrain=args.retrain, **kw)
     if args.out:
         export_sae(sae, args.out, overwrite=args.overwrite, run_dir=path)
-    last = {key: hist[key][-1] for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
+    # final_fvu / final_l0: the trained SAE on a fixed sample (train._final_metrics); runs cached before: the last batch
+    last = {key: hist.get(f"final_{key}", hist[key][-1]) for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
     result = {"command": "train", "dir": str(path), "out": args.out, "activation": args.activation, "d_sae": args.d_sae,
               "k": args.k, "n_tokens": hist["n_tokens"], "wall_time_s": hist["wall_time_s"], **{f"final_{k}": v for k, v in last.items()}}
-    emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items()) + f" -> {path}")
+    emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if v is not None) + f" -> {path}")
     return 0
 
 

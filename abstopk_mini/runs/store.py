@@ -15,7 +15,7 @@ the sweep, the CLI) wait for the one doing the work instead of doing it twice; t
 shared lock on its harvest, so overwriting a harvest waits for the runs reading it.
 
 Nothing is served unchecked: a cached SAE is reused only if its ``cfg.json`` is the requested
-config and its weights have the sha256 recorded in ``train.json`` when it was trained
+config and its weights and ``cfg.json`` have the sha256 recorded in ``train.json`` when it was trained
 (:func:`load_trained`; ``retrain=True`` repairs a run that fails the check), and a harvest's
 shards are checked against their hashes before the first training on it
 (:func:`abstopk_mini.lm.shards.verify_harvest`, remembered afterwards).
@@ -35,9 +35,10 @@ from typing import Mapping
 
 import torch
 
-from ..checkpoint import CHECKPOINT_FILE
-from ..io import atomic_write, flock, sha256_file
+from ..checkpoint import has_checkpoint, remove_checkpoint
+from ..io import atomic_write, flock, remove_stale_tmp, sha256_file
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
+from ..untrusted import read_json
 
 __all__ = [
     "runs_dir", "runs_label", "relative_to_runs", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
@@ -236,12 +237,7 @@ def _fix_hint(out: Path) -> str:
 
 def _read_json(path: Path, out: Path):
     """The JSON object of ``path`` (a file of the SAE run ``out``), or a ValueError naming the file."""
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing from the SAE run {str(out)!r}; {_fix_hint(out)}") from None
-    except ValueError as err:  # truncated, empty, not text
-        raise ValueError(f"{path} is not valid JSON ({err}); the run was damaged — {_fix_hint(out)}") from err
+    obj = read_json(path, f"the SAE run {str(out)!r} was damaged — {_fix_hint(out)}")
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; the run was damaged — {_fix_hint(out)}")
     return obj
@@ -257,10 +253,9 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
     """The SAE and history cached in run directory ``out``, after checking that they are what was asked.
 
     Checks, before anything is served: ``cfg.json`` holds the requested config (every field but
-    those training sets: ``input_scale``, ``device``); ``sae_weights.safetensors`` has the sha256
-    recorded in ``train.json`` when it was trained (a run saved before hashes were recorded gets
-    its hash recorded now); ``history.json`` and ``train.json`` are valid JSON. Any mismatch is a
-    ValueError that says what differs and how to retrain.
+    those training sets: ``input_scale``, ``device``); the weights and ``cfg.json`` have the sha256
+    recorded in ``train.json`` (a run saved before a hash was recorded gets it now, if its input
+    scale is ``history.json``'s). Any mismatch is a ValueError that says what differs and how to retrain.
     """
     out = Path(out)
     saved = _read_json(out / CONFIG_FILE, out)
@@ -269,17 +264,21 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
     want = cfg.to_dict()
     problems = [f"{key}: {saved.get(key)!r} in {CONFIG_FILE}, {want[key]!r} asked"
                 for key in want if key not in _SET_BY_TRAINING and saved.get(key) != want[key]]
-    if not (out / WEIGHTS_FILE).is_file():
-        problems.append(f"{WEIGHTS_FILE} is missing")
-    else:
-        digest = sha256_file(out / WEIGHTS_FILE)
-        if record.get("weights_sha256") is None:  # saved before hashes were recorded: record it now
-            record["weights_sha256"] = digest
-            with contextlib.suppress(OSError):  # a read-only store stays as it is
-                atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
-        elif digest != record["weights_sha256"]:
-            problems.append(f"{WEIGHTS_FILE} has sha256 {digest[:12]}…, but {TRAIN_FILE} recorded "
-                            f"{record['weights_sha256'][:12]}… when it was trained (the file was replaced or edited)")
+    if "input_scale" in history and record.get("cfg_sha256") is None and saved.get("input_scale") != history["input_scale"]:
+        problems.append(f"input_scale: {saved.get('input_scale')!r} in {CONFIG_FILE}, training set {history['input_scale']!r}")
+    unrecorded = False
+    for name, key in ((WEIGHTS_FILE, "weights_sha256"), (CONFIG_FILE, "cfg_sha256")):
+        digest = sha256_file(out / name) if (out / name).is_file() else None
+        if digest is None:
+            problems.append(f"{name} is missing")
+        elif record.get(key) is None:  # saved before this hash was recorded: record it now
+            record[key], unrecorded = digest, True
+        elif digest != record[key]:
+            problems.append(f"{name} has sha256 {digest[:12]}…, but {TRAIN_FILE} recorded "
+                            f"{record[key][:12]}… when it was trained (the file was replaced or edited)")
+    if unrecorded and not problems:
+        with contextlib.suppress(OSError):  # a read-only store stays as it is
+            atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
     if problems:
         raise ValueError(f"the cached SAE in {str(out)!r} is not the one asked for: " + "; ".join(problems) +
                          f". It was changed after training; {_fix_hint(out)}")
@@ -305,10 +304,11 @@ def load_snapshots(out) -> list[tuple[int, int, SAE]]:
 
 def save_trained(out, sae: SAE, history: dict, record: dict) -> None:
     """Write a trained SAE run into ``out``: weights and config, ``train.json`` (``record`` plus the
-    weights' sha256) and, last, ``history.json`` (its presence marks the run complete)."""
+    sha256 of the weights and of ``cfg.json``) and, last, ``history.json`` (its presence marks the run complete)."""
     out = Path(out)
+    remove_stale_tmp(out, CONFIG_FILE, WEIGHTS_FILE, TRAIN_FILE, HISTORY_FILE)  # of a save killed mid-way; we hold the lock
     sae.save(out)
-    record = record | {"weights_sha256": sha256_file(out / WEIGHTS_FILE)}
+    record = record | {"weights_sha256": sha256_file(out / WEIGHTS_FILE), "cfg_sha256": sha256_file(out / CONFIG_FILE)}
     atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
     atomic_write(out / HISTORY_FILE, lambda tmp: Path(tmp).write_text(json.dumps(history, default=float)))
 
@@ -357,7 +357,7 @@ def train_or_load(acts_dir, cfg: SAEConfig, root=None, *, progress: bool = True,
             sae, history = _train(ds, acts_dir, cfg, out, sae, progress, retrain, train_kw)
             record = {"acts_dir": str(acts_dir), "acts_sha256": m.get("content_sha256"), "train_kw": ident}
             save_trained(out, sae, history, record)
-            (out / "checkpoint" / CHECKPOINT_FILE).unlink(missing_ok=True)
+            remove_checkpoint(out / "checkpoint")
             return sae, history, out
 
 
@@ -377,7 +377,7 @@ def _train(ds, acts_dir, cfg: SAEConfig, out: Path, sae: SAE | None, progress: b
     if sae is not None:
         return train_sae(cfg, ds, sae=sae, progress=progress, **train_kw)
     ckpt = out / "checkpoint"
-    resume = ckpt if (ckpt / CHECKPOINT_FILE).is_file() and not retrain else None
+    resume = ckpt if has_checkpoint(ckpt) and not retrain else None
     kw = {"checkpoint_every": CHECKPOINT_EVERY} | train_kw
     return train_sae(cfg, ds, resume=resume, checkpoint_dir=str(ckpt), progress=progress, **kw)
 

@@ -137,8 +137,14 @@ def load_concept_inputs(model_name: str, layer: int, concepts=CONCEPTS, root=Non
     path = concept_inputs_path(model_name, layer, concepts, root)
     if not path.is_file():
         return None
-    saved = torch.load(path, weights_only=False)
-    return saved["word_acts"], saved["sentiment"]
+    from ..concepts.words import TokenIssue, WordActivations
+
+    try:  # no pickle beyond tensors, containers and these two dataclasses (an allow-list)
+        with torch.serialization.safe_globals([WordActivations, TokenIssue]):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        return saved["word_acts"], saved["sentiment"]
+    except Exception:  # damaged, foreign or of an older layout: computed again and rewritten
+        return None
 
 
 def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | None]:

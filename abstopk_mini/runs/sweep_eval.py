@@ -125,7 +125,7 @@ def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int
         **_extra_heldout(sae, ctx, ev or {}),
         "train": {k: history.get(k) for k in ("n_steps", "n_tokens", "lr_max", "input_scale", "wall_time_s",
                                               "final_dead_frac", "dead_tokens")}
-                 | {f"final_{k}": history[k][-1] for k in ("fvu", "l0", "loss") if history.get(k)},
+                 | {f"final_{k}": history.get(f"final_{k}", history[k][-1]) for k in ("fvu", "l0", "loss") if history.get(k)},
         "concepts": _concept_records(sae, loaded, ctx, pair_seed),
     }
     if path is not None and history.get("n_steps"):
