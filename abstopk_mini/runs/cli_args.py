@@ -52,7 +52,7 @@ def check_runs_dir(root) -> None:
     from .store import runs_dir
 
     path = runs_dir(root)
-    where = "--runs-dir" if root is not None else ("$ABSTOPK_RUNS" if os.environ.get("ABSTOPK_RUNS") else "./runs")
+    where = "--runs-dir" if root is not None else ("$ABSTOPK_RUNS" if os.environ.get("ABSTOPK_RUNS", "").strip() else "./runs")
     if path.exists() and not path.is_dir():
         raise ValueError(f"{where} {str(path)!r} is a file, not a directory; pass a directory for the run artifacts")
 
@@ -221,6 +221,19 @@ def is_bug(err: BaseException) -> bool:
     return not isinstance(err, expected_errors()) and environment_problem(err) is None
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an exception left open, so the ``error:`` line starts a line of its own."""
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a broken bar must not hide the error report
+            pass
+
+
 def report_error(argv: list[str], args, err: BaseException, bug: bool | None = None) -> int:
     """Print the one-line report of ``err`` (and the JSON object under ``--json``); return 2.
 
@@ -234,6 +247,7 @@ def report_error(argv: list[str], args, err: BaseException, bug: bool | None = N
                    f"with the command line (rerun with --debug or ABSTOPK_DEBUG=1 for the traceback)")
     elif fix is not None and fix not in message:
         message = f"{message} — {fix}"
+    _close_progress_bars()
     if debug:
         import traceback
 
