@@ -70,8 +70,9 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 def check_variance(centred: torch.Tensor, n_rows: int) -> torch.Tensor:
     """The denominator of :func:`fvu`, or a ValueError when it is 0: FVU is undefined on data without
-    variance (every row the same, or one row), neither 0 nor a ratio worth reporting."""
-    if not centred > 0:
+    variance (every row the same, or one row), neither 0 nor a ratio worth reporting. (NaN data
+    still gives NaN.)"""
+    if centred == 0:
         raise ValueError(f"FVU is undefined here: x has no variance (Σ‖x − mean(x)‖² = {centred.item():.3g} over "
                          f"{n_rows} rows: every row is the same). Evaluate on activations that vary, e.g. more tokens")
     return centred

@@ -131,18 +131,18 @@ TOKENS_PER_BYTE = 4
 _INDEX_BYTES = 4 + 8 + 8 + 4
 
 
-def max_text_tokens(texts, context_length: int, chunk_offsets: Sequence[int] = (0,), min_length: int = 16) -> int:
+def max_text_tokens(texts, context_length: int, chunk_offsets: Sequence[int] = (0,), min_length: int = 16) -> int | None:
     """An upper bound on the tokens a harvest of ``texts`` can give, from the texts' UTF-8 sizes
     (no tokenizer): per document and chunk offset o, at most ``TOKENS_PER_BYTE * bytes + 1 - o``
     tokens, none when that is below a chunk's ``min_length`` (the BOS is not harvested).
-    texts: a sequence of str or :class:`~abstopk_mini.lm.corpus.Document`."""
+    texts: a sequence of str or :class:`~abstopk_mini.lm.corpus.Document` (None for anything else)."""
     body = context_length - 1
     least = min(min_length, body)
     total = 0
     for doc in texts:
         text = getattr(doc, "text", doc)
         if not isinstance(text, str):
-            continue
+            return None  # harvest refuses it with its own error
         bound = TOKENS_PER_BYTE * len(text.encode("utf-8", "surrogatepass")) + 1
         total += sum(bound - o for o in chunk_offsets if bound - o >= least)
     return total
@@ -161,13 +161,13 @@ def check_harvest_size(n_tokens: int, out_dir, *, d_model: int, dtype_bytes: int
     from ..limits import check_disk, format_bytes
 
     offsets = list(chunk_offsets)
-    if isinstance(texts, (list, tuple)):
-        bound = max_text_tokens(texts, context_length, offsets, min_length)
+    bound = max_text_tokens(texts, context_length, offsets, min_length) if isinstance(texts, (list, tuple)) else None
+    if bound is not None:
         if bound == 0:
             raise ValueError(f"the texts give no tokens from chunk_offsets={offsets} (CLI: --offsets): no document "
                              f"is long enough to reach past offset {min(offsets)} ({len(texts)} documents); pass "
                              "smaller offsets, e.g. --offsets 0,64, or longer texts. Nothing was written")
-        if n_tokens > bound:
+        elif n_tokens > bound:
             raise ValueError(f"n_tokens={n_tokens:,} (CLI: --tokens; eval: --acts-tokens) but these texts can give at "
                              f"most {bound:,} tokens ({len(texts)} documents with chunk_offsets={offsets}); pass fewer "
                              "tokens, more chunk offsets (--offsets) or more text (--sources). Nothing was written")

@@ -220,7 +220,8 @@ def load_activations(out_dir, max_tokens: int | None = None) -> torch.Tensor:
 
     ds = ShardDataset(out_dir)
     limit = len(ds) if max_tokens is None else min(max_tokens, len(ds))
-    check_memory(limit * ds.d_model * 4, f"loading {limit:,} activations of width {ds.d_model} from {str(out_dir)!r}",
+    check_memory(2 * limit * ds.d_model * 4, f"loading {limit:,} activations of width {ds.d_model} from {str(out_dir)!r} "
+                 "(the shards read, then joined into one tensor)",
                  "ask for fewer tokens (CLI: --acts-tokens / --tokens), or stream the harvest with ShardDataset")
     parts, n = [], 0
     for i in range(len(ds.shards)):
