@@ -7,7 +7,8 @@ r"""One SAE on held-out activations: reconstruction, sparsity, latent health and
   (a standardising SAE's reconstruction is mapped back with each token's μ, σ first), the
   numerator summed over batches and the denominator over all of x, both by the functions of
   :func:`abstopk_mini.metrics.fvu` (in float64), so with the default inference it equals
-  ``metrics.fvu(x, sae.decode(sae.encode(x), sae.input_stats(x)))``;
+  ``metrics.fvu(x, sae.decode(sae.encode(x), sae.input_stats(x)))``; like it, a ValueError on x
+  without variance (every row the same), where FVU is undefined (:func:`abstopk_mini.metrics.check_variance`);
 * ``mse_std``, only for an SAE with ``cfg.input_unit_norm``: the paper's per-token normalised MSE,
   :math:`\frac1N\sum_n \|\tilde x_n - \hat{\tilde x}_n\|^2 / d_{in}` in the standardised space
   :math:`\tilde x = (x - \mu(x))/(\sigma(x) + \varepsilon)` (:func:`abstopk_mini.sae.standardize`),
@@ -73,6 +74,7 @@ def evaluate_sae(sae, x: torch.Tensor, batch_size: int = 4096, min_share: float 
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or len(x) == 0:
         raise ValueError(f"x must be a non-empty tensor [N, d_in]; got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
     _check_inference(sae, inference, eval_batch_size)
+    centred = metrics.check_variance(metrics.sum_sq_centred(x.double()), len(x))  # FVU's denominator, checked first
     standardised = sae.cfg.input_unit_norm
     stats = CodeStats.zeros(sae.cfg.d_sae)
     sq_err = sq_err_std = 0.0
@@ -86,7 +88,7 @@ def evaluate_sae(sae, x: torch.Tensor, batch_size: int = 4096, min_share: float 
             sq_err_std += metrics.sum_sq_error(sae.to_sae_space(xb).double() / s, y.double() / s).item()
         stats.add(z)
     out = {
-        "fvu": sq_err / metrics.sum_sq_centred(x.double()).item(),
+        "fvu": sq_err / centred.item(),
         "l0": stats.l0,
         "dead_frac": stats.dead_fraction(),
         "dense_frac": stats.dense_fraction(),

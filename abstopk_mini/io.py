@@ -18,6 +18,7 @@ fresh open. So two holders never hold "the same" lock through two different file
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -99,32 +100,32 @@ def remove_stale_tmp(directory: str | os.PathLike, *names: str) -> list[Path]:
     return removed
 
 
-def _open_lock(lock_path: Path) -> int:
-    """Open (create) a lock file, never through a symbolic link (a planted or dangling link would
-    make the lock create or lock its target): a link is a ValueError saying what to remove."""
-    try:
-        return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    except OSError as err:
-        if lock_path.is_symlink():
-            raise ValueError(f"lock file {str(lock_path)!r} is a symbolic link (to {os.readlink(lock_path)!r}); a lock "
-                             f"must be a plain file — remove the link (rm {str(lock_path)!r}) and run again") from err
-        raise
-
-
 @contextlib.contextmanager
 def flock(lock_path: str | os.PathLike, exclusive: bool) -> Iterator[None]:
     """Hold a shared (``exclusive=False``) or exclusive lock on ``lock_path`` for the ``with`` block.
 
     Waits for conflicting holders. The file is created if needed (its folder too) and removed
     when the last holder leaves (see the module docstring); a symbolic link there is refused.
+
+    A shared lock whose file cannot be created (a read-only disk, a folder this user may not write)
+    is taken on the existing file opened read-only (flock needs no write access), or, when there is
+    no such file, skipped (see :func:`_open_lock`). An exclusive lock still raises: its holder is
+    about to write.
     """
     lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if exclusive:
+            raise
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
     while True:
-        fd = _open_lock(lock_path)
+        fd = _open_lock(lock_path, exclusive)
+        if fd is None:
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             if _names(lock_path, fd):
@@ -143,10 +144,52 @@ def flock(lock_path: str | os.PathLike, exclusive: bool) -> Iterator[None]:
                 pass
             else:
                 if _names(lock_path, fd):
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(OSError):  # gone already, or a folder this reader may not write
                         os.unlink(lock_path)
         finally:
             os.close(fd)  # closing releases the lock
+
+
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open a lock file, never the target of a link
+
+
+def _open_lock(lock_path: Path, exclusive: bool) -> int | None:
+    """The lock file opened for :func:`flock`, or None for a shared lock that cannot exist.
+
+    A reader that may not create the lock file (EROFS: the file system is read-only; EACCES/EPERM:
+    the folder is not writable for this user) opens an existing one read-only and locks it as every
+    reader does: a writer holding it excludes this reader. With no lock file there, the reader goes
+    on without a lock rather than refusing to read: on a read-only file system nobody can change the
+    files, so there is nothing to exclude (the correct choice); in a folder only others may write,
+    a writer that starts later is not excluded — it cannot be without write access, and failing would
+    make a harvest on shared read-only storage unusable (the shards are still checked against their
+    hashes before the first training on them). A writer (exclusive) always needs the file: the error
+    is raised.
+
+    Never through a symbolic link (a planted or dangling link would make the lock create or lock its
+    target): a link is a ValueError saying what to remove.
+    """
+    try:
+        try:
+            return os.open(lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+        except OSError as err:
+            if exclusive or err.errno not in _READ_ONLY:
+                raise
+        try:
+            return os.open(lock_path, os.O_RDONLY | _NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if err.errno in _READ_ONLY:
+                return None
+            raise
+    except OSError as err:
+        if lock_path.is_symlink():
+            raise ValueError(f"lock file {str(lock_path)!r} is a symbolic link (to {os.readlink(lock_path)!r}); a lock "
+                             f"must be a plain file — remove the link (rm {str(lock_path)!r}) and run again") from err
+        raise
+
 
 
 class Claim:

@@ -22,6 +22,7 @@ __all__ = [
     "sum_sq_error",
     "sum_sq_centred",
     "fvu",
+    "check_variance",
     "nmse",
     "l0",
     "count_signs",
@@ -64,7 +65,17 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     x, x_hat = _rows(x), _rows(x_hat)
     if x.shape != x_hat.shape:
         raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape")
-    return (sum_sq_error(x, x_hat) / sum_sq_centred(x)).item()
+    return (sum_sq_error(x, x_hat) / check_variance(sum_sq_centred(x), len(x))).item()
+
+
+def check_variance(centred: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The denominator of :func:`fvu`, or a ValueError when it is 0: FVU is undefined on data without
+    variance (every row the same, or one row), neither 0 nor a ratio worth reporting. (NaN data
+    still gives NaN.)"""
+    if centred == 0:
+        raise ValueError(f"FVU is undefined here: x has no variance (Σ‖x − mean(x)‖² = {centred.item():.3g} over "
+                         f"{n_rows} rows: every row is the same). Evaluate on activations that vary, e.g. more tokens")
+    return centred
 
 
 def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:

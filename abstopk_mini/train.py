@@ -62,6 +62,7 @@ COEF_RANGE = 1e3  # the L0 controller keeps its coefficient within [c0 / 1e3, c0
 #: healthy runs peak at 1.6x (lr 0.1, 500x the default lr) and 42x (lr 1, still converging);
 #: lr 1e4 reaches 1e18x within the run. 1e3 has a margin of ~25x on both sides.
 DIVERGENCE_FACTOR = 1e3
+NEAR_ZERO = 1e-6  # E‖x_in‖² < NEAR_ZERO·d_in at a stop: the input is ~0 in the SAE's units (capped scale), not the lr
 #: a row whose norm exceeds this many times the median row norm counts as an outlier for the input scale
 OUTLIER_NORM_RATIO = 1e3
 
@@ -443,6 +444,14 @@ def _guard(run: _Run, tcfg: TrainConfig, out, mse: torch.Tensor, loss: torch.Ten
     what = (f"diverged: the batch mse reached {mse.item():.4g}, over {DIVERGENCE_FACTOR:g}x its reference "
             f"{run.mse_limit / DIVERGENCE_FACTOR:.4g} at this run's first step," if exploded and torch.isfinite(loss)
             else f"became {loss.item()}")
+    d_in, size = out.x_in.shape[-1], out.x_in.detach().double().pow(2).sum(-1).mean().item()  # E‖x_in‖² ~ d_in normally
+    if exploded and size < NEAR_ZERO * d_in:
+        raise FloatingPointError(
+            f"training stopped at step {run.step}: the activations are (near) zero — E‖x‖² of this batch is {size:.3g} in "
+            f"the SAE's units (input scale {run.sae.cfg.input_scale:.3g}; ~d_in = {d_in} expected), so the SAE's own "
+            f"weights give an mse ({mse.item():.3g}) over {DIVERGENCE_FACTOR:g}x the data's. A lower lr will not help: "
+            "check the activations (all zero, or scaled by ~1e-16 or less), rescale them, or pass normalize_input=False "
+            "with an SAEConfig(input_scale=...) that brings them to ~1.")
     raise FloatingPointError(
         f"training loss {what} at step {run.step} (mse={mse.item():.4g}, lr={run.opt.param_groups[0]['lr']:.3g}); "
         f"last good checkpoint: {where}. Try a lower lr or check the activations."

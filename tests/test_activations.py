@@ -262,9 +262,12 @@ def test_harvest_bfloat16_and_exhausted_texts(tiny_gpt2, tmp_path):
     torch.testing.assert_close(A.load_activations(tmp_path / "bf16"), A.load_activations(tmp_path / "f32"),
                                rtol=1e-2, atol=1e-2)
     assert len(ds) == f32["tokens_written"] == 100
-    with pytest.warns(UserWarning, match="only"):
-        short = _harvest(tiny_gpt2, tmp_path / "short", n_tokens=10**6)
-    assert short["complete"] and short["tokens_written"] < 10**6
+    with pytest.warns(UserWarning, match="only"):  # more than the texts give, within their size bound
+        short = _harvest(tiny_gpt2, tmp_path / "short", n_tokens=5000)
+    assert short["complete"] and short["tokens_written"] < 5000
+    with pytest.raises(ValueError, match="can give at most"):  # beyond any tokenisation of the texts: refused
+        _harvest(tiny_gpt2, tmp_path / "huge", n_tokens=10**6)
+    assert not (tmp_path / "huge").exists()
 
 
 def test_shuffled_batches(tiny_gpt2, tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ formed the same way on resume, so a resumed harvest is identical to an uninterru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from .models import LoadedModel
 from .shards import FORMAT, MANIFEST, VERIFIED, read_manifest
 
 __all__ = [
-    "TokenActivations", "token_activations", "harvest", "read_manifest",
+    "TokenActivations", "token_activations", "harvest", "read_manifest", "max_text_tokens", "check_harvest_size",
     "ShardDataset", "iter_batches", "load_activations", "check_compatible",
 ]
 
@@ -101,8 +102,81 @@ def _shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
 
-def _shard_sizes(n_tokens: int, shard_tokens: int) -> list[int]:
-    return [min(shard_tokens, n_tokens - s) for s in range(0, n_tokens, shard_tokens)]
+class _ShardSizes:
+    """The sizes of the shards of an ``n_tokens`` harvest (all ``shard_tokens`` but the last),
+    computed on demand: a list of them would hold n_tokens / shard_tokens entries."""
+
+    def __init__(self, n_tokens: int, shard_tokens: int):
+        self.n_tokens, self.shard_tokens = n_tokens, shard_tokens
+
+    def __len__(self) -> int:
+        return -(-self.n_tokens // self.shard_tokens)
+
+    def __getitem__(self, i: int) -> int:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return min(self.shard_tokens, self.n_tokens - i * self.shard_tokens)
+
+
+def _shard_sizes(n_tokens: int, shard_tokens: int) -> _ShardSizes:
+    return _ShardSizes(n_tokens, shard_tokens)
+
+
+#: per text byte at most this many tokens: a token of a byte-level BPE (GPT-2) or of SentencePiece
+#: with byte fallback (Gemma) covers at least one byte, plus one dummy-prefix piece per document;
+#: the factor leaves room for tokenizers whose normaliser lengthens the text (NFKC)
+TOKENS_PER_BYTE = 4
+#: bytes a harvested token takes on disk besides its activation: token_ids int32, doc_index and
+#: chunk_index int64, position int32
+_INDEX_BYTES = 4 + 8 + 8 + 4
+
+
+def max_text_tokens(texts, context_length: int, chunk_offsets: Sequence[int] = (0,), min_length: int = 16) -> int | None:
+    """An upper bound on the tokens a harvest of ``texts`` can give, from the texts' UTF-8 sizes
+    (no tokenizer): per document and chunk offset o, at most ``TOKENS_PER_BYTE * bytes + 1 - o``
+    tokens, none when that is below a chunk's ``min_length`` (the BOS is not harvested).
+    texts: a sequence of str or :class:`~abstopk_mini.lm.corpus.Document` (None for anything else)."""
+    body = context_length - 1
+    least = min(min_length, body)
+    total = 0
+    for doc in texts:
+        text = getattr(doc, "text", doc)
+        if not isinstance(text, str):
+            return None  # harvest refuses it with its own error
+        bound = TOKENS_PER_BYTE * len(text.encode("utf-8", "surrogatepass")) + 1
+        total += sum(bound - o for o in chunk_offsets if bound - o >= least)
+    return total
+
+
+def check_harvest_size(n_tokens: int, out_dir, *, d_model: int, dtype_bytes: int = 4, texts=None,
+                       context_length: int = 128, chunk_offsets: Sequence[int] = (0,), min_length: int = 16) -> None:
+    """Refuse, before anything is loaded or written, a harvest the texts cannot give or the disk cannot hold.
+
+    texts (a list or tuple; other iterables are not read): ValueError when
+    :func:`max_text_tokens` is 0 (no document reaches past the chunk offsets) or below
+    ``n_tokens``. Disk: ``n_tokens`` x (``d_model`` x ``dtype_bytes`` + 24 index bytes) must fit in
+    the free space of ``out_dir``'s file system plus the shard files already there (reused or
+    replaced). Messages name the API argument and the CLI flag.
+    """
+    from ..limits import check_disk, format_bytes
+
+    offsets = list(chunk_offsets)
+    bound = max_text_tokens(texts, context_length, offsets, min_length) if isinstance(texts, (list, tuple)) else None
+    if bound is not None:
+        if bound == 0:
+            raise ValueError(f"the texts give no tokens from chunk_offsets={offsets} (CLI: --offsets): no document "
+                             f"is long enough to reach past offset {min(offsets)} ({len(texts)} documents); pass "
+                             "smaller offsets, e.g. --offsets 0,64, or longer texts. Nothing was written")
+        elif n_tokens > bound:
+            raise ValueError(f"n_tokens={n_tokens:,} (CLI: --tokens; eval: --acts-tokens) but these texts can give at "
+                             f"most {bound:,} tokens ({len(texts)} documents with chunk_offsets={offsets}); pass fewer "
+                             "tokens, more chunk offsets (--offsets) or more text (--sources). Nothing was written")
+    out = Path(out_dir)
+    per_token = d_model * dtype_bytes + _INDEX_BYTES
+    already = sum(p.stat().st_size for p in _shard_files(out)) if out.is_dir() else 0
+    check_disk(n_tokens * per_token, out, f"a harvest of n_tokens={n_tokens:,} (CLI: --tokens; eval: --acts-tokens) "
+               f"at d_model={d_model} ({format_bytes(per_token)} a token)",
+               "pass fewer tokens, or --runs-dir on a disk with room. Nothing was written", already=already)
 
 
 def _shard_files(out: Path) -> list[Path]:
@@ -196,16 +270,19 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
     if not chunk_offsets or min(chunk_offsets) < 0:
         raise ValueError(f"chunk_offsets must be one or more ints >= 0 (token positions to start cutting "
                          f"chunks at); got {chunk_offsets!r}")
+    if not isinstance(texts, (list, tuple)) and chunk_offsets != [0]:
+        texts = list(texts)  # read once per offset
+    check_harvest_size(n_tokens, out_dir, d_model=info.d_model, dtype_bytes=torch.empty(0, dtype=dtype).element_size(),
+                       texts=texts, context_length=context_length, chunk_offsets=chunk_offsets, min_length=min_length)
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": info.name, "layer": layer, "hook_name": info.hook_name(layer),
                 "d_model": info.d_model, "context_length": context_length, "dtype": dtype_name,
                 "text_source": text_source, "prepend_bos": True, "min_length": min_length,
                 "batch_size": batch_size, "shard_tokens": shard_tokens}
-    chunk_offsets = [int(o) for o in chunk_offsets]
     if chunk_offsets != [0]:  # recorded only when used, so older harvests still resume
         settings["chunk_offsets"] = chunk_offsets
-        texts = list(texts)
     shards = _start_or_resume(out, settings, n_tokens, overwrite)
     sizes = _shard_sizes(n_tokens, shard_tokens)
     manifest = {"format": FORMAT, **settings, "n_tokens": n_tokens, "family": info.family,
@@ -298,6 +375,14 @@ def harvest(model: LoadedModel, texts: Iterable, layer: int, n_tokens: int, out_
     finally:
         bar.close()
     written = sum(s["n_tokens"] for s in shards)
+    if written == 0:  # never cache an empty harvest as complete: a later train could not say why it is empty
+        _clear(out)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise ValueError(f"the texts gave no tokens to harvest with chunk_offsets={chunk_offsets} (CLI: --offsets) "
+                         f"and min_length={min_length}: every document is shorter than that past its offset; pass "
+                         "smaller offsets (e.g. --offsets 0,64) or longer texts. Nothing was kept")
     if written < n_tokens:
         warnings.warn(f"harvest: the texts gave only {written} of n_tokens={n_tokens} tokens; pass more texts",
                       stacklevel=2)

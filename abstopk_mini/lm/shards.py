@@ -63,6 +63,11 @@ class ShardDataset:
             raise ValueError(f"the harvest in {str(self.dir)!r} is incomplete ({self.manifest['n_shards']} shards "
                              "so far); run the same harvest(...) call again to finish it")
         self.shards = self.manifest["shards"]
+        if self.manifest["complete"] and not any(isinstance(s, dict) and s.get("n_tokens") for s in self.shards):
+            offsets = self.manifest.get("chunk_offsets", [0])
+            raise ValueError(f"the harvest in {str(self.dir)!r} holds no tokens (0 of the {self.manifest.get('n_tokens')} "
+                             f"asked): its texts gave none from chunk offsets {offsets}. Harvest again with smaller "
+                             "--offsets (e.g. 0,64) and --overwrite, or delete that directory")
         missing = [s["file"] for s in self.shards if not (self.dir / s["file"]).is_file()]
         if missing:
             raise FileNotFoundError(f"{str(self.dir)!r} lacks shard files {missing[:3]}; re-run the harvest")
@@ -211,8 +216,13 @@ def iter_batches(out_dir, batch_size: int, seed: int = 0, buffer_shards: int = 4
 def load_activations(out_dir, max_tokens: int | None = None) -> torch.Tensor:
     """All activations (or the first ``max_tokens``) in harvest order, as one float32 tensor.
     shape: [min(N, max_tokens), d_model]"""
+    from ..limits import check_memory
+
     ds = ShardDataset(out_dir)
     limit = len(ds) if max_tokens is None else min(max_tokens, len(ds))
+    check_memory(2 * limit * ds.d_model * 4, f"loading {limit:,} activations of width {ds.d_model} from {str(out_dir)!r} "
+                 "(the shards read, then joined into one tensor)",
+                 "ask for fewer tokens (CLI: --acts-tokens / --tokens), or stream the harvest with ShardDataset")
     parts, n = [], 0
     for i in range(len(ds.shards)):
         if n >= limit:

@@ -21,8 +21,9 @@ progress bars and logs go to stderr. Commands:
 
 Errors: every failure is one line ``error: ...`` on stderr (under ``--json`` also one object
 ``{"error": ..., "type": ...}`` on stdout) and exit code 2. Arguments are checked before a model
-is loaded. An exception the package does not expect is reported as a bug; ``--debug`` (or
-``ABSTOPK_DEBUG=1``) adds its traceback.
+is loaded. Bad input and problems of the machine (a full disk, a read-only path, a bad
+``ABSTOPK_DEVICE``) are reported with their fix; an exception the package does not expect is
+reported as a bug; ``--debug`` (or ``ABSTOPK_DEBUG=1``) adds its traceback.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import argparse
 import re
 import sys
 
-from .cli_args import (Parser, UsageError, check_positive, check_runs_dir, emit, expected_errors, join_signed_values,
-                       parse_floats, report_error)
+from .cli_args import (Parser, UsageError, check_harvest_args, check_positive, check_runs_dir, check_train_fits, emit,
+                       join_signed_values, parse_floats, report_error)
 from .cli_jobs import add_bidirectional, add_budget, add_dashboard, add_dead, add_opposites, add_reproduce, add_sweep
 
 __all__ = ["main", "build_parser", "UsageError"]
@@ -99,27 +100,12 @@ def _harvest_spec(args):
                        chunk_offsets=tuple(offsets), augment=args.augment)
 
 
-def _check_harvest_args(args) -> None:
-    """What ``harvest`` can refuse before loading the model (the model's shape from its config)."""
-    from ..lm.models import check_layer_for, model_shape
-
-    check_positive(args.tokens, "--tokens")
-    if args.context < 2:
-        raise ValueError(f"--context must be >= 2 (BOS plus at least one token); got {args.context}")
-    check_layer_for(args.model, args.layer, "--layer")
-    shape = model_shape(args.model)
-    if shape is not None and shape[2] is not None and args.context > shape[2]:
-        raise ValueError(f"--context {args.context} exceeds the {shape[2]} positions of {args.model!r}; "
-                         f"pass --context <= {shape[2]}")
-    check_runs_dir(args.runs_dir)
-
-
 def _run_harvest(args) -> int:
     from .store import harvest_spec
     from ..lm.shards import read_manifest
 
     spec = _harvest_spec(args)
-    _check_harvest_args(args)
+    check_harvest_args(args, spec)
     out = harvest_spec(spec, args.runs_dir, progress=True, overwrite=args.overwrite)
     m = read_manifest(out)
     result = {"command": "harvest", "dir": str(out), "model": m["model"], "layer": m["layer"],
@@ -158,8 +144,11 @@ def _run_train(args) -> int:
     from ..lm.shards import read_manifest
 
     check_runs_dir(args.runs_dir)
+    check_positive(args.d_sae, "--d-sae")
+    check_positive(args.batch_size, "--batch-size")
     d_in = read_manifest(args.acts)["d_model"]
     cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
+    check_train_fits(cfg, args.batch_size, args.runs_dir)
     kw = {"batch_size": args.batch_size, "seed": args.seed}
     if args.tokens is not None:
         kw["n_tokens"] = args.tokens
@@ -407,13 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code (0, or 2 after one ``error:`` line)."""
+    """Run one command; return its exit code (0, or 2 after one ``error:`` line).
+
+    Before the command runs: ``ABSTOPK_DEVICE`` is checked (:func:`abstopk_mini.device.check_device_env`)
+    and a ``--seed`` must lie in [0, 2**32 - 1]. Errors are classified by
+    :func:`~abstopk_mini.runs.cli_args.report_error`: bad input and problems of the machine (a full
+    disk, a read-only path) are reported with their fix, anything else as a bug.
+    """
     argv = join_signed_values(list(sys.argv[1:] if argv is None else argv))
     args = None
     try:
         args = build_parser().parse_args(argv)
+        from ..device import check_device_env
+        from ..limits import check_seed
+
+        if getattr(args, "seed", None) is not None:
+            check_seed(args.seed, "--seed")
+        check_device_env()
         return int(args.func(args) or 0)
-    except expected_errors() as err:
-        return report_error(argv, args, err, bug=False)
-    except Exception as err:  # noqa: BLE001 - reported as a bug, with the traceback under --debug
-        return report_error(argv, args, err, bug=True)
+    except Exception as err:  # noqa: BLE001 - classified: user/environment error, or a bug (traceback under --debug)
+        return report_error(argv, args, err)

@@ -51,8 +51,8 @@ SNAPSHOT_DIR = "snapshots"  # in an SAE run directory: the SAEs saved at TrainCo
 
 
 def runs_dir(root: str | os.PathLike | None = None) -> Path:
-    """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS``, else ``./runs``."""
-    return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "runs"))
+    """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS`` (empty counts as unset, not as ``.``), else ``./runs``."""
+    return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "").strip() or "runs")
 
 
 def relative_to_runs(path, root: str | os.PathLike | None = None) -> str:
@@ -314,7 +314,8 @@ def save_trained(out, sae: SAE, history: dict, record: dict) -> None:
 
 
 def harvest_lock(acts_dir) -> Path:
-    """The lock file of a harvest directory (shared while training reads it, exclusive while writing)."""
+    """The lock file of a harvest directory (shared while training reads it, exclusive while writing;
+    on read-only media a reader goes without it: :func:`abstopk_mini.io.flock`)."""
     acts_dir = Path(acts_dir).resolve()
     return acts_dir.with_name(acts_dir.name + ".lock")
 

@@ -61,7 +61,7 @@ from .sweep_eval import compact, evaluate_point, evaluate_snapshots
 __all__ = [
     "VARIANTS", "RECIPE_VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan",
     "read_results", "append_record", "git_commit", "run_sweep", "layer_context", "evaluate_point", "evaluate_snapshots",
-    "record_path", "format_status", "run_cli", "concept_inputs_path", "load_concept_inputs",
+    "record_path", "format_status", "run_cli", "background_argv", "check_cli_args", "concept_inputs_path", "load_concept_inputs",
 ]
 
 # ============================================================================ results file
@@ -288,6 +288,8 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
     from ..lm import splice
     from ..lm.models import load_model
 
+    if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1):
+        raise ValueError(f"max_runs must be None (every point) or an int >= 1; got {max_runs!r} (CLI: --max-runs)")
     cfg = config if isinstance(config, SweepConfig) else load_config(config)
     if results_path is not None:
         cfg = dataclasses.replace(cfg, results=str(Path(results_path).resolve()))
@@ -388,18 +390,39 @@ def run_sweep(config, *, runs_root=None, status_path=None, results_path=None, lo
     return summary
 
 
+def background_argv(args) -> list[str]:
+    """The command line of the detached process of ``sweep --background``: every flag of ``args``
+    but ``--background`` itself, so the child does what the parent was asked (``--dry-run``
+    included)."""
+    argv = ["sweep", "--config", args.config]
+    for flag, value in (("--results", args.results), ("--status", args.status), ("--threads", args.threads),
+                        ("--max-runs", args.max_runs), ("--runs-dir", args.runs_dir)):
+        argv += [flag, str(value)] if value is not None else []
+    for flag, on in (("--dry-run", args.dry_run), ("--json", args.json), ("--debug", getattr(args, "debug", False))):
+        argv += [flag] if on else []
+    return argv
+
+
+def check_cli_args(args) -> None:
+    """The sweep's flags, before the config is read or anything runs (ValueError naming the flag)."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1 (torch threads for training); got {args.threads}. "
+                         "Leave it out to use torch's default")
+    if args.max_runs is not None and args.max_runs < 1:
+        raise ValueError(f"--max-runs must be >= 1 (new records to make before stopping); got {args.max_runs}. "
+                         "Leave it out to run every point, or pass --dry-run to only list them")
+
+
 def run_cli(args, emit) -> int:
     """``python -m abstopk_mini sweep`` (arguments in :mod:`abstopk_mini.runs.cli`)."""
+    check_cli_args(args)
     cfg = load_config(args.config)  # a bad config fails here, not in the background
     if args.background:
-        argv = ["sweep", "--config", args.config]
-        for flag, value in (("--results", args.results), ("--status", args.status), ("--threads", args.threads),
-                            ("--max-runs", args.max_runs), ("--runs-dir", args.runs_dir)):
-            argv += [flag, str(value)] if value is not None else []
         with open(args.background, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "abstopk_mini", *argv], stdout=log, stderr=log,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
-        emit(args, {"command": "sweep", "background": True, "pid": proc.pid, "log": args.background, "status": args.status},
+            proc = subprocess.Popen([sys.executable, "-m", "abstopk_mini", *background_argv(args)], stdout=log,
+                                    stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+        emit(args, {"command": "sweep", "background": True, "pid": proc.pid, "log": args.background, "status": args.status,
+                    "dry_run": args.dry_run},
              f"sweep {cfg.name} running in the background: pid {proc.pid}, log {args.background}")
         return 0
     if args.threads is not None:

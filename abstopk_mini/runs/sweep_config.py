@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..limits import SEED_MAX
 from .store import HarvestSpec, content_key
 
 __all__ = ["SCHEMA", "CONCEPTS", "VARIANTS", "VARIANT_SAE", "RECIPE_VARIANTS", "recipe_variant", "OPTIONAL_EVAL", "Point", "Stage", "SweepConfig", "load_config"]
@@ -212,12 +213,14 @@ def _fail(where: str, value, fix: str):
     raise ValueError(f"{where} = {value!r}: {fix}")
 
 
-def _int_list(where: str, values, minimum: int = 1) -> tuple[int, ...]:
+def _int_list(where: str, values, minimum: int = 1, maximum: int | None = None) -> tuple[int, ...]:
+    """``values`` as a tuple of ints in [minimum, maximum] (ValueError naming ``where`` otherwise)."""
     if not isinstance(values, (list, tuple)) or not values:
         _fail(where, values, "must be a non-empty list of ints")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            _fail(where, values, f"every value must be an int >= {minimum}; {v!r} is not")
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
+            within = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            _fail(where, values, f"every value must be an int {within}; {v!r} is not")
     return tuple(values)
 
 
@@ -239,7 +242,7 @@ def _check_stage(i: int, raw: dict) -> Stage:
     kw["widths"] = _int_list(f"{where}.widths", raw["widths"])
     kw["ks"] = _int_list(f"{where}.ks", raw["ks"])
     if "seeds" in raw:
-        kw["seeds"] = _int_list(f"{where}.seeds", raw["seeds"], minimum=0)
+        kw["seeds"] = _int_list(f"{where}.seeds", raw["seeds"], minimum=0, maximum=SEED_MAX)
     if "train_tokens" in raw:
         kw["train_tokens"] = _int_list(f"{where}.train_tokens", raw["train_tokens"])
     if "batch_sizes" in raw:
@@ -307,7 +310,7 @@ def load_config(source) -> SweepConfig:
         _int_list("eval.inference_batch", [ev["inference_batch"]])
     _int_list("eval.heldout_tokens", [ev["heldout_tokens"]])
     _int_list("eval.splice_tokens", [ev["splice_tokens"]], minimum=0)
-    _int_list("eval.pair_seed", [ev["pair_seed"]], minimum=0)
+    _int_list("eval.pair_seed", [ev["pair_seed"]], minimum=0, maximum=SEED_MAX)
     ev["concepts"] = tuple(ev["concepts"])
     for c in ev["concepts"]:
         if c not in CONCEPTS:
