@@ -15,6 +15,9 @@ reads the header first, checks every field against the run that resumes it (conf
 dtypes, the training settings, counters that fit each other, finite values) and only then loads
 the tensors; ``train_sae(..., resume=path)`` then continues bit-identically on CPU. A
 ``checkpoint.pt`` of earlier versions (a pickle) is never opened: it is refused with the fix.
+
+Snapshots (:func:`save_snapshot`) are the other saved state of a run: the SAE alone, as it is after
+a given step (``TrainConfig.snapshot_steps``), in an SAE directory that :meth:`SAE.load` reads.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_write
+from .io import atomic_write, remove_stale_tmp
+from .sae import CONFIG_FILE, WEIGHTS_FILE
 from .untrusted import check_shapes, saved_shapes, tensor_header
 
 __all__ = ["CHECKPOINT_FILE", "LEGACY_CHECKPOINT_FILE", "TRAJECTORY_FIELDS", "save_checkpoint", "load_checkpoint",
-           "restore_optimizer", "has_checkpoint", "remove_checkpoint", "HISTORY_KEYS"]
+           "restore_optimizer", "has_checkpoint", "remove_checkpoint", "HISTORY_KEYS", "snapshot_path", "save_snapshot"]
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 LEGACY_CHECKPOINT_FILE = "checkpoint.pt"  # pickled by earlier versions: refused, never read
@@ -262,3 +266,22 @@ def _check_tensors(path: Path, header: dict, meta: dict, sae_cfg) -> None:
                          f"{len(params)}; the checkpoint is damaged — {_FIX}")
     if header["since_fired"][0] != "I64":
         raise ValueError(f"resume={str(path)!r}: since_fired has dtype {header['since_fired'][0]}, not int64; {_FIX}")
+
+
+# --------------------------------------------------------------------------- snapshots
+def snapshot_path(snapshot_dir, step: int) -> Path:
+    """Where :func:`train_sae` saves the SAE after ``step`` steps (``TrainConfig.snapshot_steps``)."""
+    return Path(snapshot_dir) / f"step_{step:06d}"
+
+
+def save_snapshot(snapshot_dir, sae, step: int, tokens: int) -> Path:
+    """Save ``sae`` as it is after ``step`` optimiser steps and ``tokens`` training tokens (an SAE
+    directory loadable by :meth:`SAE.load`, plus ``snapshot.json`` with the step and tokens)."""
+    out = snapshot_path(snapshot_dir, step)
+    remove_stale_tmp(out, CONFIG_FILE, WEIGHTS_FILE, "snapshot.json")  # of a save killed mid-way (one writer: rank 0)
+    was_training = sae.training
+    sae.eval()
+    sae.save(out)
+    sae.train(was_training)
+    atomic_write(out / "snapshot.json", lambda tmp: Path(tmp).write_text(json.dumps({"step": step, "tokens": tokens})))
+    return out

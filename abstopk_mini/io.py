@@ -205,7 +205,7 @@ class Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fcntl is None:  # pragma: no cover - Windows: one worker
             return True
-        fd = _open_lock(self.path)
+        fd = _open_lock(self.path, exclusive=True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

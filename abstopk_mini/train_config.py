@@ -1,0 +1,92 @@
+"""The settings of one SAE training run (:class:`TrainConfig`) and its learning-rate schedule
+(:func:`lr_at`), apart from the loop that reads them (:mod:`abstopk_mini.train`, which re-exports both).
+
+Every field has a default that trains a good SAE from an ``[N, d_in]`` tensor alone; ``None`` means
+"choose from the data and the SAE" (the field's comment says how).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS"]
+
+LR_SCHEDULES = ("warmup_decay", "constant")
+#: how AuxK scores and decodes dead latents: "activation" as the SAE's own selection (|u| with its
+#: sign for a signed SAE, ReLU(u) otherwise); "positive": ReLU(u) for every SAE, so a signed SAE's dead
+#: latents feel AuxK only where u > 0 and can leave it by turning negative, as TopK's can
+AUX_SIGNS = ("activation", "positive")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``None`` means "choose from the data and the SAE" (see each field)."""
+
+    n_tokens: int | None = None  # None: max(N, 1000 batches) for a tensor; one pass for an iterable
+    batch_size: int = 4096
+    lr: float | None = None  # None: 2e-4 / sqrt(d_sae / 2**14)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 6.25e-10
+    warmup_frac: float = 0.05
+    decay_frac: float = 0.2
+    lr_schedule: str = "warmup_decay"  # "warmup_decay": linear warm-up over warmup_frac, linear decay to 0 over decay_frac (lr_at); "constant": lr at every step
+    normalize_input: bool = True
+    b_dec_init: str = "geometric_median"  # or "mean" or "zeros"
+    init_sample: int = 32768
+    l1_coefficient: float = 0.5  # relu: weight of the mean l1 norm of z (in scaled units)
+    l0_coefficient: float = 2.0  # (abs)jumprelu: weight of the mean l0 (STE)
+    target_l0: float | None = None  # relu/(abs)jumprelu: adapt the coefficient towards this L0; None: cfg.k if set
+    target_rate: float = 0.05  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
+    sparsity_warmup_frac: float = 0.05
+    aux_k: int | None = None  # None: d_in // 2
+    aux_coef: float = 1 / 32
+    aux_sign: str = "activation"  # AuxK's scores: "activation" as the SAE selects (|u| with sign when signed, else ReLU(u)); "positive": ReLU(u) for every SAE
+    dead_tokens: int | None = None  # None: min(10M, n_tokens // 10)
+    seed: int = 0
+    log_every: int | None = None  # None: about 200 records per run
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None  # steps
+    snapshot_steps: tuple[int, ...] = ()  # steps after which the SAE is saved to snapshot_dir/step_NNNNNN (eval mode)
+    snapshot_dir: str | None = None
+    drop_nonfinite: bool = False
+    progress: bool = True
+    fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.n_tokens is not None and self.n_tokens < 1:
+            raise ValueError(f"n_tokens must be >= 1 (or None); got {self.n_tokens}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0 (or None for the default); got {self.lr}")
+        if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
+            raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
+        if self.aux_sign not in AUX_SIGNS:
+            raise ValueError(f"aux_sign={self.aux_sign!r}; choose one of {AUX_SIGNS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every is set but checkpoint_dir is None; pass checkpoint_dir=...")
+        steps = tuple(self.snapshot_steps)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps):
+            raise ValueError(f"snapshot_steps must be ints >= 1; got {list(steps)}")
+        if steps and self.snapshot_dir is None:
+            raise ValueError("snapshot_steps is set but snapshot_dir is None; pass snapshot_dir=...")
+        self.snapshot_steps = tuple(sorted(set(steps)))
+
+
+def lr_at(step: int, n_steps: int, lr: float, warmup_frac: float, decay_frac: float, schedule: str = "warmup_decay") -> float:
+    """Learning rate at ``step``: linear warm-up, constant, linear decay to 0 at ``n_steps``
+    (``schedule="warmup_decay"``), or ``lr`` at every step (``schedule="constant"``)."""
+    if schedule == "constant":
+        return lr
+    if schedule != "warmup_decay":
+        raise ValueError(f"schedule={schedule!r}; choose one of {LR_SCHEDULES}")
+    warm = max(1, int(warmup_frac * n_steps))
+    decay = int(decay_frac * n_steps)
+    if step < warm:
+        return lr * (step + 1) / warm
+    if decay and step >= n_steps - decay:
+        return lr * max(0.0, (n_steps - step) / decay)
+    return lr
