@@ -33,9 +33,11 @@ class Parser(argparse.ArgumentParser):
 
 def emit(args, result: dict, text: str) -> None:
     """A command's result: ``text`` for people, or with ``--json`` exactly one JSON object on stdout."""
-    if args.json:
-        json.dump(result, sys.stdout, default=str)
-        sys.stdout.write("\n")
+    if args.json:  # strict: NaN / Infinity are not JSON; a producer writes null and says why
+        from ..strict_json import dumps
+
+        sys.stdout.write(dumps(result, what=f"the JSON result of {getattr(args, 'command', 'the command')}",
+                               default=str) + "\n")
     else:
         print(text)
 
