@@ -91,21 +91,21 @@ def test_defect28_03_dashboard_refuses_a_harvest_of_another_layer(sae_dir, acts,
     """The issue's repro: a harvest of layer 0 (as wide as layer 1) for an SAE of layer 1 gave a wrong dashboard."""
     out = tmp_path / "page.html"
     line = _one_error(capsys, _dashboard(sae_dir, acts[0], out, "--latents", "0"),
-                      contains=("layer differs", "layer 1", "layer 0", "--acts"))
+                      contains=("the layer differs", "was trained on layer 1", "harvested at layer 0", "--acts"))
     assert "harvest --model M --layer L" in line  # the fix
     assert not out.exists()
-    with pytest.raises(am.lm.compat.InputMismatch, match="layer differs"):  # the API refuses it too
+    with pytest.raises(ValueError, match="the layer differs"):  # the API refuses it too
         am.dashboard.compute_dashboards(am.SAE.load(sae_dir), acts[0], None, latents=[0])
 
 
 def test_defect28_03_dashboard_refuses_a_registry_model_of_another_width_before_loading(sae_dir, acts, tmp_path, capsys,
                                                                                        no_model_load):
     rc = _dashboard(sae_dir, acts[1], tmp_path / "p.html", "--latents", "0", "--model", "gemma-3-270m")
-    _one_error(capsys, rc, contains=("model differs", "--model", "gemma-3-270m"))
+    _one_error(capsys, rc, contains=("the model differs", "--model is 'gemma-3-270m'"))
     # an SAE that names no model: the width, from the registry's shape of gemma-3-270m (640), without loading it
     cfg = am.SAEConfig(d_in=32, d_sae=8, activation="abstopk", k=2, device="cpu", hook_layer=1)
     am.SAE(cfg).save(tmp_path / "api_sae")
-    with pytest.raises(am.lm.compat.InputMismatch, match=r"width .* d_in 32, .* d_in 640"):
+    with pytest.raises(ValueError, match=r"the model has d_model=640 but the SAE reads width d_in=32: .* \(the width differs\)"):
         am.lm.compat.check_inputs(am.SAE.load(tmp_path / "api_sae"), None, "gemma-3-270m")
     rc = cli_main(["steer", "--sae", str(tmp_path / "api_sae"), "--latent", "0", "--values=1", "--json"])
     _one_error(capsys, rc, contains=("width", "640", "32"))
@@ -127,7 +127,7 @@ def test_defect28_03_one_check_for_every_command(command, sae_dir, acts, tmp_pat
         (acts[0] / "manifest.json").write_text(json.dumps(manifest))
         _one_error(capsys, cli_main(argv + ["--json"]), contains=("the inputs do not belong together", "n_layers = 2"))
         return
-    _one_error(capsys, cli_main(argv + ["--json"]), contains=("the inputs do not belong together", "layer differs"))
+    _one_error(capsys, cli_main(argv + ["--json"]), contains=("the inputs do not belong together", "the layer differs"))
 
 
 # ----------------------------------------------------------------------------- defect 13: shipped SAEs everywhere

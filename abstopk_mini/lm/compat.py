@@ -14,8 +14,7 @@ harvest's manifest (``model``, ``layer``, ``hook_name``, ``d_model``), a model (
 :class:`~abstopk_mini.lm.models.LoadedModel`, or a name whose shape is read without loading its
 weights: the registry's :data:`~abstopk_mini.lm.models.KNOWN_SHAPES` or a local ``config.json``),
 and a layer the caller asks for. The first source that knows a field sets it (in the order SAE,
-harvest, layer, model); a later one that disagrees raises :class:`InputMismatch`, a ValueError
-naming the field, both values, where each came from and what to pass instead::
+harvest, layer, model); a later one that disagrees raises a ValueError naming the field, both values, where each came from and what to pass instead::
 
     check_inputs(sae, "runs/acts/gemma-3-270m-L6-...", model="gemma-3-270m")   # -> Inputs(...)
 """
@@ -26,12 +25,22 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["Inputs", "InputMismatch", "check_inputs", "model_key", "RESID_HOOK"]
+__all__ = ["Inputs", "check_inputs", "model_key", "RESID_HOOK"]
 
 #: the hook this package reads (harvest, splice, steering): the residual stream after block L
 RESID_HOOK = "blocks.{layer}.hook_resid_post"
 FIELDS = ("model", "layer", "hook", "d_in")
-_WHAT = {"model": "model", "layer": "layer", "hook": "hook", "d_in": "width (d_in / d_model)"}
+_FIELD_NAME = {"model": "model", "layer": "layer", "hook": "hook", "d_in": "width"}
+_WHAT = {"model": "the model", "layer": "the layer", "hook": "the hook", "d_in": "the width"}
+# how each kind of source states a value, per field ({v}: the value)
+_SAYS = {
+    "sae": {"model": "was trained on model {v}", "layer": "was trained on layer {v}", "hook": "was trained on hook {v}",
+            "d_in": "reads width d_in={v}"},
+    "harvest": {"model": "was harvested from model {v}", "layer": "was harvested at layer {v}",
+                "hook": "was harvested at hook {v}", "d_in": "holds activations of width {v} (d_model={v})"},
+    "layer": {"layer": "asks for layer {v}"},
+    "model": {"model": "is {v}", "d_in": "has d_model={v}", "hook": "is read at hook {v}"},
+}
 
 
 class Inputs(NamedTuple):
@@ -41,14 +50,6 @@ class Inputs(NamedTuple):
     layer: int | None
     hook: str | None
     d_in: int | None
-
-
-class InputMismatch(ValueError):
-    """Inputs that do not belong together: ``field`` differs between two of them."""
-
-    def __init__(self, message: str, field: str):
-        super().__init__(message)
-        self.field = field
 
 
 def model_key(name) -> str | None:
@@ -66,16 +67,22 @@ def _flag(name: str) -> bool:
 
 
 class _Source(NamedTuple):
-    label: str            # where the values come from, e.g. "the SAE in 'x' (--sae)"
+    kind: str             # "sae", "harvest", "layer" or "model" (how it states its values, _SAYS)
+    label: str            # where the values come from, e.g. "the SAE of --sae 'x'"
     values: dict          # field -> value (None: unknown)
     fix: str              # what to do when this source disagrees ('{want}' is the agreed value)
+
+    def says(self, field: str, value) -> str:
+        if self.kind == "layer" and not _flag(self.label):  # an API argument: "layer=1"
+            return f"{self.label}={_show(value)}"
+        return f"{self.label} " + _SAYS[self.kind][field].format(v=_show(value))
 
 
 def _sae_source(sae, name: str) -> _Source:
     cfg = getattr(sae, "cfg", sae)
     values = {"model": model_key(getattr(cfg, "model_name", None)), "layer": getattr(cfg, "hook_layer", None),
               "hook": getattr(cfg, "hook_name", None), "d_in": getattr(cfg, "d_in", None)}
-    return _Source(name, values, "pass an SAE trained on {field} {want}")
+    return _Source("sae", name, values, "pass an SAE trained on {field} {want}")
 
 
 def _harvest_source(harvest, name: str, flag: bool) -> _Source:
@@ -90,7 +97,8 @@ def _harvest_source(harvest, name: str, flag: bool) -> _Source:
     values = {"model": model_key(manifest.get("model")), "layer": manifest.get("layer"),
               "hook": manifest.get("hook_name"), "d_in": manifest.get("d_model")}
     how = "`harvest --model M --layer L`" if flag else "am.activations.harvest / runs.store.harvest_spec"
-    return _Source(name, values, "pass a harvest whose {field} is {want} (" + how + "), or an SAE trained on this harvest")
+    return _Source("harvest", name, values,
+                   "pass a harvest whose {field} is {want} (" + how + "), or an SAE trained on this harvest")
 
 
 def _model_source(model, name: str) -> tuple[_Source, int | None]:
@@ -106,7 +114,7 @@ def _model_source(model, name: str) -> tuple[_Source, int | None]:
     values = {"model": key, "layer": None, "hook": None, "d_in": d_model}
     fix = ("pass --model {want} (or leave --model out) or another SAE" if _flag(name) else
            "pass the model the SAE and the activations come from ({field} {want})")
-    return _Source(name, values, fix), n_layers
+    return _Source("model", name, values, fix), n_layers
 
 
 def _show(value) -> str:
@@ -126,15 +134,14 @@ def _agree(sources: list[_Source], fields=FIELDS) -> dict:
                 agreed[field] = value
             elif value != agreed[field]:
                 want = _show(agreed[field])
-                raise InputMismatch(
-                    f"the inputs do not belong together: {_WHAT[field]} differs — {first.label} has "
-                    f"{field} {want}, {src.label} has {field} {_show(value)}; "
-                    + src.fix.format(field=field, want=want), field)
+                raise ValueError(
+                    f"{src.says(field, value)} but {first.says(field, agreed[field])}: the inputs do not belong "
+                    f"together ({_WHAT[field]} differs); " + src.fix.format(field=_FIELD_NAME[field], want=want))
     return agreed
 
 
 def check_inputs(sae=None, harvest=None, model=None, layer: int | None = None, *, names: dict | None = None,
-                 reads_model: bool = True) -> Inputs:
+                 reads_model: bool = True, model_fix: str | None = None) -> Inputs:
     """Check that ``sae``, ``harvest``, ``model`` and ``layer`` agree on model, layer, hook and width.
 
     sae: an SAE or SAEConfig; harvest: a harvest directory, its manifest dict or a ShardDataset;
@@ -143,10 +150,11 @@ def check_inputs(sae=None, harvest=None, model=None, layer: int | None = None, *
     names: labels for the messages, e.g. ``{"sae": "--sae 'x'", "layer": "--layer"}`` (flags, from
     the CLI) or the API's argument names (the default). reads_model: the caller runs the model at
     the hook (splice, steering, contexts), so the SAE's hook must be the residual stream
-    :data:`RESID_HOOK` of its layer, and the layer must be a block of the model.
+    :data:`RESID_HOOK` of its layer, and the layer must be a block of the model. model_fix: what
+    to do when the model disagrees (default: pass the model the SAE and the activations come from).
 
-    Returns the agreed :class:`Inputs`; raises :class:`InputMismatch` (a ValueError) naming the
-    first field that differs, both values, and the fix.
+    Returns the agreed :class:`Inputs`; raises ValueError naming the first field that differs,
+    both values, where each comes from, and the fix.
     """
     names = {"sae": "the SAE", "harvest": "the harvest", "model": "the model", "layer": "layer"} | (names or {})
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
@@ -158,22 +166,22 @@ def check_inputs(sae=None, harvest=None, model=None, layer: int | None = None, *
         sources.append(_harvest_source(harvest, names["harvest"], _flag(names["harvest"])))
     if layer is not None:
         fix = ("pass {flag} {want} (or leave {flag} out)" if _flag(names["layer"]) else "pass {flag}={want} (or None)")
-        sources.append(_Source(names["layer"], {"layer": layer}, fix.replace("{flag}", names["layer"])))
+        sources.append(_Source("layer", names["layer"], {"layer": layer}, fix.replace("{flag}", names["layer"])))
     if model is not None:
         src, n_layers = _model_source(model, names["model"])
-        sources.append(src)
+        sources.append(src._replace(fix=model_fix) if model_fix else src)
     agreed = _agree(sources)
     at = agreed.get("layer")
     if at is not None and at < 0:
         raise ValueError(f"{names['layer']} must be >= 0 (a block index); got {at}")
     if at is not None and n_layers is not None and at >= n_layers:
-        raise InputMismatch(
-            f"the inputs do not belong together: layer {at} is not a block of {names['model']} "
-            f"{_show(agreed.get('model'))}, which has n_layers = {n_layers} (0 <= layer < {n_layers}); pass "
-            "the model the SAE and the activations come from, or a layer below that", "layer")
+        raise ValueError(
+            f"layer {at} is not a block of {names['model']} {_show(agreed.get('model'))}, which has n_layers = "
+            f"{n_layers} (0 <= layer < {n_layers}): the inputs do not belong together; "
+            + (model_fix or "pass the model the SAE and the activations come from, or a layer below that"))
     if reads_model and model is not None and at is not None:
         resid = RESID_HOOK.format(layer=at)
-        _agree(sources + [_Source(f"{names['model']} at layer {at} (this package reads the residual stream)",
+        _agree(sources + [_Source("model", f"{names['model']} at layer {at} (this package reads the residual stream)",
                                   {"hook": resid}, f"this package reads only {RESID_HOOK}; pass an SAE trained on {resid!r}")],
                fields=("hook",))
     return Inputs(agreed.get("model"), at, agreed.get("hook"), agreed.get("d_in"))

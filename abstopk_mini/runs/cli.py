@@ -162,7 +162,9 @@ def _run_train(args) -> int:
     check_runs_dir(args.runs_dir)
     manifest = read_manifest(args.acts)
     # the harvest against the shape of the model it names (registry or config.json; nothing loaded)
-    check_inputs(harvest=manifest, model=manifest["model"], names=harvest_names(args) | {"model": "the model it names"})
+    check_inputs(harvest=manifest, model=manifest["model"], names=harvest_names(args) | {"model": "the model it names"},
+                 model_fix="the manifest does not fit its model (edited, or the model changed); re-run the harvest "
+                           "with --overwrite")
     d_in = manifest["d_model"]
     cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
     kw = {"batch_size": args.batch_size, "seed": args.seed}
