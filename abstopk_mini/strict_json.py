@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["dumps", "NonFiniteJSONError", "first_nonfinite"]
+__all__ = ["dumps", "NonFiniteJSONError", "first_nonfinite", "nulls_for_nonfinite"]
 
 
 class NonFiniteJSONError(RuntimeError):
@@ -45,3 +45,22 @@ def dumps(obj, *, what: str = "the output", **kw) -> str:
         where = first_nonfinite(obj) or "a value converted by default="
         raise NonFiniteJSONError(f"{what} holds a non-finite number (NaN or Infinity) at {where}; JSON has no such "
                                  "number, so nothing was written") from None
+
+
+def nulls_for_nonfinite(obj, path: str = "$") -> tuple[object, list[str]]:
+    """``obj`` with every NaN / ±inf float replaced by None, and the paths where that happened
+    (for a note saying why they are null). Dicts, lists and tuples are copied; other values kept."""
+    found: list[str] = []
+
+    def walk(value, where):
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(where)
+            return None
+        if isinstance(value, dict):
+            return {k: walk(v, f"{where}[{json.dumps(str(k))}]") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return walk(obj, path), found
+

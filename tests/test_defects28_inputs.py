@@ -81,6 +81,21 @@ def _page_data(html: str):
     return html[start:html.index("</script>", start)]
 
 
+def _render_with_node(html: str, latent: int, expect: str) -> None:
+    """Run the page's renderer on its data in node (when installed): JSON.parse and renderLatent succeed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        return
+    renderer = html[html.index("<script>") + len("<script>"):html.index("const D=JSON.parse")]
+    script = (renderer + f"const D=JSON.parse({json.dumps(_page_data(html))});"
+              f"process.stdout.write(renderLatent(D,{latent}));")
+    done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert expect in done.stdout
+
+
 def _dashboard(sae, acts_dir, out, *extra):
     return cli_main(["dashboard", "--sae", str(sae), "--acts", str(acts_dir), "--out", str(out), "--n-top", "3",
                      "--batch-size", "256", "--json", *extra])
@@ -199,6 +214,7 @@ def test_defect28_06_dashboard_of_a_one_latent_sae_holds_no_infinity(acts, tiny_
         assert saved["latents"][0]["antipode"] is None
         back = am.dashboard.DashboardData.load(data)
         am.dashboard.browser_html(back)  # the loaded data renders again
+        _render_with_node(out.read_text(), 0, "none (the SAE has one latent)")
     with pytest.raises(am.strict_json.NonFiniteJSONError, match=r"\$\[\"x\"\]\[1\]"):
         importlib.import_module("abstopk_mini.dashboard.payload").to_script({"x": [1.0, float("inf")]})
 
@@ -220,6 +236,27 @@ def test_defect28_06_steer_json_never_holds_nan(sae_dir, capsys):
 
     with pytest.raises(am.strict_json.NonFiniteJSONError, match="fvu"):  # a regression cannot pass silently
         emit(Namespace(json=True, command="eval"), {"fvu": float("nan")}, "")
+
+
+def test_defect28_06_eval_json_writes_null_with_the_reason(sae_dir, tmp_path, capsys, monkeypatch):
+    """Loss recovered is NaN when the ablation's CE equals the clean CE (splice.loss_recovered): eval printed NaN."""
+    import math
+
+    real = am.lm.splice.evaluate
+
+    def undefined_ratio(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.loss_recovered_zero = am.lm.splice.loss_recovered(1.0, 0.5, 1.0)  # denominator 0: NaN
+        return res
+
+    monkeypatch.setattr(am.lm.splice, "evaluate", undefined_ratio)
+    rc = cli_main(["eval", "--sae", str(sae_dir), "--tokens", "64", "--acts-tokens", "256",
+                   "--runs-dir", str(tmp_path / "runs"), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = _strict(captured.out)
+    assert result["splice_loss_recovered_zero"] is None and math.isfinite(result["fvu"])
+    assert any("splice_loss_recovered_zero" in note for note in result["notes"])
 
 
 # ----------------------------------------------------------------------------- defect 11: readers hold the lock

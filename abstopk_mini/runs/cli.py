@@ -291,7 +291,7 @@ def _run_concepts(args) -> int:
                  f"\nnatural text: best latent {nat['best_latent']} — sign accuracy {nat['sign_accuracy']:.3f}, "
                  f"pair share {nat['pair_share']:.3f}, DiM accuracy {nat['dim_test_accuracy']:.3f} on "
                  f"{nat['n_test']} held-out occurrences")
-    emit(args, report, text)
+    emit(args, *_with_nulls(report, text))
     return 0
 
 
@@ -331,9 +331,22 @@ def _run_eval(args) -> int:
     result = {"command": "eval", "sae": args.sae, "layer": layer, **evaluate_sae(sae.cpu().eval(), held)}
     res = splice.evaluate(loaded, sae, offline_texts(split="heldout"), layer, max_tokens=args.tokens)
     result.update({f"splice_{k}": v for k, v in res.to_dict().items()})
-    emit(args, result, f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, "
-                        f"loss recovered {result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
+    text = (f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, loss recovered "
+            f"{result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
+    emit(args, *_with_nulls(result, text))
     return 0
+
+
+def _with_nulls(result: dict, text: str) -> tuple[dict, str]:
+    """``result`` for JSON: a non-finite number (e.g. loss recovered when the ablation's CE equals the
+    clean CE, a ratio over constant data) becomes null, and ``notes`` says which and why."""
+    from ..strict_json import nulls_for_nonfinite
+
+    result, nulls = nulls_for_nonfinite(result)
+    notes = [f"{where} is null: it is not a finite number (a ratio whose denominator is 0, or a metric of "
+             "constant data)" for where in nulls]
+    result["notes"] = list(result.get("notes") or []) + notes
+    return result, text + "".join(f"\nnote: {n}" for n in notes)
 
 
 # ----------------------------------------------------------------------------- steer
