@@ -234,8 +234,13 @@ def test_defect28_06_steer_json_never_holds_nan(sae_dir, capsys):
 
     from abstopk_mini.runs.cli_args import emit
 
-    with pytest.raises(am.strict_json.NonFiniteJSONError, match="fvu"):  # a regression cannot pass silently
-        emit(Namespace(json=True, command="eval"), {"fvu": float("nan")}, "")
+    emit(Namespace(json=True, command="eval"), {"fvu": float("nan"), "l0": [1.0, float("inf")]}, "")  # a missed one
+    captured = capsys.readouterr()
+    out = _strict(captured.out)
+    assert out["fvu"] is None and out["l0"] == [1.0, None]
+    assert '$["fvu"]' in out["notes"][0] and '$["l0"][1]' in out["notes"][0] and "not finite" in captured.err
+    with pytest.raises(am.strict_json.NonFiniteJSONError, match=r"\$\[\"x\"\]"):  # the guard under it
+        am.strict_json.dumps({"x": float("nan")})
 
 
 def test_defect28_06_eval_json_writes_null_with_the_reason(sae_dir, tmp_path, capsys, monkeypatch):
