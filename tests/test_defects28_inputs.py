@@ -126,6 +126,23 @@ def test_defect28_03_dashboard_refuses_a_registry_model_of_another_width_before_
     _one_error(capsys, rc, contains=("width", "640", "32"))
 
 
+def test_defect28_03_check_inputs_compares_model_layer_hook_and_width(acts, tiny_gpt2, tiny_gpt2_dir):
+    """The one check, field by field, through the API (the CLI adds the flags' names)."""
+    check = am.lm.compat.check_inputs
+    base = dict(d_in=32, d_sae=8, activation="abstopk", k=2, device="cpu", model_name=str(tiny_gpt2_dir),
+                hook_name="blocks.1.hook_resid_post", hook_layer=1)
+    assert check(am.SAEConfig(**base), acts[1], tiny_gpt2) == (str(tiny_gpt2_dir.resolve()), 1,
+                                                               "blocks.1.hook_resid_post", 32)
+    for edit, field in [({"model_name": "gpt2"}, "the model"), ({"hook_layer": 0}, "the layer"),
+                        ({"hook_name": "blocks.1.hook_mlp_out"}, "the hook"), ({"d_in": 64}, "the width")]:
+        with pytest.raises(ValueError, match=f"do not belong together \\({field} differs\\)"):
+            check(am.SAEConfig(**(base | edit)), acts[1], tiny_gpt2)
+    with pytest.raises(ValueError, match="the hook differs.*hook_resid_post"):  # no harvest: the model's hook
+        check(am.SAEConfig(**(base | {"hook_name": "blocks.1.hook_mlp_out"})), None, tiny_gpt2)
+    with pytest.raises(ValueError, match="n_layers = 2"):
+        check(am.SAEConfig(**(base | {"hook_layer": 7, "hook_name": None})), None, str(tiny_gpt2_dir))
+
+
 @pytest.mark.parametrize("command", ["eval", "concepts", "steer", "dashboard", "train"])
 def test_defect28_03_one_check_for_every_command(command, sae_dir, acts, tmp_path, capsys, no_model_load):
     """The same check and the same message in every command that reads an SAE or a harvest, before any load."""
@@ -265,7 +282,7 @@ def test_defect28_06_eval_json_writes_null_with_the_reason(sae_dir, tmp_path, ca
 
 
 # ----------------------------------------------------------------------------- defect 11: readers hold the lock
-@pytest.mark.parametrize("command", ["dashboard", "concepts"])
+@pytest.mark.parametrize("command", ["dashboard", "concepts", "eval"])
 def test_defect28_11_harvest_readers_hold_the_shared_harvest_lock(command, sae_dir, acts, tmp_path, capsys,
                                                                    monkeypatch):
     """While a command reads a harvest, `harvest --overwrite` (an exclusive lock on it) must wait."""
@@ -276,7 +293,7 @@ def test_defect28_11_harvest_readers_hold_the_shared_harvest_lock(command, sae_d
     real_read = ShardDataset.read_shard
 
     def probing_read(self, i, key="activations"):
-        fd = os.open(harvest_lock(acts[1]), os.O_RDWR | os.O_CREAT)
+        fd = os.open(harvest_lock(self.dir), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what an overwriting harvest asks for
             held.append(False)
@@ -288,9 +305,11 @@ def test_defect28_11_harvest_readers_hold_the_shared_harvest_lock(command, sae_d
         return real_read(self, i, key)
 
     monkeypatch.setattr(ShardDataset, "read_shard", probing_read)
-    argv = (["dashboard", "--sae", str(sae_dir), "--acts", str(acts[1]), "--latents", "0", "--n-top", "3",
-             "--out", str(tmp_path / "p.html")] if command == "dashboard" else
-            ["concepts", "--sae", str(sae_dir), "--acts", str(acts[1]), "--natural-tokens", "0"])
+    argv = {"dashboard": ["dashboard", "--sae", str(sae_dir), "--acts", str(acts[1]), "--latents", "0", "--n-top", "3",
+                          "--out", str(tmp_path / "p.html")],
+            "concepts": ["concepts", "--sae", str(sae_dir), "--acts", str(acts[1]), "--natural-tokens", "0"],
+            "eval": ["eval", "--sae", str(sae_dir), "--tokens", "64", "--acts-tokens", "256",
+                     "--runs-dir", str(tmp_path / "runs")]}[command]
     rc = cli_main(argv + ["--json"])
     assert rc == 0, capsys.readouterr().err
     assert held and all(held), held

@@ -182,6 +182,7 @@ def check_inputs(sae=None, harvest=None, model=None, layer: int | None = None, *
     if reads_model and model is not None and at is not None:
         resid = RESID_HOOK.format(layer=at)
         _agree(sources + [_Source("model", f"{names['model']} at layer {at} (this package reads the residual stream)",
-                                  {"hook": resid}, f"this package reads only {RESID_HOOK}; pass an SAE trained on {resid!r}")],
+                                  {"hook": resid}, "this package reads only the residual stream after a block "
+                                                   f"(blocks.L.hook_resid_post); pass an SAE trained on {resid!r}")],
                fields=("hook",))
     return Inputs(agreed.get("model"), at, agreed.get("hook"), agreed.get("d_in"))

@@ -10,6 +10,7 @@ and the model agree on model, layer, hook and width (:func:`abstopk_mini.lm.comp
 from __future__ import annotations
 
 import contextlib
+import errno
 from typing import NamedTuple
 
 __all__ = ["CommandInputs", "sae_inputs", "load_checked_model", "harvest_names", "reading_harvest"]
@@ -80,5 +81,11 @@ def reading_harvest(acts_dir, flag: str = "--acts"):
     if not (Path(acts_dir) / MANIFEST).is_file():
         raise FileNotFoundError(f"{flag} {str(acts_dir)!r} holds no harvest (no {MANIFEST}); pass a directory "
                                 "written by `harvest`")
-    with flock(harvest_lock(acts_dir), exclusive=False):
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(flock(harvest_lock(acts_dir), exclusive=False))
+    except OSError as err:  # a harvest on read-only media: no lock file can be made there, and no one rewrites it
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+    with stack:
         yield
