@@ -10,7 +10,8 @@ stays fast and does not import transformers until a model is needed):
 * the SAE core at the top: ``sae``, ``nonlinearities`` (one spec per activation), ``losses``,
   ``metrics``, ``codestats`` (sign counts streamed), ``evaluate`` (one SAE on held-out data), ``budget``
   (how a top-k SAE spreads its non-zeros over the tokens of a batch), ``tables``,
-  ``train``, ``data``, ``checkpoint``, ``distributed``, ``interop``, ``recipes``, ``io``, ``device``;
+  ``train``, ``data``, ``checkpoint``, ``distributed``, ``interop``, ``recipes``, ``io``, ``strict_json``
+  (JSON output without NaN or Infinity), ``device``;
 * ``repo``: where the repository's files are (``results/``, ``sweeps/``); ``pretrained``: the SAEs
   shipped with the book, ``am.pretrained.load(name)``;
 * ``coding``: proximal maps, solvers, one-step and unrolled encoders, doubling, toy data

@@ -13,10 +13,9 @@ each) and ``4 · n_logits`` logit entries. :func:`write_browser` reports the siz
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from ..io import atomic_write
 from .html import page_html
 from .payload import payload
 from .records import DashboardData
@@ -75,18 +74,11 @@ def write_browser(data: DashboardData, path, latents=None, **kw) -> int:
 
 
 def write_page(page: str, path) -> int:
-    """Write an HTML page to ``path`` atomically; return its size in bytes."""
+    """Write an HTML page to ``path`` atomically (mode ``0o666 & ~umask``, like any new file);
+    return its size in bytes."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path={str(path)!r}: folder {str(path.parent)!r} does not exist; create it first")
     raw = page.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
     return len(raw)

@@ -43,8 +43,12 @@ def harvest_batches(ds, batch_size: int):
 def antipodes(W_dec: torch.Tensor, latents=None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     r"""For each latent i, :math:`\arg\min_{j \ne i} \cos(W_{dec}[i], W_{dec}[j])` and that cosine (float64).
 
+    An SAE with one latent has no other row: its partner is −1 and its cosine NaN (no partner).
     shape: W_dec [P, d], latents [L] (default all) -> partner [L] int64, cos [L] float64
     """
+    if W_dec.shape[0] < 2:
+        n = W_dec.shape[0] if latents is None else len(list(latents))
+        return torch.full((n,), -1, dtype=torch.long), torch.full((n,), float("nan"), dtype=torch.float64)
     W = W_dec.detach().double()
     W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     rows = torch.arange(W.shape[0]) if latents is None else torch.as_tensor(list(latents), dtype=torch.long)
@@ -80,7 +84,7 @@ def select_bidirectional(stats: LatentStats, n: int, *, signed: bool, W_dec=None
     chosen, seen = [], set()
     for i in torch.argsort(cos, stable=True).tolist():
         j = int(partner[i])
-        if alive[i] and alive[j] and i not in seen and j not in seen:
+        if j >= 0 and alive[i] and alive[j] and i not in seen and j not in seen:
             chosen.append(i)
             seen.update((i, j))
             if len(chosen) == n:
@@ -145,14 +149,19 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
     it reads; model: the LoadedModel of that harvest (default: ``load_model(manifest["model"])``),
     for the tokenizer and the logit lens. n_top contexts per side, each ``before`` tokens before and
     ``after`` after its token; n_bins histogram bins (a power of two); n_logits tokens per logit list.
-    progress: a tqdm bar on stderr over the harvest's tokens.
+    progress: a tqdm bar on stderr over the harvest's tokens. The SAE, the harvest and the model
+    must agree on model, layer, hook and width (:func:`abstopk_mini.lm.compat.check_inputs`).
     """
+    from ..lm.compat import check_inputs
     from ..lm.models import load_model
     from ..lm.shards import ShardDataset
 
+    for name, v in (("n_top", n_top), ("batch_size", batch_size), ("n_logits", n_logits)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}")
     ds = acts if isinstance(acts, ShardDataset) else ShardDataset(acts)
-    if ds.d_model != sae.cfg.d_in:
-        raise ValueError(f"acts has d_model={ds.d_model} but the SAE reads d_in={sae.cfg.d_in}; pass the harvest it was trained on")
+    names = {"sae": "sae", "harvest": f"the harvest acts={str(ds.dir)!r}", "model": "model"}
+    check_inputs(sae, ds, model, names=names, reads_model=model is not None)  # model, layer, hook and width agree
     if (latents is None) == (top_bidirectional is None):
         raise ValueError(f"pass exactly one of latents= (a list of ids) or top_bidirectional= (a count); "
                          f"got latents={latents!r}, top_bidirectional={top_bidirectional!r}")
@@ -164,13 +173,22 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
     for name, v in (("before", before), ("after", after)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 (tokens of context); got {v!r}")
-    loaded = model if model is not None else load_model(ds.manifest["model"])
+    if top_bidirectional is not None and (isinstance(top_bidirectional, bool) or not isinstance(top_bidirectional, int)
+                                          or top_bidirectional < 1):
+        raise ValueError(f"top_bidirectional must be a positive int; got {top_bidirectional!r}")
+    if model is None:
+        loaded = load_model(ds.manifest["model"])
+        check_inputs(sae, ds, loaded, names=names)
+    else:
+        loaded = model
     with _eval(sae):
         bar = _bar(len(ds), progress)
-        stats = latent_stats(sae, harvest_batches(ds, batch_size), n_top=n_top, n_bins=n_bins,
-                             progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        try:
+            stats = latent_stats(sae, harvest_batches(ds, batch_size), n_top=n_top, n_bins=n_bins,
+                                 progress=bar.update if bar else None)
+        finally:  # the bar's line ends before anything else is printed (an error message included)
+            if bar:
+                bar.close()
         signed = sae.cfg.signed
         if latents is None:
             latents = select_bidirectional(stats, top_bidirectional, signed=signed, W_dec=sae.W_dec, min_count=n_top)
@@ -211,7 +229,9 @@ def compute_dashboards(sae, acts, model=None, *, latents=None, top_bidirectional
             pos_rate=int(stats.n_pos[i]) / stats.n_tokens, neg_rate=int(stats.n_neg[i]) / stats.n_tokens,
             hist_width=width, hist_counts=counts, top_pos=contexts[(i, 0)], top_neg=contexts[(i, 1)],
             logits=LogitEffects(pb, ps, nb, ns), summary_pos="", summary_neg="",
-            antipode=int(all_partner[c]), antipode_cos=float(all_cos[c])))
+            # an SAE with one latent has no other decoder row: no antipode (None, not inf)
+            antipode=int(all_partner[c]) if all_partner[c] >= 0 else None,
+            antipode_cos=float(all_cos[c]) if all_partner[c] >= 0 else None))
     tokens = {t: loaded.tokenizer.decode([t]) for t in sorted(ids)}
     for rec in records:
         rec.summary_pos, rec.summary_neg = _summary(rec.top_pos, tokens), _summary(rec.top_neg, tokens)

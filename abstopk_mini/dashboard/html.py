@@ -98,16 +98,16 @@ function sideCol(D,r,neg,vmax,head){
   h+=ctxList(D,cs,vmax);if(!cs.length)h+='<div class="muted">never fires on this side</div>';return h+'</div>';}
 function renderLatent(D,i){
   const r=byId(D,i);if(!r)return '<p>latent '+esc(i)+' is not in this page</p>';
-  const other=!D.signed?byId(D,r.ap):null;let vmax=1e-30;
+  const other=!D.signed&&r.ap!==null?byId(D,r.ap):null;let vmax=1e-30;
   for(const q of [r,other])if(q)for(const c of q.P.concat(q.N))for(const v of c[1])vmax=Math.max(vmax,Math.abs(v));
   const N=D.n_tokens,z=N-r.np-r.nn;
   let h='<div class="dash"><h2>Latent '+r.i+'</h2><div class="muted">'+esc(D.title)+' \u00b7 '+N.toLocaleString()+' tokens</div>';
   h+='<div class="stats"><div class="stat pos">+ fires on <b>'+pct(r.np,N)+'</b> ('+r.np.toLocaleString()+')</div>'+
      (D.signed?'<div class="stat neg">\u2212 fires on <b>'+pct(r.nn,N)+'</b> ('+r.nn.toLocaleString()+')</div>':
       '<div class="stat muted">unsigned SAE: z \u2265 0</div>')+
-     '<div class="stat muted">silent on '+pct(z,N)+'</div><div class="stat muted">most antipodal decoder row: latent '+r.ap+' (cos '+fmt(r.ac)+')</div></div>';
+     '<div class="stat muted">silent on '+pct(z,N)+'</div><div class="stat muted">most antipodal decoder row: '+(r.ap===null?'none (the SAE has one latent)':'latent '+r.ap+' (cos '+fmt(r.ac)+')')+'</div></div>';
   h+='<div class="summ"><span class="pos"><b>+</b> '+esc(r.sp||'\u2014')+'</span> &nbsp;|&nbsp; '+(D.signed?'<span class="neg"><b>\u2212</b> '+esc(r.sn||'\u2014'):
-     '<span class="muted"><b>other side ('+r.ap+')</b> '+esc(other?other.sp:'\u2014'))+'</span></div>';
+     '<span class="muted"><b>other side ('+(r.ap===null?'none':r.ap)+')</b> '+esc(other?other.sp:'\u2014'))+'</span></div>';
   h+=histSVG(r)+'<div class="row">'+sideCol(D,r,false,vmax,'Positive side (z &gt; 0)');
   if(D.signed)h+=sideCol(D,r,true,vmax,'Negative side (z &lt; 0)');
   else if(other)h+=sideCol(D,other,false,vmax,'Other side: latent <a href="#latent='+other.i+'" data-latent="'+other.i+'">'+other.i+

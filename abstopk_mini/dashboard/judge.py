@@ -103,14 +103,14 @@ class Judgement:
     """The verdict on one latent's two sides and the evidence it rests on.
 
     latent: the latent judged; other: the latent whose contexts form side B (itself for a signed
-    SAE, its antipode for an unsigned one); antipode_cos: cos(W_dec[latent], W_dec[other]) (None for
+    SAE, its antipode for an unsigned one, None when it has none); antipode_cos: cos(W_dec[latent], W_dec[other]) (None for
     a signed SAE). side_a, side_b: the chosen tokens of each side (best first). verdict: one of
     :data:`VERDICTS`; pair: the lexicon pair found ("opposite"); jaccard: of the two token sets.
     opposite_logits: the lexicon pair found between the two sides' top boosted output tokens, or None.
     """
 
     latent: int
-    other: int
+    other: int | None
     antipode_cos: float | None
     side_a: list
     side_b: list
@@ -139,6 +139,8 @@ def judge_latent(data, i: int, *, lexicon=None, min_tokens: int = 5, same_jaccar
     if signed:
         other, cos, b_ctx = i, None, rec.top_neg
         b_logits = rec.logits.neg_boost
+    elif rec.antipode is None:  # an SAE with one latent: no other side
+        other, cos, b_ctx, b_logits = None, None, [], []
     else:
         other, cos = rec.antipode, rec.antipode_cos
         partner = data.latent(other)
@@ -181,7 +183,7 @@ def _sides(data, i: int):
     if bool(data.sae.get("signed", True)):
         return [("+", rec.top_pos, (i, "-", rec.top_neg)), ("-", rec.top_neg, (i, "+", rec.top_pos))]
     try:
-        other = data.latent(rec.antipode).top_pos
+        other = data.latent(rec.antipode).top_pos if rec.antipode is not None else []
     except ValueError:  # the antipode was not computed: no other side to show
         other = []
     return [("+", rec.top_pos, (rec.antipode, "+", other))]

@@ -11,12 +11,12 @@ position, and records are short-keyed objects. Layout::
             "P": [ctx, ...], "N": [ctx, ...],          ctx = [[tok], [z], max_pos, z_max, doc, position]
             "lg": [pos_boost, pos_suppress, neg_boost, neg_suppress],   each [[tok, logit], ...]
             "sp": summary +, "sn": summary −, "ap": antipode, "ac": its cosine}, ...]}
+    ("ap" and "ac" are null for an SAE with one latent: it has no antipode)
 """
 
 from __future__ import annotations
 
-import json
-
+from ..strict_json import dumps
 from .records import DashboardData
 
 __all__ = ["payload", "to_script"]
@@ -57,7 +57,8 @@ def payload(data: DashboardData, latents=None, *, digits: int = 3, title: str | 
         L.append({"i": r.latent, "np": r.n_pos, "nn": r.n_neg, "hw": r.hist_width, "hc": r.hist_counts,
                   "P": [ctx(c) for c in r.top_pos], "N": [ctx(c) for c in r.top_neg],
                   "lg": [[[tok(t), _round(v, digits)] for t, v in lst] for lst in r.logits],
-                  "sp": r.summary_pos, "sn": r.summary_neg, "ap": r.antipode, "ac": _round(r.antipode_cos, digits)})
+                  "sp": r.summary_pos, "sn": r.summary_neg, "ap": r.antipode,
+                  "ac": None if r.antipode_cos is None else _round(r.antipode_cos, digits)})
     sae = data.sae
     name = title or (f"{sae.get('activation', 'SAE')} (k={sae.get('k')}, d_sae={sae.get('d_sae')}) on "
                      f"{data.harvest.get('model', '?')} {data.harvest.get('hook_name', '')}")
@@ -69,6 +70,7 @@ def payload(data: DashboardData, latents=None, *, digits: int = 3, title: str | 
 
 def to_script(obj: dict) -> str:
     """Compact JSON that is safe inside ``<script type="application/json">``: ``<``, ``>`` and ``&``
-    are written as \\u escapes, so no token text can close the script element."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    are written as \\u escapes, so no token text can close the script element. Strict JSON: a NaN
+    or Infinity (which ``JSON.parse`` refuses, leaving a blank page) raises instead."""
+    text = dumps(obj, what="the dashboard page data", separators=(",", ":"), ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io import atomic_write
+from ..strict_json import dumps
 from .logits import LogitEffects
 
 __all__ = ["Context", "LatentDashboard", "DashboardData"]
@@ -54,7 +54,8 @@ class LatentDashboard:
     top_pos, top_neg: the contexts of the N largest z and of the N most negative z.
     logits: :class:`~abstopk_mini.dashboard.logits.LogitEffects` of +d_i and −d_i.
     summary_pos, summary_neg: the most frequent chosen tokens of each side's contexts, "tok ×n · ...".
-    antipode, antipode_cos: the latent j ≠ i whose decoder row has the smallest cosine with row i.
+    antipode, antipode_cos: the latent j ≠ i whose decoder row has the smallest cosine with row i
+    (both None for an SAE with a single latent: there is no other row).
     """
 
     latent: int
@@ -69,8 +70,8 @@ class LatentDashboard:
     logits: LogitEffects
     summary_pos: str
     summary_neg: str
-    antipode: int
-    antipode_cos: float
+    antipode: int | None
+    antipode_cos: float | None
 
     @property
     def hist_edges(self) -> list:
@@ -128,21 +129,17 @@ class DashboardData:
                    n_tokens=d["n_tokens"], sae=d.get("sae", {}), harvest=d.get("harvest", {}),
                    settings=d.get("settings", {}))
 
+    def to_bytes(self, gz: bool = False) -> bytes:
+        """The JSON of :meth:`to_dict` (strict: no NaN / Infinity), gzip-compressed with mtime 0 if ``gz``."""
+        text = dumps(self.to_dict(), what="the dashboard data").encode("utf-8")
+        return gzip.compress(text, mtime=0) if gz else text
+
     def save(self, path) -> Path:
         """Write the JSON of :meth:`to_dict` to ``path`` (temp file + rename); gzip if it ends in ``.gz``
         (written with mtime 0, so the same data gives the same bytes)."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            text = json.dumps(self.to_dict()).encode("utf-8")
-            with os.fdopen(fd, "wb") as f:
-                f.write(gzip.compress(text, mtime=0) if path.suffix == ".gz" else text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return path
+        raw = self.to_bytes(path.suffix == ".gz")
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
 
     @classmethod
     def load(cls, path) -> "DashboardData":

@@ -158,21 +158,16 @@ def layer_of(sae, layer: int | None = None, *, model=None) -> int:
     """The block whose output ``sae`` reads: ``layer``, or the SAE's ``cfg.hook_layer`` when None.
 
     sae: an SAE, or any callable (then ``layer`` must be given). Raises ValueError when neither
-    gives a layer, when ``layer`` differs from a recorded ``cfg.hook_layer``, or when ``model`` (a
-    LoadedModel) is given and its ``d_model`` differs from the SAE's ``cfg.d_in``.
+    gives a layer, or when the SAE, ``layer`` and ``model`` (a LoadedModel, when given) disagree on
+    model, layer, hook or width (:func:`abstopk_mini.lm.compat.check_inputs`, the check every
+    command runs).
     """
+    from .compat import check_inputs
+
     cfg = getattr(sae, "cfg", None)
-    cfg_layer = getattr(cfg, "hook_layer", None)
+    if cfg is not None:
+        layer = check_inputs(cfg, None, model, layer, reads_model=model is not None).layer
     if layer is None:
-        if cfg_layer is None:
-            raise ValueError("layer=None and the SAE does not record its layer (cfg.hook_layer is None); "
-                             "pass layer=L, the block whose output the SAE was trained on")
-        layer = cfg_layer
-    elif cfg_layer is not None and cfg_layer != layer:
-        raise ValueError(f"layer={layer} but the SAE was trained on layer {cfg_layer} (cfg.hook_layer); "
-                         "pass the SAE's layer or layer=None")
-    d_in = getattr(cfg, "d_in", None)
-    if model is not None and d_in is not None and d_in != model.info.d_model:
-        raise ValueError(f"the SAE reads d_in={d_in} but the model's d_model is {model.info.d_model}; "
-                         "pass the model the SAE was trained on")
+        raise ValueError("layer=None and the SAE does not record its layer (cfg.hook_layer is None); "
+                         "pass layer=L, the block whose output the SAE was trained on")
     return layer

@@ -61,8 +61,11 @@ __all__ = [
     "DEFAULT_PROMPTS", "DEFAULT_PAIRS", "Intervention", "check_latent", "clamp_latent", "add_direction",
     "decoder_direction", "mean_decoder_direction", "match_norm", "token_pairs", "CurveResult", "prompt_log_odds",
     "logit_diff_curve",
-    "generate_with",
+    "generate_with", "check_prompt", "GENERATE_TOKENS",
 ]
+
+#: tokens :func:`generate_with` adds by default
+GENERATE_TOKENS = 20
 
 #: neutral prompts whose next token is often a pronoun or a person noun
 DEFAULT_PROMPTS = (
@@ -269,12 +272,31 @@ class CurveResult:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
 
+    def nonfinite_values(self) -> list[float]:
+        """The steering values whose log-odds are not finite (the edit overflowed the model's floats)."""
+        return [c for c, lo in zip(self.values, self.log_odds.tolist()) if not math.isfinite(lo)]
+
     def to_dict(self) -> dict:
+        """A JSON-ready dict; a non-finite number is written as None, and ``notes`` says why."""
         d = dataclasses.asdict(self)
         for key, value in d.items():
             if isinstance(value, torch.Tensor):
-                d[key] = value.tolist()
+                d[key] = _finite_or_none(value.tolist())
+        d["baseline"] = _finite_or_none(d["baseline"])
+        notes = [f"log-odds at c = {c:g} are null: with the latent clamped there the model's logits are not finite "
+                 "(the edit overflows its floating-point range); use values of smaller magnitude"
+                 for c in self.nonfinite_values()]
+        if d["baseline"] is None:
+            notes.append("baseline is null: the model's own logits are not finite on these prompts")
+        d["notes"] = notes
         return d
+
+
+def _finite_or_none(value):
+    """``value`` (a float or nested lists of them) with every NaN / ±inf replaced by None."""
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def _prompt_log_odds(loaded: LoadedModel, seqs, fem: torch.Tensor, male: torch.Tensor) -> torch.Tensor:
@@ -368,18 +390,42 @@ def logit_diff_curve(model: LoadedModel, make: Callable[[float], Intervention], 
                        skipped=skipped, labels=labels)
 
 
+def _max_positions(lm) -> int | None:
+    config = getattr(lm, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt(model: LoadedModel, prompt: str, max_new_tokens: int = GENERATE_TOKENS, *, name: str = "prompt") -> int:
+    """Raise unless ``prompt`` (BOS prepended) plus ``max_new_tokens`` fits the model's positions;
+    return the prompt's length in tokens. ``name`` is how the prompt is named in the error."""
+    loaded = require_loaded(model)
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} must be a str; got {type(prompt).__name__}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int; got {max_new_tokens!r}")
+    n = len(encode(loaded.tokenizer, [prompt], 10**9, prepend_bos=True)[0])
+    limit = _max_positions(loaded.model)
+    if limit is not None and n + max_new_tokens > limit:
+        raise ValueError(f"{name} is {n} tokens long (with BOS); with the {max_new_tokens} generated tokens it needs "
+                         f"{n + max_new_tokens} positions, but {loaded.info.name!r} reads at most {limit}; pass a prompt "
+                         f"of at most {limit - max_new_tokens - 1} tokens")
+    return n
+
+
 def generate_with(model: LoadedModel, prompt: str, intervention: Intervention | None = None,
-                  max_new_tokens: int = 20) -> str:
+                  max_new_tokens: int = GENERATE_TOKENS) -> str:
     """Greedy continuation of ``prompt`` (BOS prepended) with ``intervention`` attached (None: the
     plain model). Without a KV cache: every step reruns the whole sequence, so the edit applies to
     the prompt and every generated token alike; meant for a few tokens. Stops at EOS.
-    Returns the continuation text only.
+    Returns the continuation text only. ValueError when the prompt and ``max_new_tokens`` do not
+    fit the model's positions (:func:`check_prompt`).
     """
     loaded = require_loaded(model)
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str; got {type(prompt).__name__}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int; got {max_new_tokens!r}")
+    check_prompt(loaded, prompt, max_new_tokens)
     lm, tokenizer = loaded.model, loaded.tokenizer
     device = next(lm.parameters()).device
     ids = torch.tensor([encode(tokenizer, [prompt], 10**9, prepend_bos=True)[0]], device=device)

@@ -141,12 +141,19 @@ def _add_train(sub) -> None:
 def _run_train(args) -> int:
     from .store import export_sae, train_on_harvest
     from ..sae import SAEConfig
+    from ..lm.compat import check_inputs
     from ..lm.shards import read_manifest
+    from .cli_inputs import harvest_names
 
     check_runs_dir(args.runs_dir)
     check_positive(args.d_sae, "--d-sae")
     check_positive(args.batch_size, "--batch-size")
-    d_in = read_manifest(args.acts)["d_model"]
+    manifest = read_manifest(args.acts)
+    # the harvest against the shape of the model it names (registry or config.json; nothing loaded)
+    check_inputs(harvest=manifest, model=manifest["model"], names=harvest_names(args) | {"model": "the model it names"},
+                 model_fix="the manifest does not fit its model (edited, or the model changed); re-run the harvest "
+                           "with --overwrite")
+    d_in = manifest["d_model"]
     cfg = SAEConfig(d_in=d_in, d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
     check_train_fits(cfg, args.batch_size, args.runs_dir)
     kw = {"batch_size": args.batch_size, "seed": args.seed}
@@ -159,8 +166,9 @@ def _run_train(args) -> int:
     sae, hist, path = train_on_harvest(args.acts, cfg, args.runs_dir, progress=True, retrain=args.retrain, **kw)
     if args.out:
         export_sae(sae, args.out, overwrite=args.overwrite, run_dir=path)
-    # final_fvu / final_l0: the trained SAE on a fixed sample (train._final_metrics); runs cached before: the last batch
-    last = {key: hist.get(f"final_{key}", hist[key][-1]) for key in ("fvu", "l0", "dead_frac") if hist.get(key)}
+    # final_fvu / final_l0: the trained SAE on a fixed sample (train._final_metrics). A run cached by an earlier
+    # version has none: null (its last batch's value is no summary of the SAE)
+    last = {key: hist.get(f"final_{key}") for key in ("fvu", "l0", "dead_frac")}
     result = {"command": "train", "dir": str(path), "out": args.out, "activation": args.activation, "d_sae": args.d_sae,
               "k": args.k, "n_tokens": hist["n_tokens"], "wall_time_s": hist["wall_time_s"], **{f"final_{k}": v for k, v in last.items()}}
     emit(args, result, f"{args.activation} d_sae={args.d_sae} k={args.k}: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if v is not None) + f" -> {path}")
@@ -168,51 +176,14 @@ def _run_train(args) -> int:
 
 
 # ----------------------------------------------------------------------------- shared
-def _sae_layer(args, sae, required: bool = True) -> int | None:
-    """``--layer``, else the SAE's recorded hook layer; they must agree when both are given."""
-    layer, recorded = getattr(args, "layer", None), sae.cfg.hook_layer
-    if layer is not None and recorded is not None and layer != recorded:
-        raise ValueError(f"--layer {layer} but the SAE in {args.sae!r} was trained on layer {recorded} "
-                         f"({sae.cfg.hook_name}); drop --layer or pass --layer {recorded}")
-    layer = layer if layer is not None else recorded
-    if layer is None and required:
-        raise ValueError(f"the SAE in {args.sae!r} records no layer (it was trained through the API, not the "
-                         "pipeline); pass --layer L, the block whose output it was trained on")
-    return layer
-
-
-def _load_sae_and_model(args, check=None):
-    """The SAE of ``--sae`` and the model it reads (``--model`` must agree with the SAE's config).
-
-    Everything that can be checked without the model's weights is checked first: the model name
-    against the SAE, ``--layer`` against the SAE and the model's layer count, the SAE's width
-    against the model's (from its config), and ``check(sae)`` (the command's own checks).
-    """
-    from ..lm.models import DEFAULT_MODEL, check_layer_for, load_model, model_shape
-    from ..sae import SAE
-
-    sae = SAE.load(args.sae, device="cpu" if getattr(args, "cpu", False) else None)
-    name = args.model or sae.cfg.model_name or DEFAULT_MODEL
-    if args.model and sae.cfg.model_name and args.model != sae.cfg.model_name:
-        raise ValueError(f"--model {args.model!r} but the SAE in {args.sae!r} was trained on {sae.cfg.model_name!r} "
-                         f"({sae.cfg.hook_name}); pass --model {sae.cfg.model_name!r} or another SAE")
-    layer = getattr(args, "layer", None)
-    layer = layer if layer is not None else sae.cfg.hook_layer
-    if layer is not None:
-        check_layer_for(name, layer, "--layer" if getattr(args, "layer", None) is not None else "the SAE's hook_layer")
-    shape = model_shape(name)
-    if shape is not None and shape[1] != sae.cfg.d_in:
-        raise ValueError(f"the SAE in {args.sae!r} reads d_in={sae.cfg.d_in} but {name!r} has d_model={shape[1]}; "
-                         "pass --model with the model the SAE was trained on")
-    if check is not None:
-        check(sae)
-    return sae, load_model(name)
+SAE_HELP = ("SAE: a shipped SAE's name (e.g. gemma-3-270m-L6-abstopk-4096-k32) or folder (pretrained/<name>), "
+            "an SAE directory (train --out, runs/saes/...) or a SAELens directory")
 
 
 # ----------------------------------------------------------------------------- concepts
 def _add_concepts(sub) -> None:
     p = sub.add_parser("concepts", help="does one latent separate a concept's two sides (by sign)? vs Difference-in-Means")
-    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--sae", required=True, help=SAE_HELP)
     p.add_argument("--pairs", default="family", help="family, opposite, or a file of 'a b' lines (train pairs)")
     p.add_argument("--test-pairs", default=None, help="file of 'a b' lines to test on (default: a seeded split of --pairs)")
     p.add_argument("--templates", default=None, help="file with one template per line, '{}' marking the word")
@@ -262,6 +233,8 @@ def _run_concepts(args) -> int:
 
     from ..concepts.pairs import check_templates, load_pairs, split_pairs
     from ..concepts.words import run_concepts
+    from ..lm.compat import check_inputs
+    from .cli_inputs import load_checked_model, reading_harvest, sae_inputs
 
     # the pairs, the split, the templates and the natural-test options are checked before the model loads
     if args.natural_tokens < 0:
@@ -280,14 +253,17 @@ def _run_concepts(args) -> int:
             raise FileNotFoundError(f"--templates {args.templates!r} is not a file")
         templates = [line.rstrip("\n") for line in Path(args.templates).read_text().splitlines() if line.strip()]
         check_templates(templates)
-    sae, loaded = _load_sae_and_model(args)
+    inputs = sae_inputs(args, acts=args.acts, require_layer=True)
+    sae, layer = inputs.sae, inputs.layer
+    loaded = load_checked_model(inputs, args.acts)
     token_acts = None
     if args.acts:
-        from ..lm.shards import check_compatible, load_activations
+        from ..lm.shards import load_activations
 
-        check_compatible(args.acts, loaded.info.name, sae.cfg.hook_layer if args.layer is None else args.layer, sae.cfg.d_in)
-        token_acts = load_activations(args.acts, 20_000)
-    report = run_concepts(sae, loaded, args.pairs, test_pairs=args.test_pairs, layer=args.layer, templates=templates,
+        with reading_harvest(args.acts):  # a `harvest --overwrite` of it waits until it is read
+            check_inputs(sae, args.acts, loaded, layer, names=inputs.names)
+            token_acts = load_activations(args.acts, 20_000)
+    report = run_concepts(sae, loaded, args.pairs, test_pairs=args.test_pairs, layer=layer, templates=templates,
                           seed=args.seed, mismatch=args.mismatch, token_acts=token_acts)
     report = {"command": "concepts", **report, "natural": None, "scan": None}
     text = (f"{report['concept']}: best latent {report['best_latent']} — sign accuracy {report['test_accuracy']:.3f}, "
@@ -297,7 +273,7 @@ def _run_concepts(args) -> int:
 
         train_texts, heldout = _natural_texts(sources)
         template_words = [w for p in report["train_pairs"] + report["test_pairs"] for w in p]
-        out = run_natural(sae, loaded, heldout, train_texts=train_texts, count_also=template_words, layer=args.layer,
+        out = run_natural(sae, loaded, heldout, train_texts=train_texts, count_also=template_words, layer=layer,
                           max_tokens=args.natural_tokens, max_per_word=args.natural_per_word, seed=args.seed,
                           n_top=args.scan_top, choose_on=args.natural_choose_on.replace("-", "_"))
         report.update(natural={"sources": list(sources), **out["natural"]}, scan=out["scan"])
@@ -306,14 +282,14 @@ def _run_concepts(args) -> int:
                  f"\nnatural text: best latent {nat['best_latent']} — sign accuracy {nat['sign_accuracy']:.3f}, "
                  f"pair share {nat['pair_share']:.3f}, DiM accuracy {nat['dim_test_accuracy']:.3f} on "
                  f"{nat['n_test']} held-out occurrences")
-    emit(args, report, text)
+    emit(args, *_with_nulls(report, text))
     return 0
 
 
 # ----------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="FVU, L0, dead latents and loss recovered of an SAE on held-out text")
-    p.add_argument("--sae", required=True)
+    p.add_argument("--sae", required=True, help=SAE_HELP)
     p.add_argument("--model", default=None, help="default: the model the SAE was trained on")
     p.add_argument("--layer", type=int, default=None, help="the block the SAE reads (default: the SAE's hook layer)")
     p.add_argument("--tokens", type=int, default=4096, help="held-out predictions scored with the SAE spliced in")
@@ -327,28 +303,47 @@ def _run_eval(args) -> int:
     from ..lm import splice
     from .store import HarvestSpec, harvest_spec, offline_texts
     from ..evaluate import evaluate_sae
+    from ..lm.compat import check_inputs
     from ..lm.shards import load_activations
+    from .cli_inputs import load_checked_model, reading_harvest, sae_inputs
 
     check_positive(args.tokens, "--tokens")
     check_positive(args.acts_tokens, "--acts-tokens")
     check_runs_dir(args.runs_dir)
-    sae, loaded = _load_sae_and_model(args, check=lambda sae: _sae_layer(args, sae))
-    layer = _sae_layer(args, sae)
-    spec = HarvestSpec(loaded.info.name if args.model is None and sae.cfg.model_name is None else (args.model or sae.cfg.model_name),
-                       layer, args.acts_tokens, sae.cfg.context_size or 128, split="heldout", chunk_offsets=(0,))
-    held = load_activations(harvest_spec(spec, args.runs_dir, loaded=loaded))
+    inputs = sae_inputs(args, require_layer=True)
+    sae, layer = inputs.sae, inputs.layer
+    loaded = load_checked_model(inputs)
+    spec = HarvestSpec(inputs.model, layer, args.acts_tokens, sae.cfg.context_size or 128, split="heldout",
+                       chunk_offsets=(0,))
+    out = harvest_spec(spec, args.runs_dir, loaded=loaded)
+    with reading_harvest(out):  # a `harvest --overwrite` of it waits until it is read
+        check_inputs(sae, out, loaded, layer, names=inputs.names | {"harvest": f"the held-out harvest {str(out)!r}"})
+        held = load_activations(out)
     result = {"command": "eval", "sae": args.sae, "layer": layer, **evaluate_sae(sae.cpu().eval(), held)}
     res = splice.evaluate(loaded, sae, offline_texts(split="heldout"), layer, max_tokens=args.tokens)
     result.update({f"splice_{k}": v for k, v in res.to_dict().items()})
-    emit(args, result, f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, "
-                        f"loss recovered {result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
+    text = (f"FVU {result['fvu']:.4f}, L0 {result['l0']:.1f}, dead {100 * result['dead_frac']:.1f} %, loss recovered "
+            f"{result['splice_loss_recovered_zero']:.3f} (zero) / {result['splice_loss_recovered_mean']:.3f} (mean)")
+    emit(args, *_with_nulls(result, text))
     return 0
+
+
+def _with_nulls(result: dict, text: str) -> tuple[dict, str]:
+    """``result`` for JSON: a non-finite number (e.g. loss recovered when the ablation's CE equals the
+    clean CE, a ratio over constant data) becomes null, and ``notes`` says which and why."""
+    from ..strict_json import nulls_for_nonfinite
+
+    result, nulls = nulls_for_nonfinite(result)
+    notes = [f"{where} is null: it is not a finite number (a ratio whose denominator is 0, or a metric of "
+             "constant data)" for where in nulls]
+    result["notes"] = list(result.get("notes") or []) + notes
+    return result, text + "".join(f"\nnote: {n}" for n in notes)
 
 
 # ----------------------------------------------------------------------------- steer
 def _add_steer(sub) -> None:
     p = sub.add_parser("steer", help="clamp one latent from negative to positive: female-vs-male next-token log-odds")
-    p.add_argument("--sae", required=True)
+    p.add_argument("--sae", required=True, help=SAE_HELP)
     p.add_argument("--latent", type=int, required=True)
     p.add_argument("--values", default="-20,-10,-5,0,5,10,20",
                    help="comma-separated clamp values c (--values -5,5 and --values=-5,5 both work)")
@@ -361,22 +356,34 @@ def _add_steer(sub) -> None:
 
 def _run_steer(args) -> int:
     from ..lm import steering
+    from .cli_inputs import load_checked_model, sae_inputs
 
     values = parse_floats(args.values, "--values")
 
     def check(sae):
-        _sae_layer(args, sae)
         if not 0 <= args.latent < sae.cfg.d_sae:
             raise ValueError(f"--latent must satisfy 0 <= latent < d_sae = {sae.cfg.d_sae}; got {args.latent}")
 
-    sae, loaded = _load_sae_and_model(args, check=check)
-    layer = _sae_layer(args, sae)
+    inputs = sae_inputs(args, require_layer=True, check=check)
+    sae, layer = inputs.sae, inputs.layer
+    loaded = load_checked_model(inputs)
+    if args.prompt is not None:  # before the curve: a prompt longer than the model's context is refused now
+        steering.check_prompt(loaded, args.prompt, name="--prompt")
     curve = steering.logit_diff_curve(loaded, lambda c: steering.clamp_latent(sae, args.latent, c, layer), values)
     result = {"command": "steer", "sae": args.sae, "latent": args.latent, "layer": layer, **curve.to_dict()}
-    if args.prompt:
-        result["generations"] = {str(c): steering.generate_with(loaded, args.prompt, steering.clamp_latent(sae, args.latent, c, layer))
-                                 for c in (min(values), max(values))}
-    emit(args, result, "\n".join(f"c = {c:+g}: log-odds {lo:+.3f}" for c, lo in zip(curve.values, curve.log_odds)))
+    broken = set(curve.nonfinite_values())
+    if args.prompt is not None:
+        result["generations"] = {}
+        for c in (min(values), max(values)):
+            if c in broken:
+                result["generations"][str(c)] = None
+                result["notes"].append(f"no generation at c = {c:g}: the model's logits are not finite there")
+            else:
+                result["generations"][str(c)] = steering.generate_with(
+                    loaded, args.prompt, steering.clamp_latent(sae, args.latent, c, layer))
+    lines = [f"c = {c:+g}: " + ("log-odds null (not finite)" if c in broken else f"log-odds {lo:+.3f}")
+             for c, lo in zip(curve.values, curve.log_odds.tolist())]
+    emit(args, result, "\n".join(lines + [f"note: {n}" for n in result["notes"]]))
     return 0
 
 

@@ -35,10 +35,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def emit(args, result: dict, text: str) -> None:
-    """A command's result: ``text`` for people, or with ``--json`` exactly one JSON object on stdout."""
-    if args.json:
-        json.dump(result, sys.stdout, default=str)
-        sys.stdout.write("\n")
+    """A command's result: ``text`` for people, or with ``--json`` exactly one JSON object on stdout
+    (strict JSON: a NaN or ±inf left in ``result`` is written as null and listed in ``notes``)."""
+    if args.json:  # strict JSON: never NaN / Infinity
+        from ..strict_json import dumps, nulls_for_nonfinite
+
+        # commands write null with their own reason; a number that still is not finite becomes null
+        # here, named in "notes" and on stderr (never a literal NaN that parsers refuse)
+        result, nulls = nulls_for_nonfinite(result)
+        if nulls:
+            note = (f"{len(nulls)} value(s) not finite, written as null: {', '.join(nulls[:10])}"
+                    + (" ..." if len(nulls) > 10 else ""))
+            result["notes"] = list(result.get("notes") or []) + [note]
+            print(f"note: {note}", file=sys.stderr)
+        sys.stdout.write(dumps(result, what=f"the JSON result of {getattr(args, 'command', 'the command')}",
+                               default=str) + "\n")
     else:
         print(text)
 

@@ -74,7 +74,8 @@ def _run_sweep(args) -> int:
 # ----------------------------------------------------------------------------- dashboard
 def add_dashboard(sub) -> None:
     p = sub.add_parser("dashboard", help="signed latent dashboards (top contexts of each sign, histogram, logits) as one HTML page")
-    p.add_argument("--sae", required=True, help="SAE directory (cfg.json + sae_weights.safetensors)")
+    p.add_argument("--sae", required=True, help="SAE: a shipped SAE's name (e.g. gemma-3-270m-L6-abstopk-4096-k32) or "
+                   "folder (pretrained/<name>), an SAE directory or a SAELens directory")
     p.add_argument("--acts", required=True, help="harvest directory the SAE reads (from `harvest`)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--latents", default=None, help="comma-separated latent ids, e.g. 0,5,17")
@@ -94,29 +95,84 @@ def add_dashboard(sub) -> None:
     p.set_defaults(func=_run_dashboard)
 
 
+#: latents one dashboard command shows at most (a browser page grows by ~10-50 kB per latent)
+MAX_DASHBOARD_LATENTS = 4096
+
+
+def _dashboard_latents(text: str | None) -> tuple[list | None, list]:
+    """``--latents`` as a list of distinct ids (first occurrence kept), and notes on what was dropped."""
+    if text is None:
+        return None, []
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        ids = [int(x) for x in items]
+    except ValueError:
+        raise ValueError(f"--latents must be comma-separated ints such as 0,5,17; got {text!r}") from None
+    if not ids:
+        raise ValueError(f"--latents is empty; pass latent ids such as 0,5,17; got {text!r}")
+    unique = list(dict.fromkeys(ids))
+    if len(unique) > MAX_DASHBOARD_LATENTS:
+        raise ValueError(f"--latents lists {len(unique):,} distinct ids; one page shows at most "
+                         f"{MAX_DASHBOARD_LATENTS:,} — split them over several dashboard commands")
+    notes = [] if len(unique) == len(ids) else [
+        f"--latents listed {len(ids) - len(unique):,} id(s) more than once; each latent is shown once"]
+    return unique, notes
+
+
+def _check_output(path: str | None, flag: str) -> None:
+    """Refuse, before any work, an output file whose folder is missing or which is a folder."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{flag} {path!r} is a directory; pass a file name, e.g. {flag} {target / 'latents.html'}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{flag} {path!r}: the folder {str(target.parent)!r} does not exist; create it first "
+                                "or pass a file in an existing folder")
+
+
 def _run_dashboard(args) -> int:
     from ..dashboard import browser_html, compute_dashboards, dashboard_html, write_page
-    from ..lm.models import load_model
-    from ..sae import SAE
-    from ..lm.shards import read_manifest
+    from .cli_inputs import load_checked_model, reading_harvest, sae_inputs
 
-    latents = None
-    if args.latents is not None:
-        try:
-            latents = [int(x) for x in args.latents.split(",") if x.strip()]
-        except ValueError:
-            raise ValueError(f"--latents must be comma-separated ints such as 0,5,17; got {args.latents!r}") from None
-    sae = SAE.load(args.sae)
-    loaded = load_model(args.model or read_manifest(args.acts)["model"])
-    data = compute_dashboards(sae, args.acts, loaded, latents=latents, top_bidirectional=args.top_bidirectional,
-                              n_top=args.n_top, before=args.before, after=args.after, batch_size=args.batch_size,
-                              progress=True)
+    # everything that can be checked without the SAE, the harvest or the model comes first
+    latents, notes = _dashboard_latents(args.latents)
+    for flag in ("n_top", "batch_size", "top_bidirectional"):
+        check_positive(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.top_bidirectional is not None and args.top_bidirectional > MAX_DASHBOARD_LATENTS:
+        raise ValueError(f"--top-bidirectional {args.top_bidirectional:,}: one page shows at most "
+                         f"{MAX_DASHBOARD_LATENTS:,} latents; pass a smaller N")
+    for flag in ("before", "after"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag} must be >= 0 (tokens of context); got {getattr(args, flag)}")
+    _check_output(args.out, "--out")
+    _check_output(args.data, "--data")
+    if args.data is not None and Path(args.data).resolve() == Path(args.out).resolve():
+        raise ValueError(f"--data {args.data!r} is the same file as --out; pass another file for the data")
+
+    def check(sae):
+        bad = [i for i in (latents or []) if not 0 <= i < sae.cfg.d_sae]
+        if bad:
+            raise ValueError(f"--latents must be ids in [0, d_sae = {sae.cfg.d_sae}); got {bad[:5]}")
+        if args.top_bidirectional is not None and args.top_bidirectional > sae.cfg.d_sae:
+            raise ValueError(f"--top-bidirectional {args.top_bidirectional} exceeds d_sae = {sae.cfg.d_sae}; pass N <= {sae.cfg.d_sae}")
+
+    with reading_harvest(args.acts):  # a `harvest --overwrite` of it waits until the dashboard has read it
+        inputs = sae_inputs(args, acts=args.acts, check=check)  # SAE, harvest and --model agree; nothing loaded yet
+        loaded = load_checked_model(inputs, args.acts)
+        data = compute_dashboards(inputs.sae, args.acts, loaded, latents=latents, top_bidirectional=args.top_bidirectional,
+                                  n_top=args.n_top, before=args.before, after=args.after, batch_size=args.batch_size,
+                                  progress=True)
     one = len(data.requested) == 1
-    size = write_page(dashboard_html(data, data.requested[0]) if one else browser_html(data), args.out)
+    page = dashboard_html(data, data.requested[0]) if one else browser_html(data)
+    raw = data.to_bytes(str(args.data).endswith(".gz")) if args.data else None  # both made before either is written
+    size = write_page(page, args.out)
     if args.data:
-        data.save(args.data)
+        from ..io import atomic_write
+
+        atomic_write(args.data, lambda tmp: Path(tmp).write_bytes(raw))
     result = {"command": "dashboard", "out": args.out, "data": args.data, "latents": data.requested,
-              "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens}
+              "page": "dashboard" if one else "browser", "size_bytes": size, "n_tokens": data.n_tokens, "notes": notes}
     text = f"{len(data.requested)} latent(s) -> {args.out} ({size / 1024:.1f} kB)"
     if args.judge:
         from ..dashboard import count_verdicts, judge
@@ -125,7 +181,7 @@ def _run_dashboard(args) -> int:
         result["verdicts"] = count_verdicts(verdicts)
         result["judgements"] = [j.to_dict() for j in verdicts]
         text += "\n" + ", ".join(f"{k} {v}" for k, v in result["verdicts"].items())
-    emit(args, result, text)
+    emit(args, result, "\n".join([text] + [f"note: {n}" for n in notes]))
     return 0
 
 
