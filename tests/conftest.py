@@ -81,3 +81,37 @@ def tiny_gpt2(tiny_gpt2_dir):
     import abstopk_mini as am
 
     return am.lm.models.load_model(tiny_gpt2_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (two cores are shared; one thread is also faster at these
+    sizes). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_harvest_spec(model_dir, n_tokens: int = 3000):
+    """A harvest of the tiny GPT-2's layer 1 on the offline ``lee`` text, one chunk offset."""
+    from abstopk_mini.runs.store import HarvestSpec
+
+    return HarvestSpec(model=str(model_dir), layer=1, n_tokens=n_tokens, context_length=32, sources=("lee",),
+                       chunk_offsets=(0,))
+
+
+@pytest.fixture
+def spec(tiny_gpt2_dir):
+    """:func:`tiny_harvest_spec` of the tiny GPT-2 (3,000 tokens)."""
+    return tiny_harvest_spec(tiny_gpt2_dir)
+
+
+@pytest.fixture
+def acts(spec, tiny_gpt2, tmp_path):
+    """The harvest of ``spec``, in a runs directory of its own (``tmp_path``)."""
+    from abstopk_mini.runs.store import harvest_spec
+
+    return harvest_spec(spec, tmp_path, loaded=tiny_gpt2, progress=False)

@@ -22,7 +22,7 @@ import abstopk_mini as am
 from abstopk_mini.runs.cli import main as cli_main
 from abstopk_mini.runs.store import HarvestSpec, harvest_spec, runs_dir, train_on_harvest
 
-from conftest import TINY_SENTENCES
+from conftest import TINY_SENTENCES, tiny_harvest_spec
 
 ENOSPC_SAFETENSORS = "Error while serializing: I/O error: No space left on device (os error 28)"  # safetensors 0.8, on a full tmpfs
 ENOSPC_TORCH_SAVE = "[enforce fail at inline_container.cc:672] . unexpected pos 70592 vs 70484"  # torch.save, same disk
@@ -30,8 +30,7 @@ ENOSPC_TORCH_SAVE = "[enforce fail at inline_container.cc:672] . unexpected pos 
 
 @pytest.fixture
 def spec(tiny_gpt2_dir):
-    return HarvestSpec(model=str(tiny_gpt2_dir), layer=1, n_tokens=1500, context_length=32, sources=("lee",),
-                       chunk_offsets=(0,))
+    return tiny_harvest_spec(tiny_gpt2_dir, n_tokens=1500)
 
 
 @pytest.fixture

@@ -18,30 +18,14 @@ from abstopk_mini import interop, pretrained
 from abstopk_mini.checkpoint import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from abstopk_mini.io import flock
 from abstopk_mini.runs.cli import main as cli_main
-from abstopk_mini.runs.store import HarvestSpec, harvest_spec, train_on_harvest
+from abstopk_mini.runs.store import train_on_harvest
 from abstopk_mini.sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 
 TRAIN = {"n_tokens": 1024, "batch_size": 256}
 QUIET = {"progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def spec(tiny_gpt2_dir):
-    return HarvestSpec(model=str(tiny_gpt2_dir), layer=1, n_tokens=3000, context_length=32, sources=("lee",),
-                       chunk_offsets=(0,))
-
-
-@pytest.fixture
-def acts(spec, tiny_gpt2, tmp_path):
-    return harvest_spec(spec, tmp_path, loaded=tiny_gpt2, progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw):

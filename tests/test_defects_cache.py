@@ -22,17 +22,6 @@ from abstopk_mini.runs.store import HarvestSpec, harvest_spec, train_on_harvest
 TRAIN = {"n_tokens": 1024, "batch_size": 256}
 
 
-@pytest.fixture
-def spec(tiny_gpt2_dir):
-    return HarvestSpec(model=str(tiny_gpt2_dir), layer=1, n_tokens=3000, context_length=32, sources=("lee",),
-                       chunk_offsets=(0,))
-
-
-@pytest.fixture
-def acts(spec, tiny_gpt2, tmp_path):
-    return harvest_spec(spec, tmp_path, loaded=tiny_gpt2, progress=False)
-
-
 def _cfg(**kw):
     return am.SAEConfig(**({"d_in": 32, "d_sae": 64, "activation": "abstopk", "k": 4, "device": "cpu"} | kw))
 

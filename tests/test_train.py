@@ -16,18 +16,12 @@ from abstopk_mini import metrics
 from abstopk_mini.sae import SAE, SAEConfig
 from abstopk_mini.coding.toy import bidirectional_data
 from abstopk_mini.checkpoint import load_checkpoint
-from abstopk_mini.train import CHECKPOINT_FILE, TrainConfig, geometric_median, lr_at, train_sae
+from abstopk_mini.train import CHECKPOINT_FILE, geometric_median, lr_at, train_sae
 
 QUIET = dict(progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores are shared; one thread is also faster at these sizes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg_for(activation="abstopk", d_in=16, d_sae=32, k=4, **kw):
