@@ -23,7 +23,6 @@ shards are checked against their hashes before the first training on it
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,9 +35,10 @@ from typing import Mapping
 import torch
 
 from ..checkpoint import has_checkpoint, remove_checkpoint
-from ..io import atomic_write, flock, remove_stale_tmp, sha256_file
+from ..io import flock
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
-from ..untrusted import read_json
+from .trained import (HISTORY_FILE, SNAPSHOT_DIR, TRAIN_FILE, load_history, load_snapshots, load_trained,
+                      save_trained)
 
 __all__ = [
     "runs_dir", "runs_label", "relative_to_runs", "content_key", "HarvestSpec", "harvest_spec", "offline_texts", "sae_dir", "train_or_load",
@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 CHECKPOINT_EVERY = 200  # training steps between checkpoints of a pipeline run
-SNAPSHOT_DIR = "snapshots"  # in an SAE run directory: the SAEs saved at TrainConfig.snapshot_steps
 
 
 def runs_dir(root: str | os.PathLike | None = None) -> Path:
@@ -223,94 +222,6 @@ def sae_dir(acts_dir, cfg: SAEConfig, train_kw: dict, root=None) -> Path:
     ident = {"acts": manifest.get("content_sha256"), "cfg": cfg.to_dict() | {"device": None}, "train": train_kw}
     k = f"-k{cfg.k}" if cfg.k is not None else ""
     return runs_dir(root) / "saes" / f"{cfg.activation}-{cfg.d_sae}{k}-{content_key(ident)}"
-
-
-HISTORY_FILE, TRAIN_FILE = "history.json", "train.json"
-# cfg.json fields that training itself sets, so they are not compared with the request
-_SET_BY_TRAINING = ("input_scale", "device")
-
-
-def _fix_hint(out: Path) -> str:
-    return (f"retrain it into the same directory with train_on_harvest(..., retrain=True) (CLI: `train ... --retrain`), "
-            f"or delete {str(out)!r}")
-
-
-def _read_json(path: Path, out: Path):
-    """The JSON object of ``path`` (a file of the SAE run ``out``), or a ValueError naming the file."""
-    obj = read_json(path, f"the SAE run {str(out)!r} was damaged — {_fix_hint(out)}")
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; the run was damaged — {_fix_hint(out)}")
-    return obj
-
-
-def load_history(path) -> dict:
-    """The training history of an SAE run directory (``history.json``)."""
-    path = Path(path)
-    return _read_json(path / HISTORY_FILE, path)
-
-
-def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
-    """The SAE and history cached in run directory ``out``, after checking that they are what was asked.
-
-    Checks, before anything is served: ``cfg.json`` holds the requested config (every field but
-    those training sets: ``input_scale``, ``device``); the weights and ``cfg.json`` have the sha256
-    recorded in ``train.json`` (a run saved before a hash was recorded gets it now, if its input
-    scale is ``history.json``'s). Any mismatch is a ValueError that says what differs and how to retrain.
-    """
-    out = Path(out)
-    saved = _read_json(out / CONFIG_FILE, out)
-    record = _read_json(out / TRAIN_FILE, out)
-    history = load_history(out)
-    want = cfg.to_dict()
-    problems = [f"{key}: {saved.get(key)!r} in {CONFIG_FILE}, {want[key]!r} asked"
-                for key in want if key not in _SET_BY_TRAINING and saved.get(key) != want[key]]
-    if "input_scale" in history and record.get("cfg_sha256") is None and saved.get("input_scale") != history["input_scale"]:
-        problems.append(f"input_scale: {saved.get('input_scale')!r} in {CONFIG_FILE}, training set {history['input_scale']!r}")
-    unrecorded = False
-    for name, key in ((WEIGHTS_FILE, "weights_sha256"), (CONFIG_FILE, "cfg_sha256")):
-        digest = sha256_file(out / name) if (out / name).is_file() else None
-        if digest is None:
-            problems.append(f"{name} is missing")
-        elif record.get(key) is None:  # saved before this hash was recorded: record it now
-            record[key], unrecorded = digest, True
-        elif digest != record[key]:
-            problems.append(f"{name} has sha256 {digest[:12]}…, but {TRAIN_FILE} recorded "
-                            f"{record[key][:12]}… when it was trained (the file was replaced or edited)")
-    if unrecorded and not problems:
-        with contextlib.suppress(OSError):  # a read-only store stays as it is
-            atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
-    if problems:
-        raise ValueError(f"the cached SAE in {str(out)!r} is not the one asked for: " + "; ".join(problems) +
-                         f". It was changed after training; {_fix_hint(out)}")
-    try:
-        return SAE.load(out), history
-    except ValueError as err:  # e.g. non-finite weights: say how to repair it from here
-        raise ValueError(f"{err} (in the SAE run {str(out)!r}: {_fix_hint(out)})") from err
-
-
-def load_snapshots(out) -> list[tuple[int, int, SAE]]:
-    """The snapshots of an SAE run directory, in step order: ``[(step, tokens, sae), ...]`` (empty if none)."""
-    from ..train import snapshot_path
-
-    base = Path(out) / SNAPSHOT_DIR
-    steps = sorted(int(p.name.split("_")[1]) for p in base.glob("step_*") if (p / "snapshot.json").is_file())
-    out_list = []
-    for step in steps:
-        path = snapshot_path(base, step)
-        meta = _read_json(path / "snapshot.json", Path(out))
-        out_list.append((step, int(meta["tokens"]), SAE.load(path)))
-    return out_list
-
-
-def save_trained(out, sae: SAE, history: dict, record: dict) -> None:
-    """Write a trained SAE run into ``out``: weights and config, ``train.json`` (``record`` plus the
-    sha256 of the weights and of ``cfg.json``) and, last, ``history.json`` (its presence marks the run complete)."""
-    out = Path(out)
-    remove_stale_tmp(out, CONFIG_FILE, WEIGHTS_FILE, TRAIN_FILE, HISTORY_FILE)  # of a save killed mid-way; we hold the lock
-    sae.save(out)
-    record = record | {"weights_sha256": sha256_file(out / WEIGHTS_FILE), "cfg_sha256": sha256_file(out / CONFIG_FILE)}
-    atomic_write(out / TRAIN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
-    atomic_write(out / HISTORY_FILE, lambda tmp: Path(tmp).write_text(json.dumps(history, default=float)))
 
 
 def harvest_lock(acts_dir) -> Path:
