@@ -44,6 +44,12 @@ def _num(x: float, digits: int = 2, signed: bool = False) -> str:
     return (f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}").replace("-", "−")
 
 
+def _of(n: int, total: str, first: bool = False) -> str:
+    """``"none of <total>"`` for 0, else ``"<n> of <total>"`` (capitalised when ``first``)."""
+    out = f"none of {total}" if n == 0 else f"{n} of {total}"
+    return out[0].upper() + out[1:] if first else out
+
+
 def _none(n: int) -> str:
     return "none" if n == 0 else f"{n} of them"
 
@@ -160,6 +166,9 @@ def render_intro(v: dict) -> str:
     """The landing page's verdict, claims table and folded findings (MyST)."""
     d = _book_doc
     cite = "{cite}`zhu2025abstopk`"
+    saes = f"{v['sweep_n']} SAEs"
+    balanced = "the latents of the AbsTopK SAEs trained on a gender-balanced text"
+    top = f"the {v['opposite_n']} most bidirectional latents of {v['opposite_saes']} SAEs"
     verdict = [
         "**Verdict, in five lines** (Gemma-3-270M, layer 6, 4,096 latents, k = 32, trained on a CPU):",
         "",
@@ -173,10 +182,10 @@ def render_intro(v: dict) -> str:
         f"3. The paper's training recipe leaves its BatchAbsTopK {pct(v['p30k_gap'], False)} behind BatchTopK after the "
         f"paper's {_n(v['p30k_steps'])} steps (one seed), mostly through batch-level selection and its AuxK window "
         f"({d(10)}).",
-        f"4. {v['sweep_bidirectional']} of {v['sweep_n']} SAEs have a latent carrying male ↔ female in both signs on "
-        f"held-out words, {v['bidirectional_balanced_ge_08']} latents do in running text after training on a "
-        f"gender-balanced text, and {v['opposite_rules']} of the {v['opposite_n']} most bidirectional latents of "
-        f"{v['opposite_saes']} SAEs have opposite meanings on their two sides ({d(7)}, {d(10)}, {d(11)}).",
+        f"4. {_of(v['sweep_bidirectional'], saes, True)} has a latent carrying male ↔ female in "
+        f"both signs on held-out words; {_of(v['bidirectional_balanced_ge_08'], balanced)} "
+        f"does so in running text; and {_of(v['opposite_rules'], top)} "
+        f"has opposite meanings on its two sides ({d(7)}, {d(10)}, {d(11)}).",
         f"5. Steering both ways does not need a signed latent: at matched norm the AbsTopK clamp moves the log-odds "
         f"less than random directions do ({_num(v['clamp_lo_s0'], signed=True)} / {_num(v['clamp_hi_s0'], signed=True)} at "
         f"∓2q against {_num(v['random_hi_min_s0'], signed=True)} to {_num(v['random_hi_max_s0'], signed=True)} at +2q, "
@@ -185,15 +194,15 @@ def render_intro(v: dict) -> str:
     table = [
         "| claim | paper | this book | chapter |",
         "|---|---|---|---|",
-        f"| Non-negative codes split a bidirectional concept into two features | {cite}, abstract and §1 | toy data: "
+        f"| Non-negative codes split a bidirectional concept into two features | {cite}, abstract | toy data: "
         f"AbsTopK 1 latent per signed axis (MCC {v['toy_abstopk_mcc']:.3f}); TopK splits {v['toy_topk_split']} of "
         f"{v['toy_axes']} axes | {d(4)} |",
         f"| AbsTopK improves reconstruction fidelity | {cite}, abstract | equal within "
         f"{pct(v['equal_steps_max_gap'], False)} at equal steps from 2,344 steps on; behind at 293 steps "
         f"({pct(v['short_gap_s0'])} / {pct(v['short_gap_s1'])}); the paper's recipe: {pct(v['p30k_gap'])} at "
         f"{_n(v['p30k_steps'])} steps | {d(6)}, {d(10)} |",
-        f"| Single latents encode contrasting concepts (male vs female) | {cite}, abstract and Figure 1 | no latent "
-        f"in {v['sweep_n']} SAEs; best {pct(v['sweep_best_pair_share'], False, 0)} of test pairs; "
+        f"| Single latents encode contrasting concepts (male vs female) | {cite}, abstract and Figure 1 | "
+        f"{_of(v['sweep_bidirectional'], saes)} with a male ↔ female latent; best {pct(v['sweep_best_pair_share'], False, 0)} of test pairs; "
         f"{v['opposite_rules']} of {v['opposite_n']} latents with opposite sides ({v['opposite_saes']} SAEs) | "
         f"{d(7)}, {d(9)}, {d(11)} |",
         f"| AbsTopK matches or surpasses Difference-in-Means on probing and steering | {cite}, abstract | steers "
