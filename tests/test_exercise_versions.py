@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,8 +134,9 @@ def test_exercise_versions_are_not_book_pages():
 
 def test_nbmake_collects_the_chapters_not_their_exercise_versions():
     pytest.importorskip("nbmake")
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # CI's --junitxml is the outer run's
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--nbmake", "-p", "no:cacheprovider",
-                           "-p", "no:randomly", "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                           "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     items = [ln.split("::")[0] for ln in proc.stdout.splitlines() if ".ipynb::" in ln]
     assert "notebooks/01_sparse_coding.ipynb" in items, proc.stdout + proc.stderr
     assert not [p for p in items if "exercises" in p], items

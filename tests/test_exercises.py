@@ -214,3 +214,21 @@ def test_package_disagreeing_with_the_reference_is_not_blamed_on_the_reader(monk
     monkeypatch.setattr(am.coding.unroll, "iht", lambda x, D, k, n: torch.zeros(x.shape[0], D.shape[1], dtype=x.dtype))
     with pytest.raises(ex.PackageDisagrees, match="bug in abstopk_mini"):
         ex.check_iht(right_iht)
+
+
+def test_a_stub_shows_a_short_traceback_in_ipython():
+    """IPython skips the check's frames (``__tracebackhide__``): the reader sees the message, not coding.py."""
+    import re
+    import sys
+
+    ultratb = pytest.importorskip("IPython.core.ultratb")
+
+    def my_iht(x, D, k, n_steps):
+        raise NotImplementedError("hint: start from zeros")
+
+    try:
+        ex.check_iht(my_iht)
+    except ex.NotWrittenYet:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", ultratb.AutoFormattedTB(mode="Context").text(*sys.exc_info()))
+    assert "skipping hidden" in text and "coding.py" not in text
+    assert text.rstrip().endswith("NotWrittenYet: your my_iht is not written yet — hint: start from zeros")

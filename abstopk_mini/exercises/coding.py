@@ -72,6 +72,7 @@ def _abs_topk_mistake(u: torch.Tensor, z: torch.Tensor, want: torch.Tensor, k: i
 def check_abs_topk(fn) -> None:
     """``fn(u, k)``: keep the k entries of largest |u| in each row (last dim), with their sign; zero the rest.
     shape: u [..., n] -> [..., n]"""
+    __tracebackhide__ = True  # a reader sees the message, not this frame
     from ..coding.prox import abs_topk
 
     g = torch.Generator().manual_seed(0)
@@ -137,6 +138,7 @@ def _prox_mistake(runs: list, n: int) -> str:
 def check_prox_l0_nonneg(fn) -> None:
     r"""``fn(u, lam)``: :math:`\arg\min_{z \ge 0} \tfrac12\|z - u\|^2 + \lambda\|z\|_0`, elementwise
     (JumpReLU with threshold :math:`\sqrt{2\lambda}`). shape: u [..., n], lam > 0 float -> [..., n]"""
+    __tracebackhide__ = True  # a reader sees the message, not this frame
     from ..coding.prox import hard_threshold
 
     g = torch.Generator().manual_seed(1)
@@ -220,6 +222,7 @@ def _off_by_one(z: torch.Tensor, steps: int, run, tol: float) -> str | None:
 def check_iht(fn) -> None:
     r"""``fn(x, D, k, n_steps)``: iterative hard thresholding from z = 0 with step 1,
     :math:`z \leftarrow \mathrm{abs\_topk}(z + D^\top(x - Dz), k)`. shape: x [B, d], D [d, P] -> z [B, P]"""
+    __tracebackhide__ = True  # a reader sees the message, not this frame
     from ..coding.unroll import iht, lipschitz
 
     g = torch.Generator().manual_seed(2)
@@ -268,6 +271,7 @@ def check_ista(fn) -> None:
     r"""``fn(x, D, lam, n_steps, nonneg)``: ISTA from z = 0 with step :math:`\eta = 1/L`,
     :math:`L = \lVert D\rVert_2^2`: :math:`z \leftarrow \mathrm{soft}(z + \eta D^\top(x - Dz), \eta\lambda)`
     (:math:`\mathrm{ReLU}(\cdot - \eta\lambda)` when ``nonneg``). shape: x [B, d], D [d, P] -> z [B, P]"""
+    __tracebackhide__ = True  # a reader sees the message, not this frame
     from ..coding.unroll import ista, lipschitz
 
     g = torch.Generator().manual_seed(4)

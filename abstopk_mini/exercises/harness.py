@@ -61,7 +61,9 @@ def _raised_in(fn, err: BaseException) -> bool:
 
 def call(fn, *args, what: str):
     """``fn(*args)``; a NotImplementedError raised by ``fn`` itself (the exercise stub) becomes
-    :class:`NotWrittenYet` saying so, with the stub's hint and no traceback from inside the check."""
+    :class:`NotWrittenYet` saying so, with the stub's hint and no traceback from inside the check
+    (IPython and pytest skip frames that set ``__tracebackhide__``)."""
+    __tracebackhide__ = True
     if not callable(fn):
         raise TypeError(f"pass your function itself (e.g. check_{what}(my_{what})), not its result "
                         f"({type(fn).__name__})")
@@ -76,6 +78,7 @@ def call(fn, *args, what: str):
 
 def call_tensor(fn, *args, what: str) -> torch.Tensor:
     """:func:`call`, and the result must be a torch.Tensor."""
+    __tracebackhide__ = True
     out = call(fn, *args, what=what)
     if not isinstance(out, torch.Tensor):
         raise AssertionError(f"{reader_name(fn)} must return a torch.Tensor; it returned {type(out).__name__}")

@@ -60,6 +60,7 @@ def check_twin(fn) -> None:
     r"""``fn(sae)``: from an AbsTopK SAE with P latents, the TopK SAE with 2P latents (encoder columns
     :math:`[W, -W]`, biases :math:`[b, -b]`, decoder rows :math:`[D; -D]`, the same ``b_dec`` and
     input scale) that reconstructs every input exactly as the AbsTopK SAE does."""
+    __tracebackhide__ = True  # a reader sees the message, not this frame
     from ..sae import SAE, SAEConfig
 
     torch.manual_seed(3)
