@@ -224,3 +224,24 @@ def test_urls():
     assert ev.exercise_path("notebooks/01_a.ipynb") == "notebooks/exercises/01_a_exercises.ipynb"
     with pytest.raises(ValueError, match="NN_topic.ipynb"):
         ev.exercise_path("notebooks/intro.md")
+
+
+@pytest.mark.notebook
+def test_an_exercise_version_run_in_a_kernel_stops_at_the_first_stub_with_its_hint(tmp_path, monkeypatch):
+    """Chapter 2's exercise version, run as Colab runs it (a fresh kernel, quick mode, going on after
+    errors): the only errors are the checks' NotWrittenYet, one per exercise, each with its stub's hint."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    chapter = "notebooks/02_one_step_to_saes.ipynb"
+    first = ev.exercises(_nb(ROOT / chapter), chapter)[0]
+    monkeypatch.setenv("ABSTOPK_QUICK", "1")
+    monkeypatch.setenv("ABSTOPK_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(ROOT / ev.exercise_path(chapter), as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [(i, o) for i, c in enumerate(nb.cells) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    found = ev.exercises(_nb(ROOT / chapter), chapter)
+    assert [(i, e["ename"]) for i, e in errors] == [(ex.check_index, "NotWrittenYet") for ex in found]
+    assert errors[0][1]["evalue"] == f"your {first.name} is not written yet — {first.hint}"
