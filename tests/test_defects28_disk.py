@@ -375,3 +375,14 @@ def test_defect28_14_symlinked_lock_is_refused_and_its_target_not_created(acts, 
     assert _cli_train(acts, tmp_path) == 2
     assert "symbolic link" in capsys.readouterr().err
     assert not victim.exists() and lock.is_symlink()
+
+
+def test_defect28_05_sweep_records_name_the_last_batch_as_such():
+    """A sweep record's final_fvu is the SAE on a fixed sample; the last batch's is named last_batch_*,
+    and a table of records from before (final_fvu was the last batch's) still shows the last batch."""
+    from abstopk_mini.chapters.plots_verdict import _last_batch_fvu
+
+    old = {"train": {"final_fvu": 0.31}}  # as committed records hold it: the last batch
+    new = {"train": {"final_fvu": 0.12, "final_sample": 4096, "last_batch_fvu": 0.29}}
+    assert _last_batch_fvu(old) == 0.31 and _last_batch_fvu(new) == 0.29
+    assert math.isnan(_last_batch_fvu({"train": {"final_fvu": 0.1, "final_sample": 10}}))  # no last batch logged

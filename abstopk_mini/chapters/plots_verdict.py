@@ -247,6 +247,15 @@ def sign_table(records, activation: str = "abstopk") -> style.Table:
     return style.Table(rows, digits=1, formats={"FVU": ".4f"})
 
 
+def _last_batch_fvu(record):
+    """The last training batch's FVU: ``train.last_batch_fvu``, or ``train.final_fvu`` in a record
+    written before that name existed (no ``train.final_sample``: then final_fvu was the last batch's);
+    NaN when the record has neither."""
+    train = record.get("train", {})
+    new = "last_batch_fvu" in train or "final_sample" in train
+    return get(record, "train.last_batch_fvu" if new else "train.final_fvu")
+
+
 def batch_level_table(records) -> style.Table:
     """Batch-level SAEs read two ways: the moving-average threshold (our eval) and the top k·B of
     each block of B held-out tokens (the paper's inference); with the FVU of the last training
@@ -257,7 +266,7 @@ def batch_level_table(records) -> style.Table:
         rows.append({"SAE": style.label(r["activation"]), "steps": r["train"]["n_steps"],
                      "FVU threshold": r["heldout"]["fvu"], "L0 threshold": r["heldout"]["l0"],
                      f"FVU top k·B, B = {b.get('batch', '-')}": b.get("fvu"),
-                     "FVU last train batch": get(r, "train.final_fvu"), "dead": r["heldout"]["dead_frac"]})
+                     "FVU last train batch": _last_batch_fvu(r), "dead": r["heldout"]["dead_frac"]})
     return style.Table(rows, digits=4, formats={"L0 threshold": ".1f", "dead": ".3f"})
 
 

@@ -115,7 +115,13 @@ def evaluate_snapshots(path, ctx: LayerContext) -> list[dict]:
 def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int = 0, ev: dict | None = None,
                    path=None) -> dict:
     """Held-out and concept metrics of one SAE (the splice numbers are added per block); with
-    ``ev`` (the config's eval settings) its optional measurements, with ``path`` its snapshots."""
+    ``ev`` (the config's eval settings) its optional measurements, with ``path`` its snapshots.
+
+    ``train``: the run's totals; ``final_fvu`` / ``final_l0`` of the trained SAE on a fixed sample of
+    its training data (``final_sample`` rows; None for a run trained before they were recorded) and,
+    named as such, the last training batch's ``last_batch_fvu`` / ``_l0`` / ``_loss``. Records written
+    before these names hold the last batch's values under ``final_fvu`` / ``_l0`` / ``_loss`` and no
+    ``final_sample``."""
     from ..evaluate import evaluate_sae
 
     t = time.perf_counter()
@@ -125,7 +131,8 @@ def evaluate_point(sae, history: dict, loaded, ctx: LayerContext, pair_seed: int
         **_extra_heldout(sae, ctx, ev or {}),
         "train": {k: history.get(k) for k in ("n_steps", "n_tokens", "lr_max", "input_scale", "wall_time_s",
                                               "final_dead_frac", "dead_tokens")}
-                 | {f"final_{k}": history.get(f"final_{k}", history[k][-1]) for k in ("fvu", "l0", "loss") if history.get(k)},
+                 | {k: history.get(k) for k in ("final_fvu", "final_l0", "final_sample")}  # the SAE on a fixed sample
+                 | {f"last_batch_{k}": history[k][-1] for k in ("fvu", "l0", "loss") if history.get(k)},
         "concepts": _concept_records(sae, loaded, ctx, pair_seed),
     }
     if path is not None and history.get("n_steps"):
