@@ -39,6 +39,7 @@ from torch import nn
 
 from .device import get_device
 from .io import atomic_write
+from .limits import check_memory, check_seed
 from .nonlinearities import ACTIVATIONS, SPECS, activation_named, check_threshold_settings, make_activation, spec
 from .untrusted import (check_floating_finite, check_input_scale, check_shapes, check_size, read_json, saved_shapes,
                         tensor_header)
@@ -146,6 +147,7 @@ class SAEConfig:
         if not (math.isfinite(self.input_scale) and self.input_scale > 0):
             raise ValueError(f"SAEConfig.input_scale must be a positive finite number; got {self.input_scale}")
         check_threshold_settings(self.threshold_init, self.bandwidth, where="SAEConfig.")
+        check_seed(self.seed, "SAEConfig.seed")
         self._check_recipe_fields()
 
     def _check_recipe_fields(self) -> None:
@@ -228,6 +230,9 @@ class SAE(nn.Module):
         self.cfg = cfg
         device = torch.device(cfg.device) if cfg.device else get_device()
         dtype = DTYPES[cfg.dtype]
+        # before anything is allocated: the float64 draw and the two weight matrices must fit
+        check_memory(cfg.d_sae * cfg.d_in * (8 + 2 * torch.finfo(dtype).bits // 8),
+                     f"an SAE with d_in={cfg.d_in} and d_sae={cfg.d_sae:,}", "choose a smaller d_sae", device)
         gen = torch.Generator().manual_seed(cfg.seed)
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float64)
         W_dec = (W_dec / W_dec.norm(dim=1, keepdim=True)).to(dtype)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .limits import check_seed
+
 __all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS"]
 
 LR_SCHEDULES = ("warmup_decay", "constant")
@@ -54,6 +56,7 @@ class TrainConfig:
     fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path
 
     def __post_init__(self):
+        check_seed(self.seed, "TrainConfig.seed")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.n_tokens is not None and self.n_tokens < 1:

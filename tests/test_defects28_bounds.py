@@ -433,3 +433,32 @@ def test_defect28_13_error_line_is_not_glued_to_a_progress_bar(capsys):
     assert report_error(["train"], None, OSError(errno.ENOSPC, "No space left on device"), bug=False) == 2
     err = capsys.readouterr().err
     assert any(line.startswith("error: ") for line in err.splitlines()), err
+
+
+def test_defect28_13_string_seed_through_the_api_names_the_field():
+    """A seed of the wrong type through the API (not only --seed) is one clear error, not torch's."""
+    for bad in ("1", -1, 2**40, True):
+        with pytest.raises(ValueError, match=r"SAEConfig\.seed must be an int"):
+            am.SAEConfig(d_in=4, d_sae=8, activation="topk", k=2, seed=bad)
+    with pytest.raises(ValueError, match=r"TrainConfig\.seed must be an int"):
+        am.train_sae(am.SAEConfig(d_in=4, d_sae=8, activation="topk", k=2), torch.randn(64, 4), seed="1", progress=False)
+
+
+def test_defect28_10_sae_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    """Every way to build an SAE (API, sweep, recipes), not only the CLI's train: SAE(cfg) checks its
+    weights against the memory available before it draws them."""
+    from abstopk_mini import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda device=None: 10**6)
+    with pytest.raises(ValueError, match="d_sae=100,000 needs about .* of memory.*smaller d_sae"):
+        am.SAE(am.SAEConfig(d_in=64, d_sae=100_000, activation="topk", k=4, device="cpu"))
+    am.SAE(am.SAEConfig(d_in=8, d_sae=16, activation="topk", k=4, device="cpu"))  # 1.5 kB fits
+
+
+def test_defect28_14_empty_abstopk_runs_is_labelled_as_unset(monkeypatch):
+    from abstopk_mini.runs.store import runs_label
+
+    monkeypatch.setenv("ABSTOPK_RUNS", "")
+    assert runs_label() == "./runs"
+    monkeypatch.setenv("ABSTOPK_RUNS", "/data/runs")
+    assert runs_label() == "$ABSTOPK_RUNS"

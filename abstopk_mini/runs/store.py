@@ -69,7 +69,7 @@ def runs_label(quick: bool = False) -> str:
     when that is set, else ``"./runs"``; ``"a temporary folder"`` for quick mode's throw-away runs."""
     if quick:
         return "a temporary folder"
-    return "$ABSTOPK_RUNS" if "ABSTOPK_RUNS" in os.environ else "./runs"
+    return "$ABSTOPK_RUNS" if os.environ.get("ABSTOPK_RUNS", "").strip() else "./runs"  # empty = unset (runs_dir)
 
 
 def content_key(obj) -> str:
