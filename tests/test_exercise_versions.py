@@ -136,7 +136,8 @@ def test_nbmake_collects_the_chapters_not_their_exercise_versions():
     pytest.importorskip("nbmake")
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # CI's --junitxml is the outer run's
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--nbmake", "-p", "no:cacheprovider",
-                           "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+                           "tests", "notebooks"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # as the README's command collects
     items = [ln.split("::")[0] for ln in proc.stdout.splitlines() if ".ipynb::" in ln]
     assert "notebooks/01_sparse_coding.ipynb" in items, proc.stdout + proc.stderr
     assert not [p for p in items if "exercises" in p], items
