@@ -145,9 +145,7 @@ def steps_figure(records, log_tokens: bool = False):
     bx.axhline(0, color=style.REFERENCE, lw=0.8)
     bx.set_xscale("log")
     style.finish(bx, "optimiser steps", "AbsTopK / TopK − 1 (%)", "gap (seed 1 faint)")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT)
-    return fig
+    return style.legend_below(fig, ncol=2)  # both panels' entries below them: no legend over the gaps
 
 
 @style.styled
@@ -156,7 +154,7 @@ def test_k_figure(records, batch: int | None = None):
     batch size, default the smallest; one line per activation and seed)."""
     rows = test_k_rows(records)
     batch = batch if batch is not None else min(r["batch"] for r in rows)
-    fig, ax = style.subplots(1, 1, height=3.0, width=4.5)
+    fig, ax = style.subplots(1, 1, height=3.2)  # the book's width, so its text shows at every figure's size
     for act in ("topk", "abstopk"):
         for seed in sorted({r["seed"] for r in rows}):
             run = [r for r in rows if (r["activation"], r["seed"], r["batch"]) == (act, seed, batch)]
@@ -167,6 +165,7 @@ def test_k_figure(records, batch: int | None = None):
                 ax.axvline(run[0]["trained k"], color=style.REFERENCE, lw=0.6, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    return style.finish(ax, "k at test time", "held-out FVU", f"trained at k = 32, batch {batch}")
+    style.finish(ax, "k at test time", "held-out FVU", f"trained at k = 32, batch {batch}")
+    return style.legend_below(fig, ncol=2)
 
 

@@ -161,9 +161,7 @@ def trajectory_figure(records, others=(), names=("batchtopk", "batchabstopk")):
         axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     style.finish(bx, "optimiser steps", f"{style.label(names[1])} / {style.label(names[0])} − 1 (%)", "gap")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT)
-    return fig
+    return style.legend_below(fig, ncol=2)  # both panels' entries below them: no legend over the gap curves
 
 
 def budget_table(records, variant: str | None = "paper_batch_select") -> style.Table:
@@ -339,7 +337,7 @@ def controls_figure(record):
     """The female-vs-male log-odds shift against the value c (in units of q) for every control;
     bands: 95 % intervals over prompts."""
     st = record["steering"]
-    fig, ax = style.subplots(1, 1, height=3.2, width=5.5)
+    fig, ax = style.subplots(1, 1, height=3.6)  # the book's width, so its text shows at every figure's size
     xs = st["values_in_q"]
     palette = {"AbsTopK latent clamped": style.color("abstopk"), "TopK female latent added": style.color("topk"),
                "DiM": style.REFERENCE}
@@ -353,7 +351,8 @@ def controls_figure(record):
             ax.fill_between(xs, st["low"][i], st["high"][i], color=c, alpha=0.15, lw=0)
         seen.add(lab)
     ax.axhline(0, color=style.REFERENCE, lw=0.6)
-    return style.finish(ax, "value c (units of q)", "log-odds shift, female − male", f"seed {record['seed']}")
+    style.finish(ax, "value c (units of q)", "log-odds shift, female − male", f"seed {record['seed']}")
+    return style.legend_below(fig, ncol=2)
 
 
 def balance_count_table(counts, pairs=None) -> style.Table:

@@ -34,18 +34,22 @@ import functools
 import html
 import io
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib as mpl
 from matplotlib.figure import Figure as _MplFigure
 
 from ..nonlinearities import SPECS
+from .layout_check import check_figure
 
 __all__ = [
     "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
     "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
     "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
-    "Figure", "subplots", "styled", "book_rc", "finish", "Table",
+    "Figure", "subplots", "styled", "book_rc", "finish", "legend_below", "Table",
 ]
 
 # =============================================================================== sizes
@@ -152,7 +156,31 @@ def book_rc(params: Mapping = RC):
 
 
 class Figure(_MplFigure):
-    """A matplotlib Figure that IPython shows as a PNG (at :data:`DPI`) when it is a cell's value."""
+    """A matplotlib Figure that IPython shows as a PNG (at :data:`DPI`) when it is a cell's value.
+
+    Every draw ends with the book's layout check (:mod:`abstopk_mini.chapters.layout_check`):
+    ``savefig``, ``_repr_png_`` and the inline backend's ``plt.show()`` all draw, so a figure with
+    overlapping texts, a legend over its data, a squashed panel or a font off the book's sizes
+    raises a ValueError instead of being saved or shown. ``savefig`` to a path writes a temporary
+    file and renames it, so a failed check leaves no file behind."""
+
+    def draw(self, renderer):
+        super().draw(renderer)
+        check_figure(self, renderer)
+
+    def savefig(self, fname, **kwargs):
+        if not isinstance(fname, (str, os.PathLike)):
+            return super().savefig(fname, **kwargs)
+        path = Path(fname)
+        kwargs.setdefault("format", path.suffix[1:] or mpl.rcParams["savefig.format"])
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            super().savefig(tmp, **kwargs)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
@@ -208,6 +236,25 @@ def finish(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool 
     if grid:
         ax.grid(alpha=0.3)
     return ax.figure
+
+
+def legend_below(fig, ncol: int = 2):
+    """Replace the legends of ``fig``'s panels (and the figure's own) by one legend below the
+    panels (constrained layout makes room for it): every labelled artist once, in the order the
+    panels show them, in ``ncol`` columns. No legend then covers data. Returns the figure."""
+    seen = {}
+    for ax in fig.axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(name, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for leg in list(fig.legends):
+        for handle, text in zip(leg.legend_handles, leg.get_texts()):
+            seen.setdefault(text.get_text(), handle)
+        leg.remove()
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)))
+    return fig
 
 
 # =============================================================================== tables
