@@ -11,7 +11,9 @@ Colours
       highlights), distinct from every method colour and from the dashboards' sign colours
       (:data:`abstopk_mini.dashboard.html.SIGN_COLORS`).
 
-    Distinct means a CIEDE2000 colour difference of at least 15 (tests/test_plots_widgets.py).
+    Distinct means a CIEDE2000 colour difference of at least 15 (tests/test_plots_style.py), and
+    for the gender sides also a hue at least 45° from AbsTopK's and TopK's
+    (tests/test_layout_check.py): a navy beside TopK's blue reads as "blue" whatever its ΔE.
 
 Sizes
     The book's text column is about 690 px wide and its body text 16 px. Every figure is
@@ -84,12 +86,14 @@ METHOD_COLORS = {
     "one step": "#222222", "IHT, η=1": "#bd9e39", "IHT, η=1/L": "#6b6b00",
     "ISTA": "#e7298a", "FISTA": _FISTA, "Lasso (FISTA)": _FISTA,
 }
-#: side a (male), side b (female) and neutral words; no method or dashboard sign colour is near
-GENDER_COLORS = {"male": "#393b79", "female": "#e7969c", "neutral": "#c7c7c7"}
+#: side a (male), side b (female) and neutral words; no method or dashboard sign colour is near, and
+#: neither side shares a hue with AbsTopK or TopK, whose colours stand beside them in chapters 7-9
+#: (green and orchid: at least 45° of CIE LCh hue from AbsTopK red and TopK blue)
+GENDER_COLORS = {"male": "#448866", "female": "#e8a0cc", "neutral": "#c7c7c7"}
 #: the same as a tuple (side a, side b, neutral), for concept axes other than gender too
 SIDE_COLORS = (GENDER_COLORS["male"], GENDER_COLORS["female"], GENDER_COLORS["neutral"])
 #: light versions of side a and side b, for backgrounds under text (token highlights)
-SIDE_LIGHT = ("#9c9ede", GENDER_COLORS["female"])
+SIDE_LIGHT = ("#a6dba0", GENDER_COLORS["female"])
 #: reference lines and markers that are not a method (zero lines, "no intervention", DiM)
 REFERENCE = "#000000"
 #: shaded ranges (the bidirectional band)
