@@ -143,16 +143,9 @@ def shared_legend(fig, ncol: int = 4):
     """Replace the legends of ``fig``'s axes by one legend below the figure: every labelled artist
     once, in the order the axes show them (a panel's legend inside the plot hides its lines once
     there are more than a few series). Returns the figure."""
-    seen = {}
-    for ax in fig.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, handle)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if seen:
-        ncol = ncol if max(map(len, seen)) <= 14 else min(ncol, 2)  # long labels: 2 columns fit the page
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)))
-    return fig
+    labels = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+    long = bool(labels) and max(map(len, labels)) > 14
+    return style.legend_below(fig, ncol=min(ncol, 2) if long else ncol)  # long labels: 2 columns fit the page
 
 
 @style.styled

@@ -8,7 +8,6 @@ nothing is recomputed here.
 
 from __future__ import annotations
 
-import math
 
 from matplotlib import ticker
 
@@ -146,8 +145,7 @@ def trajectory_figure(records, others=(), names=("batchtopk", "batchabstopk")):
     ax.set_xscale("log")
     ax.set_yscale("log")
     style.finish(ax, "optimiser steps", "held-out FVU", "FVU against steps", legend=False)
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    style.plain_log_labels(ax.yaxis)
     bx.plot([r["steps"] for r in rows], [r["gap %"] for r in rows], color=style.REFERENCE, marker="o", ms=3, lw=1,
             label=f"seed 0, {rows[-1]['steps']:,} steps")
     for seed in sorted({r["seed"] for r in others}):

@@ -51,7 +51,7 @@ __all__ = [
     "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
     "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
     "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
-    "Figure", "subplots", "styled", "book_rc", "finish", "legend_below", "Table",
+    "Figure", "subplots", "styled", "book_rc", "finish", "legend_below", "plain_log_labels", "Table",
 ]
 
 # =============================================================================== sizes
@@ -242,10 +242,22 @@ def finish(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool 
     return ax.figure
 
 
+def plain_log_labels(axis) -> None:
+    """Label a log ``axis`` (``ax.xaxis`` / ``ax.yaxis``) with plain numbers at 1, 2 and 5 times the
+    powers of ten only (0.05, 0.1, 0.2): the default minor labels (3×10⁻¹ beside 4×10⁻¹) run into
+    each other on a short axis."""
+    from matplotlib import ticker
+
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+
+
 def legend_below(fig, ncol: int = 2):
     """Replace the legends of ``fig``'s panels (and the figure's own) by one legend below the
     panels (constrained layout makes room for it): every labelled artist once, in the order the
-    panels show them, in ``ncol`` columns. No legend then covers data. Returns the figure."""
+    panels show them, in ``ncol`` columns (fewer if the legend would be wider than the figure). No
+    legend then covers data. Returns the figure."""
     seen = {}
     for ax in fig.axes:
         for handle, name in zip(*ax.get_legend_handles_labels()):
@@ -256,8 +268,13 @@ def legend_below(fig, ncol: int = 2):
         for handle, text in zip(leg.legend_handles, leg.get_texts()):
             seen.setdefault(text.get_text(), handle)
         leg.remove()
-    if seen:
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)))
+    ncol = min(ncol, len(seen))
+    while seen:
+        leg = fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
+        if ncol == 1 or leg.get_window_extent().width <= fig.bbox.width - 0.1 * fig.dpi:  # room for a save's padding
+            break
+        leg.remove()  # wider than the figure: one column fewer
+        ncol -= 1
     return fig
 
 
