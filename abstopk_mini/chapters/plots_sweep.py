@@ -322,6 +322,7 @@ def doubling_curves(hist: dict):
         axes[0].plot(hist["steps"], ys, st, color=color, label=DOUBLING_LABELS.get(name, name),
                      lw=2 if name == "abstopk" else 1.2)
     axes[0].set_yscale("log")
+    style.plain_log_labels(axes[0].yaxis)
     axes[0].set_ylabel("FVU (batch)")
     axes[0].set_title("Reconstruction")
     axes[1].plot(hist["steps"], [max(v, 1e-18) for v in hist["max_abs_diff_tied"]], color=style.REFERENCE,
