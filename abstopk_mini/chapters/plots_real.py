@@ -120,7 +120,7 @@ def layer_stats(rows: list[dict], title: str = "Residual stream, layer by layer"
     a.plot(layers, [r["mean_share"] for r in rows], label="‖mean‖² / mean ‖x‖²", **_series(0))
     a.plot(layers, [r["top_dim_share"] for r in rows], label="top coordinate's\nshare of mean ‖x‖²", **_series(1))
     if all("top_var_share" in r for r in rows):
-        a.plot(layers, [r["top_var_share"] for r in rows], label="top coordinate's share of tr Σ", **_series(2))
+        a.plot(layers, [r["top_var_share"] for r in rows], label="top coordinate's\nshare of tr Σ", **_series(2))
     a.set_ylim(0, 1.02)
     style.finish(a, "layer", "share", "Mean vector, top coordinate", legend=False)
     a = axes[2]
@@ -155,7 +155,7 @@ def norm_histograms(groups: dict[str, torch.Tensor], title: str = "Token norms",
             ax.hist(v.double().numpy(), bins=edges, density=True, histtype="stepfilled", alpha=0.35, color=color,
                     edgecolor=color, label=f"{label} (n={len(v):,})")
     ax.set_xscale("log")
-    _plain_log(ax, "x", _log_ticks(lo, hi))  # 1-2-5 values only: minor labels (3×10³, 4×10³) run into each other
+    _plain_log(ax, "x", _log_ticks(*ax.get_xlim()))  # 1-2-5 values in view only: minor labels (3×10³, 4×10³) collide
     return style.finish(ax, "‖x‖ (residual norm)", "density", title)
 
 
