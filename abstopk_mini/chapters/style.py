@@ -27,6 +27,9 @@ Figures
     shown once, by its value, never again by the inline backend) or registered with pyplot
     (``pyplot=True``: the inline backend shows it at the end of the cell, as chapters 5-9
     expect). Decorate a figure function with :func:`styled` so its text takes the book's sizes.
+    Every draw of a :class:`Figure` (save, PNG repr, the inline backend's show) ends with the layout
+    check of :mod:`abstopk_mini.chapters.layout_check`; :func:`legend_below` and
+    :func:`plain_log_labels` are the usual fixes for a legend over data and crowded log labels.
 """
 
 from __future__ import annotations
