@@ -115,3 +115,31 @@ def acts(spec, tiny_gpt2, tmp_path):
     from abstopk_mini.runs.store import harvest_spec
 
     return harvest_spec(spec, tmp_path, loaded=tiny_gpt2, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _layout_check_every_book_figure(request, monkeypatch):
+    """Every book figure (``abstopk_mini.chapters.style.Figure``) a test builds is saved at the end of
+    the test the way the book saves it (PNG at style.DPI, tight crop), so the layout check of
+    ``abstopk_mini.chapters.layout_check`` runs on it: a figure function whose texts overlap, whose
+    legend covers data, whose panel is a sliver or whose font is off the book's sizes fails the
+    test that drew it. tests/test_layout_check.py makes such figures on purpose and checks itself."""
+    if request.module.__name__.rsplit(".", 1)[-1] == "test_layout_check":
+        yield
+        return
+    import io
+
+    from abstopk_mini.chapters import style
+
+    made = []
+    init = style.Figure.__init__
+
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(style.Figure, "__init__", record)
+    yield
+    for fig in made:
+        if fig.axes:
+            fig.savefig(io.BytesIO(), format="png", dpi=style.DPI, bbox_inches="tight", pad_inches=0.05)

@@ -45,7 +45,7 @@ def test_layer_stats_plots_the_rows():
     assert len(fig.axes) == 4
     np.testing.assert_allclose(_line(fig.axes[0], "BOS position").get_ydata(), [r["bos_norm"] for r in rows])
     np.testing.assert_allclose(_line(fig.axes[1], "‖mean‖² / mean ‖x‖²").get_ydata(), [0.5, 0.6, 0.7, 0.8])
-    np.testing.assert_allclose(_line(fig.axes[1], "top coordinate's share of tr Σ").get_ydata(), [0, 0.1, 0.2, 0.3])
+    np.testing.assert_allclose(_line(fig.axes[1], "top coordinate's\nshare of tr Σ").get_ydata(), [0, 0.1, 0.2, 0.3])
     np.testing.assert_allclose(_line(fig.axes[3], "(tr Σ)² / tr Σ²").get_xdata(), [0, 1, 2, 3])
 
 

@@ -111,7 +111,7 @@ def test_antipodal_and_sweep_figures_are_labelled():
     pairs = _sae("topk", torch.cat([D, -D], dim=1).T, k=2)
     fig = plots.antipodal_figure({"pairs": pairs, "plain": _sae("abstopk", D.T, k=2)})
     _check_labelled(fig)
-    assert "4 pairs" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert "4 pairs" in fig.legends[0].get_texts()[0].get_text()
     rows = [dict(activation=a, d_sae=w, fvu=f, mcc=m, split_axes=s)
             for a, w, f, m, s in [("topk", 4, 0.4, 0.7, 0), ("topk", 8, 0.1, 0.9, 3), ("abstopk", 4, 0.05, 0.95, 0)]]
     _check_labelled(plots.width_sweep_figure(rows, P=4))

@@ -50,7 +50,7 @@ def test_figure_html_is_a_png_of_the_figure_at_page_width():
 
     fig, ax = am.chapters.style.subplots(1, 1, height=2.0, pyplot=True)
     ax.plot([0, 1], [0, 1])
-    fig.suptitle("a <title>")
+    fig.suptitle("a <title>", fontsize=am.chapters.style.TITLE)  # the book's size: the layout check rejects others
     tag = twins.figure_html(fig)
     assert 'alt="a &lt;title&gt;"' in tag
     png = base64.b64decode(tag.split("base64,")[1].split('"')[0])

@@ -261,8 +261,7 @@ def antipodal_figure(saes: Mapping[str, object], below: float = -0.9, bins: int 
     ax.set_xlabel("most negative cosine between an atom and another atom")
     ax.set_ylabel("number of atoms")
     ax.set_title(f"Antipodal pairs (cos < {below}): nonnegative codes\nspend two atoms per axis")
-    ax.legend(loc="upper right")
-    return fig
+    return style.legend_below(fig, ncol=1)  # below the panel: inside it covered the histograms
 
 
 @style.styled

@@ -35,6 +35,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ..codestats import code_stats
 from ..concepts.axis import dim_direction, encode_samples
@@ -103,6 +104,7 @@ def latent_pair_figure(data: dict, sides: Sequence[str] = ("male", "female"), te
             b = torch.cat([b, torch.full_like(nn, float("nan"))])
         _barsh(ax, [a, b], labels + list(data["neutral_words"]), [SIDE_COLORS[0], SIDE_COLORS[1]],
                [f"{sides[0]} word", f"{sides[1]} word"], xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # two panels side by side: five labels ran into each other
         if n_neutral:
             for patch in ax.patches[len(labels):len(labels) + n_neutral]:
                 patch.set_color(SIDE_COLORS[2])
@@ -154,7 +156,7 @@ def pair_difference_figure(results: Mapping[str, dict], title: str | None = None
         ax.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
-    return fig
+    return style.legend_below(fig, ncol=2)  # below the panels: inside, it covered bars and error bars
 
 
 # =============================================================================== tokens of a text

@@ -126,12 +126,12 @@ def verdict_figure(records, reading=None):
         left = 0.0
         for key, share in parts:
             ax.barh(y, share, left=left, color=_LEGEND[key][1], edgecolor="#555555", lw=0.4)
-            if share >= 0.06:
-                ax.text(left + share / 2, y, f"{100 * share:.0f}%", ha="center", va="center", fontsize=style.FONT - 1)
+            if share >= 0.08:  # a narrower segment has no room for its label at the book's font size
+                ax.text(left + share / 2, y, f"{100 * share:.0f}%", ha="center", va="center", fontsize=style.FONT)
             left += share
     ax.set_yticks(range(len(bars)), [b[0] for b in reversed(bars)])
     ax.set_xlim(0, 1)
     entries = dict.fromkeys(_LEGEND.values())
     ax.legend(handles=[Patch(facecolor=c, edgecolor="#555555", lw=0.4, label=lab) for lab, c in entries],
-              loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=3, frameon=False, fontsize=style.FONT - 1)
+              loc="upper center", bbox_to_anchor=(0.4, -0.16), ncol=3, frameon=False, fontsize=style.FONT)
     return style.finish(ax, "share of latents", "", None, legend=False, grid=False)

@@ -96,37 +96,45 @@ def corpus_table(rows: list[dict]) -> style.Table:
     return style.Table(out, formats={h: ",d" for h in list(heads.values())[1:]})
 
 
+def _legend_right(ax) -> None:
+    """The panel's legend to its right, outside the data (constrained layout makes room)."""
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+
+
 @style.styled
 def layer_stats(rows: list[dict], title: str = "Residual stream, layer by layer"):
-    """rows: :func:`abstopk_mini.lm.stats.layer_table`. Four panels against the layer: token norms
-    (median, 1-99 % band, BOS), mean share and top-coordinate shares (of the mean squared norm and,
-    if the rows have ``top_var_share``, of the variance), max excess kurtosis, and participation
-    ratio."""
+    """rows: :func:`abstopk_mini.lm.stats.layer_table`. Four stacked panels against the layer
+    each with its legend to its right, outside the data: token norms (median,
+    1-99 % band, BOS), mean share and top-coordinate shares (of the mean squared norm and, if the
+    rows have ``top_var_share``, of the variance), max excess kurtosis, and participation ratio."""
     layers = [r["layer"] for r in rows]
-    fig, axes = style.subplots(2, 2, height=5.6, pyplot=True)
-    a = axes[0, 0]
+    fig, axes = style.subplots(4, 1, height=9.0, pyplot=True)
+    a = axes[0]
     a.fill_between(layers, [r["norm_q01"] for r in rows], [r["norm_q99"] for r in rows], color="0.85",
                    label="tokens, 1–99 %")
     a.plot(layers, [r["norm_median"] for r in rows], label="tokens, median", **_series(0))
     a.plot(layers, [r["bos_norm"] for r in rows], label="BOS position", **_series(1))
     a.set_yscale("log")
-    style.finish(a, "layer", "‖x‖ (residual norm)", "Norms")
-    a = axes[0, 1]
+    style.finish(a, "layer", "‖x‖ (residual norm)", "Norms", legend=False)
+    a = axes[1]
     a.plot(layers, [r["mean_share"] for r in rows], label="‖mean‖² / mean ‖x‖²", **_series(0))
-    a.plot(layers, [r["top_dim_share"] for r in rows], label="top coordinate's share\nof mean ‖x‖²", **_series(1))
+    a.plot(layers, [r["top_dim_share"] for r in rows], label="top coordinate's\nshare of mean ‖x‖²", **_series(1))
     if all("top_var_share" in r for r in rows):
-        a.plot(layers, [r["top_var_share"] for r in rows], label="top coordinate's share of tr Σ", **_series(2))
+        a.plot(layers, [r["top_var_share"] for r in rows], label="top coordinate's\nshare of tr Σ", **_series(2))
     a.set_ylim(0, 1.02)
-    style.finish(a, "layer", "share", "Mean vector, top coordinate")
-    a = axes[1, 0]
-    a.plot(layers, [r["kurtosis_max"] for r in rows], label="max over coordinates", **_series(0))
-    a.plot(layers, [r["kurtosis_median"] for r in rows], label="median over coordinates", **_series(1))
+    style.finish(a, "layer", "share", "Mean vector, top coordinate", legend=False)
+    a = axes[2]
+    a.plot(layers, [r["kurtosis_max"] for r in rows], label="max over\ncoordinates", **_series(0))
+    a.plot(layers, [r["kurtosis_median"] for r in rows], label="median over\ncoordinates", **_series(1))
     a.set_yscale("symlog", linthresh=1)
-    style.finish(a, "layer", "excess kurtosis", "Heavy-tailed coordinates")
-    a = axes[1, 1]
+    style.finish(a, "layer", "excess kurtosis", "Heavy-tailed coordinates", legend=False)
+    a = axes[3]
     a.plot(layers, [r["participation_ratio"] for r in rows], label="(tr Σ)² / tr Σ²", **_series(0))
     a.set_yscale("log")
-    style.finish(a, "layer", "participation ratio", "Directions holding the variance")
+    style.finish(a, "layer", "participation ratio", "Directions holding the variance", legend=False)
+    for a in axes:
+        _legend_right(a)
+    fig.align_ylabels(axes)
     fig.suptitle(title)
     return fig
 
@@ -147,6 +155,7 @@ def norm_histograms(groups: dict[str, torch.Tensor], title: str = "Token norms",
             ax.hist(v.double().numpy(), bins=edges, density=True, histtype="stepfilled", alpha=0.35, color=color,
                     edgecolor=color, label=f"{label} (n={len(v):,})")
     ax.set_xscale("log")
+    _plain_log(ax, "x", _log_ticks(*ax.get_xlim()))  # 1-2-5 values in view only: minor labels (3×10³, 4×10³) collide
     return style.finish(ax, "‖x‖ (residual norm)", "density", title)
 
 
@@ -246,7 +255,8 @@ def k_comparison(rows: list[dict], activations: tuple[str, ...] = ("topk", "abst
         _plain_log(a, "x", all_ks)
         style.finish(a, "k (per token)", ylabel, t, legend=False)
     axes[0].set_yscale("log")
-    _plain_log(axes[0], "y")
+    fvus = [r["fvu"] for r in rows if r["activation"] in activations]
+    _plain_log(axes[0], "y", _log_ticks(min(fvus), max(fvus)) if fvus else None)  # no crowded minor labels
     fig.suptitle(title)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=len(activations))
     return fig

@@ -113,7 +113,7 @@ def steps_figure(records, log_tokens: bool = False):
     """Left: held-out FVU against optimiser steps, per SAE (colour: activation; marker: batch
     size; lines join the snapshots of one run, seed 0; filled markers are final, decayed SAEs).
     Right: the relative gap at each step both SAEs have."""
-    fig, (ax, bx) = style.subplots(1, 2, height=3.2)
+    fig, (ax, bx) = style.subplots(1, 2, height=3.8)
     rows = points(records)
     for act in ("topk", "abstopk"):
         for batch in sorted({p["batch"] for p in rows}):
@@ -132,6 +132,7 @@ def steps_figure(records, log_tokens: bool = False):
     ax.set_xscale("log")
     ax.set_yscale("log")
     style.finish(ax, "optimiser steps", "held-out FVU", "FVU against steps", legend=False)
+    style.plain_log_labels(ax.yaxis)
     gaps = pair_gaps(records)
     for batch in sorted({g["batch"] for g in gaps}):
         for seed in sorted({g["seed"] for g in gaps}):
@@ -140,14 +141,11 @@ def steps_figure(records, log_tokens: bool = False):
                 continue
             kw = {"color": style.REFERENCE, "marker": _MARK.get(batch, "o"), "ms": 4, "lw": 1,
                   "alpha": 1.0 if seed == 0 else 0.5}
-            bx.plot([g["step"] for g in run], [100 * g["gap"] for g in run], **kw,
-                    label=f"batch {batch}" if seed == 0 else None)
+            bx.plot([g["step"] for g in run], [100 * g["gap"] for g in run], **kw)  # marker: batch, as on the left
     bx.axhline(0, color=style.REFERENCE, lw=0.8)
     bx.set_xscale("log")
     style.finish(bx, "optimiser steps", "AbsTopK / TopK − 1 (%)", "gap (seed 1 faint)")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT)
-    return fig
+    return style.legend_below(fig, ncol=2)  # both panels' entries below them: no legend over the gaps
 
 
 @style.styled
@@ -156,7 +154,7 @@ def test_k_figure(records, batch: int | None = None):
     batch size, default the smallest; one line per activation and seed)."""
     rows = test_k_rows(records)
     batch = batch if batch is not None else min(r["batch"] for r in rows)
-    fig, ax = style.subplots(1, 1, height=3.0, width=4.5)
+    fig, ax = style.subplots(1, 1, height=3.2)  # the book's width, so its text shows at every figure's size
     for act in ("topk", "abstopk"):
         for seed in sorted({r["seed"] for r in rows}):
             run = [r for r in rows if (r["activation"], r["seed"], r["batch"]) == (act, seed, batch)]
@@ -167,6 +165,8 @@ def test_k_figure(records, batch: int | None = None):
                 ax.axvline(run[0]["trained k"], color=style.REFERENCE, lw=0.6, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    return style.finish(ax, "k at test time", "held-out FVU", f"trained at k = 32, batch {batch}")
+    style.plain_log_labels(ax.yaxis)
+    style.finish(ax, "k at test time", "held-out FVU", f"trained at k = 32, batch {batch}")
+    return style.legend_below(fig, ncol=2)
 
 

@@ -22,7 +22,7 @@ from ..tables import format_table
 from . import style
 
 __all__ = ["find_results", "shared_legend", "get", "select", "series", "metric_vs", "fvu_gap", "gender_panels", "survival",
-           "neutral_positions", "label_rows", "doubling_curves", "table", "html_table", "best_bidirectional", "AXIS_LABELS",
+           "neutral_positions", "label_rows", "doubling_curves", "DOUBLING_LABELS", "table", "html_table", "best_bidirectional", "AXIS_LABELS",
            "METRIC_LABELS"]
 
 AXIS_LABELS = {"d_sae": "SAE width (latents)", "k": "k (non-zeros per token)", "layer": "layer",
@@ -131,7 +131,7 @@ def _axes(ax, height: float = 3.4):
 def _finish(fig, ax, title: str | None, legend: bool):
     """Title, legend, grid; the figure to return (ours, or the one of the caller's axes)."""
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=style.TITLE)  # the book's size also in a caller's axes made outside style.styled
     if legend:
         ax.legend()
     ax.grid(alpha=0.3)
@@ -143,18 +143,12 @@ def shared_legend(fig, ncol: int = 4):
     """Replace the legends of ``fig``'s axes by one legend below the figure: every labelled artist
     once, in the order the axes show them (a panel's legend inside the plot hides its lines once
     there are more than a few series). Returns the figure."""
-    seen = {}
-    for ax in fig.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(label, handle)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if seen:
-        ncol = ncol if max(map(len, seen)) <= 14 else min(ncol, 2)  # long labels: 2 columns fit the page
-        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=min(ncol, len(seen)))
-    return fig
+    labels = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+    long = bool(labels) and max(map(len, labels)) > 14
+    return style.legend_below(fig, ncol=min(ncol, 2) if long else ncol)  # long labels: 2 columns fit the page
 
 
+@style.styled
 def metric_vs(records, x: str, y: str, where: dict | None = None, ax=None, group=("activation", "layer"),
               title: str | None = None, hline: float | None = None):
     """One line per group (default: activation × layer) of metric ``y`` against axis ``x``;
@@ -256,7 +250,7 @@ def survival(records, x: str, where: dict | None = None, concept: str = "family"
         for (layer,), (xs, ys, _, _) in data.items():
             ax.plot(xs, ys, marker="o", ms=4, color=color, linestyle=_LINE.get(layer, "-"), label=f"{lab}, L{layer}")
             _xaxis(ax, x, xs)
-    ax.set_ylabel("median magnitude (scaled units)")
+    ax.set_ylabel("median magnitude\n(scaled units)")  # two lines: fits a panel of a stacked figure
     ax.set_yscale("log")
     return _finish(fig, ax, title, legend=bool(ax.get_legend_handles_labels()[0]))
 
@@ -310,25 +304,41 @@ def neutral_positions(record: dict, words, concept: str = "family", ax=None, sid
     return fig if fig is not None else ax.figure
 
 
+#: how :func:`doubling_curves` names the models of :func:`abstopk_mini.coding.doubling.compare_training`
+DOUBLING_LABELS = {"abstopk": "AbsTopK (P latents)", "tied_doubled_topk": "TopK, tied doubled [D, −D]",
+                   "untied_doubled_topk": "TopK, untied doubled", "topk_2P_random": "TopK, 2P random latents"}
+
+
 @style.styled
 def doubling_curves(hist: dict):
-    """The [D, −D] training comparison of :func:`abstopk_mini.coding.doubling.compare_training`:
-    AbsTopK in its colour, the TopK variants (tied and untied doubled, random 2P) in TopK's,
-    told apart by line style."""
-    fig, axes = style.subplots(1, 3, height=3.2, pyplot=True)
+    """The [D, −D] training comparison of :func:`abstopk_mini.coding.doubling.compare_training`, in
+    three stacked panels that share the step axis (top: batch FVU; middle: the largest difference
+    between the tied doubled TopK's and AbsTopK's reconstructions; bottom: the untied model's
+    antipodal cosine and pairs with both halves firing). AbsTopK in its colour, the TopK variants in
+    TopK's, told apart by line style; one legend below the panels."""
+    fig, axes = style.subplots(3, 1, height=7.6, pyplot=True, sharex=True)
     for (name, ys), st in zip(hist["fvu"].items(), ("-", ":", "--", "-.")):
         color = style.color("abstopk" if name == "abstopk" else "topk" if "topk" in name else name)
-        axes[0].plot(hist["steps"], ys, st, color=color, label=name, lw=2 if name == "abstopk" else 1.2)
+        axes[0].plot(hist["steps"], ys, st, color=color, label=DOUBLING_LABELS.get(name, name),
+                     lw=2 if name == "abstopk" else 1.2)
     axes[0].set_yscale("log")
-    style.finish(axes[0], "step", "FVU (batch)", "Reconstruction")
-    axes[1].plot(hist["steps"], [max(v, 1e-18) for v in hist["max_abs_diff_tied"]], color=style.REFERENCE)
+    style.plain_log_labels(axes[0].yaxis)
+    axes[0].set_ylabel("FVU (batch)")
+    axes[0].set_title("Reconstruction")
+    axes[1].plot(hist["steps"], [max(v, 1e-18) for v in hist["max_abs_diff_tied"]], color=style.REFERENCE,
+                 label="max |x̂ tied doubled − x̂ AbsTopK|")
     axes[1].set_yscale("log")
-    style.finish(axes[1], "step", "max |x̂ tied doubled − x̂ AbsTopK|", "Tied doubled = AbsTopK")
-    axes[2].plot(hist["steps"], hist["antipodal_cos"], label="mean cos(+atom, −(−atom))", **style.SERIES[0])
-    axes[2].plot(hist["steps"], hist["both_used"], label="pairs with both halves firing", **style.SERIES[1])
+    axes[1].set_ylabel("max |difference|")
+    axes[1].set_title("Tied doubled TopK = AbsTopK (to rounding)")
+    axes[2].plot(hist["steps"], hist["antipodal_cos"], label="untied: mean cos(+atom, −(−atom))", **style.SERIES[0])
+    axes[2].plot(hist["steps"], hist["both_used"], label="untied: pairs with both halves firing", **style.SERIES[1])
     axes[2].set_ylim(-0.05, 1.05)
-    style.finish(axes[2], "step", "untied doubled TopK", "Untied: pairs drift")
-    return fig
+    axes[2].set_ylabel("share / cosine")
+    axes[2].set_title("Untied doubled TopK: the pairs drift apart")
+    axes[2].set_xlabel("training step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return shared_legend(fig, ncol=2)
 
 
 def _sorted_rows(records, columns, where, sort) -> tuple[list, list]:

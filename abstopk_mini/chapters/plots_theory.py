@@ -52,15 +52,13 @@ def convergence_figure(curves: dict) -> Figure:
     a.semilogy(t, np.maximum(_np(curves["ista"]), floor), color=_color("ISTA"), label="ISTA")
     a.semilogy(t, np.maximum(_np(curves["fista"]), floor), color=_color("FISTA"), label="FISTA")
     a.set(xlabel="iteration t", ylabel=r"$F(z^t) - F^\star$ (mean)", title="Lasso: ISTA vs FISTA")
-    a.legend()
     L = curves["L"]
     b.semilogy(t, _np(curves["iht_eta1"]), color=_color("IHT, η=1"), label="IHT, η = 1")
     b.semilogy(t, _np(curves["iht_eta1/L"]), color=_color("IHT, η=1/L"), label=f"IHT, η = 1/L = {1 / L:.2f}")
     b.set(xlabel="iteration t", ylabel=r"$\|x - Dz^t\|^2 / \|x\|^2$ (mean)", title="k-sparse: IHT, two step sizes")
-    b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    return fig
+    return style.legend_below(fig, ncol=2)  # below the panels: the curves fill them
 
 
 @style.styled
@@ -138,24 +136,22 @@ def signed_axis_figure(codes: dict) -> Figure:
     xlabel = r"coefficient $a$ of $x = a\,d_i$"
     # TopK on [D, −D] is TopK with a second atom per axis: TopK's colour, dotted
     signed, topk = _color("abstopk"), _color("topk")
-    axes[0].plot(t, _np(codes["abstopk"]), color=signed, lw=2, label=r"latent $i$")
+    axes[0].plot(t, _np(codes["abstopk"]), color=signed, lw=2)  # one line per panel: the title names it
     axes[0].set(title="AbsTopK on D: one latent")
-    axes[1].plot(t, _np(codes["topk"]), color=topk, lw=2, label=r"latent $i$")
+    axes[1].plot(t, _np(codes["topk"]), color=topk, lw=2)
     axes[1].set(title="TopK on D: half the axis")
     axes[2].plot(t, _np(codes["topk_pm_plus"]), color=topk, lw=2, label=r"latent for $+d_i$")
     axes[2].plot(t, _np(codes["topk_pm_minus"]), color=topk, lw=2, ls=":", label=r"latent for $-d_i$")
     axes[2].set(title="TopK on [D, −D]: two latents")
-    for ax, loc in zip(axes[:3], ("upper left", "upper left", "upper center")):
+    for ax in axes[:3]:
         ax.set(xlabel=xlabel, ylabel="latent value z", ylim=(t.min() - 0.2, t.max() + 0.2))
-        ax.legend(loc=loc)
     axes[3].plot(t, _np(codes["err_abstopk"]), color=signed, lw=3, label="AbsTopK on D")
     axes[3].plot(t, _np(codes["err_topk"]), color=topk, lw=2, label="TopK on D")
     axes[3].plot(t, _np(codes["err_topk_pm"]), color=topk, lw=1.5, ls=":", label="TopK on [D, −D]")
     axes[3].set(xlabel=xlabel, ylabel=r"$\|x - \hat x\|^2$", title="Reconstruction error")
-    axes[3].legend()
     for ax in axes:
         ax.grid(alpha=0.3)
-    return fig
+    return style.legend_below(fig, ncol=3)  # below the panels: the curves fill them
 
 
 # ============================================================================ chapter 03
@@ -177,8 +173,7 @@ def solver_steps_figure(rows: list[dict]) -> Figure:
     for ax in (a, b):
         ax.set_xticks(sorted({r["T"] for r in rows}), [str(t) for t in sorted({r["T"] for r in rows})])
         ax.grid(alpha=0.3)
-    a.legend()
-    return fig
+    return style.legend_below(fig, ncol=3)  # below the panels: in the FVU panel it covered a curve (Fig 3.1)
 
 
 @style.styled

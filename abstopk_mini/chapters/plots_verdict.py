@@ -8,7 +8,6 @@ nothing is recomputed here.
 
 from __future__ import annotations
 
-import math
 
 from matplotlib import ticker
 
@@ -146,8 +145,7 @@ def trajectory_figure(records, others=(), names=("batchtopk", "batchabstopk")):
     ax.set_xscale("log")
     ax.set_yscale("log")
     style.finish(ax, "optimiser steps", "held-out FVU", "FVU against steps", legend=False)
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    style.plain_log_labels(ax.yaxis)
     bx.plot([r["steps"] for r in rows], [r["gap %"] for r in rows], color=style.REFERENCE, marker="o", ms=3, lw=1,
             label=f"seed 0, {rows[-1]['steps']:,} steps")
     for seed in sorted({r["seed"] for r in others}):
@@ -161,9 +159,7 @@ def trajectory_figure(records, others=(), names=("batchtopk", "batchabstopk")):
         axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     style.finish(bx, "optimiser steps", f"{style.label(names[1])} / {style.label(names[0])} − 1 (%)", "gap")
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=style.FONT)
-    return fig
+    return style.legend_below(fig, ncol=2)  # both panels' entries below them: no legend over the gap curves
 
 
 def budget_table(records, variant: str | None = "paper_batch_select") -> style.Table:
@@ -348,7 +344,7 @@ def controls_figure(record):
     """The female-vs-male log-odds shift against the value c (in units of q) for every control;
     bands: 95 % intervals over prompts."""
     st = record["steering"]
-    fig, ax = style.subplots(1, 1, height=3.2, width=5.5)
+    fig, ax = style.subplots(1, 1, height=3.6)  # the book's width, so its text shows at every figure's size
     xs = st["values_in_q"]
     palette = {"AbsTopK latent clamped": style.color("abstopk"), "TopK female latent added": style.color("topk"),
                "DiM": style.REFERENCE}
@@ -362,7 +358,8 @@ def controls_figure(record):
             ax.fill_between(xs, st["low"][i], st["high"][i], color=c, alpha=0.15, lw=0)
         seen.add(lab)
     ax.axhline(0, color=style.REFERENCE, lw=0.6)
-    return style.finish(ax, "value c (units of q)", "log-odds shift, female − male", f"seed {record['seed']}")
+    style.finish(ax, "value c (units of q)", "log-odds shift, female − male", f"seed {record['seed']}")
+    return style.legend_below(fig, ncol=2)
 
 
 def balance_count_table(counts, pairs=None) -> style.Table:

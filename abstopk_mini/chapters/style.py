@@ -11,7 +11,9 @@ Colours
       highlights), distinct from every method colour and from the dashboards' sign colours
       (:data:`abstopk_mini.dashboard.html.SIGN_COLORS`).
 
-    Distinct means a CIEDE2000 colour difference of at least 15 (tests/test_plots_widgets.py).
+    Distinct means a CIEDE2000 colour difference of at least 15 (tests/test_plots_style.py), and
+    for the gender sides also a hue at least 45° from AbsTopK's and TopK's
+    (tests/test_layout_check.py): a navy beside TopK's blue reads as "blue" whatever its ΔE.
 
 Sizes
     The book's text column is about 690 px wide and its body text 16 px. Every figure is
@@ -25,6 +27,9 @@ Figures
     shown once, by its value, never again by the inline backend) or registered with pyplot
     (``pyplot=True``: the inline backend shows it at the end of the cell, as chapters 5-9
     expect). Decorate a figure function with :func:`styled` so its text takes the book's sizes.
+    Every draw of a :class:`Figure` (save, PNG repr, the inline backend's show) ends with the layout
+    check of :mod:`abstopk_mini.chapters.layout_check`; :func:`legend_below` and
+    :func:`plain_log_labels` are the usual fixes for a legend over data and crowded log labels.
 """
 
 from __future__ import annotations
@@ -34,18 +39,22 @@ import functools
 import html
 import io
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib as mpl
 from matplotlib.figure import Figure as _MplFigure
 
 from ..nonlinearities import SPECS
+from .layout_check import check_figure
 
 __all__ = [
     "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
     "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
     "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
-    "Figure", "subplots", "styled", "book_rc", "finish", "Table",
+    "Figure", "subplots", "styled", "book_rc", "finish", "legend_below", "plain_log_labels", "Table",
 ]
 
 # =============================================================================== sizes
@@ -80,12 +89,14 @@ METHOD_COLORS = {
     "one step": "#222222", "IHT, η=1": "#bd9e39", "IHT, η=1/L": "#6b6b00",
     "ISTA": "#e7298a", "FISTA": _FISTA, "Lasso (FISTA)": _FISTA,
 }
-#: side a (male), side b (female) and neutral words; no method or dashboard sign colour is near
-GENDER_COLORS = {"male": "#393b79", "female": "#e7969c", "neutral": "#c7c7c7"}
+#: side a (male), side b (female) and neutral words; no method or dashboard sign colour is near, and
+#: neither side shares a hue with AbsTopK or TopK, whose colours stand beside them in chapters 7-9
+#: (green and orchid: at least 45° of CIE LCh hue from AbsTopK red and TopK blue)
+GENDER_COLORS = {"male": "#448866", "female": "#e8a0cc", "neutral": "#c7c7c7"}
 #: the same as a tuple (side a, side b, neutral), for concept axes other than gender too
 SIDE_COLORS = (GENDER_COLORS["male"], GENDER_COLORS["female"], GENDER_COLORS["neutral"])
 #: light versions of side a and side b, for backgrounds under text (token highlights)
-SIDE_LIGHT = ("#9c9ede", GENDER_COLORS["female"])
+SIDE_LIGHT = ("#a6dba0", GENDER_COLORS["female"])
 #: reference lines and markers that are not a method (zero lines, "no intervention", DiM)
 REFERENCE = "#000000"
 #: shaded ranges (the bidirectional band)
@@ -152,7 +163,31 @@ def book_rc(params: Mapping = RC):
 
 
 class Figure(_MplFigure):
-    """A matplotlib Figure that IPython shows as a PNG (at :data:`DPI`) when it is a cell's value."""
+    """A matplotlib Figure that IPython shows as a PNG (at :data:`DPI`) when it is a cell's value.
+
+    Every draw ends with the book's layout check (:mod:`abstopk_mini.chapters.layout_check`):
+    ``savefig``, ``_repr_png_`` and the inline backend's ``plt.show()`` all draw, so a figure with
+    overlapping texts, a legend over its data, a squashed panel or a font off the book's sizes
+    raises a ValueError instead of being saved or shown. ``savefig`` to a path writes a temporary
+    file and renames it, so a failed check leaves no file behind."""
+
+    def draw(self, renderer):
+        super().draw(renderer)
+        check_figure(self, renderer)
+
+    def savefig(self, fname, **kwargs):
+        if not isinstance(fname, (str, os.PathLike)):
+            return super().savefig(fname, **kwargs)
+        path = Path(fname)
+        kwargs.setdefault("format", path.suffix[1:] or mpl.rcParams["savefig.format"])
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            super().savefig(tmp, **kwargs)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
@@ -208,6 +243,42 @@ def finish(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool 
     if grid:
         ax.grid(alpha=0.3)
     return ax.figure
+
+
+def plain_log_labels(axis) -> None:
+    """Label a log ``axis`` (``ax.xaxis`` / ``ax.yaxis``) with plain numbers at 1, 2 and 5 times the
+    powers of ten only (0.05, 0.1, 0.2): the default minor labels (3×10⁻¹ beside 4×10⁻¹) run into
+    each other on a short axis."""
+    from matplotlib import ticker
+
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+
+
+def legend_below(fig, ncol: int = 2):
+    """Replace the legends of ``fig``'s panels (and the figure's own) by one legend below the
+    panels (constrained layout makes room for it): every labelled artist once, in the order the
+    panels show them, in ``ncol`` columns (fewer if the legend would be wider than the figure). No
+    legend then covers data. Returns the figure."""
+    seen = {}
+    for ax in fig.axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(name, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for leg in list(fig.legends):
+        for handle, text in zip(leg.legend_handles, leg.get_texts()):
+            seen.setdefault(text.get_text(), handle)
+        leg.remove()
+    ncol = min(ncol, len(seen))
+    while seen:
+        leg = fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
+        if ncol == 1 or leg.get_window_extent().width <= fig.bbox.width - 0.1 * fig.dpi:  # room for a save's padding
+            break
+        leg.remove()  # wider than the figure: one column fewer
+        ncol -= 1
+    return fig
 
 
 # =============================================================================== tables
