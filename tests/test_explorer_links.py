@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(shutil.which("chromium") is None or shutil.which
                                 reason="needs Debian chromium and chromium-driver")
 
 TOKENS = {0: " she", 1: " he", 2: " established", 3: " the", 4: "\ue000", 5: " her", 6: "▁She", 7: " war",
-          8: " of", 9: " and", 10: " her"}
+          8: " of", 9: " and", 10: " her", 11: " 그녀"}
 
 
 def _ctx(tok: int, value: float, n: int = 14):
@@ -39,7 +39,7 @@ def _ctx(tok: int, value: float, n: int = 14):
 
 
 def _latent(i: int, pos_tok: int, neg_tok: int, n_ctx: int = 10, logit_tok: int = 3):
-    lg = LogitEffects([(logit_tok, 1.0)], [(8, -1.0)], [(9, 0.5)], [(4, -0.5)])
+    lg = LogitEffects([(logit_tok, 1.0)], [(8, -1.0)], [(9, 0.5)], [(4, -0.5), (11, -0.4)])
     name = {t: TOKENS[t].strip(" ▁") for t in TOKENS}
     return dash.LatentDashboard(
         latent=i, n_pos=n_ctx, n_neg=n_ctx, pos_rate=0.01, neg_rate=0.01, hist_width=0.5, hist_counts=[1, 2, 2, 1],
@@ -201,7 +201,10 @@ def test_issue31_browser_in_srcdoc_frame_links_searches_and_fits(driver, site):
                         "?[f.clientHeight,d.body.getBoundingClientRect().height]:null")
     assert fit and fit[0] >= fit[1], fit
     driver.frame(0)
-    assert "[U+E000]" in driver.js("return document.getElementById('main').textContent")  # a private-use token
+    text = driver.js("return document.getElementById('main').textContent")
+    assert "[U+E000]" in text  # a private-use code point: never a glyph
+    korean = subprocess.run(["fc-list", ":charset=adf8"], capture_output=True, text=True).stdout.strip() != ""
+    assert ("그녀" in text) == korean and ("[U+ADF8][U+B140]" in text) == (not korean)  # as the fonts allow
     driver.frame()
     assert driver.errors() == []
 

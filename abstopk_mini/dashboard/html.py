@@ -13,6 +13,10 @@ built book and in Colab. What it shows for latent :math:`i`:
   token the context was chosen for outlined. For an unsigned SAE (TopK) the right column is
   the "other side": the positive side of the latent with the most antipodal decoder row.
 
+Tokens are shown as text, with a newline as ↵, a tab as →, and every character the page's fonts
+cannot draw (control, format, private-use and unassigned code points always; others when the
+browser draws them as the same box as a private-use code point) as its code point, ``[U+ADF8]``.
+
 Colours: :data:`SIGN_COLORS`, a brown/teal pair that no method colour
 (``abstopk_mini.chapters.style.METHOD_COLORS``) uses.
 """
