@@ -22,6 +22,8 @@ __all__ = ["FRAME_JS", "PARENT_JS"]
 
 FRAME_JS = r"""
 const FRAME=(function(){
+  if(typeof window==='undefined'||typeof document==='undefined')  // not a browser (a renderer run in node)
+    return {get:()=>null,set:()=>{},onHash:()=>{},fit:()=>{},reveal:()=>{},framed:false};
   let host=null;
   try{if(window.parent!==window&&window.frameElement&&window.parent.location.href)host=window.parent;}catch(e){host=null;}
   const own=location.protocol==='about:'?null:window;  // a srcdoc document has no address of its own
