@@ -203,7 +203,7 @@ def test_table_shows_rows_as_html_and_text():
     table = plots.Table(rows)
     assert table.columns == ["activation", "d_sae", "fvu", "pair"]  # the object column is left out
     html = table._repr_html_()
-    assert html.count("<tr>") == 3 and ">fvu</th>" in html and ">0.123</td>" in html and ">-</td>" in html
+    assert html.count("<tr>") == 3 and ">FVU</th>" in html and ">width</th>" in html and ">0.123</td>" in html and ">-</td>" in html
     lines = repr(table).splitlines()
     assert len(lines) == 3 and len({len(line) for line in lines}) == 1  # right-aligned columns
     assert lines[2].split() == ["abstopk", "32", "0.000", "-0.999"]

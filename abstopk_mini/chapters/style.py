@@ -282,6 +282,23 @@ def legend_below(fig, ncol: int = 2):
 
 
 # =============================================================================== tables
+#: human column labels of the result fields the chapters' tables show (a Table's ``labels`` adds or
+#: overrides; any other field shows with its underscores as spaces)
+LABELS = {
+    "d_sae": "width", "dead_frac": "dead", "fvu": "FVU", "l0": "L0", "mcc": "MCC", "seconds": "time (s)",
+    "signed_recovery": "signed axes recovered", "split_axes": "axes split in two", "latents_on_g": "latents on g",
+    "pair_cos": "cos of the pair", "train_preact_sign": "pre-act. sign acc. (train)",
+    "test_preact_sign": "pre-act. sign acc. (test)", "test_code_sign": "code sign acc. (test)",
+    "coverage_a": "cover a", "coverage_b": "cover b", "mean_u_a": "mean u, a", "mean_u_b": "mean u, b",
+    "per_word": "acc. per word", "per_pair": "acc. per pair",
+}
+
+
+def column_label(field: str, labels: Mapping[str, str] | None = None) -> str:
+    """The header shown for ``field``: ``labels[field]``, else :data:`LABELS`, else the field with spaces."""
+    return (labels or {}).get(field) or LABELS.get(field) or field.replace("_", " ")
+
+
 class Table:
     """Rows of results (dicts) shown as an HTML table in a notebook and as fixed-width text elsewhere.
 
@@ -294,10 +311,14 @@ class Table:
     key: the columns the page shows (those the prose quotes, so they fit the text column); the
     HTML view then adds the full table in a collapsed ``<details>`` below it. The text view always
     prints every column.
+
+    labels: {field: header} for the headers (default :func:`column_label`: :data:`LABELS`, else the
+    field with its underscores as spaces); ``columns``, ``formats`` and ``key`` still name fields.
     """
 
     def __init__(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3,
-                 formats: Mapping[str, str] | None = None, key: Sequence[str] | None = None):
+                 formats: Mapping[str, str] | None = None, key: Sequence[str] | None = None,
+                 labels: Mapping[str, str] | None = None):
         if not rows:
             raise ValueError("rows is empty; pass at least one dict of results")
         self.rows = [dict(r) for r in rows]
@@ -309,6 +330,7 @@ class Table:
             raise ValueError(f"columns {missing} are missing from some rows (keys of the first row: "
                              f"{sorted(self.rows[0])}); pass columns that every row has")
         self.digits, self.formats = digits, dict(formats or {})
+        self.labels = {c: column_label(c, labels) for c in self.columns}
         self.key = list(key) if key is not None else None
         if self.key is not None and (not self.key or set(self.key) - set(self.columns)):
             raise ValueError(f"key={self.key!r} must be a non-empty subset of the columns {self.columns}")
@@ -325,12 +347,13 @@ class Table:
 
     def __repr__(self) -> str:
         cells = self.cells()
-        width = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.columns)]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, width))]
+        heads = [self.labels[c] for c in self.columns]
+        width = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(heads, width))]
         return "\n".join(lines + ["  ".join(v.rjust(w) for v, w in zip(r, width)) for r in cells])
 
     def _html(self, columns: Sequence[str]) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        head = "".join(f"<th>{html.escape(self.labels[c])}</th>" for c in columns)
         idx = [self.columns.index(c) for c in columns]
         body = "".join("<tr>" + "".join(f"<td>{html.escape(r[i])}</td>" for i in idx) + "</tr>" for r in self.cells())
         return f'<table class="abstopk-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

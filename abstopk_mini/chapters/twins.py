@@ -24,8 +24,10 @@ import base64
 import html as _html
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 
+from ..dashboard.frame import FRAME_JS
 from . import plots_concepts as pc
 from .checks import check_latent, check_pairs
 
@@ -70,19 +72,25 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:
 
 _JS = r"""
 const C=JSON.parse(document.getElementById('tw-controls').textContent);
-const sel=C.map((_,j)=>document.getElementById('tw-c'+j));
+const sel=C.names.map((_,j)=>document.getElementById('tw-c'+j));
 const panels={};for(const p of document.querySelectorAll('.panel'))panels[p.dataset.key]=p;
-const miss=document.getElementById('tw-miss');
-function show(){const key=sel.map(s=>s.value).join('|');let hit=false;
+const miss=document.getElementById('tw-miss'),asked=document.getElementById('tw-asked');
+function show(link){const key=sel.map(s=>s.value).join('|');let hit=false;asked.style.display='none';
   for(const k in panels){const on=k===key;panels[k].classList.toggle('on',on);hit=hit||on;}
-  miss.style.display=hit?'none':'block';}
-for(const s of sel)s.addEventListener('change',show);
+  miss.style.display=hit?'none':'block';if(link!==false)sel.forEach((s,j)=>FRAME.set(C.keys[j],s.value));}
+for(const s of sel)s.addEventListener('change',()=>show());
+function esc(s){return String(s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
+function pick(v,link){v=String(v).trim();if(!v)return true;
+  for(const o of sel[0].options)if(o.value===v||o.text.split(' ')[0]===v){sel[0].value=o.value;show(link);return true;}
+  asked.innerHTML=esc(C.names[0])+' '+esc(v)+' is not among this page\u2019s '+sel[0].options.length+' precomputed values ('+
+    [...sel[0].options].map(o=>esc(o.value)).join(', ')+'); '+C.missing;asked.style.display='block';return false;}
 const find=document.getElementById('tw-find');
-if(find)find.addEventListener('input',()=>{const v=find.value.trim();if(!v)return;
-  for(const o of sel[0].options)if(o.value===v||o.text.split(' ')[0]===v){sel[0].value=o.value;show();return;}});
-const h=new URLSearchParams(location.hash.slice(1));  // #c0=value&c1=value: a link to one panel
-sel.forEach((s,j)=>{const v=h.get('c'+j);if(v!==null&&[...s.options].some(o=>o.value===v))s.value=v;});
-show();
+if(find)find.addEventListener('change',()=>pick(find.value));
+if(find)find.addEventListener('input',()=>{const v=find.value.trim();if(v&&[...sel[0].options].some(o=>o.value===v||o.text.split(' ')[0]===v))pick(v);});
+function fromHash(){let any=false;sel.forEach((s,j)=>{const v=FRAME.get(C.keys[j]);if(v===null)return;any=true;
+  if(j===0){pick(v,false);return;}if([...s.options].some(o=>o.value===v))s.value=v;});if(any&&asked.style.display!=='block')show(false);return any;}
+if(fromHash())FRAME.reveal();else show(false);
+FRAME.onHash(fromHash);
 """
 
 
@@ -91,13 +99,17 @@ def _key(values) -> str:
 
 
 def switcher_html(panels: Mapping[tuple, str], controls: Sequence[tuple[str, Sequence]], *, title: str,
-                  note: str = "", labels: Mapping[str, str] | None = None, search: bool = False) -> str:
+                  note: str = "", labels: Mapping[str, str] | None = None, search: bool = False,
+                  keys: Sequence[str] | None = None, missing: str = "the live widget (Jupyter or Colab) computes any value") -> str:
     """A complete HTML page that shows one of ``panels`` at a time.
 
     panels: {(v_1, ..., v_m): html} — one value per control; controls: [(name, values)] in order,
     each shown as a ``<select>`` (first value selected). labels: {str(value): text shown in the list}
-    (default: the value). search: a box that selects the first control's value by typing it.
-    Opened as a file, ``page.html#c0=v&c1=w`` starts on that panel.
+    (default: the value). search: a box that selects the first control's value by typing it; a value
+    with no panel says so, and ``missing`` (HTML) says how to get it.
+    keys: the hash parameter of each control (default ``c0``, ``c1``, ...): ``page.html#c0=v&c1=w``
+    starts on that panel, and in the book's iframe the enclosing page's hash does (and follows the
+    controls), :mod:`abstopk_mini.dashboard.frame`. The frame takes the height of its content.
     A combination with no panel says so. Raises ValueError if a panel's key does not match the controls."""
     if not panels:
         raise ValueError("panels is empty; pass at least one {(value, ...): html}")
@@ -109,6 +121,10 @@ def switcher_html(panels: Mapping[tuple, str], controls: Sequence[tuple[str, Seq
         if len(key) != len(controls) or any(str(v) not in vals for v, vals in zip(key, values)):
             raise ValueError(f"panel key {key!r} does not match the controls {[name for name, _ in controls]} "
                              f"with values {values}")
+    keys = [f"c{j}" for j in range(len(controls))] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(controls) or len(set(keys)) != len(keys) or not all(re.fullmatch(r"[A-Za-z][\w-]{0,39}", k) for k in keys):
+        raise ValueError(f"keys must be {len(controls)} distinct short names (letters, digits, '-', '_'), one per "
+                         f"control; got {keys!r}")
     labels = dict(labels or {})
     bar = []
     for j, ((name, _), vals) in enumerate(zip(controls, values)):
@@ -119,16 +135,16 @@ def switcher_html(panels: Mapping[tuple, str], controls: Sequence[tuple[str, Seq
                    '<input id="tw-find" size="8"></span>')
     body = "".join(f'<div class="panel" data-key="{_html.escape(_key(k if isinstance(k, tuple) else (k,)), quote=True)}">'
                    f"{v}</div>" for k, v in panels.items())
-    data = json.dumps([name for name, _ in controls]).replace("</", "<\\/")
+    data = json.dumps({"names": [name for name, _ in controls], "keys": keys, "missing": missing}).replace("</", "<\\/")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_html.escape(title)}</title><style>{_CSS}</style></head><body><div class=\"tw\">"
             f"<noscript>Switching needs JavaScript; the first option is shown below.</noscript>"
             f"<div class=\"bar\">{''.join(bar)}</div>"
             + (f'<div class="note">{note}</div>' if note else "")
-            + '<div id="tw-miss" class="miss" style="display:none">not precomputed in this page; the live widget '
-              "(Jupyter or Colab) computes any value</div>"
+            + '<div id="tw-asked" class="miss" role="status" style="display:none"></div>'
+            + f'<div id="tw-miss" class="miss" style="display:none">not precomputed in this page; {missing}</div>'
             f"{body}</div><script type=\"application/json\" id=\"tw-controls\">{data}</script>"
-            f"<script>{_JS}</script></body></html>")
+            f"<script>{FRAME_JS}{_JS}</script></body></html>")
 
 
 def switcher(panels: Mapping[tuple, str], controls: Sequence[tuple[str, Sequence]], *, title: str,
@@ -159,11 +175,13 @@ def pair_status(results: Mapping[str, dict]) -> str:
 # =============================================================================== the twins
 def latent_twin(sae, word_acts, pairs, candidates: Sequence[tuple[str, int]], *, neutral_words: Sequence[str] = (),
                 sides: Sequence[str] = ("male", "female"), test_pairs=None, model=None, texts: Sequence[str] = (),
-                orientation: int = 1, preact: bool = True, height: int = 1100, title: str = "latent explorer"):
+                orientation: int = 1, preact: bool = True, height: int = 1100, title: str = "latent explorer",
+                key: str = "explorer-latent"):
     """Twin of :func:`~abstopk_mini.chapters.widgets_lm.latent_widget`: one panel per latent of
     ``candidates`` ([(label, latent)]), each with the widget's status line, its pair figure and, if
     ``model`` is given, the token highlight of every sentence of ``texts`` (indigo: side a, pink:
-    side b, after multiplying by ``orientation``)."""
+    side b, after multiplying by ``orientation``). key: the hash parameter (``#explorer-latent=2500``);
+    a latent id typed in the page that is not a candidate gets a message naming the live widget."""
     pairs = check_pairs(word_acts, pairs)
     if not candidates:
         raise ValueError("candidates is empty; pass [(label, latent)], e.g. widgets_lm.latent_candidates(report)")
@@ -182,7 +200,8 @@ def latent_twin(sae, word_acts, pairs, candidates: Sequence[tuple[str, int]], *,
         labels[str(j)] = label
     note = ("Precomputed for these latents; in Jupyter or Colab the live widget takes any latent and any sentence.")
     return switcher(panels, [("latent", [j for _, j in candidates])], title=title, height=height, labels=labels,
-                    note=note, search=True)
+                    note=note, search=True, keys=[key],
+                    missing="in Jupyter or Colab the live widget (<code>widgets_lm.latent_widget</code>) computes any latent")
 
 
 def pair_twin(saes: Mapping[str, object], word_acts, pairs, top: int = 10, *, height: int = 760,
@@ -200,7 +219,7 @@ def pair_twin(saes: Mapping[str, object], word_acts, pairs, top: int = 10, *, he
                                  + figure_html(pc.pair_difference_figure(results)))
         labels[f"{a}/{b}"] = f"{a} / {b}"
     return switcher(panels, [("word pair", [f"{a}/{b}" for a, b in pairs])], title=title, height=height,
-                    labels=labels, note="Every pair of the chapter is precomputed.")
+                    labels=labels, note="Every pair of the chapter is precomputed.", keys=["explorer-pair"])
 
 
 def toy_twin(widths: Sequence[float], ks: Sequence[int], *, P: int = 8, n_active: int = 3, n_tokens: int = 400_000,
@@ -233,4 +252,4 @@ def toy_twin(widths: Sequence[float], ks: Sequence[int], *, P: int = 8, n_active
             "samples; every combination below was trained when the chapter ran. The live widget (Jupyter or Colab) "
             "also varies P.")
     return switcher(panels, [("width d_sae / P", list(widths)), ("k", list(ks))], title="toy explorer",
-                    height=height, note=note)
+                    height=height, note=note, keys=["toy-width", "toy-k"])

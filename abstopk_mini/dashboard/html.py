@@ -13,6 +13,10 @@ built book and in Colab. What it shows for latent :math:`i`:
   token the context was chosen for outlined. For an unsigned SAE (TopK) the right column is
   the "other side": the positive side of the latent with the most antipodal decoder row.
 
+Tokens are shown as text, with a newline as ↵, a tab as →, and every character the page's fonts
+cannot draw (control, format, private-use and unassigned code points always; others when the
+browser draws them as the same box as a private-use code point) as its code point, ``[U+ADF8]``.
+
 Colours: :data:`SIGN_COLORS`, a brown/teal pair that no method colour
 (``abstopk_mini.chapters.style.METHOD_COLORS``) uses.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import html as _html
 
+from .frame import FRAME_JS
 from .payload import payload, to_script
 from .records import DashboardData
 
@@ -61,7 +66,15 @@ a{color:#1a1a1a}
 RENDER_JS = r"""
 const POS=%(pos)s, NEG=%(neg)s;
 function esc(s){return String(s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
-function shown(s,vis){s=s.replace(/\n/g,'\u21b5').replace(/\t/g,'\u2192');if(vis&&/^ +$/.test(s))s=s.replace(/ /g,'\u2423');return s===''?'\u2205':s;}
+const GLYPH={},NEVER=/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}]/u;let INK=null;
+function ink(ch){const c=INK.c;c.clearRect(0,0,48,48);c.fillText(ch,4,36);return c.getImageData(0,0,48,48).data.join(',');}
+function drawable(ch){  // false: the page's fonts have no glyph for ch (it renders as the same box as a private-use code point)
+  if(ch in GLYPH)return GLYPH[ch];if(NEVER.test(ch))return GLYPH[ch]=false;if(ch.codePointAt(0)<0x300)return GLYPH[ch]=true;
+  try{if(!INK){const cv=document.createElement('canvas');cv.width=cv.height=48;const c=cv.getContext('2d',{willReadFrequently:true});
+      c.font='32px '+getComputedStyle(document.body).fontFamily;INK={c:c};INK.tofu=ink('\u{10FFFD}');}
+    return GLYPH[ch]=ink(ch)!==INK.tofu;}catch(e){return GLYPH[ch]=true;}}
+function readable(s){let o='';for(const ch of String(s))o+=drawable(ch)?ch:'[U+'+ch.codePointAt(0).toString(16).toUpperCase().padStart(4,'0')+']';return o;}
+function shown(s,vis){s=s.replace(/\n/g,'\u21b5').replace(/\t/g,'\u2192');if(vis&&/^ +$/.test(s))s=s.replace(/ /g,'\u2423');return s===''?'\u2205':readable(s);}
 function fmt(x){if(x===0)return '0';const a=Math.abs(x);return a>=1000||a<0.01?x.toExponential(2):x.toPrecision(3);}
 function pct(n,N){return (100*n/N).toPrecision(3)+' %';}
 function rgba(hex,a){const v=parseInt(hex.slice(1),16);return 'rgba('+(v>>16)+','+((v>>8)&255)+','+(v&255)+','+a.toFixed(2)+')';}
@@ -92,7 +105,7 @@ function histSVG(r){
 function byId(D,i){for(const r of D.L)if(r.i===i)return r;return null;}
 function sideCol(D,r,neg,vmax,head){
   const cs=neg?r.N:r.P,cls=neg?'neg':'pos',lg=neg?[r.lg[2],r.lg[3]]:[r.lg[0],r.lg[1]],d=(neg?'\u2212':'+')+'d<sub>'+r.i+'</sub>';
-  let h='<div class="col"><div class="colhead '+cls+'">'+head+'</div><div class="summ"><b>top tokens:</b> '+esc(neg?r.sn:r.sp||'\u2014')+'</div>';
+  let h='<div class="col"><div class="colhead '+cls+'">'+head+'</div><div class="summ"><b>top tokens:</b> '+esc(readable(neg?r.sn:r.sp)||'\u2014')+'</div>';
   h+='<div class="lgs">'+lgTable(D,lg[0],d+' boosts',cls)+lgTable(D,lg[1],d+' suppresses',cls)+'</div>';
   h+='<div class="muted">top '+cs.length+' contexts (hover a token for its value; outlined: the token the context was chosen for)</div>';
   h+=ctxList(D,cs,vmax);if(!cs.length)h+='<div class="muted">never fires on this side</div>';return h+'</div>';}
@@ -106,8 +119,8 @@ function renderLatent(D,i){
      (D.signed?'<div class="stat neg">\u2212 fires on <b>'+pct(r.nn,N)+'</b> ('+r.nn.toLocaleString()+')</div>':
       '<div class="stat muted">unsigned SAE: z \u2265 0</div>')+
      '<div class="stat muted">silent on '+pct(z,N)+'</div><div class="stat muted">most antipodal decoder row: '+(r.ap===null?'none (the SAE has one latent)':'latent '+r.ap+' (cos '+fmt(r.ac)+')')+'</div></div>';
-  h+='<div class="summ"><span class="pos"><b>+</b> '+esc(r.sp||'\u2014')+'</span> &nbsp;|&nbsp; '+(D.signed?'<span class="neg"><b>\u2212</b> '+esc(r.sn||'\u2014'):
-     '<span class="muted"><b>other side ('+(r.ap===null?'none':r.ap)+')</b> '+esc(other?other.sp:'\u2014'))+'</span></div>';
+  h+='<div class="summ"><span class="pos"><b>+</b> '+esc(readable(r.sp)||'\u2014')+'</span> &nbsp;|&nbsp; '+(D.signed?'<span class="neg"><b>\u2212</b> '+esc(readable(r.sn)||'\u2014'):
+     '<span class="muted"><b>other side ('+(r.ap===null?'none':r.ap)+')</b> '+esc(other?readable(other.sp):'\u2014'))+'</span></div>';
   h+=histSVG(r)+'<div class="row">'+sideCol(D,r,false,vmax,'Positive side (z &gt; 0)');
   if(D.signed)h+=sideCol(D,r,true,vmax,'Negative side (z &lt; 0)');
   else if(other)h+=sideCol(D,other,false,vmax,'Other side: latent <a href="#latent='+other.i+'" data-latent="'+other.i+'">'+other.i+
@@ -127,12 +140,13 @@ def _fill(template: str) -> str:
 
 def page_html(data: dict, title: str, body: str, *, extra_css: str = "", extra_js: str = "") -> str:
     """A complete HTML document: ``data`` (a :func:`~.payload.payload` dict) inline as JSON in
-    ``<script id="dash-data">``, the CSS and renderer of this module, then ``body`` and ``extra_js``."""
+    ``<script id="dash-data">``, the CSS and renderer of this module, then ``body`` and ``extra_js``
+    (which may use ``FRAME``, :mod:`.frame`: the page sizes its iframe to its content)."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_html.escape(title)}</title><style>{_fill(CSS)}{extra_css}</style></head><body>"
             f"<noscript>This dashboard is drawn by JavaScript in the page; enable it to see the latent.</noscript>"
             f"<script type=\"application/json\" id=\"dash-data\">{to_script(data)}</script>"
-            f"{body}<script>{_fill(RENDER_JS)}\nconst D=JSON.parse(document.getElementById('dash-data').textContent);"
+            f"{body}<script>{FRAME_JS}{_fill(RENDER_JS)}\nconst D=JSON.parse(document.getElementById('dash-data').textContent);"
             f"\n{extra_js}</script></body></html>")
 
 

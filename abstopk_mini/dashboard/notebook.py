@@ -4,11 +4,17 @@ A page is shown inside an ``<iframe srcdoc="...">``: the iframe gets its own doc
 page's script runs wherever the cell's HTML output is displayed — Jupyter, Colab, and the
 static Jupyter Book page (where nothing else would run it) — and its CSS cannot leak into the
 notebook's. Nothing is fetched: the page is the iframe's source.
+
+The page sizes the frame to its content and keeps its deep link (``#latent=12``) in the enclosing
+page's hash (:mod:`.frame`); ``height`` is only the frame's height until the page's script has run.
+The small script after the frame does the same for a frame that cannot reach its parent.
 """
 
 from __future__ import annotations
 
 import html as _html
+
+from .frame import PARENT_JS
 
 __all__ = ["Page", "show"]
 
@@ -16,7 +22,8 @@ __all__ = ["Page", "show"]
 class Page:
     """An HTML page that a notebook shows in an iframe (``_repr_html_``).
 
-    html: the complete document; height: the iframe's height in px.
+    html: the complete document; height: the iframe's height in px until the page sizes it to its
+    content (:mod:`.frame`).
     """
 
     def __init__(self, html: str, height: int = 900):
@@ -27,7 +34,8 @@ class Page:
     def iframe(self) -> str:
         """``<iframe srcdoc=...>`` holding the page (escaped as an attribute value)."""
         return (f'<iframe srcdoc="{_html.escape(self.html, quote=True)}" style="width:100%;height:{self.height}px;'
-                'border:1px solid #ddd;border-radius:4px" loading="lazy" title="latent dashboard"></iframe>')
+                'border:1px solid #ddd;border-radius:4px" title="latent dashboard"></iframe>'
+                f"<script>{PARENT_JS}</script>")
 
     def _repr_html_(self) -> str:
         return self.iframe()

@@ -19,7 +19,7 @@ from ..io import atomic_write
 from ..strict_json import dumps
 from .logits import LogitEffects
 
-__all__ = ["Context", "LatentDashboard", "DashboardData"]
+__all__ = ["Context", "LatentDashboard", "DashboardData", "load_union"]
 
 
 @dataclass
@@ -107,6 +107,27 @@ class DashboardData:
         raise ValueError(f"latent={i} is not in this DashboardData (it holds {[r.latent for r in self.latents][:20]}); "
                          "compute it: compute_dashboards(..., latents=[...])")
 
+    def union(self, other: "DashboardData") -> "DashboardData":
+        """The latents of both, read by the same SAE on the same harvest with the same context settings
+        (e.g. the book's 200 most bidirectional latents and its gendered latents, for one browser):
+        this one's requested latents first, then ``other``'s that are new. ValueError if the two
+        differ in SAE, harvest, tokens read or settings (the selection rule aside)."""
+        if not isinstance(other, DashboardData):
+            raise TypeError(f"other must be a DashboardData; got {type(other).__name__}")
+        mine, theirs = ({k: v for k, v in d.settings.items() if k != "selection"} for d in (self, other))
+        for what, a, b in (("sae", self.sae, other.sae), ("harvest", self.harvest, other.harvest),
+                           ("n_tokens", self.n_tokens, other.n_tokens), ("settings", mine, theirs)):
+            if a != b:
+                raise ValueError(f"other.{what} = {b!r} differs from this data's {a!r}; only dashboards of the same SAE "
+                                 "on the same harvest with the same settings can be shown together")
+        have = {r.latent for r in self.latents}
+        both = [s for s in (self.settings.get("selection"), other.settings.get("selection")) if s]
+        return DashboardData(
+            latents=self.latents + [r for r in other.latents if r.latent not in have],
+            requested=list(dict.fromkeys(list(self.requested) + list(other.requested))),
+            tokens={**self.tokens, **other.tokens}, n_tokens=self.n_tokens, sae=dict(self.sae),
+            harvest=dict(self.harvest), settings={**self.settings, "selection": " + ".join(both)})
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         for rec in d["latents"]:
@@ -148,3 +169,14 @@ class DashboardData:
             raise FileNotFoundError(f"path={str(path)!r} is not a file; write one with DashboardData.save(path)")
         raw = path.read_bytes()
         return cls.from_dict(json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw))
+
+
+def load_union(*paths) -> DashboardData:
+    """The :meth:`DashboardData.union` of the files ``paths`` (same SAE, harvest and settings), in order:
+    e.g. the book's browsers, the most bidirectional latents then the gendered and the named ones."""
+    if not paths:
+        raise ValueError("paths is empty; pass at least one DashboardData file (.json or .json.gz)")
+    data = DashboardData.load(paths[0])
+    for p in paths[1:]:
+        data = data.union(DashboardData.load(p))
+    return data
