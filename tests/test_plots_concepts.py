@@ -259,3 +259,14 @@ def test_table_key_columns_show_first_and_the_full_table_folds():
     assert "<details" not in pc.Table(rows, key=["SAE", "acc", "cover", "n"])._repr_html_()
     with pytest.raises(ValueError, match="subset of the columns"):
         pc.Table(rows, key=["SAE", "missing"])
+
+
+def test_pair_difference_figure_passes_the_layout_check_with_long_words():
+    """Chapter 7 draws it for grandfather / grandmother: the two SAEs' panels side by side made their
+    titles and x labels collide (the layout check refused the figure); stacked, they fit."""
+    import io
+
+    wa, sae = _word_acts(), _sae()
+    out = pc.pair_differences(sae, wa, ("man", "woman"), top=10)
+    long = {name: dict(out, pair=("grandfather", "grandmother")) for name in ("AbsTopK", "TopK")}
+    pc.pair_difference_figure(long).savefig(io.BytesIO(), format="png")  # raises if any text overlaps

@@ -136,11 +136,12 @@ def pair_differences(sae, word_acts, pair, top: int = 10) -> dict:
 
 @style.styled
 def pair_difference_figure(results: Mapping[str, dict], title: str | None = None):
-    """One panel per SAE (``results``: name -> :func:`pair_differences`): the code of each top
-    latent on the side-a and side-b word (mean ± std over templates)."""
+    """One panel per SAE (``results``: name -> :func:`pair_differences`), stacked (side by side, two
+    words as long as *grandfather* / *grandmother* made the titles and axis labels collide): the code
+    of each top latent on the side-a and side-b word (mean ± std over templates)."""
     names = list(results)
-    fig, axes = style.subplots(1, len(names), height=3.2, pyplot=True, squeeze=False)
-    for ax, name in zip(axes[0], names):
+    fig, axes = style.subplots(len(names), 1, height=2.9 * len(names), pyplot=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
         r = results[name]
         a, b = r["pair"]
         n = len(r["latents"])
