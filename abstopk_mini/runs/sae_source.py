@@ -45,8 +45,8 @@ def _is_ours(path: Path) -> bool:
 
     try:
         raw = json.loads((path / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return True  # unreadable: SAE.load says what is wrong with it
+    except (OSError, ValueError, RecursionError):
+        return True  # unreadable (or nested past the recursion limit): SAE.load says what is wrong with it
     return not isinstance(raw, dict) or raw.get("format") == FORMAT or str(raw.get("format", "")).startswith("abstopk_mini")
 
 
