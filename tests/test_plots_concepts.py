@@ -270,3 +270,25 @@ def test_pair_difference_figure_passes_the_layout_check_with_long_words():
     out = pc.pair_differences(sae, wa, ("man", "woman"), top=10)
     long = {name: dict(out, pair=("grandfather", "grandmother")) for name in ("AbsTopK", "TopK")}
     pc.pair_difference_figure(long).savefig(io.BytesIO(), format="png")  # raises if any text overlaps
+
+
+def test_dumbbell_and_negative_share_figures_fit_the_page_with_chapter_7s_labels():
+    """On chapter 7's full run both were drawn wider than the book's 6 in (three dumbbell panels with
+    long pair names and a title at the right edge; two side-by-side histograms with 4-digit counts in
+    their titles), so the layout check refused them."""
+    import io
+
+    g = torch.Generator().manual_seed(0)
+    pairs = [("grandfather", "grandmother"), ("stepbrother", "stepsister"), ("policeman", "policewoman")] * 7
+
+    def panel():
+        return {"pairs": pairs, "pos_a": 2 * torch.randn(len(pairs), T, generator=g),
+                "pos_b": 2 * torch.randn(len(pairs), T, generator=g), "pos_n": torch.randn(3, T, generator=g),
+                "neutral_words": ["person", "grandparent", "teacher"]}
+
+    fig = pc.dumbbell_figure({"Difference in Means": panel(), "AbsTopK latent 2500": panel(), "TopK latent 3858": panel()},
+                             test_pairs=pairs[-3:], xlabels={"Difference in Means": "(x·d − m) / h  (train male = +1, female = −1)"})
+    fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")  # raises if wider than the page or overlapping
+    counts = {"AbsTopK": (torch.randint(0, 900, (3207,), generator=g), torch.randint(0, 900, (3207,), generator=g)),
+              "TopK": (torch.randint(1, 900, (4096,), generator=g), torch.zeros(4096, dtype=torch.long))}
+    pc.negative_share_figure(counts).savefig(io.BytesIO(), format="png", bbox_inches="tight")

@@ -257,7 +257,7 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
     names = list(panels)
     n_rows = max(len(p["pairs"]) + len(p.get("neutral_words", ())) for p in panels.values())
     fig, axes = style.subplots(1, len(names), height=0.24 * n_rows + 1.7, pyplot=True, sharey=True, squeeze=False)
-    wrap = max(12, 48 // len(names))  # characters per line of a panel's title and x label, so neighbours never overlap
+    wrap = max(10, 40 // len(names))  # characters per line of a panel's title and x label: within its panel
     for ax, name in zip(axes[0], names):
         p = panels[name]
         pairs = list(p["pairs"])
@@ -279,9 +279,9 @@ def dumbbell_figure(panels: Mapping[str, dict], sides: Sequence[str] = ("male", 
         ax.set_xlabel(textwrap.fill((xlabels or {}).get(name, "position (rule: side a if > 0)"), wrap))
         ax.set_title(textwrap.fill(name, wrap))
         ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))  # few, short labels in a narrow panel
     axes[0, 0].set_ylabel(f"word pair ({sides[0]}/{sides[1]}" + (", * = test" if test else "") + ")")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
-    return fig
+    return style.legend_below(fig, ncol=3)
 
 
 # =============================================================================== all latents
@@ -326,9 +326,9 @@ def sign_counts(sae, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Ten
 @style.styled
 def negative_share_figure(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]], min_share: float = 0.1):
     """Histogram over alive latents of the negative share n_neg / (n_pos + n_neg) (:func:`sign_counts`),
-    one panel per SAE; the shaded band holds the bidirectional latents (each sign ≥ ``min_share``)."""
-    fig, axes = style.subplots(1, len(counts), height=3.4, pyplot=True, squeeze=False)
-    for ax, (name, (n_pos, n_neg)) in zip(axes[0], counts.items()):
+    one panel per SAE, stacked; the shaded band holds the bidirectional latents (each sign ≥ ``min_share``)."""
+    fig, axes = style.subplots(len(counts), 1, height=2.7 * len(counts), pyplot=True, squeeze=False)
+    for ax, (name, (n_pos, n_neg)) in zip(axes[:, 0], counts.items()):
         n = n_pos + n_neg
         alive = n > 0
         share = (n_neg[alive].double() / n[alive]).tolist()
@@ -337,12 +337,11 @@ def negative_share_figure(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]
         ax.axvspan(min_share, 1 - min_share, color=style.BAND, alpha=0.12, label=f"bidirectional\n({min_share:g}–{1 - min_share:g})")
         ax.hist(share, bins=40, range=(0, 1), color="0.45")
         ax.set_yscale("log")
-        ax.set_xlabel("negative share of\nthe latent's non-zeros")
-        ax.set_ylabel("alive latents (log scale)")
+        ax.set_xlabel("negative share of the latent's non-zeros")
+        ax.set_ylabel("alive latents\n(log scale)")
         frac = alive_share(mask, alive)
-        ax.set_title(f"{name}: {bidir} of {int(alive.sum())}\nalive latents bidirectional ({100 * frac:.1f}%)")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center")
-    return fig
+        ax.set_title(f"{name}: {bidir} of {int(alive.sum())} alive latents bidirectional ({100 * frac:.1f}%)")
+    return style.legend_below(fig, ncol=1)
 
 
 # =============================================================================== probing
