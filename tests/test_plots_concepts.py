@@ -292,3 +292,6 @@ def test_dumbbell_and_negative_share_figures_fit_the_page_with_chapter_7s_labels
     counts = {"AbsTopK": (torch.randint(0, 900, (3207,), generator=g), torch.randint(0, 900, (3207,), generator=g)),
               "TopK": (torch.randint(1, 900, (4096,), generator=g), torch.zeros(4096, dtype=torch.long))}
     pc.negative_share_figure(counts).savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    few = {"AbsTopK": (torch.randint(0, 9, (60,), generator=g), torch.randint(0, 9, (60,), generator=g)),
+           "TopK": (torch.randint(1, 9, (60,), generator=g), torch.zeros(60, dtype=torch.long))}  # quick mode: < 1 decade
+    pc.negative_share_figure(few).savefig(io.BytesIO(), format="png", bbox_inches="tight")

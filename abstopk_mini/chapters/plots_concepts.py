@@ -337,6 +337,7 @@ def negative_share_figure(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor]
         ax.axvspan(min_share, 1 - min_share, color=style.BAND, alpha=0.12, label=f"bidirectional\n({min_share:g}–{1 - min_share:g})")
         ax.hist(share, bins=40, range=(0, 1), color="0.45")
         ax.set_yscale("log")
+        style.plain_log_labels(ax.yaxis)  # a short axis: 3×10¹ and 4×10¹ ran into each other
         ax.set_xlabel("negative share of the latent's non-zeros")
         ax.set_ylabel("alive latents\n(log scale)")
         frac = alive_share(mask, alive)
