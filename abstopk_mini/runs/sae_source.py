@@ -17,7 +17,6 @@ An SAE may be named by
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -42,11 +41,12 @@ def shipped_folder(path) -> tuple[str, Path] | None:
 def _is_ours(path: Path) -> bool:
     """Whether ``path/cfg.json`` carries our format tag (else it is read as SAELens's)."""
     from ..sae import CONFIG_FILE, FORMAT
+    from ..untrusted import read_json
 
     try:
-        raw = json.loads((path / CONFIG_FILE).read_text())
-    except (OSError, ValueError, RecursionError):
-        return True  # unreadable (or nested past the recursion limit): SAE.load says what is wrong with it
+        raw = read_json(path / CONFIG_FILE, "")
+    except (OSError, ValueError):
+        return True  # missing, not JSON or nested too deeply: SAE.load says what is wrong with it
     return not isinstance(raw, dict) or raw.get("format") == FORMAT or str(raw.get("format", "")).startswith("abstopk_mini")
 
 
