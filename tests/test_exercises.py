@@ -149,9 +149,28 @@ def test_defect29_02_check_names_the_mistake(check, label, wrong, says):
         getattr(ex, check)(wrong)
 
 
+def _mutations_by_file() -> dict[str, dict[str, int]]:
+    """{test file: {check name: number of wrong implementations}} from the ``MUTATIONS = {...}`` literal
+    of every ``tests/test_exercises*.py`` (one file per group of chapters)."""
+    import ast
+    from pathlib import Path
+
+    out = {}
+    for path in sorted(Path(__file__).parent.glob("test_exercises*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["MUTATIONS"]:
+                out[path.name] = {ast.literal_eval(k): len(v.elts) for k, v in zip(node.value.keys, node.value.values)}
+    return out
+
+
 def test_defect29_02_every_check_meets_three_mistakes():
-    assert set(MUTATIONS) == {name for name in ex.__all__ if name.startswith("check_")}
-    assert all(len(ms) >= 3 for ms in MUTATIONS.values())
+    by_file = _mutations_by_file()
+    counts = [(name, n) for table in by_file.values() for name, n in table.items()]
+    names = [name for name, _ in counts]
+    assert len(names) == len(set(names)), f"a check's mutations are listed in two files: {by_file}"
+    assert set(names) == {name for name in ex.__all__ if name.startswith("check_")}
+    assert all(n >= 3 for _, n in counts), counts
+    assert set(MUTATIONS) <= set(names)
 
 
 # ----------------------------------------------------------------------------- the pass line (issue 29, item 4)

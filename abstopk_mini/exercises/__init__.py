@@ -26,6 +26,7 @@ with :func:`harness.passed`; it is listed here. Nothing in the package uses thes
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
 from .twin import check_twin
+from . import tiny  # noqa: E402  the tiny random Gemma-3 of the model checks
 
 __all__ = ["check_abs_topk", "check_prox_l0_nonneg", "check_iht", "check_ista", "check_twin",
            "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
