@@ -16,7 +16,9 @@ version (``python -m abstopk_mini.chapters.exercise_versions``) the function is 
 * :func:`check_prox_l0_nonneg` — the prox of :math:`\lambda\|z\|_0 + \iota_{z \ge 0}` (chapter 2);
 * :func:`check_iht` — iterative hard thresholding (chapter 1);
 * :func:`check_ista` — ISTA with a non-negativity option, the T-step encoder (chapter 3);
-* :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4).
+* :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4);
+* :func:`check_antipodes` — each TopK latent's antipode, the decoder row of smallest cosine (chapter 11);
+* :func:`check_verdict` — the rules that judge whether a latent's two sides mean opposite things (chapter 11).
 
 A new check is a function in a module of this folder that calls :func:`harness.call` (or
 ``call_tensor``) on the reader's function, raises AssertionError with the mistake in words, and ends
@@ -26,7 +28,8 @@ with :func:`harness.passed`; it is listed here. Nothing in the package uses thes
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
 from .twin import check_twin
+from .opposites import check_antipodes, check_verdict
 from . import tiny  # noqa: E402  the tiny random Gemma-3 of the model checks
 
 __all__ = ["check_abs_topk", "check_prox_l0_nonneg", "check_iht", "check_ista", "check_twin",
-           "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
+           "check_antipodes", "check_verdict", "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
