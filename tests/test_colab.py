@@ -1,4 +1,4 @@
-"""Chapters as a fresh Colab runs them: the setup cell clones the repository and installs from it,
+"""Chapters as a fresh Colab runs them: the setup cell clones the repository and installs from it, then makes one call,
 and a chapter copied into a scratch folder outside the repository still finds ``results/``,
 ``sweeps/`` and ``pretrained/`` (issue 15)."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from abstopk_mini.chapters import colab
+import abstopk_mini as am
+from abstopk_mini.chapters import session
 from abstopk_mini.repo import REPO_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,70 +26,89 @@ def _setup_cell(path: Path) -> str:
     return next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
 
 
+START = "QUICK, MODEL, T0 = am.chapters.session.start()"
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_setup_cell_holds_the_one_colab_block(path):
+def test_setup_cell_is_the_colab_lines_and_one_call(path):
+    """Each chapter's first code cell: its imports, the Colab lines of :data:`session.COLAB`, then
+    ``import abstopk_mini as am`` and the one set-up call, before anything uses the package."""
     cell = _setup_cell(path)
-    assert colab.BLOCK in cell, "run python -m abstopk_mini.chapters.colab to rewrite the setup cells"
-    assert re.search(r"^import (os, sys|os,|sys, os)", cell, re.M), "the cell uses os and sys before importing them"
-    assert cell.index("import os") < cell.index(colab.BLOCK)
+    assert session.COLAB in cell, "run python -m abstopk_mini.chapters.session to rewrite the Colab lines"
+    assert re.search(r"^import (os, sys|sys)", cell, re.M) and cell.index("import ") < cell.index(session.COLAB)
+    after = cell[cell.index(session.COLAB) + len(session.COLAB):]
+    am_at, start_at = after.index("import abstopk_mini as am\n"), after.index(START)
+    assert am_at < start_at and after.count(START) == 1
+    assert "am." not in after[:start_at].replace("import abstopk_mini as am", ""), "the package is used before start()"
+    for gone in ("is_quick()", "print(f\"quick mode", "set_num_threads", "ABSTOPK_MODEL"):
+        assert gone not in cell, f"{gone!r} belongs to session.start(), not to the chapter"
 
 
-def test_colab_block_names_the_repository_url_of_the_package():
-    assert f'REPO_URL, REPO_DIR = "{REPO_URL}", ' in colab.BLOCK and REPO_URL.count("/") == 4
-
-
-def _run_block(monkeypatch, clone_ok: bool, pip_ok: bool, have_dir: bool = False):
-    """Run :data:`colab.BLOCK` as IPython would on Colab (its ``!`` lines through IPython's own
-    transformer), with git, pip and the file system faked; returns the shell commands and the env."""
+def _run_colab_lines(have_dir: bool, clone_ok: bool = True):
+    """Run :data:`session.COLAB` as IPython does on Colab (its ``!`` lines through IPython's own
+    transformer) with the shell faked; returns the shell commands and sys.path."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    calls, env = [], {}
+    calls = []
 
-    def system(cmd):
-        calls.append(cmd)
-        return 0 if (cmd.startswith("git clone") and clone_ok) or ("pip install" in cmd and pip_ok) else 1
-
-    class Shell:  # IPython expands {NAME} in a ! line from the cell's variables
+    class Shell:
         def system(self, cmd):
-            calls.append(cmd.format(**scope))
+            calls.append(cmd)
 
-    fake_os = type("os", (), {"system": staticmethod(system), "environ": env,
-                              "path": type("path", (), {"isdir": staticmethod(lambda p: have_dir)})})
-    fake_sys = type("sys", (), {"modules": {"google.colab": object()}, "executable": "/usr/bin/python3", "path": []})
-    code = TransformerManager().transform_cell(colab.BLOCK)
-    scope = {"os": fake_os, "sys": fake_sys, "get_ipython": lambda: Shell()}
-    exec(code, scope)
-    return calls, env, fake_sys.path
+    fake_sys = type("sys", (), {"modules": {"google.colab": object()}, "path": []})
+    exec(TransformerManager().transform_cell(session.COLAB), {"sys": fake_sys, "get_ipython": lambda: Shell()})
+    return calls, fake_sys.path
 
 
-def test_colab_block_installs_from_a_clone(monkeypatch):
-    calls, env, path = _run_block(monkeypatch, clone_ok=True, pip_ok=True)
-    assert calls == [f"git clone -q --depth 1 {REPO_URL} /content/abstopk_mini", "pip install -q -e /content/abstopk_mini"]
-    assert env == {"ABSTOPK_REPO": "/content/abstopk_mini"} and path == ["/content/abstopk_mini"]
-    calls, _, _ = _run_block(monkeypatch, clone_ok=False, pip_ok=True, have_dir=True)  # cloned before
-    assert calls == ["pip install -q -e /content/abstopk_mini"]
+def test_colab_lines_clone_once_and_install_editable():
+    calls, path = _run_colab_lines(have_dir=False)
+    assert calls == [f"test -d /content/abstopk_mini || git clone -q --depth 1 {REPO_URL} /content/abstopk_mini",
+                     "pip install -q -e /content/abstopk_mini"]
+    assert path == ["/content/abstopk_mini"] and REPO_URL.count("/") == 4
 
 
-def test_colab_block_installs_by_name_when_the_clone_fails(monkeypatch):
-    calls, env, path = _run_block(monkeypatch, clone_ok=False, pip_ok=True)
-    assert calls[1] == "/usr/bin/python3 -m pip install -q abstopk_mini" and env == {} and path == []
+def test_colab_lines_do_nothing_off_colab():
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    fake_sys = type("sys", (), {"modules": {}, "path": []})
+    exec(TransformerManager().transform_cell(session.COLAB), {"sys": fake_sys, "get_ipython": None})
+    assert fake_sys.path == []
 
 
-def test_colab_block_says_what_to_do_when_both_fail(monkeypatch):
-    with pytest.raises(SystemExit) as info:
-        _run_block(monkeypatch, clone_ok=False, pip_ok=False)
-    message = str(info.value)
-    assert "\n" not in message and "pip install abstopk_mini" in message and "python -m build" in message
+def test_an_editable_install_finds_the_repository_without_abstopk_repo(monkeypatch, tmp_path):
+    """On Colab the chapters find results/ from the package's own location (the clone), not from a
+    variable the setup would have to set."""
+    monkeypatch.delenv("ABSTOPK_REPO", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert am.repo.repo_root() == ROOT
 
 
-def test_replace_block_rewrites_an_old_setup_cell():
+def test_start_reads_the_environment_and_prints_one_line(monkeypatch, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("ABSTOPK_QUICK", "1")
+    monkeypatch.setenv("ABSTOPK_MODEL", "gpt2")
+    try:
+        quick, model, t0 = session.start()
+        assert (quick, model) == (True, "gpt2") and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.delenv("ABSTOPK_QUICK")
+    monkeypatch.delenv("ABSTOPK_MODEL")
+    quick, model, _ = session.start()
+    assert (quick, model) == (False, "gemma-3-270m")
+    assert capsys.readouterr().out == "quick mode: on\nquick mode: off\n"
+
+
+def test_colab_lines_rewrite_an_old_setup_cell():
     old = ('import os, sys\nif "google.colab" in sys.modules:  # old\n    REPO_DIR = "/content/x"\n'
            '    !pip install -q -e {REPO_DIR}\n\n    os.environ["ABSTOPK_REPO"] = REPO_DIR\nimport torch\n')
-    new = colab.replace_block(old)
-    assert new == "import os, sys\n" + colab.BLOCK + "import torch\n"
-    assert colab.replace_block(new) == new
+    new = session.colab_lines(old)
+    assert new == "import os, sys\n" + session.COLAB + "import torch\n"
+    assert session.colab_lines(new) == new
     with pytest.raises(ValueError, match="google.colab"):
-        colab.replace_block("import torch\n")
+        session.colab_lines("import torch\n")
 
 
 @pytest.mark.notebook
