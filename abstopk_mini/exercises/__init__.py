@@ -17,6 +17,10 @@ version (``python -m abstopk_mini.chapters.exercise_versions``) the function is 
 * :func:`check_iht` — iterative hard thresholding (chapter 1);
 * :func:`check_ista` — ISTA with a non-negativity option, the T-step encoder (chapter 3);
 * :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4);
+* :func:`check_protocol_gaps` — the AbsTopK − TopK gap at equal steps and with TopK stopped early (chapter 10);
+* :func:`check_batch_abstopk` — BatchAbsTopK's training selection, the k·B largest |u| of a batch (chapter 10);
+* :func:`check_threshold_update` — BatchAbsTopK's running threshold, a moving average of the smallest kept |z| (chapter 10);
+* :func:`check_batch_abstopk_eval` — BatchAbsTopK at inference, |u| > θ token by token (chapter 10);
 * :func:`check_antipodes` — each TopK latent's antipode, the decoder row of smallest cosine (chapter 11);
 * :func:`check_verdict` — the rules that judge whether a latent's two sides mean opposite things (chapter 11).
 
@@ -28,8 +32,12 @@ with :func:`harness.passed`; it is listed here. Nothing in the package uses thes
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
 from .twin import check_twin
+from .batch import check_batch_abstopk, check_batch_abstopk_eval, check_threshold_update
+from .protocol import check_protocol_gaps
 from .opposites import check_antipodes, check_verdict
 from . import tiny  # noqa: E402  the tiny random Gemma-3 of the model checks
 
 __all__ = ["check_abs_topk", "check_prox_l0_nonneg", "check_iht", "check_ista", "check_twin",
-           "check_antipodes", "check_verdict", "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
+           "check_protocol_gaps", "check_batch_abstopk", "check_threshold_update", "check_batch_abstopk_eval",
+           "check_antipodes", "check_verdict",
+           "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
