@@ -12,11 +12,16 @@ the wrong sign, one step too few. The book's solution cells mark their function 
 version (``python -m abstopk_mini.chapters.exercise_versions``) the function is a stub raising
 ``NotImplementedError("hint: ...")``, and the check stops with :class:`NotWrittenYet` and that hint.
 
+* :func:`check_iht` — iterative hard thresholding (chapter 1);
 * :func:`check_abs_topk` — the projection onto :math:`\{\|z\|_0 \le k\}` (chapter 2);
 * :func:`check_prox_l0_nonneg` — the prox of :math:`\lambda\|z\|_0 + \iota_{z \ge 0}` (chapter 2);
-* :func:`check_iht` — iterative hard thresholding (chapter 1);
 * :func:`check_ista` — ISTA with a non-negativity option, the T-step encoder (chapter 3);
 * :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4);
+* :func:`check_residual_stream` — the truncated forward: a hook on block L that stops the model there (chapter 5);
+* :func:`check_mean_share` — the share of the mean squared norm held by the mean activation (chapter 5);
+* :func:`check_clamp_edit` — the residual-stream edit that clamps one SAE latent, error term kept (chapter 8);
+* :func:`check_match_norm` — a steering direction at the norm of a latent's decoder row (chapter 8);
+* :func:`check_log_odds` — the female-vs-male log-odds of the next token in a padded batch (chapter 8);
 * :func:`check_protocol_gaps` — the AbsTopK − TopK gap at equal steps and with TopK stopped early (chapter 10);
 * :func:`check_batch_abstopk` — BatchAbsTopK's training selection, the k·B largest |u| of a batch (chapter 10);
 * :func:`check_threshold_update` — BatchAbsTopK's running threshold, a moving average of the smallest kept |z| (chapter 10);
@@ -31,6 +36,8 @@ with :func:`harness.passed`; it is listed here. Nothing in the package uses thes
 
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
+from .lm_hooks import check_mean_share, check_residual_stream
+from .steering import check_clamp_edit, check_log_odds, check_match_norm
 from .twin import check_twin
 from .batch import check_batch_abstopk, check_batch_abstopk_eval, check_threshold_update
 from .protocol import check_protocol_gaps
@@ -40,4 +47,5 @@ from . import tiny  # noqa: E402  the tiny random Gemma-3 of the model checks
 __all__ = ["check_abs_topk", "check_prox_l0_nonneg", "check_iht", "check_ista", "check_twin",
            "check_protocol_gaps", "check_batch_abstopk", "check_threshold_update", "check_batch_abstopk_eval",
            "check_antipodes", "check_verdict",
+           "check_residual_stream", "check_mean_share", "check_clamp_edit", "check_match_norm", "check_log_odds",
            "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
