@@ -16,7 +16,11 @@ version (``python -m abstopk_mini.chapters.exercise_versions``) the function is 
 * :func:`check_prox_l0_nonneg` — the prox of :math:`\lambda\|z\|_0 + \iota_{z \ge 0}` (chapter 2);
 * :func:`check_iht` — iterative hard thresholding (chapter 1);
 * :func:`check_ista` — ISTA with a non-negativity option, the T-step encoder (chapter 3);
-* :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4).
+* :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4);
+* :func:`check_sae_forward` — the AbsTopK SAE's code and reconstruction, input scale and b_dec included (chapter 6);
+* :func:`check_decoder_step` — the training step that keeps decoder rows at unit norm (chapter 6);
+* :func:`check_fvu` — the fraction of variance unexplained, :math:`\sum\|x - \hat x\|^2 / \sum\|x - \bar x\|^2` (chapter 6);
+* :func:`check_spliced_ce` — the next-token CE with an SAE spliced into the residual stream (chapter 6).
 
 A new check is a function in a module of this folder that calls :func:`harness.call` (or
 ``call_tensor``) on the reader's function, raises AssertionError with the mistake in words, and ends
@@ -26,7 +30,10 @@ with :func:`harness.passed`; it is listed here. Nothing in the package uses thes
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
 from .twin import check_twin
+from .sae_steps import check_decoder_step, check_fvu, check_sae_forward
+from .splice import check_spliced_ce
 from . import tiny  # noqa: E402  the tiny random Gemma-3 of the model checks
 
 __all__ = ["check_abs_topk", "check_prox_l0_nonneg", "check_iht", "check_ista", "check_twin",
+           "check_sae_forward", "check_decoder_step", "check_fvu", "check_spliced_ce",
            "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
