@@ -19,6 +19,10 @@ version (``python -m abstopk_mini.chapters.exercise_versions``) the function is 
 * :func:`check_twin` — the TopK SAE with latents :math:`[D, -D]` that computes what an AbsTopK SAE does (chapter 4);
 * :func:`check_residual_stream` — the truncated forward: a hook on block L that stops the model there (chapter 5);
 * :func:`check_mean_share` — the share of the mean squared norm held by the mean activation (chapter 5);
+* :func:`check_sae_forward` — the AbsTopK SAE's code and reconstruction, input scale and b_dec included (chapter 6);
+* :func:`check_decoder_step` — the training step that keeps decoder rows at unit norm (chapter 6);
+* :func:`check_fvu` — the fraction of variance unexplained, :math:`\sum\|x - \hat x\|^2 / \sum\|x - \bar x\|^2` (chapter 6);
+* :func:`check_spliced_ce` — the next-token CE with an SAE spliced into the residual stream (chapter 6);
 * :func:`check_clamp_edit` — the residual-stream edit that clamps one SAE latent, error term kept (chapter 8);
 * :func:`check_match_norm` — a steering direction at the norm of a latent's decoder row (chapter 8);
 * :func:`check_log_odds` — the female-vs-male log-odds of the next token in a padded batch (chapter 8);
@@ -34,18 +38,22 @@ A new check is a function in a module of this folder that calls :func:`harness.c
 with :func:`harness.passed`; it is listed here. Nothing in the package uses these checks.
 """
 
+from . import tiny  # the tiny random Gemma-3 of the model checks
+from .batch import check_batch_abstopk, check_batch_abstopk_eval, check_threshold_update
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
 from .lm_hooks import check_mean_share, check_residual_stream
+from .opposites import check_antipodes, check_verdict
+from .protocol import check_protocol_gaps
+from .sae_steps import check_decoder_step, check_fvu, check_sae_forward
+from .splice import check_spliced_ce
 from .steering import check_clamp_edit, check_log_odds, check_match_norm
 from .twin import check_twin
-from .batch import check_batch_abstopk, check_batch_abstopk_eval, check_threshold_update
-from .protocol import check_protocol_gaps
-from .opposites import check_antipodes, check_verdict
-from . import tiny  # noqa: E402  the tiny random Gemma-3 of the model checks
 
-__all__ = ["check_abs_topk", "check_prox_l0_nonneg", "check_iht", "check_ista", "check_twin",
-           "check_protocol_gaps", "check_batch_abstopk", "check_threshold_update", "check_batch_abstopk_eval",
-           "check_antipodes", "check_verdict",
-           "check_residual_stream", "check_mean_share", "check_clamp_edit", "check_match_norm", "check_log_odds",
-           "reference", "is_reference", "NotWrittenYet", "PackageDisagrees"]
+__all__ = ["check_iht", "check_abs_topk", "check_prox_l0_nonneg", "check_ista", "check_twin",  # chapters 1-4
+           "check_residual_stream", "check_mean_share",  # chapter 5
+           "check_sae_forward", "check_decoder_step", "check_fvu", "check_spliced_ce",  # chapter 6
+           "check_clamp_edit", "check_match_norm", "check_log_odds",  # chapter 8
+           "check_protocol_gaps", "check_batch_abstopk", "check_threshold_update", "check_batch_abstopk_eval",  # 10
+           "check_antipodes", "check_verdict",  # chapter 11
+           "reference", "is_reference", "NotWrittenYet", "PackageDisagrees", "tiny"]
