@@ -85,7 +85,7 @@ def _both(path: str) -> str:
 def links_markdown(chapter: str, n_exercises: int) -> str:
     """The chapter's ``exercise-links`` cell: both versions, each with its Colab link."""
     what = "one exercise" if n_exercises == 1 else f"{n_exercises} exercises"
-    return (f"**This chapter has {what} with checks** (section Exercises), in two versions:\n\n"
+    return (f"**This chapter has {what} with checks**, each where the chapter uses that step, in two versions:\n\n"
             f"- **Work through it:** the exercise version, where each solution is a stub for you to write and every "
             f"check stays — {_both(exercise_path(chapter))}\n"
             f"- **Read the solutions:** this page, each solution folded above its check — {_both(chapter)}")

@@ -23,9 +23,14 @@ version (``python -m abstopk_mini.chapters.exercise_versions``) the function is 
 * :func:`check_decoder_step` — the training step that keeps decoder rows at unit norm (chapter 6);
 * :func:`check_fvu` — the fraction of variance unexplained, :math:`\sum\|x - \hat x\|^2 / \sum\|x - \bar x\|^2` (chapter 6);
 * :func:`check_spliced_ce` — the next-token CE with an SAE spliced into the residual stream (chapter 6);
+* :func:`check_sign_accuracy` — the sign rule's balanced accuracy of one latent on two word groups (chapter 7);
+* :func:`check_top_contexts` — the tokens a signed dashboard shows on each side of a latent (chapter 7);
+* :func:`check_dim_direction` — the Difference-in-Means direction between two word groups (chapter 7);
 * :func:`check_clamp_edit` — the residual-stream edit that clamps one SAE latent, error term kept (chapter 8);
 * :func:`check_match_norm` — a steering direction at the norm of a latent's decoder row (chapter 8);
 * :func:`check_log_odds` — the female-vs-male log-odds of the next token in a padded batch (chapter 8);
+* :func:`check_bidirectional_share` — which latents use both signs, and their share of the alive ones (chapter 9);
+* :func:`check_fold` — the [D, −D] twin's codes folded back to AbsTopK codes (chapter 9);
 * :func:`check_protocol_gaps` — the AbsTopK − TopK gap at equal steps and with TopK stopped early (chapter 10);
 * :func:`check_batch_abstopk` — BatchAbsTopK's training selection, the k·B largest |u| of a batch (chapter 10);
 * :func:`check_threshold_update` — BatchAbsTopK's running threshold, a moving average of the smallest kept |z| (chapter 10);
@@ -41,11 +46,13 @@ with :func:`harness.passed`; it is listed here. Nothing in the package uses thes
 from . import tiny  # the tiny random Gemma-3 of the model checks
 from .batch import check_batch_abstopk, check_batch_abstopk_eval, check_threshold_update
 from .coding import check_abs_topk, check_iht, check_ista, check_prox_l0_nonneg
+from .concepts import check_dim_direction, check_sign_accuracy, check_top_contexts
 from .harness import NotWrittenYet, PackageDisagrees, is_reference, reference
 from .lm_hooks import check_mean_share, check_residual_stream
 from .opposites import check_antipodes, check_verdict
 from .protocol import check_protocol_gaps
 from .sae_steps import check_decoder_step, check_fvu, check_sae_forward
+from .signs import check_bidirectional_share, check_fold
 from .splice import check_spliced_ce
 from .steering import check_clamp_edit, check_log_odds, check_match_norm
 from .twin import check_twin
@@ -53,7 +60,9 @@ from .twin import check_twin
 __all__ = ["check_iht", "check_abs_topk", "check_prox_l0_nonneg", "check_ista", "check_twin",  # chapters 1-4
            "check_residual_stream", "check_mean_share",  # chapter 5
            "check_sae_forward", "check_decoder_step", "check_fvu", "check_spliced_ce",  # chapter 6
+           "check_sign_accuracy", "check_top_contexts", "check_dim_direction",  # chapter 7
            "check_clamp_edit", "check_match_norm", "check_log_odds",  # chapter 8
+           "check_bidirectional_share", "check_fold",  # chapter 9
            "check_protocol_gaps", "check_batch_abstopk", "check_threshold_update", "check_batch_abstopk_eval",  # 10
            "check_antipodes", "check_verdict",  # chapter 11
            "reference", "is_reference", "NotWrittenYet", "PackageDisagrees", "tiny"]
