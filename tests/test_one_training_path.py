@@ -142,6 +142,63 @@ def test_the_recorded_runs_exercise_auxk_and_the_controller(golden):
             assert hist("dead_frac").max() > 0
 
 
+# --------------------------------------------------------------------------- the one output type
+def _sae(activation, **kw):
+    return am.SAE(am.SAEConfig(d_in=12, d_sae=48, activation=activation, k=3, device="cpu", dtype="float64", **kw))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_forward_train_gives_one_type_on_both_paths(activation):
+    """Dense and sparse outputs answer alike: z, fired latents, mean L0, the penalty, AuxK."""
+    from abstopk_mini.forward import TrainOutput
+
+    sae, x = _sae(activation), toy_data()[:32]
+    dense, sparse = sae.forward_train(x), sae.forward_train(x, fast=True)
+    assert type(dense) is type(sparse) is TrainOutput
+    assert type(sparse.code).__name__ == ("SparseCode" if am.nonlinearities.spec(activation).k_based else "DenseCode")
+    torch.testing.assert_close(sparse.z, dense.z, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse.x_hat, dense.x_hat, rtol=1e-12, atol=1e-12)
+    assert torch.equal(sparse.fired(), dense.fired()) and sparse.mean_l0() == dense.mean_l0()
+    term = sae.act.penalty_term(dense)
+    assert (term is None) == am.nonlinearities.spec(activation).aux  # the activation owns its penalty
+    if term is not None:
+        assert term.ndim == 0 and term.requires_grad
+    dead = torch.arange(48) % 3 == 0
+    torch.testing.assert_close(sparse.auxk_loss(sae, dead, 2), dense.auxk_loss(sae, dead, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_train_config_fast_picks_the_kernel_inside_the_sae(monkeypatch):
+    """TrainConfig.fast reaches SAE.forward_train: the sparse kernels run for the top-k family when it
+    is true, never when it is false, and never for an SAE that opts out (sae.fast = False)."""
+    from abstopk_mini.kernels import fast as fast_mod
+
+    calls = []
+    real = fast_mod.forward_train
+    monkeypatch.setattr(fast_mod, "forward_train", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    kw = dict(n_tokens=3 * BATCH, batch_size=BATCH, log_every=1, progress=False)
+    cfg = am.SAEConfig(d_in=12, d_sae=48, activation="abstopk", k=3, device="cpu", dtype="float64")
+    am.train_sae(cfg, toy_data(), fast=False, **kw)
+    assert calls == []
+    am.train_sae(cfg, toy_data(), fast=True, **kw)
+    assert len(calls) == 3
+    opted_out = _sae("abstopk")
+    opted_out.fast = False
+    am.train_sae(cfg, toy_data(), sae=opted_out, fast=True, **kw)
+    assert len(calls) == 3
+
+
+def test_old_output_names_still_build_the_one_type():
+    from abstopk_mini.forward import DenseCode, TrainOutput
+    from abstopk_mini.kernels.fast import FastOutput
+    from abstopk_mini.sae import SAEOutput
+
+    assert SAEOutput is FastOutput is TrainOutput
+    z = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    out = SAEOutput(torch.zeros(2, 3), z, z, torch.zeros(2, 3))  # the old (x_in, u, z, x_hat) call
+    assert isinstance(out.code, DenseCode) and out.z is z and out.mean_l0() == 1.0
+    assert out.fired().tolist() == [True, True]
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--record"]:
         sys.exit("usage: python tests/test_one_training_path.py --record  (rewrites the golden file)")
