@@ -7,7 +7,8 @@
 Layout (each folder is a subpackage; every module loads on first use, so ``import abstopk_mini``
 stays fast and does not import transformers until a model is needed):
 
-* the SAE core at the top: ``sae``, ``nonlinearities`` (one spec per activation), ``losses``,
+* the SAE core at the top: ``sae``, ``forward`` (its training output, one type on every kernel),
+  ``nonlinearities`` (one spec per activation, each with its penalty), ``losses``,
   ``metrics``, ``codestats`` (sign counts streamed), ``evaluate`` (one SAE on held-out data), ``budget``
   (how a top-k SAE spreads its non-zeros over the tokens of a batch), ``tables``,
   ``train``, ``data``, ``checkpoint``, ``distributed``, ``interop``, ``recipes``, ``io``, ``strict_json``

@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import torch
 
+from .nonlinearities import SPECS
+
 __all__ = ["PROFILE_SAES", "latent_stats", "latent_profile"]
 
-#: the activations :func:`latent_profile` reads (per-token selection, so θ(t) is the token's own)
-PROFILE_SAES = ("topk", "abstopk")
+#: the activations :func:`latent_profile` reads: k per row (``selection == "row"``), so θ(t) is the token's own
+PROFILE_SAES = tuple(name for name, s in SPECS.items() if s.selection == "row")
 
 
 def _check(sae, x: torch.Tensor, batch_size: int) -> None:
-    if sae.cfg.activation not in PROFILE_SAES:
+    if sae.cfg.spec.selection != "row":
         raise ValueError(f"latent_profile reads per-token top-k SAEs {PROFILE_SAES}; this SAE has activation="
                          f"{sae.cfg.activation!r} (its selection line is not a per-token k-th score): pick a topk or "
                          f"abstopk SAE")

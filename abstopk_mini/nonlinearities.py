@@ -35,6 +35,9 @@ they apply that global threshold row by row, so inference does not depend on the
 selection is :meth:`BatchTopK.keep`, the one implementation the module's forward and the fast path
 (:func:`abstopk_mini.kernels.fast.select`, across distributed ranks too) both run.
 
+Each module owns its training penalty, ``penalty_term(out)`` of a :class:`~abstopk_mini.forward.TrainOutput`
+(l1 of z, STE l0 of u); the top-k family's is None (it trains with AuxK instead).
+
 Each activation is described once, by its :class:`ActivationSpec` in :data:`SPECS`; the SAE, the
 fast path, training, SAELens interop, unrolling, the CLI and the figures read the spec instead of
 testing names.
@@ -48,6 +51,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .losses import l1_penalty
 
 __all__ = [
     "ActivationSpec",
@@ -131,13 +136,17 @@ def check_threshold_settings(threshold_init, bandwidth, where: str = "") -> None
 
 
 class ReLU(nn.Module):
-    """z = max(u, 0). The l1 penalty itself lives in the training loss."""
+    """z = max(u, 0), trained with the l1 penalty that ReLU is the prox of (:meth:`penalty_term`)."""
 
     name = "relu"
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """shape: u [..., d_sae] -> z [..., d_sae]"""
         return torch.relu(u)
+
+    def penalty_term(self, out) -> torch.Tensor:
+        """The mean l1 norm of the batch's codes (:func:`~abstopk_mini.losses.l1_penalty` of ``out.z``).  shape: -> scalar"""
+        return l1_penalty(out.z)
 
 
 class JumpReLU(nn.Module):
@@ -159,6 +168,10 @@ class JumpReLU(nn.Module):
     def l0(self, u: torch.Tensor) -> torch.Tensor:
         """Differentiable (w.r.t. θ) count of active latents per row. shape: [..., d_sae] -> [...]"""
         return _StepFn.apply(u, self.threshold, self.bandwidth, self.signed).sum(-1)
+
+    def penalty_term(self, out) -> torch.Tensor:
+        """The mean STE l0 of the batch (:meth:`l0` of ``out.u``; its gradient moves θ).  shape: -> scalar"""
+        return self.l0(out.u).mean()
 
     @torch.no_grad()
     def post_step(self) -> None:
@@ -194,6 +207,10 @@ class TopK(nn.Module):
         """shape: u [..., d_sae] -> z [..., d_sae] with at most k non-zeros per row"""
         vals, idx = self.select(u)
         return torch.zeros_like(u).scatter(-1, idx, vals)
+
+    def penalty_term(self, out) -> None:
+        """None: k bounds the code's L0 itself; training adds AuxK on dead latents instead."""
+        return None
 
 
 class AbsTopK(TopK):
@@ -298,6 +315,10 @@ class BatchTopK(nn.Module):
         ``threshold`` is not moved.  shape: u [..., d_sae] -> z [..., d_sae]"""
         return self._code(u, self.keep_batch(u))
 
+    def penalty_term(self, out) -> None:
+        """None: the k·B budget bounds the code's L0 itself; training adds AuxK on dead latents instead."""
+        return None
+
 
 class BatchAbsTopK(BatchTopK):
     """Top k·B of |u| over the batch, sign kept; a global threshold on |u| in eval mode."""
@@ -352,6 +373,13 @@ class ActivationSpec:
     def aux(self) -> bool:
         """Trains with the AuxK loss on dead latents (the top-k family)."""
         return self.penalty is None
+
+    @property
+    def coefficient_field(self) -> str:
+        """The :class:`~abstopk_mini.train_config.TrainConfig` field that weighs the penalty,
+        ``"<penalty>_coefficient"``; the top-k family has no penalty and reads ``l0_coefficient``
+        (its value is only logged, as the history's ``coef``)."""
+        return f"{self.penalty or 'l0'}_coefficient"
 
 
 #: one spec per activation, the single source of what an activation is

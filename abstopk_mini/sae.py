@@ -32,12 +32,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .device import get_device
+from .forward import DenseCode, TrainOutput, check_input
 from .io import atomic_write
 from .limits import check_memory, check_seed
 from .nonlinearities import ACTIVATIONS, SPECS, activation_named, check_threshold_settings, make_activation, spec
@@ -205,16 +205,8 @@ def read_config(path: Path, what: str) -> object:
     return read_json(path / CONFIG_FILE, f"re-save {what}")
 
 
-class SAEOutput(NamedTuple):
-    """What a training step needs, all in the scaled input space (x_in = s·x).
-
-    shape: x_in [B, d_in], u [B, d_sae], z [B, d_sae], x_hat [B, d_in]
-    """
-
-    x_in: torch.Tensor
-    u: torch.Tensor
-    z: torch.Tensor
-    x_hat: torch.Tensor
+#: what :meth:`SAE.forward_train` returns, on either path (:class:`~abstopk_mini.forward.TrainOutput`)
+SAEOutput = TrainOutput
 
 
 class SAE(nn.Module):
@@ -244,7 +236,8 @@ class SAE(nn.Module):
             self.register_buffer("b_enc", torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
         self.act = make_activation(cfg).to(dtype)
-        #: top-k family: ``forward`` decodes the sparse code (abstopk_mini.kernels.fast); False: dense reference
+        #: top-k family: ``forward`` and ``forward_train(fast=True)`` take the sparse kernels
+        #: (abstopk_mini.kernels.fast); False: always the dense reference (an SAE whose encoder they do not implement)
         self.fast = True
         self.to(device)
 
@@ -295,7 +288,7 @@ class SAE(nn.Module):
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """u = (x_in − b_dec) W_enc + b_enc with x_in = :meth:`to_sae_space` (x) (b_enc ≡ 0 without
         ``cfg.use_b_enc``).  shape: x [..., d_in] (raw) -> u [..., d_sae]"""
-        self._check_input(x)
+        check_input(x, self.cfg)
         x = self.to_sae_space(x)
         return (x - self.b_dec) @ self.W_enc + self.b_enc
 
@@ -324,25 +317,27 @@ class SAE(nn.Module):
             return reconstruct(self, x)
         return self.decode(self.encode(x), self.input_stats(x))
 
-    def forward_train(self, x: torch.Tensor) -> SAEOutput:
-        """Encode and decode in the SAE's space (:meth:`to_sae_space`), keeping the intermediates
-        for the losses; x_hat is *not* mapped back to the raw space.
+    def forward_train(self, x: torch.Tensor, sync=None, fast: bool = False) -> TrainOutput:
+        """Encode and decode in the SAE's space (:meth:`to_sae_space`), keeping what the losses need;
+        x_hat is *not* mapped back to the raw space. One output type whichever kernel runs.
 
-        shape: x [B, d_in] -> SAEOutput(x_in [B, d_in], u [B, d_sae], z [B, d_sae], x_hat [B, d_in])
+        fast: True takes the sparse kernels (:func:`abstopk_mini.kernels.fast.forward_train`: no
+        dense z, same values and gradients) where they serve this SAE, the top-k family with
+        ``self.fast``; :func:`~abstopk_mini.train.train_sae` passes ``TrainConfig.fast`` here. The
+        default is the dense reference path, the oracle the kernels are tested against. sync: a
+        :class:`~abstopk_mini.distributed.Sync` (one rank of a DDP run: the batch variants' budget
+        is global on the sparse path).
+
+        shape: x [B, d_in] -> TrainOutput(x_in [B, d_in], u [B, d_sae], code [B, d_sae], x_hat [B, d_in])
         """
+        if fast and self.fast and self.cfg.spec.k_based:
+            from .kernels.fast import forward_train
+
+            return forward_train(self, x, sync)
         u = self.pre_acts(x)
         z = self.act(u)
         x_in = self.to_sae_space(x)
-        return SAEOutput(x_in, u, z, z @ self.W_dec + self.b_dec)
-
-    def _check_input(self, x) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
-        if x.shape[-1] != self.cfg.d_in:
-            raise ValueError(
-                f"x has last dim {x.shape[-1]} but this SAE reads d_in={self.cfg.d_in} "
-                f"(hook {self.cfg.hook_name!r}); pass activations of the width it was trained on"
-            )
+        return TrainOutput(x_in, u, DenseCode(z), z @ self.W_dec + self.b_dec)
 
     # ------------------------------------------------------------------ decoder geometry
     @torch.no_grad()

@@ -9,8 +9,10 @@ tensor and nothing else:
    weights on export).
 2. **Initialisation.** Unit-norm random decoder rows, ``W_enc = W_decᵀ``, ``b_enc = 0``,
    ``b_dec`` = the geometric median of a sample (a robust centre of the data).
-3. **Loss.** mse + sparsity term (:mod:`~abstopk_mini.losses`): l1 for ReLU, the STE l0 for
-   (Abs)JumpReLU (both coefficients warmed up linearly), AuxK on dead latents for the top-k family.
+3. **Loss.** mse + the activation's own sparsity penalty (``sae.act.penalty_term``: l1 for ReLU,
+   the STE l0 for (Abs)JumpReLU, both coefficients warmed up linearly), or AuxK on dead latents for
+   the top-k family (whose penalty is None). The loop reads one output type,
+   :class:`~abstopk_mini.forward.TrainOutput`, whichever kernel the SAE chose to run.
 4. **Optimiser.** Adam, learning rate warm-up over the first 5 % of steps, constant, then linear
    decay to 0 over the last 20 % (``lr_schedule="warmup_decay"``; ``"constant"`` keeps lr
    throughout). Default lr ``2e-4 / sqrt(d_sae / 2**14)``.
@@ -45,7 +47,6 @@ from .checkpoint import (CHECKPOINT_FILE, HISTORY_KEYS, TRAJECTORY_FIELDS, load_
                          save_checkpoint, save_snapshot, snapshot_path)
 from .data import Batches
 from .io import remove_stale_tmp
-from .kernels import fast
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
 from .train_config import AUX_SIGNS, LR_SCHEDULES, TrainConfig, lr_at
@@ -197,8 +198,6 @@ class _Run:
     aux_k: int
     dead_tokens: int
     log_every: int
-    penalty: str | None  # the activation's sparsity penalty ("l1", "l0"), None: AuxK (top-k family)
-    use_fast: bool  # the sparse kernels of abstopk_mini.kernels.fast
     coef0: float  # the configured penalty coefficient
     coef: float  # the L0 controller's current one
     target_l0: float | None
@@ -248,17 +247,14 @@ def _set_up(sae: SAE, batches: Batches, tcfg: TrainConfig, n_steps: int, state: 
     # fused Adam: one kernel per parameter instead of ~8 passes (4x faster on CPU, the same numbers)
     fused = sae.W_enc.device.type in ("cpu", "cuda")
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=tcfg.adam_betas, eps=tcfg.adam_eps, fused=fused)
-    coef0 = tcfg.l1_coefficient if act.penalty == "l1" else tcfg.l0_coefficient
+    coef0 = getattr(tcfg, act.coefficient_field)
     target_l0 = None
-    if act.penalty is not None:  # the controller steers the penalty's coefficient towards this L0
+    if not act.aux:  # the controller steers the penalty's coefficient towards this L0
         target_l0 = tcfg.target_l0 if tcfg.target_l0 is not None else cfg.k
     run = _Run(
         sae, opt, n_steps, lr, aux_k=tcfg.aux_k or max(1, cfg.d_in // 2),
         dead_tokens=tcfg.dead_tokens or max(1, min(10_000_000, n_steps * tcfg.batch_size // 10)),
-        log_every=tcfg.log_every or max(1, n_steps // 200), penalty=act.penalty,
-        # the sparse kernels implement the one-step encoder of am.SAE; subclasses with another encoder opt out
-        use_fast=tcfg.fast and getattr(sae, "fast", False) and act.k_based,
-        coef0=coef0, coef=coef0, target_l0=target_l0,
+        log_every=tcfg.log_every or max(1, n_steps // 200), coef0=coef0, coef=coef0, target_l0=target_l0,
         since_fired=torch.zeros(cfg.d_sae, dtype=torch.long, device=sae.W_enc.device),
         history={key: [] for key in HISTORY_KEYS},
     )
@@ -285,7 +281,7 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
         x = x.to(device=device, dtype=dtype, non_blocking=True)
         for group in opt.param_groups:
             group["lr"] = lr_at(run.step, run.n_steps, run.lr, tcfg.warmup_frac, tcfg.decay_frac, tcfg.lr_schedule)
-        out = fast.forward_train(sae, x, sync) if run.use_fast else sae.forward_train(x)
+        out = sae.forward_train(x, sync=sync, fast=tcfg.fast)  # the SAE picks its kernel
         mse, sparsity, aux = _loss_terms(run, tcfg, out)
         loss = mse + sparsity + aux
         _guard(run, tcfg, out, mse, loss, bar)
@@ -314,21 +310,19 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
 
 
 def _loss_terms(run: _Run, tcfg: TrainConfig, out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mse, sparsity, aux): the activation's penalty (l1 of z, or the STE l0 of the JumpReLUs),
-    warmed up linearly over ``sparsity_warmup_frac``; or, for the top-k family, AuxK on dead latents."""
+    """(mse, sparsity, aux): the activation's penalty (``sae.act.penalty_term``: l1 of z, or the STE
+    l0 of the JumpReLUs), warmed up linearly over ``sparsity_warmup_frac``; or, where the activation
+    has none (the top-k family), AuxK on dead latents, computed on the kernel that made ``out``."""
     mse = losses.mse(out.x_in, out.x_hat)
     sparsity = aux = mse.new_zeros(())
-    if run.penalty is not None:
+    term = run.sae.act.penalty_term(out)
+    if term is not None:
         warm = min(1.0, (run.step + 1) / max(1, tcfg.sparsity_warmup_frac * run.n_steps))
-        term = losses.l1_penalty(out.z) if run.penalty == "l1" else run.sae.act.l0(out.u).mean()
         sparsity = run.coef * warm * term
     else:
         dead = run.since_fired >= run.dead_tokens
         signed = run.sae.cfg.signed and tcfg.aux_sign == "activation"
-        if run.use_fast:
-            aux = tcfg.aux_coef * fast.auxk_loss(run.sae, out, dead, run.aux_k, signed=signed)
-        else:
-            aux = tcfg.aux_coef * losses.auxk_loss(out.x_in - out.x_hat, out.u, run.sae.W_dec, dead, run.aux_k, signed)
+        aux = tcfg.aux_coef * out.auxk_loss(run.sae, dead, run.aux_k, signed)
     return mse, sparsity, aux
 
 
@@ -361,7 +355,7 @@ def _guard(run: _Run, tcfg: TrainConfig, out, mse: torch.Tensor, loss: torch.Ten
 
 def _track_dead(run: _Run, out, x: torch.Tensor, sync) -> None:
     """Advance the tokens-since-fired counters by the (global) batch; reset those that fired."""
-    fired = out.code.fired() if run.use_fast else (out.z != 0).any(0)
+    fired = out.fired()
     if sync is not None:
         fired = sync.any(fired)
     run.since_fired += x.shape[0] * (sync.world_size if sync is not None else 1)
@@ -372,7 +366,7 @@ def _steer_l0(run: _Run, tcfg: TrainConfig, out, sync) -> None:
     """The multiplicative L0 controller: too dense -> a larger penalty coefficient."""
     if run.target_l0 is None:
         return
-    batch_l0 = (out.z != 0).sum(-1).double().mean().item()
+    batch_l0 = out.mean_l0()
     if sync is not None:
         batch_l0 = sync.mean(batch_l0)
     coef = run.coef * math.exp(tcfg.target_rate * max(-1.0, min(1.0, batch_l0 / run.target_l0 - 1.0)))
@@ -386,7 +380,7 @@ def _record(run: _Run, out, loss, mse, sparsity, aux, bar) -> None:
     rec = {
         "step": run.step, "tokens": run.tokens, "loss": loss.item(), "mse": mse.item(),
         "fvu": losses.batch_fvu(out.x_in, out.x_hat).item(),
-        "l0": out.code.mean_l0() if run.use_fast else (out.z != 0).sum(-1).double().mean().item(),
+        "l0": out.mean_l0(),
         "aux": float(aux.detach()), "sparsity": float(sparsity.detach()), "coef": run.coef,
         "lr": run.opt.param_groups[0]["lr"], "dead_frac": (run.since_fired >= run.dead_tokens).double().mean().item(),
     }

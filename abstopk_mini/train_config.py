@@ -53,7 +53,7 @@ class TrainConfig:
     snapshot_dir: str | None = None
     drop_nonfinite: bool = False
     progress: bool = True
-    fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path
+    fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path (read by SAE.forward_train)
 
     def __post_init__(self):
         check_seed(self.seed, "TrainConfig.seed")

@@ -65,7 +65,8 @@ from torch import nn
 
 from . import prox
 from ..nonlinearities import SPECS, spec
-from ..sae import SAE, SAEConfig, SAEOutput
+from ..forward import DenseCode, TrainOutput
+from ..sae import SAE, SAEConfig
 
 __all__ = [
     "lipschitz", "lasso_objective", "ista", "fista", "iht", "one_step", "sae_from_dictionary",
@@ -331,9 +332,11 @@ class UnrolledSAE(SAE):
         z = self._encode_all(x.reshape(-1, x.shape[-1]))[2]
         return z.reshape(*lead, -1)
 
-    def forward_train(self, x: torch.Tensor) -> SAEOutput:
+    def forward_train(self, x: torch.Tensor, sync=None, fast: bool = False) -> TrainOutput:
+        """The dense path always (the sparse kernels implement the one-step encoder only; ``sync``
+        and ``fast`` are accepted and ignored).  shape: x [B, d_in] -> TrainOutput"""
         x_in, u, z = self._encode_all(x)
-        return SAEOutput(x_in, u, z, z @ self.W_dec + self.b_dec)
+        return TrainOutput(x_in, u, DenseCode(z), z @ self.W_dec + self.b_dec)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_steps={self.n_steps}, tied={self.tied}"

@@ -35,10 +35,12 @@ one kernel without a half-precision version (the sampled matmul ``sddmm``) compu
 with casts at its boundary. Its gradients agree with the reference path's to bf16 rounding
 (``tests/test_defects_cli.py``), not bit for bit.
 
-Entry points: :func:`forward_train` and :func:`auxk_loss` (used by :func:`~abstopk_mini.train.train_sae`
-when ``TrainConfig.fast`` is true, the default), :func:`encode_sparse` and :func:`reconstruct`
-(used by ``SAE.forward`` when ``sae.fast`` is true). The dense reference path stays, as the
-test oracle (``tests/test_fast.py``) and behind ``fast=False``.
+Entry points: :func:`forward_train` (what ``SAE.forward_train(x, fast=True)`` runs for the top-k
+family; :func:`~abstopk_mini.train.train_sae` passes ``TrainConfig.fast`` there, true by default),
+whose :class:`SparseCode` computes AuxK with :func:`auxk_loss`; :func:`encode_sparse` and
+:func:`reconstruct` (used by ``SAE.forward`` when ``sae.fast`` is true). Both paths return one type,
+:class:`~abstopk_mini.forward.TrainOutput`. The dense reference path stays, as the test oracle
+(``tests/test_fast.py``) and behind ``fast=False``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..forward import TrainOutput, check_input
 from ..nonlinearities import K_ACTIVATIONS, spec
 from .sparse import DeadBlockDecode, GatherPreacts, Pattern, sddmm, sparse_decode
 
@@ -110,17 +113,13 @@ class SparseCode(NamedTuple):
     def mean_l0(self) -> float:
         return self.l0().double().mean().item() if self.pat.n_rows else 0.0
 
+    def auxk_loss(self, sae, out: TrainOutput, dead: torch.Tensor, k_aux: int, signed: bool | None = None) -> torch.Tensor:
+        """AuxK on the sparse path (:func:`auxk_loss`), for :meth:`~abstopk_mini.forward.TrainOutput.auxk_loss`."""
+        return auxk_loss(sae, out, dead, k_aux, signed)
 
-class FastOutput(NamedTuple):
-    """What :func:`forward_train` returns (the sparse sibling of :class:`~abstopk_mini.sae.SAEOutput`).
 
-    shape: x_in [B, d_in], u [B, d_sae] (no graph), code (N non-zeros), x_hat [B, d_in]
-    """
-
-    x_in: torch.Tensor
-    u: torch.Tensor
-    code: SparseCode
-    x_hat: torch.Tensor
+#: what :func:`forward_train` returns: the one training output type, with a :class:`SparseCode`
+FastOutput = TrainOutput
 
 
 # ----------------------------------------------------------------------------- selection
@@ -156,7 +155,7 @@ def _preacts(sae, x: torch.Tensor, low_precision: bool) -> torch.Tensor:
     if low_precision:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return sae.pre_acts(x).to(sae.W_enc.dtype)
-    sae._check_input(x)  # sae.pre_acts with the bias added in place (one [B, d_sae] buffer less)
+    check_input(x, sae.cfg)  # sae.pre_acts with the bias added in place (one [B, d_sae] buffer less)
     u = (sae.to_sae_space(x) - sae.b_dec) @ sae.W_enc
     return u.add_(sae.b_enc)
 
@@ -178,13 +177,13 @@ def _check_fast(sae) -> None:
 
 
 # ----------------------------------------------------------------------------- training
-def forward_train(sae, x: torch.Tensor, sync=None, low_precision: bool | None = None) -> FastOutput:
+def forward_train(sae, x: torch.Tensor, sync=None, low_precision: bool | None = None) -> TrainOutput:
     """The fast training forward: dense u without graph, sparse code, sparse decode.
 
-    Equals ``sae.forward_train(x)`` (same x_in, u, x̂; z = ``out.code.to_dense()``) and gives the
+    Equals the dense ``sae.forward_train(x)`` (same x_in, u, x̂; z = ``out.z``) and gives the
     same gradients. ``low_precision``: None = bf16 selection on CUDA, fp32 elsewhere.
 
-    shape: x [B, d_in] -> FastOutput(x_in [B, d_in], u [B, d_sae], code, x_hat [B, d_in])
+    shape: x [B, d_in] -> TrainOutput(x_in [B, d_in], u [B, d_sae] (no graph), SparseCode, x_hat [B, d_in])
     """
     _check_fast(sae)
     low = _low_precision_default(x) if low_precision is None else low_precision
@@ -194,11 +193,11 @@ def forward_train(sae, x: torch.Tensor, sync=None, low_precision: bool | None = 
     u_sel = gather_preacts(sae, _kept_preacts(sae, u, x_in, pat, exact=low), x_in, pat)
     vals = u_sel if sae.cfg.signed else torch.relu(u_sel)
     x_hat = sparse_decode(vals, sae.W_dec, pat) + sae.b_dec
-    return FastOutput(x_in, u, SparseCode(vals, pat), x_hat)
+    return TrainOutput(x_in, u, SparseCode(vals, pat), x_hat)
 
 
-def auxk_loss(sae, out: FastOutput, dead: torch.Tensor, k_aux: int, signed: bool | None = None) -> torch.Tensor:
-    r"""AuxK on a :class:`FastOutput`: :func:`~abstopk_mini.losses.auxk_loss` without the dense z.
+def auxk_loss(sae, out: TrainOutput, dead: torch.Tensor, k_aux: int, signed: bool | None = None) -> torch.Tensor:
+    r"""AuxK on the output of :func:`forward_train`: :func:`~abstopk_mini.losses.auxk_loss` without the dense z.
 
     Among dead latents only, keep the ``k_aux`` largest scores per row (|u| with sign when
     ``signed``, else ReLU(u); ``signed=None``: as the SAE selects, ``sae.cfg.signed``), decode them
@@ -257,7 +256,7 @@ def decode_sparse(sae, code: SparseCode, stats=None) -> torch.Tensor:
 
 def reconstruct(sae, x: torch.Tensor, low_precision: bool | None = None) -> torch.Tensor:
     """``sae.decode(sae.encode(x))`` through the sparse code.  shape: x [..., d_in] -> x_hat [..., d_in]"""
-    sae._check_input(x)
+    check_input(x, sae.cfg)
     lead = x.shape[:-1]
     x = x.reshape(-1, x.shape[-1])
     x_hat = decode_sparse(sae, encode_sparse(sae, x, low_precision), sae.input_stats(x))
