@@ -35,7 +35,7 @@ from typing import Mapping
 import torch
 
 from ..checkpoint import has_checkpoint, remove_checkpoint
-from ..io import flock
+from ..io import flock, relative_to_runs, runs_dir
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 from .trained import (HISTORY_FILE, SNAPSHOT_DIR, TRAIN_FILE, load_history, load_snapshots, load_trained,
                       save_trained)
@@ -47,21 +47,6 @@ __all__ = [
 ]
 
 CHECKPOINT_EVERY = 200  # training steps between checkpoints of a pipeline run
-
-
-def runs_dir(root: str | os.PathLike | None = None) -> Path:
-    """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS`` (empty counts as unset, not as ``.``), else ``./runs``."""
-    return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "").strip() or "runs")
-
-
-def relative_to_runs(path, root: str | os.PathLike | None = None) -> str:
-    """``path`` relative to :func:`runs_dir` (``"saes/topk-4096-k32-ca08a90bb5"``), as records store
-    it: a record must not name the folders of the machine that wrote it. A path outside the runs
-    directory is stored by its name alone."""
-    try:
-        return Path(path).resolve().relative_to(runs_dir(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
 
 
 def runs_label(quick: bool = False) -> str:
