@@ -154,9 +154,11 @@ def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | N
 
 def layer_context(cfg: SweepConfig, loaded, layer: int, root=None, progress: bool = True) -> LayerContext:
     """Harvest (or reuse) the layer's training and held-out activations and the concept inputs."""
+    from ..concepts.swap import text_augmentation
     from ..lm.shards import load_activations
 
-    acts_dir = harvest_spec(cfg.harvest_spec(layer), root, loaded=loaded, progress=progress)
+    spec = cfg.harvest_spec(layer)
+    acts_dir = harvest_spec(spec, root, loaded=loaded, progress=progress, augment=text_augmentation(spec.augment))
     held_dir = harvest_spec(cfg.harvest_spec(layer, "heldout"), root, loaded=loaded, progress=progress)
     word_acts, sentiment = _concept_inputs(loaded, layer, cfg.eval["concepts"], root)
     return LayerContext(layer, acts_dir, held_dir, load_activations(held_dir), word_acts, sentiment)
