@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import torch
 
-from .nonlinearities import SPECS
-
 __all__ = ["PROFILE_SAES", "latent_stats", "latent_profile"]
 
-#: the activations :func:`latent_profile` reads: per-row top-k selection (so θ(t) is the token's own
-#: k-th score), read from the specs (topk, abstopk)
-PROFILE_SAES = tuple(name for name, s in SPECS.items() if s.k_based and s.selection == "row")
+#: the activations :func:`latent_profile` reads (per-token selection, so θ(t) is the token's own)
+PROFILE_SAES = ("topk", "abstopk")
 
 
 def _check(sae, x: torch.Tensor, batch_size: int) -> None:
