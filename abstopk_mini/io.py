@@ -7,6 +7,9 @@
 * :func:`flock` — a POSIX advisory lock on ``<path>`` (``fcntl.flock``), shared or exclusive. The
   lock file is removed when its last holder leaves; the protocol below keeps that safe.
 * :func:`sha256_file`, :func:`sha256_tensors` — content hashes of a file / of tensors' raw bytes.
+* :func:`runs_dir`, :func:`relative_to_runs` — where the content-addressed runs live
+  (``$ABSTOPK_RUNS``, default ``./runs``), and a path as records name it, relative to that folder
+  (:mod:`abstopk_mini.runs.store` keeps the runs there; the dashboards name their harvest so too).
 
 Lock-file removal. A holder that finishes tries to upgrade to an exclusive lock without waiting;
 if that succeeds nobody else holds the file, so it unlinks it (after checking that the path still
@@ -33,7 +36,8 @@ try:  # POSIX file locks; elsewhere nothing is locked
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["atomic_write", "flock", "sha256_file", "sha256_tensors", "default_file_mode", "TMP_SUFFIX"]
+__all__ = ["atomic_write", "flock", "sha256_file", "sha256_tensors", "default_file_mode", "TMP_SUFFIX", "runs_dir",
+           "relative_to_runs"]
 
 TMP_SUFFIX = ".tmp"
 _umask_lock = threading.Lock()
@@ -247,3 +251,18 @@ def sha256_tensors(*tensors: torch.Tensor) -> str:
     for t in tensors:
         h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def runs_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS`` (empty counts as unset, not as ``.``), else ``./runs``."""
+    return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "").strip() or "runs")
+
+
+def relative_to_runs(path, root: str | os.PathLike | None = None) -> str:
+    """``path`` relative to :func:`runs_dir` (``"saes/topk-4096-k32-ca08a90bb5"``), as records store
+    it: a record must not name the folders of the machine that wrote it. A path outside the runs
+    directory is stored by its name alone."""
+    try:
+        return Path(path).resolve().relative_to(runs_dir(root).resolve()).as_posix()
+    except ValueError:
+        return Path(path).name

@@ -23,6 +23,7 @@ __all__ = [
     "sum_sq_centred",
     "fvu",
     "check_variance",
+    "RunningFVU",
     "nmse",
     "l0",
     "count_signs",
@@ -76,6 +77,44 @@ def check_variance(centred: torch.Tensor, n_rows: int) -> torch.Tensor:
         raise ValueError(f"FVU is undefined here: x has no variance (Σ‖x − mean(x)‖² = {centred.item():.3g} over "
                          f"{n_rows} rows: every row is the same). Evaluate on activations that vary, e.g. more tokens")
     return centred
+
+
+class RunningFVU:
+    r""":func:`fvu` of rows that come a batch at a time, without keeping them (a spliced model's
+    reconstructions, say). The numerator sums :func:`sum_sq_error`; the denominator merges each
+    batch's :func:`sum_sq_centred` and mean into those of the rows before it (the pairwise update of
+    Chan, Golub & LeVeque): :math:`M_{AB} = M_A + M_B + \|\bar x_B - \bar x_A\|^2 n_A n_B / (n_A + n_B)`,
+    which is :math:`\sum\|x - \bar x\|^2` of all the rows, up to rounding. float64.
+
+    :meth:`value` is NaN before any row or when the rows have no variance, where :func:`fvu`
+    raises: a streamed measurement is reported beside others, not refused."""
+
+    def __init__(self):
+        self.n = 0
+        self.err = 0.0
+        self.centred = 0.0
+        self.mean: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+        """Add a batch.  shape: x, x_hat [..., d]"""
+        x, x_hat = _rows(x), _rows(x_hat)
+        if x.shape != x_hat.shape:
+            raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape")
+        if len(x) == 0:
+            return
+        self.err += sum_sq_error(x, x_hat).item()
+        mean, centred = x.mean(0), sum_sq_centred(x).item()
+        if self.mean is None:
+            self.mean, self.centred = mean, centred
+        else:
+            delta, n = mean - self.mean, self.n + len(x)
+            self.centred += centred + delta.pow(2).sum().item() * self.n * len(x) / n
+            self.mean = self.mean + delta * (len(x) / n)
+        self.n += len(x)
+
+    def value(self) -> float:
+        """FVU of every row added so far (NaN before any row or without variance)."""
+        return self.err / self.centred if self.n and self.centred > 0 else float("nan")
 
 
 def nmse(x: torch.Tensor, x_hat: torch.Tensor) -> float:

@@ -332,7 +332,9 @@ class ActivationSpec:
     """Everything the package knows about one activation, in one place.
 
     The SAE, the fast path, training, SAELens interop, unrolling and the book's figures read these
-    fields; adding an activation is one module class, one spec here, and its tests.
+    fields; adding an activation is one module class, one spec here, and its tests (how the book
+    names and draws it, its label, colour and marker, lives beside the figures, keyed by ``name``:
+    :mod:`abstopk_mini.chapters.palette`).
 
     name: the ``SAEConfig.activation`` string. module: the class that computes z = σ(u).
     prox: the proximal map it is, as a formula (see :mod:`abstopk_mini.coding.prox`).
@@ -343,7 +345,6 @@ class ActivationSpec:
     ``cfg.bandwidth``) or ``None``. penalty: the sparsity term training adds (``"l1"``, ``"l0"``)
     or ``None`` for the top-k family, which trains with AuxK on dead latents instead.
     architecture: the ``architecture`` written to cfg.json (SAELens names where they exist).
-    label, color: how figures name and draw it (one colour per method in every chapter).
     """
 
     name: str
@@ -354,8 +355,6 @@ class ActivationSpec:
     param: str | None
     penalty: str | None
     architecture: str
-    label: str
-    color: str
 
     @property
     def k_based(self) -> bool:
@@ -385,19 +384,19 @@ class ActivationSpec:
 #: one spec per activation, the single source of what an activation is
 SPECS: dict[str, ActivationSpec] = {spec.name: spec for spec in (
     ActivationSpec("relu", ReLU, "ReLU(u) = prox of λ‖z‖₁ + ι(z ≥ 0) with b_enc = −λ", False, "threshold", None,
-                   "l1", "standard", "ReLU", "#7f7f7f"),
+                   "l1", "standard"),
     ActivationSpec("jumprelu", JumpReLU, "u·H(u − θ) = prox of ‖z‖₀ penalties + ι(z ≥ 0)", False, "threshold",
-                   "threshold", "l0", "jumprelu", "JumpReLU", "#2ca02c"),
+                   "threshold", "l0", "jumprelu"),
     ActivationSpec("absjumprelu", AbsJumpReLU, "u·H(|u| − θ) = prox of ‖z‖₀ penalties", True, "threshold",
-                   "threshold", "l0", "absjumprelu", "AbsJumpReLU", "#9467bd"),
+                   "threshold", "l0", "absjumprelu"),
     ActivationSpec("topk", TopK, "ReLU of the k largest u_i = projection on {‖z‖₀ ≤ k, z ≥ 0}", False, "row", "k",
-                   None, "topk", "TopK", "#1f77b4"),
+                   None, "topk"),
     ActivationSpec("abstopk", AbsTopK, "the k largest |u_i|, sign kept = projection on {‖z‖₀ ≤ k}", True, "row", "k",
-                   None, "abstopk", "AbsTopK", "#d62728"),
+                   None, "abstopk"),
     ActivationSpec("batchtopk", BatchTopK, "top k·B of ReLU(u) over a batch of B rows", False, "batch", "k", None,
-                   "batchtopk", "BatchTopK", "#17becf"),
+                   "batchtopk"),
     ActivationSpec("batchabstopk", BatchAbsTopK, "top k·B of |u| over a batch of B rows, sign kept", True, "batch",
-                   "k", None, "batchabstopk", "BatchAbsTopK", "#ff7f0e"),
+                   "k", None, "batchabstopk"),
 )}
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {name: spec.module for name, spec in SPECS.items()}

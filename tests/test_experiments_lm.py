@@ -175,14 +175,18 @@ def test_shipped_saes_load_the_shipped_files_and_harvest_only_the_heldout(tiny_g
     with pytest.raises(ValueError, match=r"no shipped SAE named .*k5.*RETRAIN = True"):
         am.runs.reproduce.shipped_saes(cfg, ("abstopk",), k=5, loaded=tiny_gpt2, runs_root=runs, pretrained_root=root)
     # the chapters' one-call loader: the same SAEs, one line per SAE with its held-out FVU
-    for retrain, kw, made in ((False, {"runs_root": runs, "pretrained_root": root}, "4 steps of batch 128, 512 tokens, seed 0"),
-                              (True, {"runs_root": tmp_path / "train"}, "trained here")):
+    from abstopk_mini.chapters import style
+
+    for retrain, kw, made, label in (
+            (False, {"runs_root": runs, "pretrained_root": root}, "4 steps of batch 128, 512 tokens, seed 0", style.label),
+            (True, {"runs_root": tmp_path / "train"}, "trained here", str)):  # runs names an activation; the book labels it
         lines = []
-        got = am.runs.reproduce.study_saes(cfg, retrain, loaded=tiny_gpt2, out=lines.append, **kw)
+        got = am.runs.reproduce.study_saes(cfg, retrain, loaded=tiny_gpt2, out=lines.append,
+                                           **kw, **({"label": label} if label is not str else {}))
         assert len(lines) == 3 and lines[2].startswith("wall times (s): {'load_model_s'")
         for line, a in zip(lines, ("abstopk", "topk")):
             fvu = am.evaluate.evaluate_sae(got.saes[a], got.x_held)["fvu"]
-            assert line.lstrip().startswith(f"{am.nonlinearities.SPECS[a].label}: held-out FVU {fvu:.4f}, L0 ")
+            assert line.lstrip().startswith(f"{label(a)}: held-out FVU {fvu:.4f}, L0 ")
             assert made in line
 
 
@@ -244,3 +248,27 @@ def test_reproduce_summary_separates_run_time_from_training_time():
     text = _summary(report, [])
     assert "Total time 10.0 min; the 2 SAEs' own training took 50.0 min" in text
     assert "| topk-k32 | 0.0756 | 32 | 11.4 |" in text
+
+
+def test_the_report_layer_draws_the_reproduce_figures(tmp_path):
+    """reproduce (runs) computes and writes records; the figures are drawn from its report by the
+    report layer (plots_lm.report_figures, which the CLI hands to it) and linked from summary.md."""
+    from abstopk_mini.chapters import plots_lm
+    from abstopk_mini.runs.reproduce import _summary
+
+    rows = [{"name": f"{a}-k{k}", "activation": a, "k": k, "l0": float(k), "fvu": f, "dead_frac": 0.1, "bidirectional_frac": 0.0}
+            for a, k, f in (("topk", 8, 0.2), ("topk", 16, 0.15), ("abstopk", 8, 0.18), ("abstopk", 16, 0.14), ("relu", 16, 0.3))]
+    gender = {"abstopk-k16": {"sign_accuracy": 0.9, "threshold_accuracy": 0.8, "best_pair_accuracy": 0.85, "dim_test_accuracy": 0.95}}
+    curve = {"values": [-1.0, 0.0, 1.0], "log_odds": [-0.5, 0.0, 0.6]}
+    report = {"settings": {"model": "m", "layer": 1, "d_sae": 64}, "saes": rows, "gender": gender,
+              "steering": {"latent": 3, "clamp": curve, "dim": curve}}
+    names = plots_lm.report_figures(report, tmp_path)
+    assert names == ["fvu_l0.png", "k_sweep.png", "gender.png", "steering.png"]
+    assert all((tmp_path / n).read_bytes().startswith(b"\x89PNG") for n in names)
+    assert plots_lm.report_figures(report | {"gender": {}, "steering": {"skipped": "no pair"}}, tmp_path / ".") == names[:2]
+    report |= {"ran_on": {"model": "m", "hook_name": "h", "torch": "2", "device": "cpu", "threads": 1},
+               "harvest": {"heldout_tokens": 10}, "timings": {"total_s": 60.0},
+               "settings": report["settings"] | {"n_tokens": 100, "chunk_offsets": [0], "train_tokens": 200, "batch_size": 8}}
+    report["saes"] = [dict(r, train_wall_s=1.0) for r in rows]
+    report["gender"], report["steering"] = {}, None
+    assert "![gender.png](gender.png)" in _summary(report, names)

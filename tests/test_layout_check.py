@@ -50,7 +50,9 @@ def _doubling_hist() -> dict:
     return {"steps": steps, "fvu": {k: v.tolist() for k, v in fvu.items()},
             "max_abs_diff_tied": (2e-7 + 1e-7 * np.sin(t / 70)).tolist(),
             "antipodal_cos": (1.0 - 0.13 * (1 - np.exp(-t / 300))).tolist(),
-            "both_used": (1.0 - 0.2 * (1 - np.exp(-t / 200))).tolist()}
+            "both_used": (1.0 - 0.2 * (1 - np.exp(-t / 200))).tolist(),
+            "activation": {"abstopk": "abstopk", "tied_doubled_topk": "topk", "untied_doubled_topk": "topk",
+                           "topk_2P_random": "topk"}}
 
 
 @style.styled

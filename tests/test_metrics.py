@@ -17,6 +17,25 @@ def unit_columns(d: int, P: int, seed: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- reconstruction
+def test_running_fvu_is_the_fvu_of_every_row_seen():
+    """lm/splice streams its FVU through RunningFVU: batch by batch it must equal metrics.fvu of all the
+    rows (one formula), also for data far from the origin, where Σ‖x‖² − ‖Σx‖²/n would cancel."""
+    gen = torch.Generator().manual_seed(3)
+    x = 1e3 + torch.randn(300, 7, generator=gen, dtype=torch.float64)
+    x_hat = x + 0.3 * torch.randn(300, 7, generator=gen, dtype=torch.float64)
+    r = metrics.RunningFVU()
+    assert np.isnan(r.value())
+    for a, b in ((0, 1), (1, 50), (50, 50), (50, 177), (177, 300)):
+        r.update(x[a:b], x_hat[a:b])
+    assert r.n == 300
+    assert r.value() == pytest.approx(metrics.fvu(x, x_hat), rel=1e-9)
+    one = metrics.RunningFVU()
+    one.update(x[:1], x_hat[:1])
+    assert np.isnan(one.value())  # no variance: reported as NaN, where fvu raises
+    with pytest.raises(ValueError, match="same shape"):
+        r.update(x[:2], x_hat[:3])
+
+
 def test_fvu_closed_form_perfect_and_mean():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(50, 6, generator=gen)

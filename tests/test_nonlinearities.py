@@ -281,7 +281,7 @@ def _check_spec(s) -> None:
     import inspect
 
     assert s.selection in ("row", "batch", "threshold") and s.param in ("k", "threshold", None)
-    assert s.penalty in ("l1", "l0", None) and s.color.startswith("#") and s.label and s.prox
+    assert s.penalty in ("l1", "l0", None) and s.prox
     d, k = 32, 4
     params = inspect.signature(s.module).parameters
     assert s.k_based == ("k" in params)
@@ -333,8 +333,6 @@ def test_spec_architecture_round_trips_through_save_and_load(name, tmp_path):
 
 def test_spec_names_and_architectures_are_unique():
     assert len({s.architecture for s in nl.SPECS.values()}) == len(nl.SPECS)
-    assert len({s.color for s in nl.SPECS.values()}) == len(nl.SPECS)
-    assert len({s.label for s in nl.SPECS.values()}) == len(nl.SPECS)
     with pytest.raises(ValueError, match="activation='gated' is not known.*abstopk"):
         nl.spec("gated")
 
@@ -357,7 +355,7 @@ def test_a_new_activation_is_one_spec(monkeypatch, tmp_path):
     from abstopk_mini.sae import SAE, SAEConfig
 
     new = nl.ActivationSpec("shrink", Shrink, "sign(u)·max(|u| − ½, 0) = prox of ½‖z‖₁", True, "threshold", None,
-                            "l1", "shrink", "Shrink", "#000000")
+                            "l1", "shrink")
     with pytest.raises(ValueError, match="shrink"):
         SAEConfig(d_in=6, d_sae=16, activation="shrink")
     monkeypatch.setitem(nl.SPECS, "shrink", new)

@@ -72,16 +72,20 @@ def test_de2000_matches_published_pairs():
 MIN_DE = 15.0
 
 
-def test_palette_reads_the_activation_specs():
-    assert style.ACTIVATION_COLORS == {name: s.color for name, s in SPECS.items()}
-    assert style.ACTIVATION_LABELS == {name: s.label for name, s in SPECS.items()}
+def test_palette_is_keyed_by_the_activation_specs():
+    # presentation lives beside the figures: one distinct colour, label and marker per spec name
+    for table in (style.ACTIVATION_COLORS, style.ACTIVATION_LABELS, style.ACTIVATION_MARKERS):
+        assert set(table) == set(SPECS) and len(set(table.values())) == len(SPECS)
+    assert not any(hasattr(s, "label") or hasattr(s, "color") for s in SPECS.values())  # not in the core spec
     assert style.color("abstopk") == "#d62728" and style.color("topk") == "#1f77b4"
-    assert style.color("abstopk-k32") == style.color("AbsTopK latent 398") == SPECS["abstopk"].color
-    assert style.color("topk-k32") == style.color("TopK pair 5 > 6") == SPECS["topk"].color
+    assert style.label("abstopk") == "AbsTopK" and style.label("ISTA") == "ISTA"
+    assert style.color("abstopk-k32") == style.color("AbsTopK latent 398") == style.ACTIVATION_COLORS["abstopk"]
+    assert style.color("topk-k32") == style.color("TopK pair 5 > 6") == style.ACTIVATION_COLORS["topk"]
+    assert style.marker("abstopk-k32") == "s" and style.marker("DiM") == "o"
     assert style.color("ISTA, λ=0.05") == style.METHOD_COLORS["ISTA"]
     assert style.color("IHT, η=1/L") != style.color("IHT, η=1")  # the longest name wins
     assert style.color("DiM") == style.REFERENCE and style.color("DiM", default="x") == "x"
-    assert style.line_style("abstopk-k32") == {"color": SPECS["abstopk"].color, "ls": "--"}
+    assert style.line_style("abstopk-k32") == {"color": style.ACTIVATION_COLORS["abstopk"], "ls": "--"}
     assert style.line_style("topk")["ls"] == "-"
     assert style.rgb("#393b79") == "57,59,121"
     with pytest.raises(ValueError, match="hex_color"):

@@ -90,3 +90,95 @@ def test_constraints_pin_every_requirement_and_the_readme_uses_them():
         if name and not line.startswith("#"):
             assert re.sub(r"[-_.]+", "-", name.group(1)).lower() in pins, f"{line!r} has no pin in constraints.txt"
     assert "-c constraints.txt" in _ci_command()
+
+
+# ----------------------------------------------------------------------------- layers (CONVENTIONS.md "Layout")
+PACKAGE = ROOT / "abstopk_mini"
+#: the layers, bottom up: a module may import its own layer and those below it, never one above
+LAYERS = (
+    ("core", ("kernels",)),  # the top-level modules and the fast kernels
+    ("coding / lm / concepts / dashboard data", ("coding", "lm", "concepts", "dashboard")),
+    ("runs", ("runs",)),
+    ("the book and the report", ("chapters", "exercises")),
+)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules of the package that ``path`` imports anywhere in the file (inside functions and
+    ``TYPE_CHECKING`` blocks too: a lazy import is an arrow all the same), and its third-party roots."""
+    import ast
+
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for a in node.names:  # `from pkg import module` names the module, `from module import name` the module
+                sub = f"{target}.{a.name}"
+                out.add(sub if (ROOT / Path(*sub.split("."))).with_suffix(".py").is_file()
+                        or (ROOT / Path(*sub.split(".")) / "__init__.py").is_file() else target)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return out
+
+
+def _layer(module: str) -> int | None:
+    """The index in :data:`LAYERS` of a module of the package (None: the CLI and the package's face)."""
+    parts = module.split(".")
+    if len(parts) < 2 or parts[1] in ("__init__", "__main__"):
+        return None
+    if parts[1] == "runs" and len(parts) > 2 and parts[2].startswith("cli"):
+        return None  # the command line: the top, whatever folder it stands in
+    for i, (_, folders) in enumerate(LAYERS):
+        if parts[1] in folders:
+            return i
+    return 0 if (PACKAGE / f"{parts[1]}.py").is_file() else None
+
+
+def test_layers_import_downward_only():
+    """core -> coding / lm / concepts -> runs (computes and writes records, no matplotlib) -> the book and
+    the report -> the CLI: no import runs back up, and no two modules import each other in a circle."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    graph = {_module_name(p): _imports(p) for p in files}
+    up = []
+    for module, imports in graph.items():
+        here = _layer(module)
+        if here is None:
+            continue
+        for target in imports:
+            there = _layer(target) if target.startswith("abstopk_mini.") else None
+            if there is not None and there > here:
+                up.append(f"{module} ({LAYERS[here][0]}) imports {target} ({LAYERS[there][0]})")
+            if target.split(".")[0] == "matplotlib" and here < 3:
+                up.append(f"{module} ({LAYERS[here][0]}) imports matplotlib: figures belong to the book and the report")
+    assert not up, "\n".join(sorted(up))
+    # no circle between modules (a package's __init__ only hands its submodules' names on)
+    edges = {m: {t for t in imps if t in graph and not (PACKAGE / Path(*t.split(".")[1:]) / "__init__.py").is_file()}
+             for m, imps in graph.items()}
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for t in sorted(edges[m]):
+            assert state.get(t) != "open", "import circle: " + " -> ".join(stack[stack.index(t):] + [t])
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_every_module_stays_within_450_lines():
+    long = {str(p.relative_to(ROOT)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"modules over 450 lines (give each a sibling module): {long}"

@@ -10,7 +10,7 @@ import pytest
 from abstopk_mini import concepts as C
 from abstopk_mini.lm.corpus import Document
 from abstopk_mini.runs.store import HarvestSpec, harvest_spec
-from abstopk_mini.runs.sweep_config import SweepConfig
+from abstopk_mini.runs.sweep_config import SweepConfig, load_config
 
 
 @pytest.mark.parametrize("text, swapped", [
@@ -62,8 +62,14 @@ def test_default_harvest_keeps_its_directory_key():
 
 
 def test_augment_is_checked_and_held_out_text_is_never_swapped():
-    with pytest.raises(ValueError, match="augment must be one of"):
-        HarvestSpec(augment="swap")
+    with pytest.raises(ValueError, match="augment must name a text augmentation"):
+        HarvestSpec(augment="")
+    with pytest.raises(ValueError, match="augment must be one of"):  # the caller that builds the transform
+        C.text_augmentation("swap")
+    with pytest.raises(ValueError, match="augment must be one of"):  # a sweep config, before any model loads
+        load_config({"name": "s", "results": "r.jsonl", "harvest": {"augment": "swap"},
+                     "stages": [{"name": "a", "layers": [1], "widths": [8], "ks": [2]}]})
+    assert C.text_augmentation("none") is None and C.text_augmentation("gender_swap") is C.gender_balanced
     with pytest.raises(ValueError, match="training split only"):
         HarvestSpec(split="heldout", augment="gender_swap")
     cfg = SweepConfig(name="s", results="r.jsonl", stages=[],
@@ -80,7 +86,13 @@ def test_swapped_harvest_reads_each_document_then_its_copy(tiny_gpt2, tmp_path):
 
     kw = dict(model="tiny", layer=1, context_length=32, sources=("lee",), chunk_offsets=(0,), n_tokens=3000)
     plain = harvest_spec(HarvestSpec(**kw), tmp_path, loaded=tiny_gpt2, progress=False)
-    swapped = harvest_spec(HarvestSpec(**kw, augment="gender_swap"), tmp_path, loaded=tiny_gpt2, progress=False)
+    with pytest.raises(ValueError, match="text transform that was not passed"):  # the store knows no concept
+        harvest_spec(HarvestSpec(**kw, augment="gender_swap"), tmp_path, loaded=tiny_gpt2, progress=False)
+    with pytest.raises(ValueError, match="spec.augment='none'"):  # a transform the directory's key would not name
+        harvest_spec(HarvestSpec(**kw), tmp_path, loaded=tiny_gpt2, progress=False, augment=C.gender_balanced)
+    swapped = harvest_spec(HarvestSpec(**kw, augment="gender_swap"), tmp_path, loaded=tiny_gpt2, progress=False,
+                           augment=C.text_augmentation("gender_swap"))
+    assert harvest_spec(HarvestSpec(**kw, augment="gender_swap"), tmp_path, progress=False) == swapped  # made: no transform needed
     assert plain != swapped
     acts = ShardDataset(swapped)
     assert acts.manifest["text_source"] == "lee:train+gender_swap"

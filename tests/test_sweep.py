@@ -212,6 +212,9 @@ def test_compare_training_tied_equals_abstopk_untied_drifts():
     assert h["fvu"]["tied_doubled_topk"] == pytest.approx(h["fvu"]["abstopk"], abs=1e-10)
     assert h["antipodal_cos"][0] == pytest.approx(1.0) and h["antipodal_cos"][-1] < 0.999
     assert h["fvu"]["abstopk"][-1] < 0.5 * h["fvu"]["abstopk"][0]  # it learns
+    assert h["activation"] == {"abstopk": "abstopk", "tied_doubled_topk": "topk", "untied_doubled_topk": "topk",
+                               "topk_2P_random": "topk"}
+    assert doubling.DOUBLES_INTO == {"abstopk": "topk"}  # read from the specs: the one signed per-row top-k
 
 
 # --------------------------------------------------------------------------- plots of the records

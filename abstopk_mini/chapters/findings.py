@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..nonlinearities import SIGNED_ACTIVATIONS
+
 __all__ = ["SOURCES", "load", "compute", "gap", "snapshot_fvu"]
 
 #: the record files read, relative to the repository root
@@ -181,13 +183,13 @@ def _auxk(rec) -> dict:
 
 def _sweep(rec) -> dict:
     sw = rec["sweep"]
-    out = {"sweep_n": len(sw), "sweep_signed": sum(r["activation"] in ("abstopk", "batchabstopk", "absjumprelu") for r in sw)}
+    out = {"sweep_n": len(sw), "sweep_signed": sum(r["activation"] in SIGNED_ACTIVATIONS for r in sw)}
     for act in ("abstopk", "topk"):
         rs = [r for r in sw if r["activation"] == act and r["k"] >= 32]
         out[f"dead_max_{act}"] = max(r["heldout"]["dead_frac"] for r in rs)
         out[f"dead_max_{act}_default"] = max(r["heldout"]["dead_frac"] for r in rs if r["variant"] == "default")
         out[f"dead_n_{act}"] = len(rs)
-    signed = [r for r in sw if r["activation"] in ("abstopk", "batchabstopk", "absjumprelu")]
+    signed = [r for r in sw if r["activation"] in SIGNED_ACTIVATIONS]
     out["sweep_best_pair_share"] = max(r["concepts"]["family"]["sign_latent"]["bidirectional_share"] for r in signed)
     out["sweep_bidirectional"] = sum(bool(r["concepts"]["family"]["sign_latent"]["bidirectional"]) for r in signed)
     out["sweep_train_tokens_min"] = min(r["train"]["n_tokens"] for r in sw)

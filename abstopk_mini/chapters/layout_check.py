@@ -26,9 +26,9 @@ What is measured (in display pixels, with the renderer of the draw, at the dpi o
 * **panels**: every visible axes that shows its axis (colorbars aside) is at least
   :data:`MIN_PANEL_IN` inches wide and tall: :data:`MIN_PANEL_IN` × dpi pixels at the saved dpi
   (150 px at the book's 200 dpi), so no panel is squashed to a sliver.
-* **fonts**: every text is :data:`~abstopk_mini.chapters.style.FONT` or
-  :data:`~abstopk_mini.chapters.style.TITLE` points (± :data:`FONT_PT`); the figure is
-  drawn :data:`~abstopk_mini.chapters.style.WIDTH` inches wide (± :data:`WIDTH_IN`; a save with
+* **fonts**: every text is :data:`~abstopk_mini.chapters.sizes.FONT` or
+  :data:`~abstopk_mini.chapters.sizes.TITLE` points (± :data:`FONT_PT`); the figure is
+  drawn :data:`~abstopk_mini.chapters.sizes.WIDTH` inches wide (± :data:`WIDTH_IN`; a save with
   ``bbox_inches="tight"`` draws it at its cropped size, so a legend sticking out of the figure
   fails too), so every saved PNG has the same width and the page, which scales each figure to its
   text column, shows every figure's text at the same size.
@@ -46,6 +46,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
+
+from . import sizes
 
 __all__ = ["OVERLAP_PX", "LEGEND_PX", "MIN_PANEL_IN", "FONT_PT", "WIDTH_IN",
            "figure_texts", "layout_problems", "check_figure"]
@@ -213,8 +215,6 @@ def _inside(pts: np.ndarray, box: Bbox) -> bool:
 def layout_problems(fig, renderer) -> list[str]:
     """Every problem of the drawn figure ``fig`` (see the module docstring), as sentences; [] when
     it passes. ``renderer`` is the one that drew it (its dpi is the saved dpi)."""
-    from . import style
-
     problems = []
     dpi = fig.dpi
     texts = figure_texts(fig)
@@ -256,14 +256,14 @@ def layout_problems(fig, renderer) -> list[str]:
                                 f"{min_px:.0f} px ({MIN_PANEL_IN:g} in) each way")
 
     # fonts and width
-    sizes = (style.FONT, style.TITLE)
+    fonts = (sizes.FONT, sizes.TITLE)
     for name, t, _ in texts:
         size = t.get_fontsize()
-        if min(abs(size - s) for s in sizes) > FONT_PT:
-            problems.append(f"{name} is {size:g} pt; the book's figures use {style.FONT} pt (text) and {style.TITLE} pt (titles)")
-    if abs(fig.get_figwidth() - style.WIDTH) > WIDTH_IN:
+        if min(abs(size - s) for s in fonts) > FONT_PT:
+            problems.append(f"{name} is {size:g} pt; the book's figures use {sizes.FONT} pt (text) and {sizes.TITLE} pt (titles)")
+    if abs(fig.get_figwidth() - sizes.WIDTH) > WIDTH_IN:
         problems.append(f"the figure is drawn {fig.get_figwidth():.2f} in wide; every book figure is style.WIDTH = "
-                        f"{style.WIDTH:g} in, so that the page shows its fonts at the same size as the others'")
+                        f"{sizes.WIDTH:g} in, so that the page shows its fonts at the same size as the others'")
     return list(dict.fromkeys(problems))
 
 

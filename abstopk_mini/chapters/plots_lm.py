@@ -1,16 +1,22 @@
 """Figures of the reproduce report (:func:`abstopk_mini.runs.reproduce.reproduce`): SAEs on a
 language model.
 
-Every function returns a :class:`abstopk_mini.chapters.style.Figure` registered with pyplot
-(the report saves and closes it), with labelled axes and a title; colours, sizes and fonts come
-from :mod:`abstopk_mini.chapters.style`.
+Every figure function returns a :class:`abstopk_mini.chapters.style.Figure` registered with pyplot,
+with labelled axes and a title; colours, sizes and fonts come from
+:mod:`abstopk_mini.chapters.style`. :func:`report_figures` draws them all from a report and saves
+them beside it (the ``figures`` that ``python -m abstopk_mini reproduce`` hands to the run).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import style
 
-__all__ = ["fvu_l0_frontier", "fvu_vs_k", "concept_bars", "steering_curves"]
+__all__ = ["fvu_l0_frontier", "fvu_vs_k", "concept_bars", "steering_curves", "report_figures"]
+
+#: dots per inch of the report's PNGs
+REPORT_DPI = 110
 
 
 @style.styled
@@ -70,3 +76,28 @@ def steering_curves(curves: dict[str, dict], xlabel: str = "clamp value c", titl
         ax.plot(c["values"], c["log_odds"], "o-", color=style.color(label, default=f"C{i}"), label=label)
     ax.axhline(0, color=style.REFERENCE, lw=0.8, ls=":")
     return style.finish(ax, xlabel, "mean log p(female) − log p(male)", title)
+
+
+def report_figures(report: dict, out) -> list[str]:
+    """Draw the figures of a reproduce ``report`` (the dict :func:`abstopk_mini.runs.reproduce.reproduce`
+    returns and writes as ``report.json``) into the folder ``out``, at :data:`REPORT_DPI`; returns
+    their file names: the reconstruction-sparsity frontier and the k sweep always, the gender axis
+    and the steering curves when the report has them."""
+    import matplotlib.pyplot as plt
+
+    from ..runs.reproduce import K_SWEEP
+
+    s, rows, steer = report["settings"], report["saes"], report.get("steering")
+    figs = {
+        "fvu_l0.png": fvu_l0_frontier(rows, title=f"{s['model']} L{s['layer']}, d_sae={s['d_sae']}"),
+        "k_sweep.png": fvu_vs_k([r for r in rows if r["activation"] in K_SWEEP]),
+    }
+    if report["gender"]:
+        figs["gender.png"] = concept_bars(report["gender"])
+    if steer and "clamp" in steer:
+        figs["steering.png"] = steering_curves({f"AbsTopK latent {steer['latent']} (clamp)": steer["clamp"],
+                                                "DiM at matched norm (add)": steer["dim"]})
+    for name, fig in figs.items():
+        fig.savefig(Path(out) / name, dpi=REPORT_DPI)
+        plt.close(fig)
+    return list(figs)

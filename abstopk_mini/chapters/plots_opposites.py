@@ -12,7 +12,8 @@ from . import style
 __all__ = ["LABEL", "READING_LABELS", "verdict_table", "gender_sides_table", "gendered_other_sides", "side_cosine_table", "reading_table",
            "verdict_figure"]
 
-LABEL = {"abstopk": "AbsTopK", "topk": "TopK"}
+#: how the tables name an SAE by its activation (the palette's labels)
+LABEL = style.ACTIVATION_LABELS
 #: the reader's four labels, in the order tables and the figure show them
 READING_LABELS = ("opposite", "related", "unrelated", "unclear")
 #: verdicts (rules) and labels (reading) drawn alike, as (legend entry, colour), in legend order

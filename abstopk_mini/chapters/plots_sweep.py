@@ -18,6 +18,7 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
+from ..nonlinearities import spec
 from ..tables import format_table
 from . import style
 
@@ -37,9 +38,6 @@ METRIC_LABELS = {
     "concepts.family.sign_latent.bidirectional_share": "gender: bidirectional share (sign latent)",
     "concepts.family.dim_test_accuracy": "gender: DiM accuracy",
 }
-#: a marker per activation (its colour comes from :mod:`abstopk_mini.chapters.style`)
-_MARKER = {"topk": "o", "abstopk": "s", "batchtopk": "v", "batchabstopk": "^", "jumprelu": "D", "absjumprelu": "P",
-           "relu": "x"}
 _LINE = {3: ":", 6: "-", 9: "--", 12: "-."}
 _WIDTH_LINE = {512: ":", 1024: "--", 2048: "-.", 4096: "-", 8192: (0, (5, 1))}
 _K_LINE = {8: "--", 16: ":", 32: "-", 64: "-."}
@@ -104,7 +102,7 @@ def _style(key, group):
     an activation stay apart when the grouping is activation × width or activation × k)."""
     d = dict(zip(group, key))
     act = d.get("activation")
-    color, marker = style.color(act) if act else style.REFERENCE, _MARKER.get(act, "o")
+    color, marker = (style.color(act), style.marker(act)) if act else (style.REFERENCE, "o")
     for field, styles in (("layer", _LINE), ("d_sae", _WIDTH_LINE), ("k", _K_LINE)):
         if field in d:
             return dict(color=color, marker=marker, linestyle=styles.get(d[field], "-"))
@@ -318,9 +316,9 @@ def doubling_curves(hist: dict):
     TopK's, told apart by line style; one legend below the panels."""
     fig, axes = style.subplots(3, 1, height=7.6, pyplot=True, sharex=True)
     for (name, ys), st in zip(hist["fvu"].items(), ("-", ":", "--", "-.")):
-        color = style.color("abstopk" if name == "abstopk" else "topk" if "topk" in name else name)
-        axes[0].plot(hist["steps"], ys, st, color=color, label=DOUBLING_LABELS.get(name, name),
-                     lw=2 if name == "abstopk" else 1.2)
+        act = hist["activation"][name]  # each model's activation: its colour, and the signed one drawn bold
+        axes[0].plot(hist["steps"], ys, st, color=style.color(act), label=DOUBLING_LABELS.get(name, name),
+                     lw=2 if spec(act).signed else 1.2)
     axes[0].set_yscale("log")
     style.plain_log_labels(axes[0].yaxis)
     axes[0].set_ylabel("FVU (batch)")

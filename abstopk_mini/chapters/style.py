@@ -1,25 +1,16 @@
 r"""The book's look, in one place: colours and labels, figure sizes and fonts, the one Figure class
 and the one Table. Every figure and table of :mod:`abstopk_mini.chapters` is built from here.
 
-Colours
-    * one colour and label per activation, read from :data:`abstopk_mini.nonlinearities.SPECS`
-      (AbsTopK red, TopK blue, ...): :data:`ACTIVATION_COLORS`, :data:`ACTIVATION_LABELS`;
-    * the methods of the theory chapters that are not activations (ISTA, FISTA, IHT, one step,
-      the Lasso): :data:`METHOD_COLORS` (with the activations), in hues no activation uses;
-    * the two sides of a concept axis and the neutral words (male / female / neutral):
-      :data:`GENDER_COLORS` (:data:`SIDE_COLORS` as a tuple, :data:`SIDE_LIGHT` for token
-      highlights), distinct from every method colour and from the dashboards' sign colours
-      (:data:`abstopk_mini.dashboard.html.SIGN_COLORS`).
-
-    Distinct means a CIEDE2000 colour difference of at least 15 (tests/test_plots_style.py), and
-    for the gender sides also a hue at least 45° from AbsTopK's and TopK's
-    (tests/test_layout_check.py): a navy beside TopK's blue reads as "blue" whatever its ΔE.
+Colours, labels and markers
+    :mod:`abstopk_mini.chapters.palette`, keyed by the activation's name (AbsTopK red, TopK blue,
+    ...; the methods of the theory chapters; the two sides of a concept axis), re-exported here:
+    :data:`ACTIVATION_COLORS`, :data:`ACTIVATION_LABELS`, :data:`ACTIVATION_MARKERS`,
+    :data:`METHOD_COLORS`, :data:`GENDER_COLORS`, :func:`color`, :func:`label`, :func:`marker`, ...
 
 Sizes
-    The book's text column is about 690 px wide and its body text 16 px. Every figure is
-    :data:`WIDTH` = 6 in wide and saved at :data:`DPI` = 200 (1 200 px, at most 1 400 px), so the
-    page shows it at 690 / (6 · 72) ≈ 1.6 px per point: :data:`FONT` = 10 pt is 16 px, the body
-    text size, and no text in a figure is smaller (:data:`RC`, applied by :func:`styled`).
+    :mod:`abstopk_mini.chapters.sizes`, re-exported here: every figure is :data:`WIDTH` = 6 in
+    wide and saved at :data:`DPI` = 200; :data:`FONT` = 10 pt is the body text size once the page
+    shows the figure, and no text in a figure is smaller (:data:`RC`, applied by :func:`styled`).
 
 Figures
     :class:`Figure` shows itself as a PNG when it is a cell's value (no pyplot needed);
@@ -47,100 +38,17 @@ from pathlib import Path
 import matplotlib as mpl
 from matplotlib.figure import Figure as _MplFigure
 
-from ..nonlinearities import SPECS
 from .layout_check import check_figure
+from .palette import (ACTIVATION_COLORS, ACTIVATION_LABELS, ACTIVATION_MARKERS, BAND, GENDER_COLORS, METHOD_COLORS, REFERENCE,
+                      SERIES, SIDE_COLORS, SIDE_LIGHT, color, label, line_style, marker, rgb)
+from .sizes import DPI, FONT, MAX_PX, RC, TITLE, WIDTH
 
 __all__ = [
     "DPI", "WIDTH", "MAX_PX", "FONT", "TITLE", "RC",
-    "ACTIVATION_COLORS", "ACTIVATION_LABELS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS", "SIDE_LIGHT",
-    "REFERENCE", "BAND", "SERIES", "color", "label", "line_style", "rgb",
+    "ACTIVATION_COLORS", "ACTIVATION_LABELS", "ACTIVATION_MARKERS", "METHOD_COLORS", "GENDER_COLORS", "SIDE_COLORS",
+    "SIDE_LIGHT", "REFERENCE", "BAND", "SERIES", "color", "label", "marker", "line_style", "rgb",
     "Figure", "subplots", "styled", "book_rc", "finish", "legend_below", "plain_log_labels", "Table",
 ]
-
-# =============================================================================== sizes
-#: dots per inch of every saved PNG
-DPI = 200
-#: width of every figure, inches: the text column at :data:`DPI` (1 200 px), shown at ~690 px
-WIDTH = 6.0
-#: widest PNG the book accepts (tests/test_book.py)
-MAX_PX = 1400
-#: font size of all text in a figure, points (16 px at page width, the body text)
-FONT = 10
-#: titles and suptitles, points
-TITLE = 11
-#: matplotlib settings every figure is built with (see :func:`styled`)
-RC = {
-    "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": FONT, "axes.titlesize": TITLE, "axes.labelsize": FONT,
-    "xtick.labelsize": FONT, "ytick.labelsize": FONT, "legend.fontsize": FONT, "legend.title_fontsize": FONT,
-    "figure.titlesize": TITLE, "figure.labelsize": FONT, "lines.linewidth": 1.6, "lines.markersize": 5,
-    "legend.frameon": True, "legend.framealpha": 0.85, "legend.edgecolor": "0.85", "legend.borderaxespad": 0.3,
-    "axes.grid": False,
-}
-
-# =============================================================================== colours
-#: one colour per activation (its spec's), so a method has the same colour in every chapter
-ACTIVATION_COLORS = {name: s.color for name, s in SPECS.items()}
-#: how figures name an activation ("abstopk" -> "AbsTopK")
-ACTIVATION_LABELS = {name: s.label for name, s in SPECS.items()}
-_FISTA = "#4d004b"
-#: the activations, plus the sparse-coding methods of chapters 1-3 (hues no activation uses)
-METHOD_COLORS = {
-    **ACTIVATION_COLORS,
-    "one step": "#222222", "IHT, η=1": "#bd9e39", "IHT, η=1/L": "#6b6b00",
-    "ISTA": "#e7298a", "FISTA": _FISTA, "Lasso (FISTA)": _FISTA,
-}
-#: side a (male), side b (female) and neutral words; no method or dashboard sign colour is near, and
-#: neither side shares a hue with AbsTopK or TopK, whose colours stand beside them in chapters 7-9
-#: (green and orchid: at least 45° of CIE LCh hue from AbsTopK red and TopK blue)
-GENDER_COLORS = {"male": "#448866", "female": "#e8a0cc", "neutral": "#c7c7c7"}
-#: the same as a tuple (side a, side b, neutral), for concept axes other than gender too
-SIDE_COLORS = (GENDER_COLORS["male"], GENDER_COLORS["female"], GENDER_COLORS["neutral"])
-#: light versions of side a and side b, for backgrounds under text (token highlights)
-SIDE_LIGHT = ("#a6dba0", GENDER_COLORS["female"])
-#: reference lines and markers that are not a method (zero lines, "no intervention", DiM)
-REFERENCE = "#000000"
-#: shaded ranges (the bidirectional band)
-BAND = "#2ca02c"
-#: line styles for series that are not methods (layer statistics, token groups): black and greys,
-#: told apart by marker and dash, so they never read as a method's colour
-SERIES = (
-    {"color": "#000000", "marker": "o", "ls": "-"},
-    {"color": "#5a5a5a", "marker": "s", "ls": "--"},
-    {"color": "#a0a0a0", "marker": "^", "ls": ":"},
-)
-
-
-_BY_PREFIX = {**METHOD_COLORS, **{s.label: s.color for s in SPECS.values()}}
-
-
-def color(name: str, default: str = REFERENCE) -> str:
-    """The colour of a method named by its activation (``"abstopk"``, ``"abstopk-k32"``), its
-    label (``"AbsTopK latent 398"``) or a key of :data:`METHOD_COLORS` (``"ISTA, λ=0.05"``):
-    the longest name that starts ``name`` wins (``"IHT, η=1/L"`` before ``"IHT, η=1"``);
-    ``default`` when none does."""
-    for key in sorted(_BY_PREFIX, key=len, reverse=True):
-        if name.startswith(key):
-            return _BY_PREFIX[key]
-    return default
-
-
-def label(name: str) -> str:
-    """The display name of an activation (``"abstopk"`` -> ``"AbsTopK"``); other names unchanged."""
-    return ACTIVATION_LABELS.get(name, name)
-
-
-def line_style(name: str) -> dict:
-    """Line keywords for an activation (or ``"abstopk-k32"``): its colour, dashed when signed."""
-    spec = SPECS.get(name.split("-")[0])
-    return {"color": color(name), "ls": "--" if spec is not None and spec.signed else "-"}
-
-
-def rgb(hex_color: str) -> str:
-    """``"#393b79"`` -> ``"57,59,121"`` (for CSS ``rgba(...)``)."""
-    h = hex_color.lstrip("#")
-    if len(h) != 6:
-        raise ValueError(f"hex_color must look like '#rrggbb'; got {hex_color!r}")
-    return ",".join(str(int(h[i:i + 2], 16)) for i in (0, 2, 4))
 
 
 # =============================================================================== figures

@@ -35,19 +35,27 @@ from torch import nn
 
 from . import prox
 from .. import metrics
+from ..nonlinearities import SPECS
 from ..sae import SAE, SAEConfig
 
-__all__ = ["doubled_topk", "fold", "TiedDoubledTopK", "compare_training"]
+__all__ = ["DOUBLES_INTO", "doubled_topk", "fold", "TiedDoubledTopK", "compare_training"]
+
+
+#: signed per-row top-k activation -> the unsigned one with the same selection, which it doubles into
+#: (abstopk -> topk): read from the specs, so no activation is named here
+DOUBLES_INTO = {name: next(u.name for u in SPECS.values() if u.selection == s.selection and u.param == s.param and not u.signed)
+                for name, s in SPECS.items() if s.signed and s.selection == "row"}
 
 
 def doubled_topk(sae: SAE) -> SAE:
     """The TopK SAE with 2P latents equivalent to an AbsTopK SAE (module docstring)."""
-    if sae.cfg.activation != "abstopk":
-        raise ValueError(f"sae must be an AbsTopK SAE (activation='abstopk'); got activation={sae.cfg.activation!r}")
+    if sae.cfg.activation not in DOUBLES_INTO:
+        raise ValueError("sae must be a signed per-row top-k SAE (" + " or ".join(f"activation={a!r}" for a in DOUBLES_INTO)
+                         + f"); got activation={sae.cfg.activation!r}")
     c = sae.cfg
-    cfg = SAEConfig(d_in=c.d_in, d_sae=2 * c.d_sae, activation="topk", k=c.k, input_scale=c.input_scale, dtype=c.dtype,
-                    device=str(sae.W_dec.device), model_name=c.model_name, hook_name=c.hook_name,
-                    hook_layer=c.hook_layer, context_size=c.context_size, metadata={"doubled_from": "abstopk"})
+    cfg = SAEConfig(d_in=c.d_in, d_sae=2 * c.d_sae, activation=DOUBLES_INTO[c.activation], k=c.k, input_scale=c.input_scale,
+                    dtype=c.dtype, device=str(sae.W_dec.device), model_name=c.model_name, hook_name=c.hook_name,
+                    hook_layer=c.hook_layer, context_size=c.context_size, metadata={"doubled_from": c.activation})
     out = SAE(cfg)
     with torch.no_grad():
         out.W_enc.copy_(torch.cat([sae.W_enc, -sae.W_enc], dim=1))
@@ -102,7 +110,8 @@ def compare_training(x: torch.Tensor, d_sae: int, k: int, *, n_steps: int = 1000
 
     One loop for all: Adam on the mean squared error, unit-norm decoder rows after each step,
     same batches (no AuxK, no schedule, no input scale), so the only differences are the models.
-    Returns ``{"steps": [...], "fvu": {name: [...]}, "max_abs_diff_tied": [...] (|x̂_tied − x̂_abstopk|
+    Returns ``{"steps": [...], "fvu": {name: [...]}, "activation": {name: the model's activation (the
+    tied doubled model is a TopK)}, "max_abs_diff_tied": [...] (|x̂_tied − x̂_abstopk|
     on the batch), "antipodal_cos": [...] (untied: mean cos(W_dec'[i], −W_dec'[P+i])),
     "both_used": [...] (untied: share of pairs whose + and − latents both fired on the logged batch)}``.
     shape: x [N, d]
@@ -124,7 +133,9 @@ def compare_training(x: torch.Tensor, d_sae: int, k: int, *, n_steps: int = 1000
               "untied_doubled_topk": (untied, _dense(untied)), "topk_2P_random": (random2, _dense(random2))}
     opts = {name: torch.optim.Adam(m.parameters(), lr=lr) for name, (m, _) in models.items()}
     gen = torch.Generator().manual_seed(seed)
-    hist = {"steps": [], "fvu": {name: [] for name in models}, "max_abs_diff_tied": [], "antipodal_cos": [], "both_used": []}
+    hist = {"steps": [], "fvu": {name: [] for name in models}, "max_abs_diff_tied": [], "antipodal_cos": [], "both_used": [],
+            "activation": {"abstopk": base.cfg.activation, "tied_doubled_topk": untied.cfg.activation,
+                           "untied_doubled_topk": untied.cfg.activation, "topk_2P_random": random2.cfg.activation}}
     for step in range(n_steps + 1):
         xb = x[torch.randint(0, len(x), (batch_size,), generator=gen)]
         outs = {name: f(xb) for name, (_, f) in models.items()}

@@ -28,7 +28,9 @@ Rules (whole words as in :func:`~abstopk_mini.concepts.occurrences.word_pattern`
   as in "the book is his", becomes "her", not "hers"), and no grammatical agreement is repaired.
 
 The copies are **interleaved** with the originals, so a harvest read in order, or shuffled within
-a few shards, mixes both from its first batch.
+a few shards, mixes both from its first batch. A harvest names the augmentation
+(``HarvestSpec(augment="gender_swap")``) and its caller passes the transform,
+:func:`text_augmentation` of that name, to :func:`abstopk_mini.runs.store.harvest_spec`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Iterable, Sequence
 
 from .occurrences import GENDER_PAIRS, _check_pairs, _text
 
-__all__ = ["HER_OBJECT_NEXT", "swap_map", "swap_gender", "gender_balanced"]
+__all__ = ["HER_OBJECT_NEXT", "swap_map", "swap_gender", "gender_balanced", "AUGMENTATIONS", "text_augmentation"]
 
 #: words after which "her" is read as an object ("him"), not a possessive ("his")
 HER_OBJECT_NEXT: frozenset[str] = frozenset("""
@@ -124,3 +126,19 @@ def gender_balanced(docs: Iterable, pairs: Sequence[tuple[str, str]] = GENDER_PA
         if swapped != text:
             out.append(swapped if isinstance(d, str) else replace(d, text=swapped))
     return out
+
+
+#: the training-text augmentations a harvest may name (:attr:`abstopk_mini.runs.store.HarvestSpec.augment`),
+#: each a text transform (documents -> documents) that the caller hands to
+#: :func:`abstopk_mini.runs.store.harvest_spec` (``augment=``); the store itself knows no concept
+AUGMENTATIONS = {"gender_swap": gender_balanced}
+
+
+def text_augmentation(name: str):
+    """The text transform a harvest's ``augment`` names (:data:`AUGMENTATIONS`); None for ``"none"``."""
+    if name == "none":
+        return None
+    try:
+        return AUGMENTATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"augment must be one of {('none', *AUGMENTATIONS)}; got {name!r}") from None

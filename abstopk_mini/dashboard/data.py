@@ -250,7 +250,7 @@ def _portable(path) -> str:
     """``path`` relative to the runs directory when it lies inside it (records name no machine's folder)."""
     from pathlib import Path
 
-    from ..runs.store import runs_dir
+    from ..io import runs_dir
 
     try:
         return str(Path(path).resolve().relative_to(runs_dir().resolve()))

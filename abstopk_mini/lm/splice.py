@@ -17,8 +17,8 @@ over the scored positions :math:`S` (below), we report
 * loss recovered :math:`= (\mathrm{CE}_{ablate} - \mathrm{CE}_{sae}) / (\mathrm{CE}_{ablate} -
   \mathrm{CE}_{orig})` for zero and mean ablation: 1 when splicing costs nothing, 0 when the
   SAE is as bad as deleting the layer's output;
-* ``fvu`` of the reconstruction at the edited positions (same definition as
-  :func:`abstopk_mini.metrics.fvu`).
+* ``fvu`` of the reconstruction at the edited positions (:func:`abstopk_mini.metrics.fvu`, streamed
+  by :class:`abstopk_mini.metrics.RunningFVU`).
 
 Which positions. A position is *edited* when it is a real token (attention mask 1) and, with
 ``skip_bos=True`` (the default), its input token is not BOS: our SAEs are trained without the
@@ -50,6 +50,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..metrics import RunningFVU
 from .checks import check_layer, check_positive
 from .hooks import encode, layer_of, pad, require_loaded, residual_stream, unwrap
 from .models import LoadedModel, get_blocks
@@ -210,31 +211,13 @@ def _sequences(loaded: LoadedModel, texts, context_length: int, max_tokens: int 
     return out
 
 
-class _Stats:
-    """Running sums for the FVU of the reconstruction: Σ‖x − x̂‖², Σx, Σ‖x‖², n (float64)."""
-
-    def __init__(self):
-        self.err = self.sq = 0.0
-        self.sum = None
-        self.n = 0
-
-    def wrap(self, reconstruct: Reconstruct) -> Reconstruct:
-        def fn(x):
-            x_hat = reconstruct(x)
-            xd = x.double()
-            self.err += (xd - x_hat.double()).pow(2).sum().item()
-            self.sq += xd.pow(2).sum().item()
-            s = xd.sum(0)
-            self.sum = s if self.sum is None else self.sum + s
-            self.n += x.shape[0]
-            return x_hat
-        return fn
-
-    def fvu(self) -> float:
-        if self.n == 0:
-            return math.nan
-        var = self.sq - self.sum.pow(2).sum().item() / self.n
-        return self.err / var if var > 0 else math.nan
+def _measured(reconstruct: Reconstruct, fvu: RunningFVU) -> Reconstruct:
+    """``reconstruct``, adding each batch and its reconstruction to ``fvu`` (the FVU, streamed)."""
+    def fn(x):
+        x_hat = reconstruct(x)
+        fvu.update(x, x_hat)
+        return x_hat
+    return fn
 
 
 def _mean_activation(loaded, seqs, layer, batch_size, skip_bos, pad_id) -> torch.Tensor:
@@ -303,13 +286,13 @@ def evaluate_many(model: LoadedModel, saes: dict, texts, layer: int | None = Non
         raise ValueError(f"mean must be a tensor of shape ({info.d_model},); got "
                          f"{tuple(mean.shape) if isinstance(mean, torch.Tensor) else type(mean).__name__}")
 
-    stats = {name: _Stats() for name in saes}
+    stats = {name: RunningFVU() for name in saes}
     variants: dict[str, Reconstruct | None] = {
         "orig": None,
         "zero": torch.zeros_like,
         "mean": lambda x: mean.to(device=x.device, dtype=x.dtype).expand_as(x),
     }
-    variants.update({("sae", name): stats[name].wrap(as_reconstruct(sae)) for name, sae in saes.items()})
+    variants.update({("sae", name): _measured(as_reconstruct(sae), stats[name]) for name, sae in saes.items()})
     ce = dict.fromkeys(variants, 0.0)
     kl = dict.fromkeys(saes, 0.0)
     n_tokens = 0
@@ -342,7 +325,7 @@ def evaluate_many(model: LoadedModel, saes: dict, texts, layer: int | None = Non
             ce_orig=ce["orig"], ce_sae=ce[("sae", name)], ce_zero=ce["zero"], ce_mean=ce["mean"], kl_sae=kl[name] / n_tokens,
             loss_recovered_zero=loss_recovered(ce["zero"], ce[("sae", name)], ce["orig"]),
             loss_recovered_mean=loss_recovered(ce["mean"], ce[("sae", name)], ce["orig"]),
-            fvu=stats[name].fvu(), n_tokens=n_tokens, layer=layer, skip_bos=skip_bos,
+            fvu=stats[name].value(), n_tokens=n_tokens, layer=layer, skip_bos=skip_bos,
         )
         for name in saes
     }

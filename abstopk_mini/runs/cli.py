@@ -101,12 +101,13 @@ def _harvest_spec(args):
 
 
 def _run_harvest(args) -> int:
+    from ..concepts.swap import text_augmentation
     from .store import harvest_spec
     from ..lm.shards import read_manifest
 
     spec = _harvest_spec(args)
     check_harvest_args(args, spec)
-    out = harvest_spec(spec, args.runs_dir, progress=True, overwrite=args.overwrite)
+    out = harvest_spec(spec, args.runs_dir, progress=True, overwrite=args.overwrite, augment=text_augmentation(spec.augment))
     m = read_manifest(out)
     result = {"command": "harvest", "dir": str(out), "model": m["model"], "layer": m["layer"],
               "hook_name": m["hook_name"], "tokens": m["tokens_written"], "n_shards": m["n_shards"],

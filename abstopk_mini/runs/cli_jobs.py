@@ -32,6 +32,7 @@ def add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
+    from ..chapters.plots_lm import report_figures
     from .reproduce import ReproduceConfig, reproduce
 
     from ..lm.models import check_layer_for
@@ -44,7 +45,7 @@ def _run_reproduce(args) -> int:
         if value is not None:
             kw[key] = value
     cfg = ReproduceConfig.quick(**kw) if args.quick else ReproduceConfig(**kw)
-    report = reproduce(cfg, args.out, args.runs_dir)
+    report = reproduce(cfg, args.out, args.runs_dir, figures=report_figures)
     emit(args, {"command": "reproduce", "out": args.out, **report}, (Path(args.out) / "summary.md").read_text())
     return 0
 

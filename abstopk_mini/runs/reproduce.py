@@ -13,8 +13,11 @@
    female-vs-male next-token log-odds; DiM added at matched norm for comparison; a few
    generations.
 
-Everything lands in ``out_dir``: ``report.json``, ``summary.md`` and PNG figures. Trained SAEs
-and harvests are content-addressed under ``$ABSTOPK_RUNS`` (``./runs``), so a rerun reuses them.
+Everything lands in ``out_dir``: ``report.json``, ``summary.md`` and the PNG figures that the
+report layer draws from the report (``figures``: :func:`abstopk_mini.chapters.plots_lm.report_figures`,
+which the command line passes; this module computes and writes records, and draws nothing).
+Trained SAEs and harvests are content-addressed under ``$ABSTOPK_RUNS`` (``./runs``), so a rerun
+reuses them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -83,12 +86,16 @@ def _log(msg: str) -> None:
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", runs_root=None, progress: bool = True) -> dict:
-    """Run every step (module docstring) and write the report; returns the report dict."""
+def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", runs_root=None, progress: bool = True,
+              figures: Callable[[dict, Path], list[str]] | None = None) -> dict:
+    """Run every step (module docstring) and write the report; returns the report dict.
+
+    figures: ``figures(report, out_dir)`` draws the report's figures into ``out_dir`` and returns
+    their file names, which ``summary.md`` links (:func:`abstopk_mini.chapters.plots_lm.report_figures`);
+    None: no figures."""
     from ..concepts import words as concepts
     from ..lm import splice
     from ..lm.models import load_model
-    from ..chapters.plots_lm import concept_bars, fvu_l0_frontier, fvu_vs_k, steering_curves
 
     cfg = cfg or ReproduceConfig()
     out = Path(out_dir)
@@ -149,7 +156,9 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
         "steering": steer,
         "timings": timings,
     }
-    _write(out, report, rows, gender, steer, cfg, fvu_l0_frontier, fvu_vs_k, concept_bars, steering_curves)
+    names = figures(report, out) if figures is not None else []
+    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_summary(report, names)))
     _log(f"done in {timings['total_s'] / 60:.1f} min -> {out}")
     return report
 
@@ -199,25 +208,6 @@ def _steering(cfg, loaded, sae, rep, x_held, wa) -> dict | None:
     return {"latent": latent, "q": q, "q_rule": "90th percentile of the latent's non-zero |z| on held-out tokens",
             "fires_on": float((z != 0).double().mean()), "values": values, "cos_latent_dim": float(torch.nn.functional.cosine_similarity(d_i.float(), dim, 0)),
             "clamp": clamp.to_dict(), "dim": add.to_dict(), "prompt": prompt, "generations": gens}
-
-
-def _write(out: Path, report, rows, gender, steer, cfg, fvu_l0_frontier, fvu_vs_k, concept_bars, steering_curves) -> None:
-    import matplotlib.pyplot as plt
-
-    figs = {
-        "fvu_l0.png": fvu_l0_frontier([r for r in rows], title=f"{cfg.model} L{cfg.layer}, d_sae={cfg.d_sae}"),
-        "k_sweep.png": fvu_vs_k([r for r in rows if r["activation"] in K_SWEEP]),
-    }
-    if gender:
-        figs["gender.png"] = concept_bars(gender)
-    if steer and "clamp" in steer:
-        figs["steering.png"] = steering_curves({f"AbsTopK latent {steer['latent']} (clamp)": steer["clamp"],
-                                                "DiM at matched norm (add)": steer["dim"]})
-    for name, fig in figs.items():
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, default=str)))
-    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(_summary(report, list(figs))))
 
 
 def _fmt(v, digits=4):
@@ -384,10 +374,11 @@ def study_config(model: str = "gemma-3-270m", quick: bool = False, retrain: bool
 
 
 def study_saes(cfg: ReproduceConfig, retrain: bool, activations: Sequence[str] = ("abstopk", "topk"),
-               x_eval=None, out=print, **kw) -> ChapterSAEs:
+               x_eval=None, out=print, label: Callable[[str], str] = str, **kw) -> ChapterSAEs:
     """:func:`chapter_saes` (``retrain``) or :func:`shipped_saes`, then one line per SAE to ``out``:
     held-out FVU, L0, dead share and how it was made (steps, batch, tokens, seed for a shipped
-    SAE), and the wall times. ``kw`` go to the loader."""
+    SAE), and the wall times. label: how a line names an activation (default its name; the book's
+    :func:`abstopk_mini.chapters.style.label` gives "AbsTopK"). ``kw`` go to the loader."""
     cs = (chapter_saes if retrain else shipped_saes)(cfg, activations, **kw)
     for a, sae in cs.saes.items():
         ev = evaluate_sae(sae, cs.x_held if x_eval is None else x_eval)
@@ -397,6 +388,6 @@ def study_saes(cfg: ReproduceConfig, retrain: bool, activations: Sequence[str] =
             t = cs.histories[a]["trained"]
             made = (f"{shipped_name(cfg, a)}: {t['n_steps']:,} steps of batch {t['batch_size']}, "
                     f"{t['n_tokens']:,} tokens, seed {t['seed']}")
-        out(f"{SPECS[a].label:>7}: held-out FVU {ev['fvu']:.4f}, L0 {ev['l0']:.1f}, dead {100 * ev['dead_frac']:.1f}%  ({made})")
+        out(f"{label(a):>7}: held-out FVU {ev['fvu']:.4f}, L0 {ev['l0']:.1f}, dead {100 * ev['dead_frac']:.1f}%  ({made})")
     out(f"wall times (s): { {k: round(v, 1) for k, v in cs.wall_s.items()} }")
     return cs

@@ -30,12 +30,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
 from ..checkpoint import has_checkpoint, remove_checkpoint
-from ..io import flock
+from ..io import flock, relative_to_runs, runs_dir
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 from .trained import (HISTORY_FILE, SNAPSHOT_DIR, TRAIN_FILE, load_history, load_snapshots, load_trained,
                       save_trained)
@@ -47,21 +47,6 @@ __all__ = [
 ]
 
 CHECKPOINT_EVERY = 200  # training steps between checkpoints of a pipeline run
-
-
-def runs_dir(root: str | os.PathLike | None = None) -> Path:
-    """Where pipeline artifacts go: ``root``, else ``$ABSTOPK_RUNS`` (empty counts as unset, not as ``.``), else ``./runs``."""
-    return Path(root if root is not None else os.environ.get("ABSTOPK_RUNS", "").strip() or "runs")
-
-
-def relative_to_runs(path, root: str | os.PathLike | None = None) -> str:
-    """``path`` relative to :func:`runs_dir` (``"saes/topk-4096-k32-ca08a90bb5"``), as records store
-    it: a record must not name the folders of the machine that wrote it. A path outside the runs
-    directory is stored by its name alone."""
-    try:
-        return Path(path).resolve().relative_to(runs_dir(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
 
 
 def runs_label(quick: bool = False) -> str:
@@ -78,10 +63,6 @@ def content_key(obj) -> str:
 
 
 # ----------------------------------------------------------------------------- harvest
-#: training-text augmentations of :class:`HarvestSpec` (``augment``)
-AUGMENTS = ("none", "gender_swap")
-
-
 @dataclass(frozen=True)
 class HarvestSpec:
     """What to harvest: model, layer, how many tokens of which text.
@@ -89,11 +70,12 @@ class HarvestSpec:
     sources: offline sources of :mod:`abstopk_mini.lm.corpus` (``wiki``, ``lee``, ``newsgroups``) or
     ``hf:<dataset id>`` for a hub dataset (online only). split: ``train`` or ``heldout`` (by
     document, see :func:`abstopk_mini.lm.corpus.train_heldout_split`). chunk_offsets: one pass per
-    offset (see :func:`abstopk_mini.lm.activations.harvest`). augment: ``"none"``, or
-    ``"gender_swap"`` for a gender-balanced training text (every document followed by its
-    gender-swapped copy, :func:`abstopk_mini.concepts.swap.gender_balanced`); training split only,
-    held-out text stays as written. ``augment="none"`` is left out of :meth:`identity`, so the
-    harvests made before the field existed keep their directories and keys.
+    offset (see :func:`abstopk_mini.lm.activations.harvest`). augment: ``"none"``, or the name of a
+    text transform applied to the training documents before harvesting, which the caller passes to
+    :func:`harvest_spec` (``"gender_swap"``: every document followed by its gender-swapped copy,
+    :func:`abstopk_mini.concepts.swap.text_augmentation`); training split only, held-out text stays
+    as written. The name is part of the harvest's identity; ``augment="none"`` is left out of
+    :meth:`identity`, so the harvests made before the field existed keep their directories and keys.
     """
 
     model: str = "gemma-3-270m"
@@ -107,8 +89,8 @@ class HarvestSpec:
     augment: str = "none"
 
     def __post_init__(self):
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {AUGMENTS}; got {self.augment!r}")
+        if not isinstance(self.augment, str) or not self.augment.strip():
+            raise ValueError(f"augment must name a text augmentation ('none', or e.g. 'gender_swap'); got {self.augment!r}")
         if self.augment != "none" and self.split != "train":
             raise ValueError(f"augment={self.augment!r} applies to the training split only (held-out text is "
                              f"read as written); got split={self.split!r}. Use augment='none' for held-out text")
@@ -140,8 +122,8 @@ class HarvestSpec:
 
     @property
     def text_source(self) -> str:
-        swap = "+gender_swap" if self.augment == "gender_swap" else ""
-        return f"{'+'.join(self.sources)}:{self.split}{swap}"
+        augment = f"+{self.augment}" if self.augment != "none" else ""
+        return f"{'+'.join(self.sources)}:{self.split}{augment}"
 
     def identity(self) -> dict:
         """The fields that name this harvest (its directory key, sweep keys and records):
@@ -173,11 +155,18 @@ def offline_texts(sources=("wiki", "lee", "newsgroups"), split: str = "train", n
     return train if split == "train" else held
 
 
-def harvest_spec(spec: HarvestSpec, root=None, loaded=None, progress: bool = True, overwrite: bool = False) -> Path:
-    """Harvest ``spec`` (or reuse / resume it) and return its directory."""
+def harvest_spec(spec: HarvestSpec, root=None, loaded=None, progress: bool = True, overwrite: bool = False,
+                 augment: Callable[[list], list] | None = None) -> Path:
+    """Harvest ``spec`` (or reuse / resume it) and return its directory.
 
+    augment: the text transform ``spec.augment`` names (documents -> documents, e.g.
+    :func:`abstopk_mini.concepts.swap.text_augmentation` of it), needed only when the harvest is
+    made; None for ``augment="none"``."""
     from ..lm.shards import read_manifest
 
+    if augment is not None and spec.augment == "none":
+        raise ValueError("augment= was given but spec.augment='none': name the transform in the spec "
+                         "(HarvestSpec(augment=...)), since the name is what keys the harvest's directory")
     out = spec.directory(root)
     lock = out.with_name(out.name + ".lock")
     if not overwrite:  # a complete harvest is read under a shared lock: trainers reading it do not block this
@@ -187,10 +176,10 @@ def harvest_spec(spec: HarvestSpec, root=None, loaded=None, progress: bool = Tru
     # one process harvests, the others wait; an overwrite also waits for the trainers reading it
     # (train_on_harvest holds the shared lock)
     with flock(lock, exclusive=True):
-        return _harvest_locked(spec, out, loaded, progress, overwrite)
+        return _harvest_locked(spec, out, loaded, progress, overwrite, augment)
 
 
-def _harvest_locked(spec: HarvestSpec, out: Path, loaded, progress: bool, overwrite: bool) -> Path:
+def _harvest_locked(spec: HarvestSpec, out: Path, loaded, progress: bool, overwrite: bool, augment) -> Path:
     from ..lm.activations import harvest
     from ..lm.shards import read_manifest
 
@@ -198,15 +187,16 @@ def _harvest_locked(spec: HarvestSpec, out: Path, loaded, progress: bool, overwr
         manifest = read_manifest(out)
         if manifest.get("complete"):
             return out
+    if spec.augment != "none" and augment is None:
+        raise ValueError(f"spec.augment={spec.augment!r} names a text transform that was not passed: call "
+                         f"harvest_spec(spec, ..., augment=abstopk_mini.concepts.swap.text_augmentation({spec.augment!r}))")
     if loaded is None:
         from ..lm.models import load_model
 
         loaded = load_model(spec.model)
     texts = offline_texts(spec.sources, spec.split)
-    if spec.augment == "gender_swap":
-        from ..concepts.swap import gender_balanced
-
-        texts = gender_balanced(texts)
+    if augment is not None:
+        texts = augment(texts)
     harvest(loaded, texts, spec.layer, spec.n_tokens, out, context_length=spec.context_length,
             dtype=getattr(torch, spec.dtype), text_source=spec.text_source, chunk_offsets=spec.chunk_offsets,
             overwrite=overwrite, progress=progress)
@@ -310,18 +300,19 @@ class TrainedSAEs:
 
 
 def harvest_and_train(spec: HarvestSpec, cfgs: Mapping[str, SAEConfig], root=None, *, heldout_tokens: int,
-                      loaded=None, progress: bool = True, log=None, **train_kw) -> TrainedSAEs:
+                      loaded=None, progress: bool = True, log=None, augment=None, **train_kw) -> TrainedSAEs:
     """Harvest ``spec`` and its held-out counterpart (:meth:`HarvestSpec.heldout`), then train or
     reuse each config of ``cfgs`` (name -> SAEConfig) on the harvest with ``train_kw``
     (:func:`train_or_load`). The one path of ``reproduce`` and the book's chapters 6-8, so they
     share their runs. loaded: the model (else loaded for a harvest that is not there yet).
-    log: called with one line before each step."""
+    log: called with one line before each step. augment: the text transform ``spec.augment``
+    names (:func:`harvest_spec`)."""
     from ..lm.shards import load_activations
 
     log = log or (lambda msg: None)
     wall, t = {}, time.perf_counter()
     log(f"harvest {spec.n_tokens:,} tokens of {spec.model} layer {spec.layer}")
-    acts_dir = harvest_spec(spec, root, loaded=loaded, progress=progress)
+    acts_dir = harvest_spec(spec, root, loaded=loaded, progress=progress, augment=augment)
     held_dir = harvest_spec(spec.heldout(heldout_tokens), root, loaded=loaded, progress=progress)
     x_held = load_activations(held_dir)
     wall["harvest_s"] = time.perf_counter() - t

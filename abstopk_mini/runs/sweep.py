@@ -46,7 +46,6 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,11 +55,11 @@ from ..sae import SAEConfig
 from .store import HarvestSpec, content_key, harvest_spec, offline_texts, relative_to_runs, runs_dir, train_or_load
 from .sweep_config import (CONCEPTS, RECIPE_VARIANTS, SCHEMA, VARIANT_SAE, VARIANTS, Point, Stage, SweepConfig, load_config,
                            recipe_variant)
-from .sweep_eval import compact, evaluate_point, evaluate_snapshots
+from .sweep_eval import LayerContext, compact, evaluate_point, evaluate_snapshots
 
 __all__ = [
     "VARIANTS", "RECIPE_VARIANTS", "CONCEPTS", "SCHEMA", "Point", "Stage", "SweepConfig", "load_config", "plan",
-    "read_results", "append_record", "git_commit", "run_sweep", "layer_context", "evaluate_point", "evaluate_snapshots",
+    "read_results", "append_record", "git_commit", "run_sweep", "LayerContext", "layer_context", "evaluate_point", "evaluate_snapshots",
     "record_path", "format_status", "run_cli", "background_argv", "check_cli_args", "concept_inputs_path", "load_concept_inputs",
 ]
 
@@ -111,18 +110,6 @@ def plan(cfg: SweepConfig) -> dict:
 
 
 # ============================================================================ per-layer inputs
-@dataclass
-class LayerContext:
-    """What every SAE of one layer is measured on (computed once per layer)."""
-
-    layer: int
-    acts_dir: Path
-    heldout_dir: Path
-    x_held: torch.Tensor
-    word_acts: dict
-    sentiment: tuple | None
-
-
 def concept_inputs_path(model_name: str, layer: int, concepts=CONCEPTS, root=None) -> Path:
     """Where the sweep caches the concept inputs of one layer (see :func:`layer_context`)."""
     from .. import concepts as C
@@ -167,9 +154,11 @@ def _concept_inputs(loaded, layer: int, concepts, root) -> tuple[dict, tuple | N
 
 def layer_context(cfg: SweepConfig, loaded, layer: int, root=None, progress: bool = True) -> LayerContext:
     """Harvest (or reuse) the layer's training and held-out activations and the concept inputs."""
+    from ..concepts.swap import text_augmentation
     from ..lm.shards import load_activations
 
-    acts_dir = harvest_spec(cfg.harvest_spec(layer), root, loaded=loaded, progress=progress)
+    spec = cfg.harvest_spec(layer)
+    acts_dir = harvest_spec(spec, root, loaded=loaded, progress=progress, augment=text_augmentation(spec.augment))
     held_dir = harvest_spec(cfg.harvest_spec(layer, "heldout"), root, loaded=loaded, progress=progress)
     word_acts, sentiment = _concept_inputs(loaded, layer, cfg.eval["concepts"], root)
     return LayerContext(layer, acts_dir, held_dir, load_activations(held_dir), word_acts, sentiment)

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..concepts.swap import text_augmentation
 from ..limits import SEED_MAX
 from .store import HarvestSpec, content_key
 
@@ -328,5 +329,6 @@ def load_config(source) -> SweepConfig:
                       model=str(raw.get("model", defaults.model)), harvest=harvest, eval=ev,
                       batch_size=raw.get("batch_size", defaults.batch_size),
                       block_size=raw.get("block_size", defaults.block_size), base_dir=base)
-    HarvestSpec(model=cfg.model, **cfg.harvest)  # its own checks (split, dtype)
+    spec = HarvestSpec(model=cfg.model, **cfg.harvest)  # its own checks (split, dtype)
+    text_augmentation(spec.augment)  # a known augmentation, before any model is loaded
     return cfg

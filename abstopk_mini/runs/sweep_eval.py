@@ -10,19 +10,30 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-if TYPE_CHECKING:  # the per-layer inputs, built by abstopk_mini.runs.sweep.layer_context
-    from .sweep import LayerContext
-
-__all__ = ["evaluate_point", "evaluate_snapshots", "compact"]
+__all__ = ["LayerContext", "evaluate_point", "evaluate_snapshots", "compact"]
 
 # fields of a concept report left out of a record: the same for every SAE of a sweep (pairs follow from
 # eval.pair_seed, words and templates from abstopk_mini.concepts.words), or long
 _DROP = ("templates", "tokenization_issues", "sae", "train_pairs", "test_pairs", "dropped_pairs", "mismatch",
          "neutral_words")
+
+
+@dataclass
+class LayerContext:
+    """What every SAE of one layer is measured on (computed once per layer by
+    :func:`abstopk_mini.runs.sweep.layer_context`)."""
+
+    layer: int
+    acts_dir: Path
+    heldout_dir: Path
+    x_held: torch.Tensor
+    word_acts: dict
+    sentiment: tuple | None
 
 
 def compact(v, digits: int = 6):
