@@ -43,7 +43,7 @@ class ToyJob:
     seed: int = _TOY["seed"].default
     """Seed of the data and of the SAEs."""
     quick: bool = False
-    """Tiny sizes (seconds), for smoke tests: d 16, P 8, 2 active axes, 200k samples (these settings are ignored)."""
+    """Tiny sizes (seconds), for smoke tests: d 16, P 8, 2 active axes, 200k samples (in place of the settings above)."""
     progress: bool | None = None
     """Progress bars on stderr; None: when stderr is a terminal and --json is not given."""
 
