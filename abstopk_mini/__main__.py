@@ -1,7 +1,7 @@
-"""``python -m abstopk_mini <command>``: see :mod:`abstopk_mini.runs.cli`."""
+"""``python -m abstopk_mini <command>``: see :mod:`abstopk_mini.cli`."""
 
 import sys
 
-from .runs.cli import main
+from .cli import main
 
 sys.exit(main())

@@ -2,13 +2,14 @@
 (:func:`lr_at`), apart from the loop that reads them (:mod:`abstopk_mini.train`, which re-exports both).
 
 Every field has a default that trains a good SAE from an ``[N, d_in]`` tensor alone; ``None`` means
-"choose from the data and the SAE" (the field's comment says how).
+"choose from the data and the SAE" (the field's docstring says how).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from .limits import check_seed
 
@@ -23,37 +24,72 @@ AUX_SIGNS = ("activation", "positive")
 
 @dataclass
 class TrainConfig:
-    """Training settings. ``None`` means "choose from the data and the SAE" (see each field)."""
+    """Training settings. ``None`` means "choose from the data and the SAE" (see each field).
 
-    n_tokens: int | None = None  # None: max(N, 1000 batches) for a tensor; one pass for an iterable
+    Each field's docstring is its documentation and, in ``python -m abstopk_mini train``, its flag's help.
+    """
+
+    n_tokens: int | None = None
+    """Training tokens; None: max(N, 1000 batches) for a tensor, one pass over an iterable (a harvest)."""
     batch_size: int = 4096
-    lr: float | None = None  # None: 2e-4 / sqrt(d_sae / 2**14)
+    """Tokens per training step."""
+    lr: float | None = None
+    """Adam's learning rate; None: 2e-4 / sqrt(d_sae / 2**14)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's two moment decays (beta1, beta2)."""
     adam_eps: float = 6.25e-10
+    """Adam's epsilon."""
     warmup_frac: float = 0.05
+    """Share of the steps over which the learning rate warms up linearly from 0 (warmup_decay)."""
     decay_frac: float = 0.2
-    lr_schedule: str = "warmup_decay"  # "warmup_decay": linear warm-up over warmup_frac, linear decay to 0 over decay_frac (lr_at); "constant": lr at every step
+    """Share of the steps at the end over which the learning rate decays linearly to 0 (warmup_decay)."""
+    lr_schedule: Literal["warmup_decay", "constant"] = "warmup_decay"
+    """warmup_decay: linear warm-up over warmup_frac, linear decay to 0 over decay_frac (lr_at); constant: lr at
+    every step."""
     normalize_input: bool = True
-    b_dec_init: str = "geometric_median"  # or "mean" or "zeros"
+    """Scale the input by s so that E||s x||^2 = d_in (s measured on init_sample rows)."""
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    """The decoder bias at the start: the geometric median or the mean of init_sample rows, or zeros."""
     init_sample: int = 32768
-    l1_coefficient: float = 0.5  # relu: weight of the mean l1 norm of z (in scaled units)
-    l0_coefficient: float = 2.0  # (abs)jumprelu: weight of the mean l0 (STE)
-    target_l0: float | None = None  # relu/(abs)jumprelu: adapt the coefficient towards this L0; None: cfg.k if set
-    target_rate: float = 0.05  # how fast the coefficient adapts (log-scale step per unit of relative L0 error)
+    """Rows drawn at the start for the input scale and b_dec (and for the final metrics)."""
+    l1_coefficient: float = 0.5
+    """relu: weight of the mean l1 norm of z (in scaled units)."""
+    l0_coefficient: float = 2.0
+    """jumprelu, absjumprelu: weight of the mean L0 (straight-through estimator)."""
+    target_l0: float | None = None
+    """relu, (abs)jumprelu: adapt the sparsity coefficient towards this L0; None: the SAE's k if set, else fixed."""
+    target_rate: float = 0.05
+    """How fast the coefficient adapts (log-scale step per unit of relative L0 error)."""
     sparsity_warmup_frac: float = 0.05
-    aux_k: int | None = None  # None: d_in // 2
+    """Share of the steps over which the sparsity penalty ramps up linearly from 0."""
+    aux_k: int | None = None
+    """Top-k family: dead latents AuxK lets reconstruct the residual; None: d_in // 2."""
     aux_coef: float = 1 / 32
-    aux_sign: str = "activation"  # AuxK's scores: "activation" as the SAE selects (|u| with sign when signed, else ReLU(u)); "positive": ReLU(u) for every SAE
-    dead_tokens: int | None = None  # None: min(10M, n_tokens // 10)
+    """Weight of the AuxK loss (top-k family)."""
+    aux_sign: Literal["activation", "positive"] = "activation"
+    """AuxK's scores: activation: as the SAE selects (|u| with its sign when signed, else ReLU(u)); positive:
+    ReLU(u) for every SAE."""
+    dead_tokens: int | None = None
+    """A latent is dead when it has not fired for this many tokens; None: min(10M, n_tokens // 10)."""
     seed: int = 0
-    log_every: int | None = None  # None: about 200 records per run
+    """Seed of the SAE's initialisation and of the batch order, in [0, 2**32 - 1]."""
+    log_every: int | None = None
+    """Steps between history records; None: about 200 records per run."""
     checkpoint_dir: str | None = None
-    checkpoint_every: int | None = None  # steps
-    snapshot_steps: tuple[int, ...] = ()  # steps after which the SAE is saved to snapshot_dir/step_NNNNNN (eval mode)
+    """Folder of the resumable checkpoint; None: no checkpoint (the train command: its run directory)."""
+    checkpoint_every: int | None = None
+    """Steps between checkpoints (needs checkpoint_dir); None: none (the train command: every 200 steps)."""
+    snapshot_steps: tuple[int, ...] = ()
+    """Steps after which the SAE is saved to snapshot_dir/step_NNNNNN (in eval mode)."""
     snapshot_dir: str | None = None
+    """Folder of the snapshots (needed with snapshot_steps; the train command: its run directory)."""
     drop_nonfinite: bool = False
+    """Drop activation rows that hold NaN or Inf (counted in the history) instead of refusing them."""
     progress: bool = True
-    fast: bool = True  # top-k family: sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path (read by SAE.forward_train)
+    """Show a progress bar on stderr."""
+    fast: bool = True
+    """Top-k family: the sparse kernels of abstopk_mini.kernels.fast; False: the dense reference path (read by
+    SAE.forward_train)."""
 
     def __post_init__(self):
         check_seed(self.seed, "TrainConfig.seed")

@@ -8,7 +8,7 @@ import torch
 
 from abstopk_mini.runs import bidirectional as B
 from abstopk_mini.runs import sweep
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 
 from test_sweep import tiny_config
 

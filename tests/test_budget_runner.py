@@ -7,7 +7,7 @@ from abstopk_mini.budget import token_budget
 from abstopk_mini.lm.shards import load_activations
 from abstopk_mini.runs import budget as B
 from abstopk_mini.runs import sweep
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 from abstopk_mini.runs.store import load_snapshots
 from abstopk_mini.sae import SAE
 

@@ -283,7 +283,7 @@ def test_records_round_trip_and_notebook_iframe(computed, tmp_path):
 
 
 def test_cli_dashboard_json(computed, acts_dir, tiny_gpt2_dir, tmp_path, capsys):
-    from abstopk_mini.runs.cli import main
+    from abstopk_mini.cli import main
 
     computed.sae.save(tmp_path / "sae")
     out = tmp_path / "d.html"

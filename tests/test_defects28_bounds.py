@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 from abstopk_mini.runs.store import HarvestSpec, harvest_spec, runs_dir, train_on_harvest
 
 from conftest import TINY_SENTENCES, tiny_harvest_spec
@@ -117,7 +117,7 @@ def test_defect28_10_disk_full_during_train_is_a_user_error(acts, tmp_path, caps
 def test_defect28_10_environment_errors_are_recognised_bugs_are_not():
     from safetensors import SafetensorError
 
-    from abstopk_mini.runs.cli_args import environment_problem, is_bug
+    from abstopk_mini.cli.report import environment_problem, is_bug
 
     assert "disk is full" in environment_problem(OSError(errno.ENOSPC, "No space left on device"))
     assert "read-only" in environment_problem(OSError(errno.EROFS, "Read-only file system"))
@@ -426,7 +426,7 @@ def test_defect28_13_error_line_is_not_glued_to_a_progress_bar(capsys):
 
     from tqdm import tqdm
 
-    from abstopk_mini.runs.cli_args import report_error
+    from abstopk_mini.cli.report import report_error
 
     bar = tqdm(total=10, file=sys.stderr, desc="train")
     bar.update(3)

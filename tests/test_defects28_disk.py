@@ -17,7 +17,7 @@ import abstopk_mini as am
 from abstopk_mini import interop, pretrained
 from abstopk_mini.checkpoint import CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE
 from abstopk_mini.io import flock
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 from abstopk_mini.runs.store import train_on_harvest
 from abstopk_mini.sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 

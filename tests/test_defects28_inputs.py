@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import abstopk_mini as am
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 
 TINY = {"n_tokens": 2000, "context_length": 32, "sources": ("lee",), "chunk_offsets": (0,)}
 
@@ -249,7 +249,7 @@ def test_defect28_06_steer_json_never_holds_nan(sae_dir, capsys):
     assert result["generations"]["1e+38"] is None
     from argparse import Namespace
 
-    from abstopk_mini.runs.cli_args import emit
+    from abstopk_mini.cli.report import emit
 
     emit(Namespace(json=True, command="eval"), {"fvu": float("nan"), "l0": [1.0, float("inf")]}, "")  # a missed one
     captured = capsys.readouterr()

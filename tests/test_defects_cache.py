@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import abstopk_mini as am
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 from abstopk_mini.runs.store import HarvestSpec, harvest_spec, train_on_harvest
 
 TRAIN = {"n_tokens": 1024, "batch_size": 256}

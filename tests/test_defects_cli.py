@@ -14,7 +14,7 @@ import torch
 import abstopk_mini as am
 from abstopk_mini.kernels import fast
 from abstopk_mini import losses
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 from abstopk_mini.nonlinearities import K_ACTIVATIONS
 
 
@@ -205,12 +205,12 @@ def test_defect04_argparse_errors_are_one_error_line(capsys):
 
 
 def test_defect04_unexpected_error_is_reported_as_a_bug(monkeypatch, capsys):
-    import abstopk_mini.runs.cli as cli
+    import abstopk_mini.runs.jobs_store as jobs
 
-    def broken(args):
+    def broken(**settings):
         raise KeyError("oops")
 
-    monkeypatch.setattr(cli, "_run_toy", broken)
+    monkeypatch.setattr(jobs, "toy_benchmark", broken)
     monkeypatch.delenv("ABSTOPK_DEBUG", raising=False)
     obj = _one_error(capsys, cli_main(["toy", "--quick", "--json"]), contains="bug")
     assert obj["type"] == "KeyError" and obj["bug"] is True

@@ -15,7 +15,7 @@ import abstopk_mini as am
 from abstopk_mini import concepts as C
 from abstopk_mini.lm.activations import TokenActivations
 from abstopk_mini.lm.hooks import residual_stream
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 
 PAIRS = [("he", "she"), ("his", "her"), ("king", "queen")]
 TEXTS = ["He said that she would come. Her king, his queen; the heat rose.",

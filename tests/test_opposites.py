@@ -8,7 +8,7 @@ import pytest
 from abstopk_mini import dashboard as D
 from abstopk_mini.runs import opposites as O
 from abstopk_mini.runs import sweep
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 
 from test_sweep import tiny_config
 

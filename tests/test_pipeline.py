@@ -5,7 +5,7 @@ import json
 import pytest
 
 import abstopk_mini as am
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 from abstopk_mini.runs.store import HarvestSpec, harvest_spec, train_on_harvest
 
 

@@ -100,6 +100,7 @@ LAYERS = (
     ("coding / lm / concepts / dashboard data", ("coding", "lm", "concepts", "dashboard")),
     ("runs", ("runs",)),
     ("the book and the report", ("chapters", "exercises")),
+    ("the command line", ("cli",)),
 )
 
 
@@ -133,8 +134,6 @@ def _layer(module: str) -> int | None:
     parts = module.split(".")
     if len(parts) < 2 or parts[1] in ("__init__", "__main__"):
         return None
-    if parts[1] == "runs" and len(parts) > 2 and parts[2].startswith("cli"):
-        return None  # the command line: the top, whatever folder it stands in
     for i, (_, folders) in enumerate(LAYERS):
         if parts[1] in folders:
             return i

@@ -8,7 +8,7 @@ import torch
 import abstopk_mini as am
 from abstopk_mini.coding import doubling
 from abstopk_mini.runs import sweep
-from abstopk_mini.runs.cli import main as cli_main
+from abstopk_mini.cli import main as cli_main
 
 
 def tiny_config(model_dir, results, **stage):

@@ -1,4 +1,5 @@
-"""Runs: the content-addressed store of harvests and SAEs, the reproduce job, the sweep, and the command line.
+"""Runs: the content-addressed store of harvests and SAEs, the reproduce job, the sweep, and the jobs the
+command line (:mod:`abstopk_mini.cli`) runs: each a config dataclass and a run function.
 
 Submodules load on first use, like the top-level package's."""
 

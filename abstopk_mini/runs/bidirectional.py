@@ -25,12 +25,16 @@ Records store the SAEs' sweep keys (not paths) and every setting.
 
 from __future__ import annotations
 
+import inspect
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["SCHEMA", "VALUES", "pair_records", "stage_pairs", "run_bidirectional"]
+from .inputs import StagesJob, check_positive, check_runs_dir
+
+__all__ = ["SCHEMA", "VALUES", "pair_records", "stage_pairs", "run_bidirectional", "BidirectionalJob", "run"]
 
 SCHEMA = "abstopk_mini.bidirectional/1"
 VALUES = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)  # clamp / add values, in units of q (module docstring)
@@ -161,3 +165,29 @@ def run_bidirectional(config, stages, *, results=None, runs_root=None, loaded=No
             append_record(Path(results), rec)
         out.append(rec)
     return out
+
+
+_DEFAULTS = inspect.signature(run_bidirectional).parameters
+
+
+@dataclass
+class BidirectionalJob(StagesJob):
+    """Gender words in natural text, the all-latent scan, top contexts and steering controls for the TopK /
+    AbsTopK pairs of sweep stages (:func:`run_bidirectional`)."""
+
+    max_per_word: int = _DEFAULTS["max_per_word"].default
+    """Occurrences read per word and text."""
+    context_tokens: int = _DEFAULTS["context_tokens"].default
+    """Held-out tokens searched for top contexts."""
+    top_n: int = _DEFAULTS["top_n"].default
+    """Contexts per sign."""
+
+
+def run(cfg: BidirectionalJob) -> dict:
+    """``python -m abstopk_mini bidirectional``: the flags checked, then :func:`run_bidirectional`."""
+    for flag in ("max_per_word", "context_tokens", "top_n"):
+        check_positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
+    check_runs_dir(cfg.runs_dir)
+    return {"records": run_bidirectional(cfg.config, list(cfg.stages), results=cfg.results, runs_root=cfg.runs_dir,
+                                         max_per_word=cfg.max_per_word, context_tokens=cfg.context_tokens,
+                                         top_n=cfg.top_n)}

@@ -16,11 +16,14 @@ The loop over the SAEs and snapshots of sweep stages, :func:`read_stage_saes`, t
 
 from __future__ import annotations
 
+import inspect
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from .inputs import StagesJob, check_positive, check_runs_dir
 
-__all__ = ["SCHEMA", "read_stage_saes", "run_budget"]
+__all__ = ["SCHEMA", "read_stage_saes", "run_budget", "StageSAEsJob", "BudgetJob", "run"]
 
 SCHEMA = "abstopk_mini.budget/1"
 
@@ -105,3 +108,29 @@ def run_budget(config, stages, *, results=None, runs_root=None, eval_batch_size:
                            lambda x: {"eval_batch_size": eval_batch_size,
                                       "heldout_tokens": len(x) // eval_batch_size * eval_batch_size},
                            results=results, runs_root=runs_root, heldout_tokens=heldout_tokens, loaded=loaded)
+
+
+@dataclass
+class StageSAEsJob(StagesJob):
+    """Every SAE of sweep stages (and its snapshots) on the sweep's held-out activations (:func:`read_stage_saes`)."""
+
+    tokens: int | None = None
+    """The first this many held-out activations; None: all of the sweep's."""
+
+
+@dataclass
+class BudgetJob(StageSAEsJob):
+    """How sweep top-k SAEs spread their non-zeros over the tokens of a batch: batch, threshold and per-token
+    readings of the same weights (:func:`run_budget`)."""
+
+    batch: int = inspect.signature(run_budget).parameters["eval_batch_size"].default
+    """Tokens per block of the batch reading (the paper's batch)."""
+
+
+def run(cfg: BudgetJob) -> dict:
+    """``python -m abstopk_mini budget``: the flags checked, then :func:`run_budget`."""
+    check_positive(cfg.batch, "--batch")
+    check_positive(cfg.tokens, "--tokens")
+    check_runs_dir(cfg.runs_dir)
+    return {"records": run_budget(cfg.config, list(cfg.stages), results=cfg.results, runs_root=cfg.runs_dir,
+                                  eval_batch_size=cfg.batch, heldout_tokens=cfg.tokens)}

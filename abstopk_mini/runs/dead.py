@@ -12,7 +12,12 @@ no model when the held-out harvest is already in the runs directory.
 """
 from __future__ import annotations
 
-__all__ = ["SCHEMA", "run_dead_profile"]
+from dataclasses import dataclass
+
+from .budget import StageSAEsJob
+from .inputs import check_positive, check_runs_dir
+
+__all__ = ["SCHEMA", "run_dead_profile", "DeadJob", "run"]
 
 SCHEMA = "abstopk_mini.dead_profile/1"
 
@@ -36,3 +41,17 @@ def run_dead_profile(config, stages, *, results=None, runs_root=None, batch_size
     return read_stage_saes(config, stages, lambda sae, x: latent_profile(sae, x, batch_size), SCHEMA,
                            lambda x: {"heldout_tokens": len(x)}, results=results, runs_root=runs_root,
                            heldout_tokens=heldout_tokens, loaded=loaded, activations=PROFILE_SAES)
+
+
+@dataclass
+class DeadJob(StageSAEsJob):
+    """The live and the dead latents of sweep TopK / AbsTopK SAEs: reach, pre-activation scale, encoder norm, sign
+    (:func:`run_dead_profile`)."""
+
+
+def run(cfg: DeadJob) -> dict:
+    """``python -m abstopk_mini dead``: the flags checked, then :func:`run_dead_profile`."""
+    check_positive(cfg.tokens, "--tokens")
+    check_runs_dir(cfg.runs_dir)
+    return {"records": run_dead_profile(cfg.config, list(cfg.stages), results=cfg.results, runs_root=cfg.runs_dir,
+                                        heldout_tokens=cfg.tokens)}

@@ -25,12 +25,15 @@ an absolute path.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from .inputs import StagesJob, check_positive, check_runs_dir
 
-__all__ = ["SCHEMA", "run_opposites"]
+__all__ = ["SCHEMA", "run_opposites", "OppositesJob", "run"]
 
 SCHEMA = "abstopk_mini.opposites/1"
 
@@ -103,3 +106,32 @@ def run_opposites(config, stages, *, out, results=None, runs_root=None, loaded=N
                 append_record(Path(results), rec)
             records.append(rec)
     return records
+
+
+_DEFAULTS = inspect.signature(run_opposites).parameters
+
+
+@dataclass(kw_only=True)
+class OppositesJob(StagesJob):
+    """Dashboards of the most bidirectional latents of sweep SAEs, judged: do their two sides mean opposite
+    things? Plus every gendered side (:func:`run_opposites`)."""
+
+    out: str
+    """Folder for the dashboards (.json.gz), e.g. results/dashboards."""
+    n: int = _DEFAULTS["n"].default
+    """Latents per SAE."""
+    n_top: int = _DEFAULTS["n_top"].default
+    """Contexts per side."""
+    min_share: float = _DEFAULTS["min_share"].default
+    """A side is gendered when this share of its top tokens are gender words."""
+
+
+def run(cfg: OppositesJob) -> dict:
+    """``python -m abstopk_mini opposites``: the flags checked, then :func:`run_opposites`."""
+    for flag in ("n", "n_top"):
+        check_positive(getattr(cfg, flag), "--" + flag.replace("_", "-"))
+    if not 0 < cfg.min_share <= 1:
+        raise ValueError(f"--min-share must be in (0, 1]; got {cfg.min_share}")
+    check_runs_dir(cfg.runs_dir)
+    return {"records": run_opposites(cfg.config, list(cfg.stages), out=cfg.out, results=cfg.results,
+                                     runs_root=cfg.runs_dir, n=cfg.n, n_top=cfg.n_top, min_share=cfg.min_share)}

@@ -54,20 +54,35 @@ class ReproduceConfig:
     """Settings of a reproduce run; ``quick()`` gives a minutes-long smoke version."""
 
     model: str = "gemma-3-270m"
+    """The model: a registry name, a hub id or a local folder."""
     layer: int = 6
-    n_tokens: int = 1_200_000  # harvested training activations
+    """The residual stream after this block."""
+    n_tokens: int = 1_200_000
+    """Harvested training activations."""
     context_length: int = 128
+    """Tokens per chunk, BOS included."""
     chunk_offsets: tuple[int, ...] = (0, 64)
+    """Token offsets at which chunks are cut, one pass over the training text each."""
     d_sae: int = 4096
+    """Latents of every SAE."""
     k: int = 32
+    """Non-zeros per token of the SAE family (the L0 that ReLU and JumpReLU are steered to)."""
     ks: tuple[int, ...] = (16, 32, 64)
+    """The k at which TopK and AbsTopK are also trained."""
     activations: tuple[str, ...] = ("topk", "abstopk", "jumprelu", "relu")
-    train_tokens: int | None = None  # None: two passes over the harvest
+    """The SAE family trained at k."""
+    train_tokens: int | None = None
+    """Training tokens per SAE; None: two passes over the harvest."""
     batch_size: int = 4096
-    heldout_tokens: int = 50_000  # held-out activations for FVU, L0, dead, signs
-    splice_tokens: int = 4096  # held-out predictions for CE / KL / loss recovered
+    """Tokens per training step."""
+    heldout_tokens: int = 50_000
+    """Held-out activations for FVU, L0, dead latents and signs."""
+    splice_tokens: int = 4096
+    """Held-out predictions for CE / KL / loss recovered."""
     pairs: str = "family"
+    """The concept pairs of the gender axis: family, opposite, or a file of 'a b' lines."""
     seed: int = 0
+    """Seed of the SAEs, the batch order and the pairs' split."""
 
     @classmethod
     def quick(cls, **kw) -> "ReproduceConfig":

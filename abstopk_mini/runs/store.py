@@ -65,28 +65,33 @@ def content_key(obj) -> str:
 # ----------------------------------------------------------------------------- harvest
 @dataclass(frozen=True)
 class HarvestSpec:
-    """What to harvest: model, layer, how many tokens of which text.
+    """What to harvest: model, layer, how many tokens of which text (each field's docstring says how).
 
-    sources: offline sources of :mod:`abstopk_mini.lm.corpus` (``wiki``, ``lee``, ``newsgroups``) or
-    ``hf:<dataset id>`` for a hub dataset (online only). split: ``train`` or ``heldout`` (by
-    document, see :func:`abstopk_mini.lm.corpus.train_heldout_split`). chunk_offsets: one pass per
-    offset (see :func:`abstopk_mini.lm.activations.harvest`). augment: ``"none"``, or the name of a
-    text transform applied to the training documents before harvesting, which the caller passes to
-    :func:`harvest_spec` (``"gender_swap"``: every document followed by its gender-swapped copy,
-    :func:`abstopk_mini.concepts.swap.text_augmentation`); training split only, held-out text stays
-    as written. The name is part of the harvest's identity; ``augment="none"`` is left out of
-    :meth:`identity`, so the harvests made before the field existed keep their directories and keys.
+    ``augment="none"`` is left out of :meth:`identity`, so the harvests made before the field existed
+    keep their directories and keys.
     """
 
     model: str = "gemma-3-270m"
+    """The model: a registry name, a hub id or a local folder."""
     layer: int = 6
+    """The residual stream after this block."""
     n_tokens: int = 1_000_000
+    """Tokens to harvest (BOS positions are not harvested)."""
     context_length: int = 128
+    """Tokens per chunk, BOS included."""
     sources: tuple[str, ...] = ("wiki", "lee", "newsgroups")
+    """Text sources: the offline ones of abstopk_mini.lm.corpus (wiki, lee, newsgroups), or hf:<dataset id> for a
+    hub dataset (online only)."""
     split: str = "train"
+    """train or heldout: which side of the split by document (abstopk_mini.lm.corpus.train_heldout_split)."""
     chunk_offsets: tuple[int, ...] = (0, 64)
+    """Token offsets at which chunks are cut, one pass over the text each (abstopk_mini.lm.activations.harvest)."""
     dtype: str = "float32"
+    """Stored dtype of the activations: float32 or bfloat16."""
     augment: str = "none"
+    """none, or the name of a text transform applied to the training documents, which the caller passes to
+    harvest_spec (gender_swap: every document followed by its gender-swapped copy,
+    abstopk_mini.concepts.swap.text_augmentation); part of the harvest's identity; training split only."""
 
     def __post_init__(self):
         if not isinstance(self.augment, str) or not self.augment.strip():

@@ -403,7 +403,7 @@ def check_cli_args(args) -> None:
 
 
 def run_cli(args, emit) -> int:
-    """``python -m abstopk_mini sweep`` (arguments in :mod:`abstopk_mini.runs.cli`)."""
+    """``python -m abstopk_mini sweep`` (its flags: :class:`abstopk_mini.runs.jobs_report.SweepJob`)."""
     check_cli_args(args)
     cfg = load_config(args.config)  # a bad config fails here, not in the background
     if args.background:

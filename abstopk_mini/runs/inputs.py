@@ -1,4 +1,5 @@
-"""The inputs of a command that reads an SAE: ``--sae``, ``--acts``, ``--model``, ``--layer``.
+"""The inputs of a job that reads an SAE (``--sae``, ``--acts``, ``--model``, ``--layer``), and the
+checks of a job's settings that name its command-line flags.
 
 :func:`sae_inputs` resolves ``--sae`` (:func:`~abstopk_mini.runs.sae_source.load_sae`: a shipped
 SAE by name or folder, an SAE directory, a SAELens directory) and checks that the SAE, the harvest
@@ -11,9 +12,53 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
+import os
+from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["CommandInputs", "sae_inputs", "load_checked_model", "harvest_names", "reading_harvest"]
+__all__ = ["CommandInputs", "sae_inputs", "load_checked_model", "harvest_names", "reading_harvest", "check_positive",
+           "check_runs_dir", "check_finite", "StagesJob"]
+
+
+@dataclass
+class StagesJob:
+    """The SAEs of stages of a sweep, read back by the jobs that measure them (``budget``, ``dead``,
+    ``bidirectional``, ``opposites``)."""
+
+    config: str
+    """The sweep config whose records name the SAEs, e.g. sweeps/steps.json."""
+    stages: tuple[str, ...]
+    """Stages of that config whose SAEs are read (TopK / AbsTopK pairs: one pair per seed)."""
+    results: str | None = None
+    """Append the job's JSON records (one per SAE or per seed) to this file; None: print them only."""
+    runs_dir: str | None = None
+    """Artifact root; None: $ABSTOPK_RUNS or ./runs."""
+
+
+def check_positive(value, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be >= 1; got {value}")
+
+
+def check_runs_dir(root) -> None:
+    """Refuse a run-artifact root (``--runs-dir``, else ``$ABSTOPK_RUNS`` or ``./runs``) that is a file."""
+    from .store import runs_dir
+
+    path = runs_dir(root)
+    where = "--runs-dir" if root is not None else ("$ABSTOPK_RUNS" if os.environ.get("ABSTOPK_RUNS", "").strip() else "./runs")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{where} {str(path)!r} is a file, not a directory; pass a directory for the run artifacts")
+
+
+def check_finite(values, flag: str) -> list[float]:
+    """``values`` as floats, every one finite and at least one (e.g. steering's clamp values)."""
+    for v in values:
+        if not math.isfinite(v):
+            raise ValueError(f"{flag}: {v!r} is not a finite number; pass finite values, e.g. {flag}=-10,0,10")
+    if not values:
+        raise ValueError(f"{flag} is empty; pass e.g. {flag}=-10,0,10")
+    return [float(v) for v in values]
 
 
 class CommandInputs(NamedTuple):

@@ -1,6 +1,5 @@
-"""Command-line plumbing shared by :mod:`abstopk_mini.runs.cli` and :mod:`abstopk_mini.runs.cli_jobs`:
-the result printer (:func:`emit`), argument checks that run before any model loads, and the
-one-line error report.
+"""Command-line plumbing of :mod:`abstopk_mini.cli`: the parser that reports instead of exiting, the
+result printer (:func:`emit`) and the one-line error report.
 
 Every failure of a command is reported as exactly one line ``error: <message>`` on stderr and,
 under ``--json``, one object ``{"error": <message>, "type": <exception class>, "bug": <bool>}``
@@ -15,14 +14,12 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import math
 import os
 import re
 import sys
 
-__all__ = ["UsageError", "Parser", "emit", "check_positive", "check_runs_dir", "check_harvest_args", "check_train_fits",
-           "parse_floats",
-           "join_signed_values", "expected_errors", "environment_problem", "is_bug", "report_error", "SIGNED_OPTIONS"]
+__all__ = ["UsageError", "Parser", "emit", "join_signed_values", "expected_errors", "environment_problem", "is_bug",
+           "report_error", "SIGNED_OPTIONS"]
 
 
 class UsageError(ValueError):
@@ -54,97 +51,8 @@ def emit(args, result: dict, text: str) -> None:
         print(text)
 
 
-def check_positive(value, flag: str) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{flag} must be >= 1; got {value}")
-
-
-def check_runs_dir(root) -> None:
-    from .store import runs_dir
-
-    path = runs_dir(root)
-    where = "--runs-dir" if root is not None else ("$ABSTOPK_RUNS" if os.environ.get("ABSTOPK_RUNS", "").strip() else "./runs")
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{where} {str(path)!r} is a file, not a directory; pass a directory for the run artifacts")
-
-
-def check_harvest_args(args, spec=None) -> None:
-    """What ``harvest`` (``args``; ``spec``, its HarvestSpec) can refuse before loading the model (the
-    model's shape from its config), and before anything is written: a size the text cannot give or
-    the disk cannot hold (:func:`abstopk_mini.lm.activations.check_harvest_size`)."""
-    from ..lm.activations import check_harvest_size
-    from ..lm.models import check_layer_for, model_shape
-    from ..lm.shards import MANIFEST
-
-    check_positive(args.tokens, "--tokens")
-    if args.context < 2:
-        raise ValueError(f"--context must be >= 2 (BOS plus at least one token); got {args.context}")
-    check_layer_for(args.model, args.layer, "--layer")
-    shape = model_shape(args.model)
-    if shape is not None and shape[2] is not None and args.context > shape[2]:
-        raise ValueError(f"--context {args.context} exceeds the {shape[2]} positions of {args.model!r}; "
-                         f"pass --context <= {shape[2]}")
-    check_runs_dir(args.runs_dir)
-    if spec is None or shape is None:
-        return
-    out = spec.directory(args.runs_dir)
-    if not args.overwrite and (out / MANIFEST).is_file():
-        return  # there already (served, or resumed after the same checks inside harvest)
-    texts = None  # the text bound needs the documents: local sources, as written (hub datasets: inside harvest)
-    if spec.augment == "none" and not any(s.startswith("hf:") for s in spec.sources):
-        from .store import offline_texts
-
-        texts = offline_texts(spec.sources, spec.split)
-    check_harvest_size(spec.n_tokens, out, d_model=shape[1], dtype_bytes=2 if spec.dtype == "bfloat16" else 4,
-                       texts=texts, context_length=spec.context_length, chunk_offsets=spec.chunk_offsets)
-
-
-def check_train_fits(cfg, batch_size: int, runs_root=None) -> None:
-    """Refuse an SAE (``cfg``; ``train --batch-size``, ``--runs-dir``) whose training cannot fit this
-    machine, before anything is allocated: memory for its weights, their gradients and two Adam
-    moments (4 x the parameters) and a batch's pre-activations, codes and their gradient
-    (3 x batch x d_sae); disk for its run directory (the weights, and a checkpoint of weights and
-    moments written beside the previous one: 6 x the parameters)."""
-    import torch
-
-    from ..device import get_device
-    from ..limits import check_disk, check_memory, format_bytes
-
-    from .store import runs_dir
-
-    item = torch.empty(0, dtype=getattr(torch, cfg.dtype)).element_size()
-    n_params = 2 * cfg.d_in * cfg.d_sae + 2 * cfg.d_sae + cfg.d_in  # W_enc, W_dec, b_enc, threshold, b_dec
-    what = f"an SAE of --d-sae {cfg.d_sae:,} on d_in={cfg.d_in}"
-    fix = "pass a smaller --d-sae (or --batch-size)"
-    device = get_device()
-    weights, batch = 4 * n_params * item, 3 * batch_size * cfg.d_sae * item
-    check_memory(weights + batch, f"training {what} ({n_params:,} parameters with their gradients and Adam moments: "
-                 f"{format_bytes(weights)}; a batch of {batch_size:,} tokens: {format_bytes(batch)})", fix,
-                 device=None if device.type == "cpu" else device)
-    check_disk(6 * item * n_params, runs_dir(runs_root), f"the run directory of {what}",
-               f"{fix}, or --runs-dir on a disk with room")
-
-
-def parse_floats(text: str, flag: str) -> list[float]:
-    """``"-5,0,5"`` -> [-5.0, 0.0, 5.0]; every item a finite number, at least one."""
-    values = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        try:
-            v = float(item)
-        except ValueError:
-            raise ValueError(f"{flag}: {item!r} is not a number; pass comma-separated numbers, e.g. {flag}=-10,0,10") from None
-        if not math.isfinite(v):
-            raise ValueError(f"{flag}: {item!r} is not a finite number; pass finite values, e.g. {flag}=-10,0,10")
-        values.append(v)
-    if not values:
-        raise ValueError(f"{flag} is empty; pass e.g. {flag}=-10,0,10")
-    return values
-
-
 #: options whose value may start with '-' (argparse reads '--values -5,5' as two options)
-SIGNED_OPTIONS = ("--values", "--offsets")
+SIGNED_OPTIONS = ("--values", "--offsets", "--chunk-offsets")
 SIGNED_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
