@@ -143,3 +143,31 @@ def _layout_check_every_book_figure(request, monkeypatch):
     for fig in made:
         if fig.axes:
             fig.savefig(io.BytesIO(), format="png", dpi=style.DPI, bbox_inches="tight", pad_inches=0.05)
+
+
+# ----------------------------------------------------------------------------- the exercise checks' tests
+def mutation_cases(mutations):
+    """One ``pytest.param(check, wrong, says)`` per wrong implementation of a ``MUTATIONS`` table
+    ``{check name: [(label, wrong function, regex the message must match), ...]}``, id ``check-label``."""
+    import pytest
+
+    return [pytest.param(check, wrong, says, id=f"{check}-{label}")
+            for check, rows in mutations.items() for label, wrong, says in rows]
+
+
+def check_rejects(check: str, wrong, says: str) -> None:
+    """``am.exercises.<check>(wrong)`` raises AssertionError with a message matching ``says``."""
+    import pytest
+
+    from abstopk_mini import exercises
+
+    with pytest.raises(AssertionError, match=says):
+        getattr(exercises, check)(wrong)
+
+
+def readers_lines(capsys, n: int) -> list[str]:
+    """The ``n`` pass lines the checks just printed, each read as the reader's own success (none says it
+    ran on the book's reference solution)."""
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == n and all(line.startswith("✓ your right_") and "reference" not in line for line in out), out
+    return out

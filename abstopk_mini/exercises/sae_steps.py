@@ -40,6 +40,12 @@ def _close(a: torch.Tensor, b, tol: float = 1e-10) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=tol, atol=tol)
 
 
+def _first_difference(got: torch.Tensor, want: torch.Tensor, column: str) -> str:
+    """"row r, <column> c: got …, expected …" for the first entry of [n, m] ``got`` not close to ``want``."""
+    bad = (~torch.isclose(got, want, rtol=1e-10, atol=1e-10)).nonzero()[0].tolist()
+    return f"row {bad[0]}, {column} {bad[1]}: got {got[tuple(bad)].item():.6g}, expected {want[tuple(bad)].item():.6g}"
+
+
 # ----------------------------------------------------------------------------- the forward pass
 def _abs_topk(u: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
     idx = u.abs().topk(k, dim=dim).indices
@@ -87,9 +93,7 @@ def _forward_mistake(sae, x: torch.Tensor, z: torch.Tensor, x_hat: torch.Tensor,
     ):
         if _close(x_hat, wrong):
             return why
-    bad = (~torch.isclose(x_hat, want, rtol=1e-10, atol=1e-10)).nonzero()[0].tolist()
-    return (f"z is right but x̂ differs first at row {bad[0]}, coordinate {bad[1]}: got {x_hat[tuple(bad)].item():.6g}, "
-            f"expected {want[tuple(bad)].item():.6g}; x̂ = (z W_dec + b_dec) / s")
+    return f"z is right but x̂ differs first at {_first_difference(x_hat, want, 'coordinate')}; x̂ = (z W_dec + b_dec) / s"
 
 
 def check_sae_forward(fn) -> None:
@@ -244,9 +248,7 @@ def _step_mistake(W: torch.Tensor, G: torch.Tensor, lr: float, got: torch.Tensor
     ):
         if _close(got, wrong):
             return why
-    bad = (~torch.isclose(got, want, rtol=1e-10, atol=1e-10)).nonzero()[0].tolist()
-    return (f"the new W_dec differs first at row {bad[0]}, column {bad[1]}: got {got[tuple(bad)].item():.6g}, expected "
-            f"{want[tuple(bad)].item():.6g}")
+    return f"the new W_dec differs first at {_first_difference(got, want, 'column')}"
 
 
 def check_decoder_step(fn) -> None:

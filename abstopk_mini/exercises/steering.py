@@ -134,13 +134,8 @@ def check_clamp_edit(fn) -> None:
                                    "numpy x + (c − z_i) d_i differ — a bug in abstopk_mini, not in your code; please "
                                    "report it")
         x_in = x.clone()
-        got = call_tensor(fn, sae, latent, value, x_in, what="clamp_edit")
-        if not torch.equal(x_in, x):
-            raise AssertionError(f"{name} changed its input x in place; return a new tensor (x + ...) and leave x as it is")
-        if got.shape != want.shape:
-            raise AssertionError(f"{name} returned shape {tuple(got.shape)}; expected {tuple(want.shape)} = [n, d_in], "
-                                 "one edited row per row of x")
-        got = got.detach().double()
+        got = _returned(name, "x", x, x_in, call_tensor(fn, sae, latent, value, x_in, what="clamp_edit"), want,
+                        "[n, d_in], one edited row per row of x")
         close = lambda a: torch.allclose(got, a.double(), rtol=1e-9, atol=1e-9 * float(want.abs().max()))  # noqa: E731
         if close(want):
             continue
@@ -153,6 +148,17 @@ def check_clamp_edit(fn) -> None:
                              f"(max |diff| {float(diff.max()):.3g}, in row {row})")
     passed(fn, "the clamp", f"on {len(x)} rows and 3 clamps (to −2.5, 0 and 1.5) of latents that fire on some rows of a "
            "random AbsTopK SAE, equals am.lm.steering.clamp_latent's edit and a numpy x + (c − z_i(x)) W_dec[i] / s")
+
+
+def _returned(name: str, arg: str, original: torch.Tensor, given: torch.Tensor, got: torch.Tensor, want: torch.Tensor,
+              shape_words: str) -> torch.Tensor:
+    """``got`` in float64, once the reader's function left its input ``given`` as ``original`` and
+    returned ``want``'s shape; else the AssertionError saying which."""
+    if not torch.equal(given, original):
+        raise AssertionError(f"{name} changed its input {arg} in place; return a new tensor and leave {arg} as it is")
+    if got.shape != want.shape:
+        raise AssertionError(f"{name} returned shape {tuple(got.shape)}; expected {tuple(want.shape)} = {shape_words}")
+    return got.detach().double()
 
 
 # ----------------------------------------------------------------------------- the matched norm
@@ -176,13 +182,8 @@ def check_match_norm(fn) -> None:
             raise PackageDisagrees("the matched norm: am.lm.steering.match_norm and the numpy ‖W_dec[i]‖/s · u/‖u‖ "
                                    "differ — a bug in abstopk_mini, not in your code; please report it")
         u_in = u.clone()
-        got = call_tensor(fn, u_in, sae, latent, what="match_norm")
-        if not torch.equal(u_in, u):
-            raise AssertionError(f"{name} changed direction in place; return a new tensor")
-        if got.shape != want.shape:
-            raise AssertionError(f"{name} returned shape {tuple(got.shape)}; expected {tuple(want.shape)} = [d_in], "
-                                 "one vector")
-        got = got.detach().double()
+        got = _returned(name, "direction", u, u_in, call_tensor(fn, u_in, sae, latent, what="match_norm"), want,
+                        "[d_in], one vector")
         close = lambda a: torch.allclose(got, torch.as_tensor(a, dtype=torch.float64), rtol=1e-9, atol=1e-12)  # noqa: E731
         if close(want):
             continue
