@@ -262,3 +262,18 @@ def test_an_exercise_version_run_in_a_kernel_stops_at_the_first_stub_with_its_hi
     found = ev.exercises(_nb(ROOT / chapter), chapter)
     assert [(i, e["ename"]) for i, e in errors] == [(ex.check_index, "NotWrittenYet") for ex in found]
     assert errors[0][1]["evalue"] == f"your {first.name} is not written yet — {first.hint}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_defect29_05_chapter_opens_with_what_you_build_and_closes_with_takeaways(path):
+    """Issue 29, item 5: the first markdown cell says what the reader will build; a '## Takeaways' cell
+    near the end holds 3 to 5 bullets."""
+    cells = _nb(path)["cells"]
+    md = [(i, _src(c)) for i, c in enumerate(cells) if c["cell_type"] == "markdown"]
+    assert "**What you will build**" in md[0][1] or "What you will build" in md[0][1]
+    takeaways = [(i, s) for i, s in md if re.search(r"^## Takeaways\s*$", s, re.M)]
+    assert len(takeaways) == 1, f"{path.name}: one '## Takeaways' cell; found {len(takeaways)}"
+    i, text = takeaways[0]
+    bullets = re.findall(r"^[-*] \S", text.split("## Takeaways", 1)[1], re.M)
+    assert 3 <= len(bullets) <= 5, f"{path.name}: {len(bullets)} takeaways"
+    assert i >= len(cells) - 6, f"{path.name}: the takeaways close the chapter (cell {i} of {len(cells)})"
