@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..repo import REPO_URL
+from .exercise_versions import render
 
 __all__ = ["COLAB", "REPO_DIR", "Session", "start", "colab_lines", "write_notebooks"]
 
@@ -86,7 +87,7 @@ def write_notebooks(paths) -> list[Path]:
         new = colab_lines(old)
         if new != old:
             cell["source"] = new.splitlines(keepends=True)
-            path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+            path.write_text(render(nb), encoding="utf-8")
             changed.append(path)
     return changed
 

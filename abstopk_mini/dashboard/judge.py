@@ -37,7 +37,7 @@ import string
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-__all__ = ["EXTRA_OPPOSITES", "opposite_lexicon", "normalise_token", "side_tokens", "Judgement", "judge_latent",
+__all__ = ["EXTRA_OPPOSITES", "opposite_lexicon", "normalise_token", "side_tokens", "Judgement", "judge_latent", "other_side",
            "judge", "count_verdicts", "VERDICTS", "lexicon_sides", "blind_sample", "reading_sheet"]
 
 VERDICTS = ("opposite", "different", "same", "one-sided")
@@ -130,21 +130,25 @@ def _find_pair(a: set, b: set, lexicon) -> tuple | None:
     return None
 
 
+def other_side(data, i: int) -> tuple:
+    """Side B of latent ``i``: ``(other, antipode_cos, contexts, boosted logits)`` — its own negative side
+    for a signed SAE, its antipode's positive side for an unsigned one (``None, None, [], []`` when it has
+    no antipode)."""
+    rec = data.latent(i)
+    if bool(data.sae.get("signed", True)):
+        return i, None, rec.top_neg, rec.logits.neg_boost
+    if rec.antipode is None:  # an SAE with one latent: no other side
+        return None, None, [], []
+    partner = data.latent(rec.antipode)
+    return rec.antipode, rec.antipode_cos, partner.top_pos, partner.logits.pos_boost
+
+
 def judge_latent(data, i: int, *, lexicon=None, min_tokens: int = 5, same_jaccard: float = 0.25) -> Judgement:
     """Apply the rules of this module to latent ``i`` of a :class:`~abstopk_mini.dashboard.records.DashboardData`."""
     if lexicon is None:
         lexicon = opposite_lexicon()
     rec = data.latent(i)
-    signed = bool(data.sae.get("signed", True))
-    if signed:
-        other, cos, b_ctx = i, None, rec.top_neg
-        b_logits = rec.logits.neg_boost
-    elif rec.antipode is None:  # an SAE with one latent: no other side
-        other, cos, b_ctx, b_logits = None, None, [], []
-    else:
-        other, cos = rec.antipode, rec.antipode_cos
-        partner = data.latent(other)
-        b_ctx, b_logits = partner.top_pos, partner.logits.pos_boost
+    other, cos, b_ctx, b_logits = other_side(data, i)
     a, b = side_tokens(rec.top_pos, data.tokens), side_tokens(b_ctx, data.tokens)
     sa, sb = set(a), set(b)
     jac = len(sa & sb) / len(sa | sb) if sa | sb else 0.0

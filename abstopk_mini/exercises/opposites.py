@@ -209,13 +209,10 @@ def chosen_sides(data, i: int) -> tuple[list, list]:
     :func:`~abstopk_mini.dashboard.judge_latent` reads them: its positive contexts, and its negative
     contexts (signed SAE) or its antipode's positive ones (unsigned SAE; none if it has no antipode).
     data: a :class:`~abstopk_mini.dashboard.DashboardData`.  -> (side A [≤ n_top] str, side B [≤ n_top] str)"""
-    rec = data.latent(i)
-    if bool(data.sae.get("signed", True)):
-        other = rec.top_neg
-    else:
-        other = data.latent(rec.antipode).top_pos if rec.antipode is not None else []
+    from ..dashboard.judge import other_side
+
     show = lambda ctx: [data.tokens[c.token_ids[c.max_pos]] for c in ctx]  # noqa: E731
-    return show(rec.top_pos), show(other)
+    return show(data.latent(i).top_pos), show(other_side(data, i)[2])
 
 
 def _package_verdict(side_a, side_b, lexicon, min_tokens, same_jaccard) -> str:
