@@ -49,11 +49,11 @@ from .data import Batches
 from .io import remove_stale_tmp
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
+from .sparsity import COEF_RANGE, check_final_l0, l0_off_target, next_coefficient, start_at_target
 from .train_config import AUX_SIGNS, LR_SCHEDULES, TrainConfig, lr_at
 
 __all__ = ["TrainConfig", "AUX_SIGNS", "LR_SCHEDULES", "train_sae", "snapshot_path", "save_snapshot", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
 
-COEF_RANGE = 1e3  # the L0 controller keeps its coefficient within [c0 / 1e3, c0 * 1e3] of the configured one
 #: training stops (FloatingPointError) once the batch mse exceeds this many times its reference
 #: value, max(mse at the first step, E‖x_in‖² of that batch). Measured on N(0, I) data, 128 latents:
 #: healthy runs peak at 1.6x (lr 0.1, 500x the default lr) and 42x (lr 1, still converging);
@@ -122,7 +122,7 @@ def init_from_sample(cfg: SAEConfig, sample: torch.Tensor, tcfg: TrainConfig | N
     shape: sample [n, d_in], b_dec [d_in] -> SAE
     """
     tcfg = tcfg or TrainConfig()
-    sample = sample.double()
+    raw, sample = sample, sample.double()
     if cfg.input_unit_norm:
         sample = standardize(sample)[0]
     if tcfg.normalize_input:
@@ -136,7 +136,18 @@ def init_from_sample(cfg: SAEConfig, sample: torch.Tensor, tcfg: TrainConfig | N
             sae.b_dec.copy_(geometric_median(sample))
         elif tcfg.b_dec_init == "mean":
             sae.b_dec.copy_(sample.mean(0))
+    target = target_l0(cfg, tcfg)
+    if tcfg.sparsity_init == "target" and target is not None:
+        start_at_target(sae, raw, target)  # θ (or ReLU's b_enc) so that the first batch has ~target L0
     return sae
+
+
+def target_l0(cfg: SAEConfig, tcfg: TrainConfig) -> float | None:
+    """The L0 the penalty families are steered to: ``tcfg.target_l0``, else ``cfg.k``; None for the
+    top-k family (k is its L0) and for a penalty SAE given neither (its coefficient is then fixed)."""
+    if spec(cfg.activation).aux:
+        return None
+    return tcfg.target_l0 if tcfg.target_l0 is not None else cfg.k
 
 
 # --------------------------------------------------------------------------- the loop
@@ -248,19 +259,17 @@ def _set_up(sae: SAE, batches: Batches, tcfg: TrainConfig, n_steps: int, state: 
     fused = sae.W_enc.device.type in ("cpu", "cuda")
     opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=tcfg.adam_betas, eps=tcfg.adam_eps, fused=fused)
     coef0 = getattr(tcfg, act.coefficient_field)
-    target_l0 = None
-    if not act.aux:  # the controller steers the penalty's coefficient towards this L0
-        target_l0 = tcfg.target_l0 if tcfg.target_l0 is not None else cfg.k
     run = _Run(
         sae, opt, n_steps, lr, aux_k=tcfg.aux_k or max(1, cfg.d_in // 2),
         dead_tokens=tcfg.dead_tokens or max(1, min(10_000_000, n_steps * tcfg.batch_size // 10)),
-        log_every=tcfg.log_every or max(1, n_steps // 200), coef0=coef0, coef=coef0, target_l0=target_l0,
+        log_every=tcfg.log_every or max(1, n_steps // 200), coef0=coef0, coef=coef0, target_l0=target_l0(cfg, tcfg),
         since_fired=torch.zeros(cfg.d_sae, dtype=torch.long, device=sae.W_enc.device),
-        history={key: [] for key in HISTORY_KEYS},
+        history={key: [] for key in HISTORY_KEYS} | {"coef_saturated_steps": 0},
     )
     if state is not None:
         restore_optimizer(opt, state["optimizer"])
         run.step, run.tokens, run.history, run.coef = state["step"], state["tokens"], state["history"], state["coef"]
+        run.history.setdefault("coef_saturated_steps", 0)
         run.since_fired = state["since_fired"].to(sae.W_enc.device)
         run.last_ckpt = state["step"]
         batches.n_dropped = run.history.get("n_dropped_nonfinite", 0)
@@ -363,16 +372,15 @@ def _track_dead(run: _Run, out, x: torch.Tensor, sync) -> None:
 
 
 def _steer_l0(run: _Run, tcfg: TrainConfig, out, sync) -> None:
-    """The multiplicative L0 controller: too dense -> a larger penalty coefficient."""
+    """The L0 controller (:func:`~abstopk_mini.sparsity.next_coefficient`): too dense -> a larger
+    penalty coefficient; steps it spends at a bound of its range are counted (``coef_saturated_steps``)."""
     if run.target_l0 is None:
         return
     batch_l0 = out.mean_l0()
     if sync is not None:
         batch_l0 = sync.mean(batch_l0)
-    coef = run.coef * math.exp(tcfg.target_rate * max(-1.0, min(1.0, batch_l0 / run.target_l0 - 1.0)))
-    # bounded: (abs)jumprelu's threshold moves at most ~lr per Adam step whatever the coefficient,
-    # so an unbounded coefficient only grows until the loss overflows
-    run.coef = min(max(coef, run.coef0 / COEF_RANGE), run.coef0 * COEF_RANGE)
+    run.coef, at_bound = next_coefficient(run.coef, batch_l0, run.target_l0, tcfg.target_rate, run.coef0)
+    run.history["coef_saturated_steps"] += int(at_bound)
 
 
 def _record(run: _Run, out, loss, mse, sparsity, aux, bar) -> None:
@@ -423,7 +431,11 @@ def _finish(run: _Run, batches: Batches, tcfg: TrainConfig, state: dict | None, 
         dead_tokens=run.dead_tokens, n_dropped_nonfinite=batches.n_dropped,
         wall_time_s=wall_s + (run.history.get("wall_time_s", 0.0) if state else 0.0),
         final_dead_frac=(run.since_fired >= run.dead_tokens).double().mean().item(),
+        target_l0=run.target_l0, l0_off_target=l0_off_target(run.history["final_l0"], run.target_l0),
     )
+    if is_main:
+        check_final_l0(run.sae.cfg.activation, run.history["final_l0"], run.target_l0,
+                       run.history["coef_saturated_steps"], run.step)
     if tcfg.checkpoint_dir is not None and is_main:
         save_checkpoint(tcfg.checkpoint_dir, run.sae, run.opt, run.step, run.tokens, run.n_steps, run.since_fired,
                          run.history, run.coef, train=_trajectory(tcfg))

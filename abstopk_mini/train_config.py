@@ -13,13 +13,15 @@ from typing import Literal
 
 from .limits import check_seed
 
-__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS"]
+__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS", "SPARSITY_INITS"]
 
 LR_SCHEDULES = ("warmup_decay", "constant")
 #: how AuxK scores and decodes dead latents: "activation" as the SAE's own selection (|u| with its
 #: sign for a signed SAE, ReLU(u) otherwise); "positive": ReLU(u) for every SAE, so a signed SAE's dead
 #: latents feel AuxK only where u > 0 and can leave it by turning negative, as TopK's can
 AUX_SIGNS = ("activation", "positive")
+#: where a penalty-family SAE starts: at its target L0 (abstopk_mini.sparsity.start_at_target) or as configured
+SPARSITY_INITS = ("target", "none")
 
 
 @dataclass
@@ -59,7 +61,10 @@ class TrainConfig:
     target_l0: float | None = None
     """relu, (abs)jumprelu: adapt the sparsity coefficient towards this L0; None: the SAE's k if set, else fixed."""
     target_rate: float = 0.05
-    """How fast the coefficient adapts (log-scale step per unit of relative L0 error)."""
+    """How fast the coefficient adapts: log λ moves by target_rate · clip(log(L0 / target), -1, 1) per step."""
+    sparsity_init: Literal["target", "none"] = "target"
+    """relu, (abs)jumprelu with a target L0: target: start at it (θ, or ReLU's b_enc, from quantiles of the first
+    sample's pre-activations, abstopk_mini.sparsity); none: θ = SAEConfig.threshold_init and b_enc = 0."""
     sparsity_warmup_frac: float = 0.05
     """Share of the steps over which the sparsity penalty ramps up linearly from 0."""
     aux_k: int | None = None
@@ -103,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
         if self.aux_sign not in AUX_SIGNS:
             raise ValueError(f"aux_sign={self.aux_sign!r}; choose one of {AUX_SIGNS}")
+        if self.sparsity_init not in SPARSITY_INITS:
+            raise ValueError(f"sparsity_init={self.sparsity_init!r}; choose one of {SPARSITY_INITS}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:

@@ -37,6 +37,8 @@ import torch
 from ..evaluate import evaluate_sae
 from ..io import atomic_write
 from ..nonlinearities import SPECS
+from ..nonlinearities import spec as spec_of
+from ..sparsity import L0_TOLERANCE, l0_off_target
 from ..tables import format_table
 from .store import HarvestSpec, harvest_and_train, offline_texts, relative_to_runs
 from ..sae import SAE, SAEConfig
@@ -133,6 +135,8 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
         sae = saes[name] = run.saes[name].to("cpu").eval()
         row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": relative_to_runs(path, runs_root),
                "train_wall_s": run.histories[name]["wall_time_s"], **evaluate_sae(sae, x_held)}
+        row["target_l0"] = k if spec_of(activation).penalty is not None else None  # the L0 its penalty is steered to
+        row["l0_off_target"] = l0_off_target(row["l0"], row["target_l0"])
         rows.append(row)
         timings[f"train_eval_{name}_s"] = run.wall_s[f"train_{name}_s"] + time.perf_counter() - t
 
@@ -233,6 +237,20 @@ def _fmt(v, digits=4):
     return str(v)
 
 
+def _off_target(row: dict) -> bool:
+    """True when a penalty-family row's held-out L0 is more than ``L0_TOLERANCE`` from its target."""
+    off = row.get("l0_off_target")
+    return off is not None and abs(off) > L0_TOLERANCE
+
+
+def _l0_cell(row: dict) -> str:
+    """The L0 cell: three digits, and for an off-target row its target and the gap, marked ⚠."""
+    cell = _fmt(row["l0"], 3)
+    if _off_target(row):
+        cell += f" ⚠ (target {row['target_l0']:g}, {100 * row['l0_off_target']:+.0f} %)"
+    return cell
+
+
 _SAE_COLUMNS = [("name", "SAE"), ("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead %"), ("bidirectional_frac", "bidirectional %"),
                 ("splice_ce_orig", "CE orig"), ("splice_ce_sae", "CE sae"), ("splice_kl_sae", "KL"),
                 ("splice_loss_recovered_zero", "loss rec. (zero)"), ("splice_loss_recovered_mean", "loss rec. (mean)")]
@@ -258,8 +276,12 @@ def _summary(report: dict, figures: list[str]) -> str:
         "",
     ]
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
-    lines += format_table(report["saes"], _SAE_COLUMNS, style="markdown", cell=_fmt,
-                          formats={"l0": lambda v: _fmt(v, 3), "dead_frac": pct, "bidirectional_frac": pct}).split("\n")
+    rows = [r | {"l0": _l0_cell(r)} for r in report["saes"]]
+    lines += format_table(rows, _SAE_COLUMNS, style="markdown", cell=_fmt,
+                          formats={"dead_frac": pct, "bidirectional_frac": pct}).split("\n")
+    if any(_off_target(r) for r in report["saes"]):
+        lines += ["", f"⚠ L0 more than {100 * L0_TOLERANCE:.0f} % from the target its penalty was steered to: compare "
+                  "this SAE with others at its own L0, not at the row's k."]
     if report["gender"]:
         lines += ["", "## Gender axis (family pairs, test split; balanced per-word accuracy, a zero counts 0.5 for the sign rule)", ""]
         rows = [{"name": name, **g, "coverage": f"{_fmt(g['coverage_a'], 2)} / {_fmt(g['coverage_b'], 2)}"}

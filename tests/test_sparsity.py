@@ -1,0 +1,171 @@
+"""The penalty families' L0 (abstopk_mini.sparsity): they start at their target, the controller
+reports a bound it hits, and a run that ends off target says so in its record and its warnings."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from abstopk_mini import sparsity
+from abstopk_mini.coding.toy import bidirectional_data
+from abstopk_mini.sae import SAE, SAEConfig
+from abstopk_mini.sparsity import (COEF_RANGE, L0_TOLERANCE, OffTargetL0Warning, check_final_l0, l0_off_target,
+                                   next_coefficient, start_at_target)
+from abstopk_mini.train import init_from_sample, train_sae
+from abstopk_mini.train_config import TrainConfig
+
+PENALISED = ("relu", "jumprelu", "absjumprelu")
+
+
+def data(n=4000, d=16, seed=0):
+    return bidirectional_data(n, d=d, P=24, n_active=3, seed=seed)[0]
+
+
+def fresh(activation, d_in=16, d_sae=64, k=None, **kw):
+    return SAEConfig(d_in=d_in, d_sae=d_sae, activation=activation, k=k, device="cpu", **kw)
+
+
+# --------------------------------------------------------------------------- starting at the target
+@pytest.mark.parametrize("activation", PENALISED)
+@pytest.mark.parametrize("target", [2, 6, 20])
+def test_a_fresh_sae_starts_at_its_target_l0(activation, target):
+    x = data()
+    sae = init_from_sample(fresh(activation, k=target), x, TrainConfig())
+    with torch.no_grad():
+        l0 = (sae.encode(x[: sparsity.INIT_ROWS]) != 0).double().sum(-1).mean().item()
+    # each latent fires on exactly ⌊n·target/d_sae⌋ or one fewer row (ties aside): the mean is target - d_sae/n at worst
+    assert target - 64 / 4000 - 1e-9 <= l0 <= target + 1e-9, l0
+
+
+@pytest.mark.parametrize("activation", PENALISED)
+def test_the_starting_quantiles_match_numpy(activation):
+    # independent reference: numpy's inverted-CDF quantile of each latent's score (u, or |u| when signed)
+    x = data(3000)
+    sae = SAE(fresh(activation))
+    with torch.no_grad():
+        u = sae.pre_acts(x).double().numpy()
+    score = np.abs(u) if sae.cfg.signed else u
+    want = np.quantile(score, 1 - 5 / 64, axis=0, method="inverted_cdf")
+    b_enc = sae.b_enc.detach().clone()
+    q = start_at_target(sae, x, 5)
+    np.testing.assert_allclose(q.double().numpy(), want, rtol=0, atol=1e-6)  # float32 scores, compared as stored
+    if activation == "relu":
+        torch.testing.assert_close(sae.b_enc, b_enc - q)
+    else:
+        torch.testing.assert_close(sae.act.threshold, q.clamp_min(0))
+
+
+def test_sparsity_init_none_keeps_the_configured_threshold_and_a_zero_encoder_bias():
+    x = data()
+    sae = init_from_sample(fresh("jumprelu", k=4, threshold_init=0.25), x, TrainConfig(sparsity_init="none"))
+    assert torch.equal(sae.act.threshold, torch.full((64,), 0.25))
+    relu = init_from_sample(fresh("relu", k=4), x, TrainConfig(sparsity_init="none"))
+    assert torch.equal(relu.b_enc, torch.zeros(64))
+
+
+def test_the_topk_family_and_a_penalty_sae_without_target_are_left_alone():
+    x = data()
+    topk = init_from_sample(fresh("topk", k=4), x, TrainConfig())
+    assert torch.equal(topk.b_enc, torch.zeros(64))
+    free = init_from_sample(fresh("jumprelu"), x, TrainConfig())  # no k, no target_l0: nothing to start at
+    assert torch.equal(free.act.threshold, torch.full((64,), 1e-3))
+
+
+def test_the_first_training_batch_is_at_the_target_and_the_old_start_is_not():
+    x = data(6000)
+    kw = dict(n_tokens=256, batch_size=256, log_every=1, progress=False, lr=1e-3)
+    _, at = train_sae(fresh("jumprelu", k=4), x, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OffTargetL0Warning)
+        _, old = train_sae(fresh("jumprelu", k=4), x, sparsity_init="none", **kw)
+    assert abs(at["l0"][0] / 4 - 1) < L0_TOLERANCE, at["l0"][0]
+    assert old["l0"][0] > 20, old["l0"][0]  # θ = 1e-3: about half of the 64 latents fire
+
+
+@pytest.mark.parametrize("target,match", [(0, "target_l0"), (65, "target_l0"), (math.nan, "target_l0")])
+def test_a_target_outside_the_latents_is_refused(target, match):
+    with pytest.raises(ValueError, match=match):
+        start_at_target(SAE(fresh("jumprelu")), data(100), target)
+
+
+def test_start_at_target_refuses_the_topk_family_and_a_relu_without_encoder_bias():
+    with pytest.raises(ValueError, match="relu, jumprelu and absjumprelu"):
+        start_at_target(SAE(fresh("topk", k=4)), data(100), 4)
+    with pytest.raises(ValueError, match="use_b_enc"):
+        start_at_target(SAE(fresh("relu", use_b_enc=False)), data(100), 4)
+
+
+def test_sparsity_init_must_be_a_known_mode():
+    with pytest.raises(ValueError, match="sparsity_init='data'.*'target', 'none'"):
+        TrainConfig(sparsity_init="data")
+
+
+# --------------------------------------------------------------------------- the controller
+def test_the_controller_moves_the_coefficient_by_the_clipped_log_ratio():
+    assert next_coefficient(1.0, 64, 32, 0.05, 1.0) == (pytest.approx(math.exp(0.05 * math.log(2))), False)
+    assert next_coefficient(1.0, 16, 32, 0.05, 1.0)[0] == pytest.approx(math.exp(-0.05 * math.log(2)))
+    assert next_coefficient(1.0, 32 * 100, 32, 0.05, 1.0)[0] == pytest.approx(math.exp(0.05))  # clip at +1
+    assert next_coefficient(1.0, 0.0, 32, 0.05, 1.0)[0] == pytest.approx(math.exp(-0.05))  # L0 = 0: clip at -1
+    assert next_coefficient(2.0, 32, 32, 0.05, 1.0) == (2.0, False)
+
+
+def test_the_controller_says_when_a_bound_holds_it():
+    top, lo = COEF_RANGE, 1 / COEF_RANGE
+    assert next_coefficient(top, 100, 32, 0.05, 1.0) == (pytest.approx(top), True)
+    assert next_coefficient(lo, 1, 32, 0.05, 1.0) == (pytest.approx(lo), True)
+    assert next_coefficient(top, 1, 32, 0.05, 1.0)[1] is False  # moving away from the bound is free
+
+
+def test_an_unreachable_target_is_counted_and_warned_about():
+    x = data(2000)
+    with pytest.warns(OffTargetL0Warning) as caught:
+        _, hist = train_sae(fresh("jumprelu", d_sae=32), x, n_tokens=300 * 128, batch_size=128, lr=1e-4,
+                            l0_coefficient=0.5, target_l0=1e-3, target_rate=1.0, progress=False)
+    assert max(hist["coef"]) == pytest.approx(0.5 * COEF_RANGE)
+    assert hist["coef_saturated_steps"] > 0
+    text = " ".join(str(w.message) for w in caught)
+    assert "from its target 0.001" in text and "held its coefficient at a bound" in text
+
+
+# --------------------------------------------------------------------------- the record
+def test_l0_off_target():
+    assert l0_off_target(167, 32) == pytest.approx(167 / 32 - 1)
+    assert l0_off_target(None, 32) is None and l0_off_target(30, None) is None
+
+
+@pytest.mark.parametrize("final,warned", [(32 * (1 + L0_TOLERANCE) + 0.01, True), (32 * (1 + L0_TOLERANCE) - 0.01, False),
+                                          (32 * (1 - L0_TOLERANCE) - 0.01, True), (32, False)])
+def test_the_off_target_warning_starts_at_the_tolerance(final, warned):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_final_l0("jumprelu", final, 32, 0, 100)
+    assert bool(caught) == warned
+
+
+def test_a_trained_penalty_sae_records_its_target_and_how_far_it_ended_from_it():
+    x = data(3000)
+    sae, hist = train_sae(fresh("relu", k=6), x, n_tokens=60 * 128, batch_size=128, progress=False, lr=1e-3)
+    assert hist["target_l0"] == 6
+    assert hist["l0_off_target"] == pytest.approx(hist["final_l0"] / 6 - 1)
+    assert isinstance(hist["coef_saturated_steps"], int)
+    _, topk = train_sae(fresh("topk", k=6), x, n_tokens=20 * 128, batch_size=128, progress=False)
+    assert topk["target_l0"] is None and topk["l0_off_target"] is None
+
+
+# --------------------------------------------------------------------------- the store
+def test_the_store_keys_penalty_saes_by_the_recipe_and_leaves_topk_keys_as_they_were(tmp_path, monkeypatch):
+    from abstopk_mini.runs import store
+
+    monkeypatch.setattr("abstopk_mini.lm.shards.read_manifest", lambda _: {"content_sha256": "abc"})
+    kw = {"n_tokens": 10, "batch_size": 2, "seed": 0}
+    for activation, carries in (("topk", False), ("abstopk", False), ("relu", True), ("jumprelu", True)):
+        cfg = fresh(activation, k=4)
+        ident = {"acts": "abc", "cfg": cfg.to_dict() | {"device": None}, "train": kw}
+        old = store.content_key(ident)
+        new = store.content_key(ident | {"sparsity_recipe": sparsity.SPARSITY_RECIPE})
+        got = store.sae_dir(tmp_path, cfg, kw, root=tmp_path).name
+        assert got.endswith(new if carries else old), (activation, got)
