@@ -59,9 +59,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 STANDARDIZE_EPS = 1e-5
 #: fields added after the first file format -> their default (today's behaviour). ``SAEConfig.to_dict``
 #: leaves a field out while it has this value, so content-addressed keys of earlier runs do not change.
-#: threshold_init and bandwidth as a config that does not read them (every activation but the JumpReLUs)
-#: shows them in :meth:`SAEConfig.to_dict`: their defaults when the stored keys of those SAEs were made
-#: (bandwidth's default became 0.2 later), so a default that changes for the JumpReLUs moves no other key
+#: key_dict's values of the fields an activation never reads: the defaults its stored keys were made with
 UNREAD_THRESHOLD_FIELDS = {"threshold_init": 1e-3, "bandwidth": 1e-3}
 ADDED_FIELDS = {"use_b_enc": True, "input_unit_norm": False, "enc_init_scale": 1.0, "recipe": None}
 
@@ -93,12 +91,9 @@ class SAEConfig:
     ``batchtopk``, ``batchabstopk``; average per row for the batch ones); for ``relu`` and
     the JumpReLUs, k is optional and is the L0 that training steers the penalty towards
     (so every activation can be compared at the same k).
-    threshold_init, bandwidth: JumpReLU threshold at init (used only with
-    ``TrainConfig(sparsity_init="none")``: by default training starts θ at the target L0,
-    :mod:`abstopk_mini.sparsity`) and STE kernel width ε (in units of the scaled input, where pre-activations are O(1): with B rows per batch and a score density p_i(θ_i)
-    near the threshold, about B·p_i·ε rows per batch reach θ's gradient; 0.2 was measured against 0.05
-    and 1e-3 on Gemma-3-270M's residual stream, 2,048 latents, 586 steps: held-out FVU 0.089 / 0.091 /
-    0.104 at L0 27.5 / 26.3 / 20.7 for a target of 32). input_scale: s in x -> s·x (see module docstring). The provenance fields
+    threshold_init, bandwidth: JumpReLU threshold at init (when training does not start it at the
+    target L0, :mod:`abstopk_mini.sparsity`) and STE kernel width ε, in units of the scaled input
+    (pre-activations are O(1); 0.2 measured best of 1e-3, 0.05, 0.2: :mod:`abstopk_mini.sparsity`). input_scale: s in x -> s·x (see module docstring). The provenance fields
     (which model, hook and layer the SAE reads) are stored, never interpreted.
 
     The options of :mod:`abstopk_mini.recipes` (defaults = the behaviour before they existed):
@@ -183,16 +178,18 @@ class SAEConfig:
         return self.spec.signed
 
     def to_dict(self) -> dict:
-        """The fields as a dict, minus those of ``ADDED_FIELDS`` still at their default: what
-        content-addressed keys hash, unchanged for configs that do not use the newer options.
+        """The fields as a dict, minus those of ``ADDED_FIELDS`` still at their default (the base of
+        :meth:`key_dict`, unchanged for configs that do not use the newer options).
         ``SAE.save`` writes every field (:meth:`to_full_dict`)."""
         d = dataclasses.asdict(self)
         for name, default in ADDED_FIELDS.items():
             if d[name] == default:
                 del d[name]
-        if not self.spec.threshold_based:  # fields it never reads: at the values its stored keys were made with
-            d.update(UNREAD_THRESHOLD_FIELDS)
         return d
+
+    def key_dict(self) -> dict:
+        """:meth:`to_dict` with fields it never reads at ``UNREAD_THRESHOLD_FIELDS``: what stored SAEs are keyed and checked by."""
+        return self.to_dict() | ({} if self.spec.threshold_based else UNREAD_THRESHOLD_FIELDS)
 
     def to_full_dict(self) -> dict:
         """Every field (what ``cfg.json`` records)."""

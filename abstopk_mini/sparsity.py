@@ -22,6 +22,11 @@ two ways, both read by :func:`~abstopk_mini.train.train_sae`:
    ``[λ₀ / COEF_RANGE, λ₀ · COEF_RANGE]``. A bound that is hit is reported, not silent: training
    counts the steps spent there (``coef_saturated_steps``) and warns (:func:`check_final_l0`).
 
+3. **The STE's bandwidth** ε (``SAEConfig.bandwidth``, default 0.2). About B·p_i(θ_i)·ε rows of a
+   batch of B reach θ_i's gradient (p_i: the density of latent i's score near θ_i, O(1) scores). Measured
+   on Gemma-3-270M's residual stream (2,048 latents, 586 steps of 1,024 tokens, target L0 32), held-out
+   FVU / L0: ε = 1e-3 → 0.104 / 20.7; 0.05 → 0.091 / 26.3; 0.2 → 0.089 / 27.5 (TopK k = 32: 0.077 / 32).
+
 A run whose final L0 is more than ``L0_TOLERANCE`` (15 %) away from its target gets a warning and
 the record fields ``target_l0`` and ``l0_off_target`` (final L0 / target − 1); the reports mark
 its row.

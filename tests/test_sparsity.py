@@ -164,8 +164,9 @@ def test_the_store_keys_penalty_saes_by_the_recipe_and_leaves_topk_keys_as_they_
     kw = {"n_tokens": 10, "batch_size": 2, "seed": 0}
     for activation, carries in (("topk", False), ("abstopk", False), ("relu", True), ("jumprelu", True)):
         cfg = fresh(activation, k=4)
-        ident = {"acts": "abc", "cfg": cfg.to_dict() | {"device": None}, "train": kw}
+        before = fresh(activation, k=4, bandwidth=1e-3)  # the default when the stored keys were made
+        ident = {"acts": "abc", "cfg": before.to_dict() | {"device": None}, "train": kw}
         old = store.content_key(ident)
-        new = store.content_key(ident | {"sparsity_recipe": sparsity.SPARSITY_RECIPE})
+        new = store.content_key(ident | {"cfg": cfg.key_dict() | {"device": None}, "sparsity_recipe": sparsity.SPARSITY_RECIPE})
         got = store.sae_dir(tmp_path, cfg, kw, root=tmp_path).name
         assert got.endswith(new if carries else old), (activation, got)

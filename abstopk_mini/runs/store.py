@@ -216,7 +216,7 @@ def sae_dir(acts_dir, cfg: SAEConfig, train_kw: dict, root=None) -> Path:
     from ..lm.shards import read_manifest
 
     manifest = read_manifest(acts_dir)
-    ident = {"acts": manifest.get("content_sha256"), "cfg": cfg.to_dict() | {"device": None}, "train": train_kw}
+    ident = {"acts": manifest.get("content_sha256"), "cfg": cfg.key_dict() | {"device": None}, "train": train_kw}
     if spec(cfg.activation).penalty is not None:  # the penalty families' training changed: a new key, not the old SAE
         ident["sparsity_recipe"] = SPARSITY_RECIPE
     k = f"-k{cfg.k}" if cfg.k is not None else ""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..checkpoint import snapshot_path
 from ..io import atomic_write, remove_stale_tmp, sha256_file
-from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
+from ..sae import CONFIG_FILE, SAE, UNREAD_THRESHOLD_FIELDS, WEIGHTS_FILE, SAEConfig
 from ..untrusted import read_json
 
 __all__ = ["HISTORY_FILE", "TRAIN_FILE", "SNAPSHOT_DIR", "load_history", "load_trained", "load_snapshots", "save_trained"]
@@ -64,9 +64,10 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
     saved = _read_json(out / CONFIG_FILE, out)
     record = _read_json(out / TRAIN_FILE, out)
     history = load_history(out)
-    want = cfg.to_dict()
+    want = cfg.key_dict()
+    unread = () if cfg.spec.threshold_based else tuple(UNREAD_THRESHOLD_FIELDS)  # never read: any value serves
     problems = [f"{key}: {saved.get(key)!r} in {CONFIG_FILE}, {want[key]!r} asked"
-                for key in want if key not in _SET_BY_TRAINING and saved.get(key) != want[key]]
+                for key in want if key not in _SET_BY_TRAINING + unread and saved.get(key) != want[key]]
     if "input_scale" in history and record.get("cfg_sha256") is None and saved.get("input_scale") != history["input_scale"]:
         problems.append(f"input_scale: {saved.get('input_scale')!r} in {CONFIG_FILE}, training set {history['input_scale']!r}")
     unrecorded = False
