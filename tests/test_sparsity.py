@@ -170,3 +170,13 @@ def test_the_store_keys_penalty_saes_by_the_recipe_and_leaves_topk_keys_as_they_
         new = store.content_key(ident | {"cfg": cfg.key_dict() | {"device": None}, "sparsity_recipe": sparsity.SPARSITY_RECIPE})
         got = store.sae_dir(tmp_path, cfg, kw, root=tmp_path).name
         assert got.endswith(new if carries else old), (activation, got)
+
+
+def test_the_reproduce_table_marks_an_off_target_row_and_only_that_one():
+    from abstopk_mini.runs.reproduce import _l0_cell
+
+    off = {"l0": 24.3, "target_l0": 32, "l0_off_target": 24.3 / 32 - 1}
+    near = {"l0": 32.3, "target_l0": 32, "l0_off_target": 32.3 / 32 - 1}
+    topk = {"l0": 32.0, "target_l0": None, "l0_off_target": None}
+    assert _l0_cell(off) == "24.3 ⚠ (target 32, -24 %)"
+    assert _l0_cell(near) == "32.3" and _l0_cell(topk) == "32"
