@@ -8,7 +8,8 @@ tensor and nothing else:
    ``cfg.input_scale`` (the SAE applies it itself; :mod:`~abstopk_mini.interop` folds it into the
    weights on export).
 2. **Initialisation.** Unit-norm random decoder rows, ``W_enc = W_decᵀ``, ``b_enc = 0``,
-   ``b_dec`` = the geometric median of a sample (a robust centre of the data).
+   ``b_dec`` = the geometric median of a sample (a robust centre of the data). ReLU and the
+   JumpReLUs start at their target L0: θ (or ReLU's b_enc) from the sample (:mod:`~abstopk_mini.sparsity`).
 3. **Loss.** mse + the activation's own sparsity penalty (``sae.act.penalty_term``: l1 for ReLU,
    the STE l0 for (Abs)JumpReLU, both coefficients warmed up linearly), or AuxK on dead latents for
    the top-k family (whose penalty is None). The loop reads one output type,
