@@ -72,13 +72,13 @@ def start_at_target(sae, sample: torch.Tensor, target_l0: float) -> torch.Tensor
 
     shape: sample [n, d_in] (raw, unscaled: as the SAE reads it) -> [d_sae]
     """
-    act = sae.cfg.activation
-    if act not in ("relu", "jumprelu", "absjumprelu"):
-        raise ValueError(f"start_at_target is for relu, jumprelu and absjumprelu SAEs; got {act!r}")
+    act, spec = sae.cfg.activation, sae.cfg.spec
+    if spec.penalty is None:  # the top-k family: k is its L0
+        raise ValueError(f"start_at_target is for the penalty families, relu, jumprelu and absjumprelu; got {act!r}")
     d_sae = sae.cfg.d_sae
     if not (isinstance(target_l0, (int, float)) and math.isfinite(target_l0) and 0 < target_l0 <= d_sae):
         raise ValueError(f"target_l0 must be a number in (0, d_sae={d_sae}]; got {target_l0!r}")
-    if act == "relu" and not sae.cfg.use_b_enc:
+    if not spec.threshold_based and not sae.cfg.use_b_enc:
         raise ValueError("a ReLU SAE without an encoder bias (use_b_enc=False) cannot start at a target L0; "
                          "pass sparsity_init='none' or use_b_enc=True")
     x = sample[:INIT_ROWS].to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
@@ -90,7 +90,7 @@ def start_at_target(sae, sample: torch.Tensor, target_l0: float) -> torch.Tensor
     n = score.shape[0]
     rank = min(n, max(1, math.ceil((1.0 - target_l0 / d_sae) * n)))  # 1-based: the rank-th smallest
     q = score.kthvalue(rank, dim=0).values
-    if act == "relu":
+    if not spec.threshold_based:  # ReLU: no θ, the bias moves instead
         sae.b_enc.sub_(q)
     else:
         sae.act.threshold.copy_(q.clamp_min(0.0))

@@ -37,7 +37,6 @@ import torch
 from ..evaluate import evaluate_sae
 from ..io import atomic_write
 from ..nonlinearities import SPECS
-from ..nonlinearities import spec as spec_of
 from ..sparsity import L0_TOLERANCE, l0_off_target
 from ..tables import format_table
 from .store import HarvestSpec, harvest_and_train, offline_texts, relative_to_runs
@@ -135,7 +134,7 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
         sae = saes[name] = run.saes[name].to("cpu").eval()
         row = {"name": name, "activation": activation, "k": k, "d_sae": cfg.d_sae, "dir": relative_to_runs(path, runs_root),
                "train_wall_s": run.histories[name]["wall_time_s"], **evaluate_sae(sae, x_held)}
-        row["target_l0"] = k if spec_of(activation).penalty is not None else None  # the L0 its penalty is steered to
+        row["target_l0"] = run.histories[name].get("target_l0")  # the L0 its penalty was steered to (None: top-k)
         row["l0_off_target"] = l0_off_target(row["l0"], row["target_l0"])
         rows.append(row)
         timings[f"train_eval_{name}_s"] = run.wall_s[f"train_{name}_s"] + time.perf_counter() - t

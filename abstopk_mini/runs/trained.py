@@ -64,7 +64,7 @@ def load_trained(out, cfg: SAEConfig) -> tuple[SAE, dict]:
     saved = _read_json(out / CONFIG_FILE, out)
     record = _read_json(out / TRAIN_FILE, out)
     history = load_history(out)
-    want = cfg.key_dict()
+    want = cfg.to_dict()
     unread = () if cfg.spec.threshold_based else tuple(UNREAD_THRESHOLD_FIELDS)  # never read: any value serves
     problems = [f"{key}: {saved.get(key)!r} in {CONFIG_FILE}, {want[key]!r} asked"
                 for key in want if key not in _SET_BY_TRAINING + unread and saved.get(key) != want[key]]
