@@ -6,11 +6,13 @@ The SAE loss is reconstruction plus a sparsity term that depends on the activati
     \mathcal L = \underbrace{\tfrac1B\sum_b \|x_b - \hat x_b\|^2}_{\text{mse}}
     \;+\; \begin{cases}
       \lambda_1 \tfrac1B\sum_b \|z_b\|_1 & \text{relu (the l1 that ReLU is the prox of)}\\
-      \lambda_0 \tfrac1B\sum_b \textstyle\sum_i H(|u_{bi}| - \theta_i) & \text{(abs)jumprelu, STE for } \theta\\
+      \lambda_0 \bar L_0 & \text{(abs)jumprelu, no target; STE for } \theta\\
+      \lambda_0 \tfrac{2}{L_0^*}(\bar L_0 - L_0^*)^2 & \text{(abs)jumprelu with a target } L_0^*\\
       \alpha\,\mathcal L_{\text{aux}} & \text{top-k family (revives dead latents)}
     \end{cases}
 
-All in the scaled input space (see :mod:`abstopk_mini.sae`). Decoder rows have unit norm, so
+with :math:`\bar L_0 = \tfrac1B\sum_b \sum_i H(|u_{bi}| - \theta_i)` the batch's mean L0 (STE gradient
+for θ). All in the scaled input space (see :mod:`abstopk_mini.sae`). Decoder rows have unit norm, so
 the l1 term needs no decoder-norm factor.
 """
 
@@ -20,7 +22,7 @@ import torch
 
 from .metrics import sum_sq_centred, sum_sq_error
 
-__all__ = ["mse", "batch_fvu", "l1_penalty", "auxk_loss"]
+__all__ = ["mse", "batch_fvu", "l1_penalty", "two_sided_l0", "auxk_loss"]
 
 
 def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -40,6 +42,18 @@ def batch_fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 def l1_penalty(z: torch.Tensor) -> torch.Tensor:
     """Mean l1 norm of the codes.  shape: z [B, d_sae] -> scalar"""
     return z.abs().sum(-1).mean()
+
+
+def two_sided_l0(mean_l0: torch.Tensor, target_l0: float) -> torch.Tensor:
+    r"""The two-sided L0 term :math:`\tfrac{2}{L_0^*}(\bar L_0 - L_0^*)^2` of a batch's mean L0.
+
+    Its gradient :math:`\tfrac{4}{L_0^*}(\bar L_0 - L_0^*)\,\partial \bar L_0` raises θ when the
+    code is too dense and lowers it when too sparse; a one-sided :math:`\lambda \bar L_0` can only
+    raise it. It is Gemma Scope 2's quadratic L0 loss (SAELens's ``jumprelu_sparsity_loss_mode=
+    "quadratic"``) taken on the batch's mean instead of per row: the per-row form also penalises
+    the spread of L0 across tokens, which pulled the mean L0 under its target on our harvest
+    (:mod:`abstopk_mini.sparsity`).  shape: mean_l0 scalar -> scalar"""
+    return 2.0 / target_l0 * (mean_l0 - target_l0) ** 2
 
 
 def auxk_loss(

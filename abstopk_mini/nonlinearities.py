@@ -35,8 +35,9 @@ they apply that global threshold row by row, so inference does not depend on the
 selection is :meth:`BatchTopK.keep`, the one implementation the module's forward and the fast path
 (:func:`abstopk_mini.kernels.fast.select`, across distributed ranks too) both run.
 
-Each module owns its training penalty, ``penalty_term(out)`` of a :class:`~abstopk_mini.forward.TrainOutput`
-(l1 of z, STE l0 of u); the top-k family's is None (it trains with AuxK instead).
+Each module owns its training penalty, ``penalty_term(out, target_l0)`` of a
+:class:`~abstopk_mini.forward.TrainOutput` (l1 of z; the STE l0 of u, two-sided around a target L0 when
+one is given: ``steers_itself``); the top-k family's is None (it trains with AuxK instead).
 
 Each activation is described once, by its :class:`ActivationSpec` in :data:`SPECS`; the SAE, the
 fast path, training, SAELens interop, unrolling, the CLI and the figures read the spec instead of
@@ -52,7 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import l1_penalty
+from .losses import l1_penalty, two_sided_l0
 
 __all__ = [
     "ActivationSpec",
@@ -139,13 +140,17 @@ class ReLU(nn.Module):
     """z = max(u, 0), trained with the l1 penalty that ReLU is the prox of (:meth:`penalty_term`)."""
 
     name = "relu"
+    #: False: the l1 term only pushes towards sparser codes; training steers its coefficient to a
+    #: target L0 (:func:`abstopk_mini.sparsity.next_coefficient`)
+    steers_itself = False
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """shape: u [..., d_sae] -> z [..., d_sae]"""
         return torch.relu(u)
 
-    def penalty_term(self, out) -> torch.Tensor:
-        """The mean l1 norm of the batch's codes (:func:`~abstopk_mini.losses.l1_penalty` of ``out.z``).  shape: -> scalar"""
+    def penalty_term(self, out, target_l0: float | None = None) -> torch.Tensor:
+        """The mean l1 norm of the batch's codes (:func:`~abstopk_mini.losses.l1_penalty` of ``out.z``);
+        ``target_l0`` is not read (the coefficient is steered instead).  shape: -> scalar"""
         return l1_penalty(out.z)
 
 
@@ -154,6 +159,8 @@ class JumpReLU(nn.Module):
 
     name = "jumprelu"
     signed = False
+    #: True: with a target L0 the penalty itself pulls L0 to it from both sides (a fixed coefficient)
+    steers_itself = True
 
     def __init__(self, d_sae: int, threshold_init: float = 1e-3, bandwidth: float = 1e-3):
         super().__init__()
@@ -169,9 +176,11 @@ class JumpReLU(nn.Module):
         """Differentiable (w.r.t. θ) count of active latents per row. shape: [..., d_sae] -> [...]"""
         return _StepFn.apply(u, self.threshold, self.bandwidth, self.signed).sum(-1)
 
-    def penalty_term(self, out) -> torch.Tensor:
-        """The mean STE l0 of the batch (:meth:`l0` of ``out.u``; its gradient moves θ).  shape: -> scalar"""
-        return self.l0(out.u).mean()
+    def penalty_term(self, out, target_l0: float | None = None) -> torch.Tensor:
+        r"""The batch's mean STE l0 :math:`\bar L_0` (:meth:`l0` of ``out.u``; its gradient moves θ), or with
+        a target the two-sided :func:`~abstopk_mini.losses.two_sided_l0` of it.  shape: -> scalar"""
+        mean_l0 = self.l0(out.u).mean()
+        return mean_l0 if target_l0 is None else two_sided_l0(mean_l0, target_l0)
 
     @torch.no_grad()
     def post_step(self) -> None:
@@ -208,7 +217,7 @@ class TopK(nn.Module):
         vals, idx = self.select(u)
         return torch.zeros_like(u).scatter(-1, idx, vals)
 
-    def penalty_term(self, out) -> None:
+    def penalty_term(self, out, target_l0: float | None = None) -> None:
         """None: k bounds the code's L0 itself; training adds AuxK on dead latents instead."""
         return None
 
@@ -315,7 +324,7 @@ class BatchTopK(nn.Module):
         ``threshold`` is not moved.  shape: u [..., d_sae] -> z [..., d_sae]"""
         return self._code(u, self.keep_batch(u))
 
-    def penalty_term(self, out) -> None:
+    def penalty_term(self, out, target_l0: float | None = None) -> None:
         """None: the k·B budget bounds the code's L0 itself; training adds AuxK on dead latents instead."""
         return None
 

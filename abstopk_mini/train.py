@@ -11,7 +11,7 @@ tensor and nothing else:
    ``b_dec`` = the geometric median of a sample (a robust centre of the data). ReLU and the
    JumpReLUs start at their target L0: θ (or ReLU's b_enc) from the sample (:mod:`~abstopk_mini.sparsity`).
 3. **Loss.** mse + the activation's own sparsity penalty (``sae.act.penalty_term``: l1 for ReLU,
-   the STE l0 for (Abs)JumpReLU, both coefficients warmed up linearly), or AuxK on dead latents for
+   the STE l0 for (Abs)JumpReLU, two-sided around a target L0, both warmed up linearly), or AuxK on dead latents for
    the top-k family (whose penalty is None). The loop reads one output type,
    :class:`~abstopk_mini.forward.TrainOutput`, whichever kernel the SAE chose to run.
 4. **Optimiser.** Adam, learning rate warm-up over the first 5 % of steps, constant, then linear
@@ -325,7 +325,7 @@ def _loss_terms(run: _Run, tcfg: TrainConfig, out) -> tuple[torch.Tensor, torch.
     has none (the top-k family), AuxK on dead latents, computed on the kernel that made ``out``."""
     mse = losses.mse(out.x_in, out.x_hat)
     sparsity = aux = mse.new_zeros(())
-    term = run.sae.act.penalty_term(out)
+    term = run.sae.act.penalty_term(out, run.target_l0)
     if term is not None:
         warm = min(1.0, (run.step + 1) / max(1, tcfg.sparsity_warmup_frac * run.n_steps))
         sparsity = run.coef * warm * term
@@ -374,8 +374,9 @@ def _track_dead(run: _Run, out, x: torch.Tensor, sync) -> None:
 
 def _steer_l0(run: _Run, tcfg: TrainConfig, out, sync) -> None:
     """The L0 controller (:func:`~abstopk_mini.sparsity.next_coefficient`): too dense -> a larger
-    penalty coefficient; steps it spends at a bound of its range are counted (``coef_saturated_steps``)."""
-    if run.target_l0 is None:
+    penalty coefficient; steps it spends at a bound of its range are counted (``coef_saturated_steps``).
+    Activations whose penalty pulls L0 to the target itself (``steers_itself``: the JumpReLUs) keep λ fixed."""
+    if run.target_l0 is None or run.sae.act.steers_itself:
         return
     batch_l0 = out.mean_l0()
     if sync is not None:

@@ -57,9 +57,11 @@ class TrainConfig:
     l1_coefficient: float = 0.5
     """relu: weight of the mean l1 norm of z (in scaled units)."""
     l0_coefficient: float = 2.0
-    """jumprelu, absjumprelu: weight of the mean L0 (straight-through estimator)."""
+    """jumprelu, absjumprelu: weight of the mean L0 (straight-through estimator); with a target L0, of the
+    two-sided (2/target)·(L0 − target)² (fixed: the controller steers ReLU's l1_coefficient only)."""
     target_l0: float | None = None
-    """relu, (abs)jumprelu: adapt the sparsity coefficient towards this L0; None: the SAE's k if set, else fixed."""
+    """relu, (abs)jumprelu: steer the L0 to this (ReLU: its l1 coefficient is adapted; the JumpReLUs: a two-sided
+    penalty around it); None: the SAE's k if set, else a fixed one-sided penalty."""
     target_rate: float = 0.05
     """How fast the coefficient adapts: log λ moves by target_rate · clip(log(L0 / target), -1, 1) per step."""
     sparsity_init: Literal["target", "none"] = "target"

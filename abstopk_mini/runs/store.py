@@ -37,7 +37,7 @@ import torch
 from ..checkpoint import has_checkpoint, remove_checkpoint
 from ..io import flock, relative_to_runs, runs_dir
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
-from ..sparsity import SPARSITY_RECIPE
+from ..sparsity import recipe_key
 from .trained import (HISTORY_FILE, SNAPSHOT_DIR, TRAIN_FILE, load_history, load_snapshots, load_trained,
                       save_trained)
 
@@ -216,8 +216,8 @@ def sae_dir(acts_dir, cfg: SAEConfig, train_kw: dict, root=None) -> Path:
 
     manifest = read_manifest(acts_dir)
     ident = {"acts": manifest.get("content_sha256"), "cfg": cfg.key_dict() | {"device": None}, "train": train_kw}
-    if cfg.spec.penalty is not None:  # the penalty families' training changed: a new key, not the old SAE
-        ident["sparsity_recipe"] = SPARSITY_RECIPE
+    if recipe_key(cfg.spec) is not None:  # the penalty families' training changed: a new key, not the old SAE
+        ident["sparsity_recipe"] = recipe_key(cfg.spec)
     k = f"-k{cfg.k}" if cfg.k is not None else ""
     return runs_dir(root) / "saes" / f"{cfg.activation}-{cfg.d_sae}{k}-{content_key(ident)}"
 
