@@ -9,9 +9,13 @@ tokens, seed 0, one torch thread):
 
 * ours: ``train_sae(SAEConfig(d_in, d_sae, activation=a, k=K), x, ...)`` for a in relu, jumprelu (their L0
   steered to K by our controller) and topk (k = K, the reference frontier), K in 16, 32, 64;
-* SAELens: ``StandardTrainingSAE`` (ReLU, ``l1_coefficient``) and ``JumpReLUTrainingSAE`` (``l0_coefficient``),
-  driven by SAELens's own ``SAETrainer.fit()``, one run per coefficient of a grid (SAELens has no L0
-  controller; its JumpReLU "quadratic" loss mode targets an L0 but is not its default, so not used here).
+* SAELens (system ``saelens``): ``StandardTrainingSAE`` (ReLU, ``l1_coefficient``) and ``JumpReLUTrainingSAE``
+  (``l0_coefficient``), driven by SAELens's own ``SAETrainer.fit()``, one run per coefficient of a grid, with
+  SAELens's defaults (no L0 controller);
+* SAELens with a target (system ``saelens-target``): its JumpReLU in its own L0-targeting loss mode,
+  ``jumprelu_sparsity_loss_mode="quadratic"`` (Gemma Scope 2: the mean over rows of 2/K·(L0_row − K)²) at its
+  default coefficient 1, ``target_l0`` = K for each K, started from our θ at K (from the data, as ours starts;
+  from SAELens's θ = 0.01 no coefficient reaches L0 < 70 in this budget, see the grid below).
 
 Shared by both systems: the same batches in the same order (the first ``steps`` batches that our
 ``train_sae`` draws from the tensor, :class:`abstopk_mini.data.Batches`), the same initial W_enc, W_dec,
@@ -88,6 +92,9 @@ OURS = ("relu", "jumprelu", "topk")
 SAELENS = {"relu": ("standard", "l1_coefficient"), "jumprelu": ("jumprelu", "l0_coefficient")}
 GRID = {"relu": (0.9, 1.4, 2.0, 2.8), "jumprelu": (0.01, 0.03, 0.1, 1.0)}
 L0_AT = 32.0
+#: SAELens's default l0_coefficient, used for its quadratic (target-L0) mode
+TARGET_COEF = 1.0
+SYSTEMS = ("ours", "saelens", "saelens-target")
 
 
 @dataclass
@@ -100,7 +107,7 @@ class Budget:
     seed: int = 0
     ks: tuple[int, ...] = (16, 32, 64)
     grid: dict = field(default_factory=lambda: dict(GRID))
-    systems: tuple[str, ...] = ("ours", "saelens")
+    systems: tuple[str, ...] = SYSTEMS
     activations: tuple[str, ...] = OURS
 
     def __post_init__(self):
@@ -116,8 +123,8 @@ class Budget:
                     or not all(isinstance(c, (int, float)) and math.isfinite(c) and c > 0 for c in coefs):
                 raise ValueError(f"grid[{act!r}] must be distinct positive finite coefficients, for one of {sorted(SAELENS)}; "
                                  f"got {coefs!r}")
-        if not set(self.systems) <= {"ours", "saelens"} or not self.systems:
-            raise ValueError(f"systems must be a non-empty subset of ours, saelens; got {list(self.systems)}")
+        if not set(self.systems) <= set(SYSTEMS) or not self.systems:
+            raise ValueError(f"systems must be a non-empty subset of {', '.join(SYSTEMS)}; got {list(self.systems)}")
         if not set(self.activations) <= set(OURS) or not self.activations:
             raise ValueError(f"activations must be a non-empty subset of {OURS}; got {list(self.activations)}")
 
@@ -171,20 +178,29 @@ def train_ours(x: torch.Tensor, activation: str, k: int, budget: Budget) -> tupl
     return sae.eval(), info
 
 
-def saelens_sae(activation: str, coef: float, start: am.SAE):
+def saelens_sae(activation: str, coef: float, start: am.SAE, target_l0: float | None = None):
     """SAELens's training SAE for our ``activation`` with coefficient ``coef``, our W_enc, W_dec, b_dec copied in
-    (SAELens's own b_enc = 0 and threshold init kept); it reads s·x (normalize_activations="none")."""
+    (SAELens's own b_enc = 0 and threshold init kept); it reads s·x (normalize_activations="none").
+    target_l0 (jumprelu only): SAELens's own L0 target, its "quadratic" loss mode (Gemma Scope 2), started from
+    ``start``'s θ (ours, set at that target from the data: SAELens's θ = 0.01 cannot climb to it in this budget)."""
     from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig
 
     classes = {"relu": (StandardTrainingSAE, StandardTrainingSAEConfig), "jumprelu": (JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig)}
     if activation not in classes:
         raise ValueError(f"activation={activation!r} has no SAELens penalty SAE here; choose one of {sorted(classes)}")
     cls, cfg_cls = classes[activation]
+    extra = {}
+    if target_l0 is not None:
+        if activation != "jumprelu":
+            raise ValueError(f"target_l0 is SAELens's JumpReLU quadratic mode; got activation={activation!r}")
+        extra = dict(jumprelu_sparsity_loss_mode="quadratic", target_l0=float(target_l0))
     sae = cls(cfg_cls(d_in=start.cfg.d_in, d_sae=start.cfg.d_sae, normalize_activations="none", device="cpu",
-                      **{SAELENS[activation][1]: float(coef)}))
+                      **{SAELENS[activation][1]: float(coef)}, **extra))
     with torch.no_grad():
         for name in ("W_enc", "W_dec", "b_dec"):
             getattr(sae, name).copy_(getattr(start, name))
+        if target_l0 is not None:
+            sae.threshold.copy_(start.act.threshold)
     return sae
 
 
@@ -219,13 +235,14 @@ def saelens_lrs(budget: Budget) -> list[float]:
     return out
 
 
-def train_saelens(x: torch.Tensor, activation: str, coef: float, start: am.SAE, budget: Budget):
+def train_saelens(x: torch.Tensor, activation: str, coef: float, start: am.SAE, budget: Budget,
+                  target_l0: float | None = None):
     """SAELens's training SAE trained by its SAETrainer.fit() on s·(our batches); returned reading raw x (s folded in,
     and a JumpReLU θ clamped at 0 as its next training step would). shape: x [N, d_in] -> (SAELens SAE, info)"""
     from sae_lens.training.sae_trainer import SAETrainer
 
     s = float(start.cfg.input_scale)
-    sae = saelens_sae(activation, coef, start)
+    sae = saelens_sae(activation, coef, start, target_l0)
     trainer = SAETrainer(cfg=saelens_trainer_cfg(budget), sae=sae, data_provider=(s * xb for xb in train_batches(x, budget)))
     info: dict = {}
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
@@ -269,11 +286,12 @@ def fvu_at(points, l0: float = L0_AT) -> float | None:
 
 
 def frontier_at(rows: list[dict], l0: float = L0_AT) -> dict:
-    """{activation: {"ours": fvu, "saelens": fvu, "topk": fvu}} at ``l0`` (None where not bracketed)."""
+    """{activation: {"ours": fvu, "saelens": fvu, "saelens-target": fvu, "topk": fvu}} at ``l0`` (None where not
+    bracketed)."""
     def at(system, activation):
         return fvu_at([(r["held_l0"], r["held_fvu"]) for r in rows if r["system"] == system and r["activation"] == activation], l0)
 
-    return {act: {"ours": at("ours", act), "saelens": at("saelens", act), "topk": at("ours", "topk")} for act in SAELENS}
+    return {act: {system: at(system, act) for system in SYSTEMS} | {"topk": at("ours", "topk")} for act in SAELENS}
 
 
 def print_table(rows: list[dict], file=sys.stdout) -> None:
@@ -288,7 +306,7 @@ def print_table(rows: list[dict], file=sys.stdout) -> None:
     show = lambda v: "None" if v is None else f"{v:.4f}"  # noqa: E731
     for act, fvus in frontier_at(rows).items():
         print(f"# {act:9s} FVU at L0 = {L0_AT:g}: ours {show(fvus['ours'])}  SAELens {show(fvus['saelens'])}  "
-              f"topk {show(fvus['topk'])}", file=file)
+              f"SAELens with target {show(fvus['saelens-target'])}  topk {show(fvus['topk'])}", file=file)
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
@@ -337,6 +355,12 @@ def run_family(x_train: torch.Tensor, x_held: torch.Tensor, budget: Budget, out:
                 sae, info = train_saelens(x_train, act, coef, start, budget)
                 add(dict(system="saelens", activation=act, target=None, coefficient=coef,
                          saelens_architecture=SAELENS[act][0]) | info, saelens_to_ours(sae))
+    if "saelens-target" in budget.systems and "jumprelu" in budget.activations:
+        for k in budget.ks:
+            start = initial_sae(x_train, "jumprelu", k, budget)  # θ at the target from the data, as ours starts
+            sae, info = train_saelens(x_train, "jumprelu", TARGET_COEF, start, budget, target_l0=k)
+            add(dict(system="saelens-target", activation="jumprelu", target=k, coefficient=TARGET_COEF,
+                     saelens_architecture="jumprelu", saelens_loss_mode="quadratic") | info, saelens_to_ours(sae))
     return rows
 
 
@@ -378,7 +402,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", default=None, help="ours' target L0s / topk's k, comma list (default 16,32,64; smoke: 16)")
     ap.add_argument("--relu-coefs", default=None, help=f"SAELens l1 coefficients (default {','.join(map(str, GRID['relu']))})")
     ap.add_argument("--jumprelu-coefs", default=None, help=f"SAELens l0 coefficients (default {','.join(map(str, GRID['jumprelu']))})")
-    ap.add_argument("--systems", default="ours,saelens", help="comma list from ours, saelens")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list from {', '.join(SYSTEMS)} (saelens-target: "
+                    "its JumpReLU's quadratic mode at each of --ks, from our θ)")
     ap.add_argument("--activations", default=",".join(OURS), help=f"comma list from {', '.join(OURS)}")
     ap.add_argument("--smoke", action="store_true", help="tiny budget: d_sae 256, 20 steps of 256, one K and coefficient each")
     ap.add_argument("--spliced", action="store_true", help="also loss recovered (mean ablation) with the model (loads it)")

@@ -41,19 +41,32 @@ def test_smoke_rows_complete(data, tmp_path):
     saes: dict = {}
     rows = bf.run_family(x_train, x_held, budget, out=out, keep=saes, log=lambda m: None)
     n_ours = len(bf.OURS) * len(budget.ks)
-    n_saelens = sum(len(budget.grid[a]) for a in bf.SAELENS)
+    n_saelens = sum(len(budget.grid[a]) for a in bf.SAELENS) + len(budget.ks)  # + the quadratic JumpReLU at each K
     assert len(rows) == len(saes) == n_ours + n_saelens
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
     for r in rows:
         assert r["steps"] == budget.steps and r["batch"] == budget.batch and r["d_sae"] == budget.d_sae and r["seed"] == 0
-        assert r["system"] in ("ours", "saelens") and r["activation"] in bf.OURS
-        assert (r["target"] is None) != (r["coefficient"] is None)  # ours: a target; SAELens: a coefficient
+        assert r["system"] in bf.SYSTEMS and r["activation"] in bf.OURS
+        # ours: a target; SAELens: a coefficient; SAELens's quadratic mode: both
+        assert (r["target"] is not None, r["coefficient"] is not None) == {"ours": (True, False), "saelens": (False, True),
+                                                                          "saelens-target": (True, True)}[r["system"]]
         for key in ("held_fvu", "held_l0", "dead_frac", "train_s", "train_wall_s"):
             assert isinstance(r[key], float) and math.isfinite(r[key]), (key, r)
         assert 0 <= r["dead_frac"] <= 1 and 0 <= r["held_l0"] <= budget.d_sae and r["held_fvu"] >= 0
-    assert {(r["system"], r["activation"]) for r in rows} == {("ours", a) for a in bf.OURS} | {("saelens", a) for a in bf.SAELENS}
+    assert {(r["system"], r["activation"]) for r in rows} == ({("ours", a) for a in bf.OURS} | {("saelens", a) for a in bf.SAELENS}
+                                                              | {("saelens-target", "jumprelu")})
     summary = bf.frontier_at(rows)
-    assert set(summary) == set(bf.SAELENS) and all(set(v) == {"ours", "saelens", "topk"} for v in summary.values())
+    assert set(summary) == set(bf.SAELENS) and all(set(v) == set(bf.SYSTEMS) | {"topk"} for v in summary.values())
+
+
+def test_the_target_mode_starts_saelens_from_our_threshold_in_its_quadratic_mode(data):
+    budget, x_train, _ = data
+    start = bf.initial_sae(x_train, "jumprelu", 16, budget)
+    theirs = bf.saelens_sae("jumprelu", bf.TARGET_COEF, start, target_l0=16)
+    assert theirs.cfg.jumprelu_sparsity_loss_mode == "quadratic" and theirs.cfg.target_l0 == 16
+    assert torch.equal(theirs.threshold.detach(), start.act.threshold.detach())
+    with pytest.raises(ValueError, match="quadratic"):
+        bf.saelens_sae("relu", 1.0, start, target_l0=16)
 
 
 @pytest.mark.parametrize("activation", sorted(bf.SAELENS))

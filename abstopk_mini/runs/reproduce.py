@@ -3,8 +3,8 @@
 1. **Harvest** the residual stream after block L of the model on the offline training text
    (:class:`~abstopk_mini.runs.store.HarvestSpec`; two chunk offsets, so the ~590k-token train
    split gives ~1.2M activations), and a small held-out harvest for evaluation.
-2. **Train** TopK, AbsTopK, JumpReLU and ReLU at equal width and k (the ReLU and JumpReLU
-   penalties are steered to L0 = k), and TopK vs AbsTopK at each k in ``ks``.
+2. **Train** TopK, AbsTopK, JumpReLU and ReLU at equal width, each at every k in ``ks`` (the ReLU
+   and JumpReLU penalties are steered to L0 = k): one curve per activation, not one point each.
 3. **Evaluate** each SAE on held-out text (:func:`abstopk_mini.evaluate.evaluate_sae`): FVU, L0,
    dead latents, the share of bidirectional latents, and CE / KL / loss recovered with the SAE spliced into the model.
 4. **Concepts**: the gender axis (gensim's family pairs): the best single latent by sign and by
@@ -69,7 +69,8 @@ class ReproduceConfig:
     k: int = 32
     """Non-zeros per token of the SAE family (the L0 that ReLU and JumpReLU are steered to)."""
     ks: tuple[int, ...] = (16, 32, 64)
-    """The k at which TopK and AbsTopK are also trained."""
+    """The k (the target L0 of ReLU and JumpReLU) at which every activation of the family is also trained: the
+    points of each activation's FVU / loss-recovered curve against L0."""
     activations: tuple[str, ...] = ("topk", "abstopk", "jumprelu", "relu")
     """The SAE family trained at k."""
     train_tokens: int | None = None
@@ -94,7 +95,7 @@ class ReproduceConfig:
     @property
     def runs(self) -> list[tuple[str, int]]:
         plan = [(a, self.k) for a in self.activations]
-        plan += [(a, k) for k in self.ks for a in K_SWEEP if (a, k) not in plan]
+        plan += [(a, k) for k in self.ks for a in self.activations if (a, k) not in plan]
         return plan
 
 
