@@ -135,6 +135,9 @@ def _figures():
     hist = {"tokens": [100, 200, 300], "fvu": [1.0, 0.5, 0.3], "l0": [8.0] * 3, "dead_frac": [0.0, 0.1, 0.1]}
     rows = [{"activation": a, "k": k, "l0": float(k), "fvu": 0.1 * k, "dead_frac": 0.01, "loss_recovered": 0.9}
             for a in ("topk", "abstopk") for k in (8, 16)]
+    reference = [{"system": sy, "activation": a, "held_l0": float(l0), "held_fvu": 1 / l0, "target": l0, "coefficient": None}
+                 for sy, a in (("ours", "jumprelu"), ("saelens", "jumprelu"), ("saelens-target", "jumprelu"), ("ours", "topk"))
+                 for l0 in (16, 32, 64)]
     layer_rows = [{"layer": L, "norm_q01": 1.0, "norm_median": 10.0, "norm_q99": 100.0, "bos_norm": 1e3, "mean_share": 0.5,
                    "top_dim_share": 0.2, "kurtosis_max": 50.0, "kurtosis_median": 0.3, "participation_ratio": 2.0}
                   for L in range(3)]
@@ -150,6 +153,9 @@ def _figures():
         ("antipodal_figure", lambda: plots.antipodal_figure(saes)),
         ("width_sweep_figure", lambda: plots.width_sweep_figure(sweep, P=8)),
         ("fvu_l0_frontier", lambda: plots_lm.fvu_l0_frontier(rows)),
+        ("fvu_l0_frontier with loss recovered", lambda: plots_lm.fvu_l0_frontier(
+            [r | {"splice_loss_recovered_mean": 0.8} for r in rows])),
+        ("reference_frontier", lambda: plots_lm.reference_frontier(reference)),
         ("fvu_vs_k", lambda: plots_lm.fvu_vs_k(rows)),
         ("layer_stats", lambda: plots_real.layer_stats(layer_rows)),
         ("training_curves", lambda: plots_real.training_curves({"topk-k32": hist, "abstopk-k32": hist})),

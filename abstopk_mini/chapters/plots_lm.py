@@ -13,7 +13,11 @@ from pathlib import Path
 
 from . import style
 
-__all__ = ["fvu_l0_frontier", "fvu_vs_k", "concept_bars", "steering_curves", "report_figures"]
+__all__ = ["fvu_l0_frontier", "fvu_vs_k", "concept_bars", "steering_curves", "report_figures", "reference_frontier",
+           "reference_table", "REFERENCE_SYSTEMS"]
+
+#: the trainers of ``results/penalty_family.jsonl`` (benchmarks/bench_family.py): label and line style
+REFERENCE_SYSTEMS = {"ours": ("ours", "-"), "saelens": ("SAELens", ":"), "saelens-target": ("SAELens, target L0", "--")}
 
 #: dots per inch of the report's PNGs
 REPORT_DPI = 110
@@ -94,6 +98,42 @@ def steering_curves(curves: dict[str, dict], xlabel: str = "clamp value c", titl
         ax.plot(c["values"], c["log_odds"], "o-", color=style.color(label, default=f"C{i}"), label=label)
     ax.axhline(0, color=style.REFERENCE, lw=0.8, ls=":")
     return style.finish(ax, xlabel, "mean log p(female) − log p(male)", title)
+
+
+@style.styled
+def reference_frontier(rows: list[dict], title: str = "Ours and SAELens on the same activations"):
+    """rows: the records of ``benchmarks/bench_family.py`` (system, activation, held_l0, held_fvu). Held-out
+    FVU against L0, one curve per (trainer, activation): colour by activation, line style by trainer."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = style.subplots(height=3.8, pyplot=True)
+    groups = dict.fromkeys((r["system"], r["activation"]) for r in rows)
+    for system, act in groups:
+        pts = sorted((r["held_l0"], r["held_fvu"]) for r in rows if (r["system"], r["activation"]) == (system, act))
+        name, ls = REFERENCE_SYSTEMS.get(system, (system, "-."))
+        ax.plot(*zip(*pts), marker="o", ls=ls, color=style.color(act), label=f"{style.label(act)}: {name}")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    style.finish(ax, "L0 (held-out)", "FVU (held-out)", title, legend=False)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    return fig
+
+
+def reference_table(rows: list[dict]) -> style.Table:
+    """rows: the records of ``benchmarks/bench_family.py``. One row per SAE: trainer, activation, its knob
+    (our target L0 / k, SAELens's coefficient), held-out FVU, L0, dead %, and loss recovered (mean
+    ablation) where the record has it."""
+    out = []
+    for r in rows:
+        knob = (f"coef. {r['coefficient']:g}" if r["system"] == "saelens"
+                else f"{'k' if r['activation'] == 'topk' else 'target'} {r['target']}")
+        row = {"trainer": REFERENCE_SYSTEMS.get(r["system"], (r["system"],))[0], "SAE": style.label(r["activation"]),
+               "setting": knob, "FVU": r["held_fvu"], "L0": r["held_l0"], "dead %": 100 * r["dead_frac"]}
+        if "loss_recovered_mean" in r:
+            row["loss rec. (mean)"] = r["loss_recovered_mean"]
+        out.append(row)
+    return style.Table(out, digits=4, formats={"L0": ".1f", "dead %": ".1f", "loss rec. (mean)": ".3f"})
 
 
 def report_figures(report: dict, out) -> list[str]:
