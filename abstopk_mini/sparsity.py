@@ -51,7 +51,7 @@ import warnings
 
 import torch
 
-__all__ = ["SPARSITY_RECIPES", "recipe_key", "L0_TOLERANCE", "COEF_RANGE", "INIT_ROWS", "start_at_target", "next_coefficient", "l0_off_target",
+__all__ = ["SPARSITY_RECIPES", "recipe_key", "AIM_RANGE", "next_aim", "L0_TOLERANCE", "COEF_RANGE", "INIT_ROWS", "start_at_target", "next_coefficient", "l0_off_target",
            "check_final_l0", "OffTargetL0Warning"]
 
 #: the version of this module's recipe per penalty, part of a stored penalty-family SAE's key
@@ -132,6 +132,23 @@ def next_coefficient(coef: float, batch_l0: float, target_l0: float, rate: float
     wanted = coef * math.exp(rate * error)
     new = min(max(wanted, coef0 / COEF_RANGE), coef0 * COEF_RANGE)
     return new, new != wanted
+
+
+#: the integral term keeps the JumpReLUs' aim within [target / AIM_RANGE, target · AIM_RANGE]
+AIM_RANGE = 4.0
+
+
+def next_aim(aim: float, batch_l0: float, target_l0: float, rate: float) -> float:
+    r"""One step of the JumpReLUs' integral term (``TrainConfig.l0_integral_rate``): the L0 their
+    two-sided penalty pulls to, its aim :math:`a`, moves by the remaining error,
+    :math:`a \leftarrow a + r\,(L_0^* - L_0)`, kept within ``[target / AIM_RANGE, target · AIM_RANGE]``.
+
+    The two-sided term alone is a proportional pull: where the reconstruction pushes θ up with a
+    steady force, the L0 settles under its target by an offset that shrinks as the coefficient grows
+    (measured: −19 % at 4,096 latents, λ₀ = 2). Moving the aim by the accumulated error (an integral
+    term; with the quadratic, the method of multipliers) removes the offset: it stops moving only
+    where the batch L0 equals the target. ``rate = 0`` keeps ``aim = target``."""
+    return min(max(aim + rate * (target_l0 - batch_l0), target_l0 / AIM_RANGE), target_l0 * AIM_RANGE)
 
 
 def l0_off_target(final_l0: float | None, target_l0: float | None) -> float | None:

@@ -50,7 +50,7 @@ from .data import Batches
 from .io import remove_stale_tmp
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
-from .sparsity import COEF_RANGE, check_final_l0, l0_off_target, next_coefficient, start_at_target
+from .sparsity import COEF_RANGE, check_final_l0, l0_off_target, next_aim, next_coefficient, start_at_target
 from .train_config import AUX_SIGNS, LR_SCHEDULES, TrainConfig, lr_at
 
 __all__ = ["TrainConfig", "AUX_SIGNS", "LR_SCHEDULES", "train_sae", "snapshot_path", "save_snapshot", "init_from_sample", "geometric_median", "lr_at", "input_scale", "CHECKPOINT_FILE"]
@@ -274,6 +274,8 @@ def _set_up(sae: SAE, batches: Batches, tcfg: TrainConfig, n_steps: int, state: 
         run.since_fired = state["since_fired"].to(sae.W_enc.device)
         run.last_ckpt = state["step"]
         batches.n_dropped = run.history.get("n_dropped_nonfinite", 0)
+    if run.target_l0 is not None and act.module.steers_itself:  # where the two-sided penalty pulls (sparsity.next_aim)
+        run.history.setdefault("l0_aim", float(run.target_l0))
     return run
 
 
@@ -325,7 +327,7 @@ def _loss_terms(run: _Run, tcfg: TrainConfig, out) -> tuple[torch.Tensor, torch.
     has none (the top-k family), AuxK on dead latents, computed on the kernel that made ``out``."""
     mse = losses.mse(out.x_in, out.x_hat)
     sparsity = aux = mse.new_zeros(())
-    term = run.sae.act.penalty_term(out, run.target_l0)
+    term = run.sae.act.penalty_term(out, run.history.get("l0_aim", run.target_l0))
     if term is not None:
         warm = min(1.0, (run.step + 1) / max(1, tcfg.sparsity_warmup_frac * run.n_steps))
         sparsity = run.coef * warm * term
@@ -375,12 +377,16 @@ def _track_dead(run: _Run, out, x: torch.Tensor, sync) -> None:
 def _steer_l0(run: _Run, tcfg: TrainConfig, out, sync) -> None:
     """The L0 controller (:func:`~abstopk_mini.sparsity.next_coefficient`): too dense -> a larger
     penalty coefficient; steps it spends at a bound of its range are counted (``coef_saturated_steps``).
-    Activations whose penalty pulls L0 to the target itself (``steers_itself``: the JumpReLUs) keep λ fixed."""
-    if run.target_l0 is None or run.sae.act.steers_itself:
+    Activations whose penalty pulls L0 to the target itself (``steers_itself``: the JumpReLUs) keep λ fixed
+    and move the penalty's aim instead (:func:`~abstopk_mini.sparsity.next_aim`)."""
+    if run.target_l0 is None:
         return
     batch_l0 = out.mean_l0()
     if sync is not None:
         batch_l0 = sync.mean(batch_l0)
+    if run.sae.act.steers_itself:
+        run.history["l0_aim"] = next_aim(run.history["l0_aim"], batch_l0, run.target_l0, tcfg.l0_integral_rate)
+        return
     run.coef, at_bound = next_coefficient(run.coef, batch_l0, run.target_l0, tcfg.target_rate, run.coef0)
     run.history["coef_saturated_steps"] += int(at_bound)
 

@@ -64,6 +64,9 @@ class TrainConfig:
     penalty around it); None: the SAE's k if set, else a fixed one-sided penalty."""
     target_rate: float = 0.05
     """How fast the coefficient adapts: log λ moves by target_rate · clip(log(L0 / target), -1, 1) per step."""
+    l0_integral_rate: float = 0.0
+    """(abs)jumprelu with a target L0: each step the aim of the two-sided penalty moves by this times (target − batch L0)
+    (abstopk_mini.sparsity.next_aim); 0: the aim stays at the target."""
     sparsity_init: Literal["target", "none"] = "target"
     """relu, (abs)jumprelu with a target L0: target: start at it (θ, or ReLU's b_enc, from quantiles of the first
     sample's pre-activations, abstopk_mini.sparsity); none: θ = SAEConfig.threshold_init and b_enc = 0."""
@@ -106,6 +109,9 @@ class TrainConfig:
             raise ValueError(f"n_tokens must be >= 1 (or None); got {self.n_tokens}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0 (or None for the default); got {self.lr}")
+        if not (isinstance(self.l0_integral_rate, (int, float)) and math.isfinite(self.l0_integral_rate)
+                and self.l0_integral_rate >= 0):
+            raise ValueError(f"l0_integral_rate must be a finite number >= 0 (0: no integral term); got {self.l0_integral_rate!r}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init={self.b_dec_init!r}; choose 'geometric_median', 'mean' or 'zeros'")
         if self.aux_sign not in AUX_SIGNS:

@@ -12,7 +12,8 @@ target L0, the controller moves log λ by the log L0 ratio, ε = 0.2); every ten
 family's entries was bit-identical in the re-recording, which added only the history's three new
 numbers (``target_l0``, ``l0_off_target``, ``coef_saturated_steps``). The JumpReLUs' entries were
 re-recorded once more for their two-sided L0 term (:func:`abstopk_mini.losses.two_sided_l0`); every
-other entry, ReLU's included, was bit-identical.
+other entry, ReLU's included, was bit-identical. Adding the history's ``l0_aim`` (the integral term,
+off by default) changed no recorded tensor.
 
 Exact where it can be: on the machine and kernel set that recorded the file (same torch, same
 CPU capability, same MKL code path; the file's metadata) every tensor and every history number

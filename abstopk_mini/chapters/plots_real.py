@@ -194,13 +194,15 @@ def training_curves(histories: dict[str, dict], title: str = "Training"):
 
 @style.styled
 def frontier(rows: list[dict], title: str = "Reconstruction and loss recovered vs sparsity"):
-    """rows: dicts with activation, l0, fvu and (optionally) loss_recovered. Left: FVU vs L0;
-    right: loss recovered vs L0. Points of one activation at several k are joined."""
-    has_lr = all("loss_recovered" in r for r in rows)
-    fig, axes = style.subplots(1, 2 if has_lr else 1, height=3.4, pyplot=True, squeeze=False)
+    """rows: dicts with activation, l0, fvu and (optionally) loss_recovered_mean or loss_recovered (zero
+    ablation). Left: FVU vs L0; right: loss recovered vs L0 (against mean ablation when every row has
+    it). Points of one activation at several k are joined."""
+    lr_key = next((key for key in ("loss_recovered_mean", "loss_recovered") if all(key in r for r in rows)), None)
+    fig, axes = style.subplots(1, 2 if lr_key else 1, height=3.4, pyplot=True, squeeze=False)
     panels = [("fvu", "FVU (held-out)", "FVU (lower is better)")]
-    if has_lr:
-        panels.append(("loss_recovered", "loss recovered (zero abl.)", "Loss recovered (higher)"))
+    if lr_key:
+        panels.append((lr_key, f"loss recovered ({'mean' if lr_key.endswith('mean') else 'zero'} abl.)",
+                       "Loss recovered (higher)"))
     for a, (key, ylabel, t) in zip(axes[0], panels):
         for act in dict.fromkeys(r["activation"] for r in rows):
             pts = sorted((r["l0"], r[key]) for r in rows if r["activation"] == act)
