@@ -2,28 +2,21 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_family.py            # the default budget below
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_family.py --smoke    # d_sae 256, 20 steps of 256
-    ... --systems saelens --activations jumprelu --jumprelu-coefs 0.1,1 --steps 100   # a probe of one grid
 
-What is trained (default budget: d_sae 2048, 586 steps of batch 1024 = one pass over 600,064 harvested
-tokens, seed 0, one torch thread):
+Default budget: d_sae 2048, 586 steps of batch 1024 (one pass over 600,064 harvested tokens), seed 0, 1 thread:
 
 * ours: ``train_sae(SAEConfig(d_in, d_sae, activation=a, k=K), x, ...)`` for a in relu, jumprelu (their L0
-  steered to K by our controller) and topk (k = K, the reference frontier), K in 16, 32, 64;
+  steered to K: ReLU's controller, JumpReLU's two-sided term) and topk (k = K), K in 16, 32, 64;
 * SAELens (system ``saelens``): ``StandardTrainingSAE`` (ReLU, ``l1_coefficient``) and ``JumpReLUTrainingSAE``
-  (``l0_coefficient``), driven by SAELens's own ``SAETrainer.fit()``, one run per coefficient of a grid, with
-  SAELens's defaults (no L0 controller);
-* SAELens with a target (system ``saelens-target``): its JumpReLU in its own L0-targeting loss mode,
-  ``jumprelu_sparsity_loss_mode="quadratic"`` (Gemma Scope 2: the mean over rows of 2/K·(L0_row − K)²) at its
-  default coefficient 1, ``target_l0`` = K for each K, started from our θ at K (from the data, as ours starts;
-  from SAELens's θ = 0.01 no coefficient reaches L0 < 70 in this budget, see the grid below).
+  (``l0_coefficient``) with its defaults, trained by its own ``SAETrainer.fit()``, one run per coefficient of a grid;
+* SAELens with a target (``saelens-target``): its JumpReLU's own L0-targeting mode, ``jumprelu_sparsity_loss_mode=
+  "quadratic"`` (Gemma Scope 2: mean over rows of 2/K·(L0_row − K)²), coefficient 1, ``target_l0`` = K, from our θ
+  at K (from its θ = 0.01 no coefficient reaches L0 < 70 in this budget: the grid below).
 
-Shared by both systems: the same batches in the same order (the first ``steps`` batches that our
-``train_sae`` draws from the tensor, :class:`abstopk_mini.data.Batches`), the same initial W_enc, W_dec,
-b_dec and input scale s (E‖s x‖² = d_in; SAELens is fed s·x, as in bench_train.py, and s is folded into its
-weights after training with its own ``fold_activation_norm_scaling_factor``), Adam with the same lr
-(2e-4 / sqrt(d_sae / 2**14)) and betas (0.9, 0.999), and the same learning-rate schedule (lr_at: linear
-warm-up over 5 % of the steps, constant, linear decay to 0 over the last 20 %; SAELens's "constant"
-scheduler with warm-up/decay steps gives exactly these values, checked by :func:`saelens_lrs`).
+Shared by both systems: the same batches in the same order (our ``train_sae``'s first ``steps``), the same
+initial W_enc, W_dec, b_dec and input scale s (SAELens reads s·x; s is folded into its weights afterwards by its
+``fold_activation_norm_scaling_factor``), Adam with our lr (2e-4 / sqrt(d_sae / 2**14)) and betas, and our
+warm-up / decay schedule (SAELens's "constant" scheduler gives exactly lr_at's values: :func:`saelens_lrs`).
 
 Settings that differ (SAELens's own defaults kept):
 
@@ -41,23 +34,17 @@ gradient clipping      none                                   global norm 1
 Adam eps               6.25e-10                               1e-8 (torch's default)
 =====================  =====================================  =============================================
 
-Coefficient grid (``--relu-coefs``, ``--jumprelu-coefs``), from probes on this harvest (d_sae 2048, 586 steps,
-batch 128 to spare CPU; held-out L0). SAELens ReLU, l1 coefficient (on s·x: mse summed over d_in, l1 of
-z·‖W_dec‖): 1 -> L0 62, 2 -> 25, 4 -> 7.4, 16 -> 0.7; the grid 0.9, 1.4, 2, 2.8 aims at L0 ≈ 70, 40, 25, 14.
-SAELens JumpReLU, l0 coefficient: 0.01 -> L0 229, 0.1 -> 80, 1 -> 71, 100 -> 75. With its defaults the L0
-term reaches θ alone (jumprelu_ste_to_input=False) and Adam moves θ by about lr per step at most, so from 0.01 it
-rises by at most ~0.3 in 586 steps at lr 5.7e-4: past c ≈ 0.1 the coefficient no longer lowers L0, which
-stays near 70, and no coefficient reaches 16–64 in this budget. The grid 0.01, 0.03, 0.1, 1 spans what it
-reaches; its FVU at L0 = 32 is then None (not bracketed), which is itself the finding.
+Coefficient grid (``--relu-coefs``, ``--jumprelu-coefs``), from probes (d_sae 2048, 586 steps of 128; held-out
+L0): SAELens ReLU 1 -> L0 62, 2 -> 25, 4 -> 7.4; the grid 0.9, 1.4, 2, 2.8 aims at L0 ≈ 70, 40, 25, 14. SAELens
+JumpReLU 0.01 -> 229, 0.1 -> 80, 1 -> 71, 100 -> 75: from θ = 0.01, with the L0 term reaching θ alone and Adam
+moving θ by ~lr per step, no coefficient reaches 16–64 in this budget; the grid 0.01, 0.03, 0.1, 1 spans what it
+reaches (its FVU at L0 = 32 is then None, not bracketed).
 
-Evaluation, the same for every SAE and with our code: SAELens's SAE is written with its ``save_model`` to a
-temporary directory and read back by :func:`abstopk_mini.interop.from_saelens`; then
-:func:`abstopk_mini.evaluate.evaluate_sae` on the held-out rows gives FVU, L0 and the share of latents that
-never fire. ``--spliced`` adds loss recovered against mean ablation with the SAE spliced into the model
-(:func:`abstopk_mini.lm.splice.evaluate_many` on the held-out texts, as ``runs/reproduce.py`` does; it loads
-the model named in the harvest's manifest). One JSON line per SAE goes to ``--out``; the table printed last
-gives, per activation, each system's FVU interpolated at L0 = 32 (linear in log L0 between the two points
-that bracket it; None when none do).
+Evaluation, the same for every SAE, with our code: SAELens's SAE goes through its ``save_model`` and
+:func:`abstopk_mini.interop.from_saelens`, then :func:`abstopk_mini.evaluate.evaluate_sae` on the held-out rows
+(FVU, L0, never-firing share); ``--spliced`` adds loss recovered (:func:`abstopk_mini.lm.splice.evaluate_many`,
+as ``runs/reproduce.py``). One JSON line per SAE goes to ``--out`` with the harvest's model and layer; the
+table printed last gives each system's FVU at L0 = 32 (linear in log L0 between the bracketing points).
 """
 
 from __future__ import annotations
@@ -382,6 +369,15 @@ def add_spliced(rows: list[dict], saes: dict, acts_dir, splice_tokens: int) -> N
                    splice_ce_orig=res.ce_orig, splice_ce_sae=res.ce_sae, splice_kl=res.kl_sae, splice_tokens=res.n_tokens)
 
 
+def harvest_source(acts_dir, heldout_dir) -> dict:
+    """What the rows were measured on, from the two harvests' manifests: model, layer, hook and the folders' names."""
+    from abstopk_mini.lm.shards import read_manifest
+
+    manifest = read_manifest(acts_dir)
+    return {"model": manifest.get("model"), "layer": manifest.get("layer"), "hook_name": manifest.get("hook_name"),
+            "acts": Path(acts_dir).name, "heldout": Path(heldout_dir).name}
+
+
 def _floats(text: str, flag: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -442,7 +438,9 @@ def main(argv=None) -> int:
     rows = run_family(x_train, x_held, budget, out=out, keep=saes, log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.spliced:
         add_spliced(rows, saes, args.acts, args.splice_tokens)
-        write_rows(rows, out)
+    for row in rows:
+        row.update(harvest_source(args.acts, args.heldout))
+    write_rows(rows, out)
     print_table(rows)
     print(f"# {len(rows)} rows -> {out}", file=sys.stderr)
     return 0
