@@ -26,8 +26,7 @@ rectangle kernel :math:`K(t) = \mathbb 1\{|t| < \tfrac12\}` of bandwidth ε
            \frac{\partial}{\partial\theta}\,H(u-\theta) \approx -\frac{1}{\varepsilon}
            K\!\left(\frac{u-\theta}{\varepsilon}\right).
 
-The signed version replaces :math:`u` by :math:`|u|` inside H and K, and the first estimate by
-:math:`-\operatorname{sign}(u)\,\theta/\varepsilon\cdot K(\cdot)`.
+The signed version puts :math:`|u|` inside H and K; its first estimate is :math:`-\operatorname{sign}(u)\,\theta/\varepsilon\cdot K(\cdot)`.
 
 Batch variants train with a budget of :math:`kB` non-zeros for a batch of B rows and keep a
 running estimate of the smallest value they kept (the ``threshold`` buffer); in ``eval()`` mode
@@ -35,13 +34,11 @@ they apply that global threshold row by row, so inference does not depend on the
 selection is :meth:`BatchTopK.keep`, the one implementation the module's forward and the fast path
 (:func:`abstopk_mini.kernels.fast.select`, across distributed ranks too) both run.
 
-Each module owns its training penalty, ``penalty_term(out, target_l0)`` of a
-:class:`~abstopk_mini.forward.TrainOutput` (l1 of z; the STE l0 of u, two-sided around a target L0 when
-one is given: ``steers_itself``); the top-k family's is None (it trains with AuxK instead).
+Each module owns its training penalty, ``penalty_term(out, target_l0)`` of a :class:`~abstopk_mini.forward.TrainOutput`
+(l1 of z; the STE l0 of u, two-sided around a given target: ``steers_itself``); the top-k family's is None (AuxK).
 
-Each activation is described once, by its :class:`ActivationSpec` in :data:`SPECS`; the SAE, the
-fast path, training, SAELens interop, unrolling, the CLI and the figures read the spec instead of
-testing names.
+Each activation is described once, by its :class:`ActivationSpec` in :data:`SPECS`; the SAE, the fast path,
+training, SAELens interop, unrolling, the CLI and the figures read the spec instead of testing names.
 """
 
 from __future__ import annotations
@@ -140,17 +137,14 @@ class ReLU(nn.Module):
     """z = max(u, 0), trained with the l1 penalty that ReLU is the prox of (:meth:`penalty_term`)."""
 
     name = "relu"
-    #: False: the l1 term only pushes towards sparser codes; training steers its coefficient to a
-    #: target L0 (:func:`abstopk_mini.sparsity.next_coefficient`)
-    steers_itself = False
+    steers_itself = False  # l1 only pushes towards sparser codes: training steers λ (sparsity.next_coefficient)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """shape: u [..., d_sae] -> z [..., d_sae]"""
         return torch.relu(u)
 
     def penalty_term(self, out, target_l0: float | None = None) -> torch.Tensor:
-        """The mean l1 norm of the batch's codes (:func:`~abstopk_mini.losses.l1_penalty` of ``out.z``);
-        ``target_l0`` is not read (the coefficient is steered instead).  shape: -> scalar"""
+        """The mean l1 norm of the codes (:func:`~abstopk_mini.losses.l1_penalty`; target_l0 unread).  shape: -> scalar"""
         return l1_penalty(out.z)
 
 
@@ -159,8 +153,7 @@ class JumpReLU(nn.Module):
 
     name = "jumprelu"
     signed = False
-    #: True: with a target L0 the penalty itself pulls L0 to it from both sides (a fixed coefficient)
-    steers_itself = True
+    steers_itself = True  # with a target, the penalty pulls L0 to it from both sides (a fixed coefficient)
 
     def __init__(self, d_sae: int, threshold_init: float = 1e-3, bandwidth: float = 1e-3):
         super().__init__()

@@ -444,11 +444,15 @@ def test_target_l0_steers_the_coefficient_towards_the_target(activation, coef):
     x, _, _ = toy(3000, d=16, P=16, n_active=3, seed=1)
     got = {}
     for target in (4, 12):
+        start = 0.01 if activation == "relu" else 2.0  # JumpReLU: the weight of its two-sided term, held fixed
         sae, hist = train_sae(cfg_for(activation, d_in=16, d_sae=32), x, n_tokens=400 * 128, batch_size=128, lr=1e-2,
-                              target_l0=target, target_rate=0.05, **{coef: 0.01}, **QUIET)
+                              target_l0=target, target_rate=0.05, **{coef: start}, **QUIET)
         with torch.no_grad():
             got[target] = metrics.l0(sae.encode(x))
-        assert hist["coef"][-1] > 0.01  # too dense at the start: the coefficient rose
+        if activation == "relu":
+            assert hist["coef"][-1] > start  # too dense at the start: the coefficient rose
+        else:
+            assert set(hist["coef"]) == {start}  # the two-sided term pulls L0 itself
     assert got[4] < got[12], got
     assert abs(got[12] - 12) < 6 and got[4] < 8, got
 
@@ -456,7 +460,7 @@ def test_target_l0_steers_the_coefficient_towards_the_target(activation, coef):
 def test_an_unreachable_target_keeps_the_coefficient_bounded_and_the_loss_finite():
     # target_rate 1: e^1 per step, e^300 after 300 steps without the bound
     x, _, _ = toy(2000, d=16, P=16, n_active=3, seed=0)
-    _, hist = train_sae(cfg_for("jumprelu", d_in=16, d_sae=32), x, n_tokens=300 * 128, batch_size=128, lr=1e-4,
-                        l0_coefficient=0.5, target_l0=1e-3, target_rate=1.0, **QUIET)
+    _, hist = train_sae(cfg_for("relu", d_in=16, d_sae=32), x, n_tokens=300 * 128, batch_size=128, lr=1e-4,
+                        l1_coefficient=0.5, target_l0=1e-3, target_rate=1.0, **QUIET)
     assert max(hist["coef"]) == pytest.approx(0.5 * train_mod.COEF_RANGE)
     assert all(math.isfinite(v) for v in hist["loss"])
