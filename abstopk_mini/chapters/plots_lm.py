@@ -23,32 +23,14 @@ REFERENCE_SYSTEMS = {"ours": ("ours", "-"), "saelens": ("SAELens", ":"), "saelen
 REPORT_DPI = 110
 
 
-@style.styled
 def fvu_l0_frontier(rows: list[dict], title: str = "Reconstruction vs sparsity"):
-    """rows: dicts with activation, l0, fvu (held-out) and, optionally, splice_loss_recovered_mean. One
-    curve per activation through its SAEs at several k; a second panel with the loss recovered
-    (mean ablation) when every row has it."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    """rows: the report's SAE rows (activation, l0, fvu and, optionally, splice_loss_recovered_mean). Drawn by
+    chapter 6's :func:`abstopk_mini.chapters.plots_real.frontier`: one curve per activation through its SAEs
+    at several k, FVU and, when every row has it, loss recovered (mean ablation) against L0."""
+    from .plots_real import frontier
 
-    panels = [("fvu", "FVU (held-out)", "Reconstruction (↓ better)")]
-    if rows and all(r.get("splice_loss_recovered_mean") is not None for r in rows):
-        panels.append(("splice_loss_recovered_mean", "loss recovered (mean abl.)", "Spliced in (↑ better)"))
-    l0s = [r["l0"] for r in rows]
-    ticks = [2 ** e for e in range(0, 16) if l0s and min(l0s) / 1.5 <= 2 ** e <= max(l0s) * 1.5]
-    fig, axes = style.subplots(1, len(panels), height=3.6, pyplot=True, squeeze=False)
-    for ax, (key, ylabel, t) in zip(axes[0], panels):
-        for act in dict.fromkeys(r["activation"] for r in rows):
-            pts = sorted((r["l0"], r[key]) for r in rows if r["activation"] == act)
-            ax.plot(*zip(*pts), "o-", color=style.color(act), label=style.label(act))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        style.finish(ax, "L0 (non-zero latents per token)", ylabel, t, legend=False)
-    fig.suptitle(title)
-    n = len(dict.fromkeys(r["activation"] for r in rows))
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=min(max(n, 1), 4))
-    return fig
+    return frontier([r | {"loss_recovered_mean": r["splice_loss_recovered_mean"]}
+                     if r.get("splice_loss_recovered_mean") is not None else r for r in rows], title=title)
 
 
 @style.styled
