@@ -40,11 +40,11 @@ LEGACY_CHECKPOINT_FILE = "checkpoint.pt"  # pickled by earlier versions: refused
 FORMAT = "abstopk_mini.checkpoint/2"
 _META = "abstopk_mini_checkpoint"
 #: TrainConfig fields a resumed run must share with the run that wrote the checkpoint
-TRAJECTORY_FIELDS = ("n_tokens", "batch_size", "lr", "adam_betas", "adam_eps", "warmup_frac", "decay_frac", "lr_schedule",
+TRAJECTORY_FIELDS = ("n_tokens", "batch_size", "lr", "adam_betas", "adam_eps", "grad_clip", "warmup_frac", "decay_frac", "lr_schedule",
                      "l1_coefficient", "l0_coefficient", "target_l0", "target_rate", "sparsity_warmup_frac", "aux_k",
                      "aux_coef", "aux_sign", "dead_tokens", "seed", "drop_nonfinite")
 #: the lists of a training history, one entry per logged step
-HISTORY_KEYS = ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac")
+HISTORY_KEYS = ("step", "tokens", "loss", "mse", "fvu", "l0", "aux", "sparsity", "coef", "lr", "dead_frac", "grad_norm")
 #: SAEConfig fields a resumed run need not repeat: set by training (input_scale) or where it runs (device)
 _NOT_COMPARED = ("input_scale", "device")
 _FIX = ("start without it — train_sae(..., resume=None), or train_on_harvest(..., retrain=True) "

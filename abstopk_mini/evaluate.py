@@ -28,17 +28,21 @@ held-out tokens are each encoded with the training-mode selection (the k·B larg
 block, :meth:`~abstopk_mini.nonlinearities.BatchTopK.forward_batch`), and the SAE's threshold is
 left untouched.
 
+:func:`final_metrics` is the in-sample ``final_fvu`` / ``final_l0`` training records at its end.
+
 Used by ``python -m abstopk_mini reproduce`` / ``eval``, the sweep and chapters 6–8.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from . import metrics
 from .codestats import CodeStats, iter_batches
 
-__all__ = ["evaluate_sae", "INFERENCE_MODES"]
+__all__ = ["evaluate_sae", "final_metrics", "INFERENCE_MODES"]
 
 #: how :func:`evaluate_sae` encodes (module docstring)
 INFERENCE_MODES = ("threshold", "batch")
@@ -99,3 +103,23 @@ def evaluate_sae(sae, x: torch.Tensor, batch_size: int = 4096, min_share: float 
     if standardised:
         out["mse_std"] = sq_err_std / (len(x) * sae.cfg.d_in)
     return out
+
+
+@torch.no_grad()
+def final_metrics(sae, x: torch.Tensor, chunk: int = 4096) -> dict:
+    """``final_fvu`` / ``final_l0``: the trained SAE (eval mode) on a fixed sample of the training data,
+    its first ``init_sample`` rows (those that set the input scale; non-finite rows left out), FVU in
+    the model's space — never one (possibly partial) batch. In-sample, not held-out; ``final_fvu`` is
+    None when the sample has no variance. ``final_sample``: its number of rows."""
+    x = x[torch.isfinite(x).all(-1)].to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
+    was_training, err, nnz = sae.training, 0.0, 0
+    sae.eval()
+    for xb in x.split(chunk):
+        z = sae.encode(xb)
+        err += metrics.sum_sq_error(xb.double(), sae.decode(z, sae.input_stats(xb)).double()).item()
+        nnz += int((z != 0).sum())
+    sae.train(was_training)
+    denom = metrics.sum_sq_centred(x.double()).item() if x.shape[0] > 1 else 0.0
+    fvu = err / denom if denom > 0 else None
+    return {"final_fvu": fvu if fvu is None or math.isfinite(fvu) else None,
+            "final_l0": nnz / x.shape[0] if x.shape[0] else None, "final_sample": x.shape[0]}

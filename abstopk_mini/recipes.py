@@ -24,6 +24,7 @@ W_enc init                W_decᵀ (unit columns)                 c W_decᵀ, c 
 Adam                      lr 2e-4/sqrt(d_sae/2^14),             lr 3e-4, betas (0.9, 0.99), eps 1e-8
                           betas (0.9, 0.999), eps 6.25e-10
 schedule                  5 % warm-up, 20 % linear decay        constant
+gradient clipping         global norm 1 (``grad_clip``)         none (its 1e5 is never reached)
 AuxK                      k_aux = d_in/2, coefficient 1/32      k_aux = 512, coefficient 1/32
 dead after                n_tokens/10 tokens (≤ 10M)            5 batches (5·B tokens)
 width, k, batch           given, given, 4096                    16 d_in, round(d_in/10), 128
@@ -42,8 +43,7 @@ betas=(0.9, 0.99))`` (torch's eps 1e-8) with no scheduler, ``top_k_aux=512``, ``
 Not reproduced (differences that remain, each a possible experiment): the paper's code trains in
 bfloat16 by default (``--torch_dtype``); its AuxK regresses the *non-detached* residual with no
 :math:`\min(n_\text{dead}/k_\text{aux}, 1)` factor and averages over B·d_in rather than summing
-over d_in (a constant factor d_in on every term, which Adam ignores up to eps); it clips the
-gradient norm at 1e5 (never active); and its batch variants select over the batch at inference
+over d_in (a constant factor d_in on every term, which Adam ignores up to eps); and its batch variants select over the batch at inference
 too, where ours switch to a threshold (:class:`~abstopk_mini.nonlinearities.BatchTopK`) —
 ``evaluate_sae(sae, x, inference="batch", eval_batch_size=128)`` measures the paper's way.
 """
@@ -86,7 +86,7 @@ RECIPES: dict[str, Recipe] = {
         "paper",
         sae={"use_b_enc": False, "input_unit_norm": True},
         train={"batch_size": 128, "lr": 3e-4, "adam_betas": (0.9, 0.99), "adam_eps": 1e-8, "lr_schedule": "constant",
-               "aux_k": 512, "aux_coef": 1 / 32, "b_dec_init": "zeros", "normalize_input": False},
+               "grad_clip": None, "aux_k": 512, "aux_coef": 1 / 32, "b_dec_init": "zeros", "normalize_input": False},
         activations={"topk": "batchtopk", "abstopk": "batchabstopk"},
         width_mult=16,
         k_div=10,

@@ -17,8 +17,9 @@ tensor and nothing else:
 4. **Optimiser.** Adam, learning rate warm-up over the first 5 % of steps, constant, then linear
    decay to 0 over the last 20 % (``lr_schedule="warmup_decay"``; ``"constant"`` keeps lr
    throughout). Default lr ``2e-4 / sqrt(d_sae / 2**14)``.
-5. **Decoder constraint.** Before each step, the gradient component parallel to each decoder row
-   is removed; after it, rows are renormalised to unit norm.
+5. **Decoder constraint and clipping.** Before each step, the gradient component parallel to each
+   decoder row is removed and the gradient is scaled to global norm ``grad_clip`` (1) when larger;
+   after it, rows are renormalised to unit norm.
 6. **Dead latents.** A latent is dead when it has not fired for ``dead_tokens`` tokens. AuxK
    scores dead latents as the activation selects (``aux_sign="activation"``: |u| with its sign for a
    signed SAE, ReLU(u) otherwise) or by ReLU(u) for every SAE (``aux_sign="positive"``).
@@ -43,10 +44,11 @@ from pathlib import Path
 
 import torch
 
-from . import losses, metrics
+from . import losses
 from .checkpoint import (CHECKPOINT_FILE, HISTORY_KEYS, TRAJECTORY_FIELDS, load_checkpoint, restore_optimizer,
                          save_checkpoint, save_snapshot, snapshot_path)
 from .data import Batches
+from .evaluate import final_metrics
 from .io import remove_stale_tmp
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
@@ -167,7 +169,7 @@ def train_sae(cfg: SAEConfig, activations, train_cfg: TrainConfig | None = None,
     history: dict of lists logged every ``log_every`` steps (``step``, ``tokens``, ``loss``,
     ``mse``, ``fvu``, ``l0``, ``aux``, ``sparsity``, ``lr``, ``dead_frac``: each of one training batch)
     and run totals, among them ``final_fvu`` / ``final_l0`` of the trained SAE on a fixed sample of
-    the training data (:func:`_final_metrics`; not the last batch's, which may be partial).
+    the training data (:func:`~abstopk_mini.evaluate.final_metrics`; not the last batch's, which may be partial).
 
     The stages, in order: the starting SAE (:func:`_start`), the length of the run
     (:func:`_length`), the optimiser and counters (:func:`_set_up`), the steps (:func:`_steps`:
@@ -219,6 +221,7 @@ class _Run:
     tokens: int = 0
     last_ckpt: int | None = None
     mse_limit: float | None = None  # DIVERGENCE_FACTOR x the reference mse, set at this call's first step
+    grad_norm: float = math.nan  # the last step's global gradient norm before clipping
 
 
 def _start(cfg: SAEConfig, batches: Batches, tcfg: TrainConfig, state: dict | None, sae: SAE | None) -> SAE:
@@ -302,6 +305,7 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
         if sync is not None:
             sync.all_reduce_grads(sae)
         sae.remove_parallel_grad()
+        run.grad_norm = float(torch.nn.utils.clip_grad_norm_(sae.parameters(), tcfg.grad_clip or math.inf))
         opt.step()
         sae.post_step()
         with torch.no_grad():
@@ -399,6 +403,7 @@ def _record(run: _Run, out, loss, mse, sparsity, aux, bar) -> None:
         "l0": out.mean_l0(),
         "aux": float(aux.detach()), "sparsity": float(sparsity.detach()), "coef": run.coef,
         "lr": run.opt.param_groups[0]["lr"], "dead_frac": (run.since_fired >= run.dead_tokens).double().mean().item(),
+        "grad_norm": run.grad_norm,
     }
     for key, value in rec.items():
         run.history[key].append(value)
@@ -410,30 +415,10 @@ def _trajectory(tcfg: TrainConfig) -> dict:
     return {name: getattr(tcfg, name) for name in TRAJECTORY_FIELDS}
 
 
-@torch.no_grad()
-def _final_metrics(sae: SAE, x: torch.Tensor, chunk: int = 4096) -> dict:
-    """``final_fvu`` / ``final_l0``: the trained SAE (eval mode) on a fixed sample of the training data,
-    its first ``init_sample`` rows (those that set the input scale; non-finite rows left out), FVU in
-    the model's space — never one (possibly partial) batch. In-sample, not held-out; ``final_fvu`` is
-    None when the sample has no variance. ``final_sample``: its number of rows."""
-    x = x[torch.isfinite(x).all(-1)].to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
-    was_training, err, nnz = sae.training, 0.0, 0
-    sae.eval()
-    for xb in x.split(chunk):
-        z = sae.encode(xb)
-        err += metrics.sum_sq_error(xb.double(), sae.decode(z, sae.input_stats(xb)).double()).item()
-        nnz += int((z != 0).sum())
-    sae.train(was_training)
-    denom = metrics.sum_sq_centred(x.double()).item() if x.shape[0] > 1 else 0.0
-    fvu = err / denom if denom > 0 else None
-    return {"final_fvu": fvu if fvu is None or math.isfinite(fvu) else None,
-            "final_l0": nnz / x.shape[0] if x.shape[0] else None, "final_sample": x.shape[0]}
-
-
 def _finish(run: _Run, batches: Batches, tcfg: TrainConfig, state: dict | None, wall_s: float, is_main: bool,
             sample: torch.Tensor) -> None:
-    """The run totals and the final metrics (:func:`_final_metrics`) into the history, and the last checkpoint."""
-    run.history.update(_final_metrics(run.sae, sample))
+    """The run totals and the final metrics (:func:`~abstopk_mini.evaluate.final_metrics`) into the history, and the last checkpoint."""
+    run.history.update(final_metrics(run.sae, sample))
     run.history.update(
         n_steps=run.step, n_tokens=run.tokens, lr_max=run.lr, input_scale=run.sae.cfg.input_scale,
         dead_tokens=run.dead_tokens, n_dropped_nonfinite=batches.n_dropped,

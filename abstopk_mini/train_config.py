@@ -13,13 +13,16 @@ from typing import Literal
 
 from .limits import check_seed
 
-__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS", "SPARSITY_INITS"]
+__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS", "SPARSITY_INITS", "OPTIMISER_RECIPE"]
 
 LR_SCHEDULES = ("warmup_decay", "constant")
 #: how AuxK scores and decodes dead latents: "activation" as the SAE's own selection (|u| with its
 #: sign for a signed SAE, ReLU(u) otherwise); "positive": ReLU(u) for every SAE, so a signed SAE's dead
 #: latents feel AuxK only where u > 0 and can leave it by turning negative, as TopK's can
 AUX_SIGNS = ("activation", "positive")
+#: the version of the default optimiser step, part of every stored SAE's key (abstopk_mini.runs.store.sae_dir):
+#: SAEs trained before the gradient was clipped by default (grad_clip) are not served for the new default
+OPTIMISER_RECIPE = "adam+grad-clip-1"
 #: where a penalty-family SAE starts: at its target L0 (abstopk_mini.sparsity.start_at_target) or as configured
 SPARSITY_INITS = ("target", "none")
 
@@ -41,6 +44,10 @@ class TrainConfig:
     """Adam's two moment decays (beta1, beta2)."""
     adam_eps: float = 6.25e-10
     """Adam's epsilon."""
+    grad_clip: float | None = 1.0
+    """Scale the gradient down to this global norm before each Adam step when it is larger (None: never). The
+    gradient's norm falls 10-100x over a run while Adam's second moment remembers ~1/(1 - beta2) = 1,000 steps, so
+    without it the first steps' gradients set the step size of the whole run (results/grad_clip.txt)."""
     warmup_frac: float = 0.05
     """Share of the steps over which the learning rate warms up linearly from 0 (warmup_decay)."""
     decay_frac: float = 0.2
@@ -107,6 +114,9 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.n_tokens is not None and self.n_tokens < 1:
             raise ValueError(f"n_tokens must be >= 1 (or None); got {self.n_tokens}")
+        if self.grad_clip is not None and (isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float))
+                                           or not (math.isfinite(self.grad_clip) and self.grad_clip > 0)):
+            raise ValueError(f"grad_clip must be a finite number > 0, or None for no clipping; got {self.grad_clip!r}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0 (or None for the default); got {self.lr}")
         if not (isinstance(self.l0_integral_rate, (int, float)) and math.isfinite(self.l0_integral_rate)

@@ -16,7 +16,8 @@ Default budget: d_sae 2048, 586 steps of batch 1024 (one pass over 600,064 harve
 Shared by both systems: the same batches in the same order (our ``train_sae``'s first ``steps``), the same
 initial W_enc, W_dec, b_dec and input scale s (SAELens reads s·x; s is folded into its weights afterwards by its
 ``fold_activation_norm_scaling_factor``), Adam with our lr (2e-4 / sqrt(d_sae / 2**14)) and betas, and our
-warm-up / decay schedule (SAELens's "constant" scheduler gives exactly lr_at's values: :func:`saelens_lrs`).
+warm-up / decay schedule (SAELens's "constant" scheduler gives exactly lr_at's values: :func:`saelens_lrs`), the
+gradient clipped to global norm 1 (SAELens's default, ours since ``TrainConfig.grad_clip``).
 
 Settings that differ (SAELens's own defaults kept):
 
@@ -30,7 +31,6 @@ penalty warm-up        linear over the first 5 % of steps     none (l1_warm_up_s
 decoder                unit-norm rows (parallel gradient      free norm; the l1 term is weighted by ‖W_dec_i‖
                        removed, rows renormalised)
 JumpReLU STE           bandwidth 0.2                          bandwidth 0.05, gradient to θ only (DeepMind)
-gradient clipping      none                                   global norm 1
 Adam eps               6.25e-10                               1e-8 (torch's default)
 =====================  =====================================  =============================================
 

@@ -9,9 +9,10 @@ features in d_in = 640 by default, or a harvested tensor), the same batches in t
 the same initial weights (our init: unit-norm decoder rows, W_enc = W_decᵀ, geometric-median
 b_dec, inputs scaled so E‖s x‖² = d_in), the same Adam (lr, betas, eps 1e-8), the same warm-up /
 decay schedule, the same number of steps, the same AuxK (k_aux = d_in/2, coefficient 1/32, the
-same dead window). Each system keeps its own recipe otherwise: SAELens clips the gradient norm
-at 1 and ranks by u·‖W_dec‖ (rescale_acts_by_decoder_norm); we remove the parallel gradient
-and renormalise the decoder rows.
+same dead window), the gradient clipped to global norm 1 (SAELens's default and ours, ``grad_clip``).
+Each system keeps its own recipe otherwise: SAELens ranks by u·‖W_dec‖
+(rescale_acts_by_decoder_norm) with free decoder norms; we remove the parallel gradient and
+renormalise the decoder rows.
 
 Batch sizes: ``--batch 128,1024`` (default) — 128 is the paper's batch, where the per-step
 overhead (Python, optimiser, bookkeeping) weighs most; 1,024 is where the matrix products do.

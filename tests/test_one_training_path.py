@@ -13,7 +13,9 @@ family's entries was bit-identical in the re-recording, which added only the his
 numbers (``target_l0``, ``l0_off_target``, ``coef_saturated_steps``). The JumpReLUs' entries were
 re-recorded once more for their two-sided L0 term (:func:`abstopk_mini.losses.two_sided_l0`); every
 other entry, ReLU's included, was bit-identical. Adding the history's ``l0_aim`` (the integral term,
-off by default) changed no recorded tensor.
+off by default) changed no recorded tensor. Every entry was re-recorded when the gradient became
+clipped by default (``TrainConfig.grad_clip = 1``), after checking that with ``grad_clip=None`` every
+recorded tensor was bit-identical (the history's new ``grad_norm`` aside).
 
 Exact where it can be: on the machine and kernel set that recorded the file (same torch, same
 CPU capability, same MKL code path; the file's metadata) every tensor and every history number

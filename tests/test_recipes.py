@@ -269,7 +269,7 @@ def test_presets_values():
     assert (cfg.use_b_enc, cfg.input_unit_norm, cfg.recipe) == (False, True, "paper")
     assert cfg.enc_init_scale == pytest.approx(math.sqrt(0.125), rel=1e-15)
     assert kw == {"batch_size": 128, "lr": 3e-4, "adam_betas": (0.9, 0.99), "adam_eps": 1e-8, "lr_schedule": "constant",
-                  "aux_k": 512, "aux_coef": 1 / 32, "b_dec_init": "zeros", "normalize_input": False, "dead_tokens": 640}
+                  "grad_clip": None, "aux_k": 512, "aux_coef": 1 / 32, "b_dec_init": "zeros", "normalize_input": False, "dead_tokens": 640}
     TrainConfig(**kw)  # valid options
     assert recipe_configs("paper", 640, "abstopk", batch_size=1024)[1]["dead_tokens"] == 5 * 1024
     ours, kw = recipe_configs("ours", 640, "abstopk", d_sae=4096, k=32, seed=3)

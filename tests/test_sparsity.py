@@ -241,19 +241,22 @@ def test_a_trained_penalty_sae_records_its_target_and_how_far_it_ended_from_it()
 
 
 # --------------------------------------------------------------------------- the store
-def test_the_store_keys_penalty_saes_by_the_recipe_and_leaves_topk_keys_as_they_were(tmp_path, monkeypatch):
+def test_the_store_keys_every_sae_by_the_optimiser_and_penalty_saes_by_their_recipe(tmp_path, monkeypatch):
+    """An SAE stored before gradient clipping became the default (or, for the penalty families, before their
+    recipe) is not served: its key differs; the new key holds OPTIMISER_RECIPE and the penalty's recipe."""
     from abstopk_mini.runs import store
+    from abstopk_mini.train_config import OPTIMISER_RECIPE
 
     monkeypatch.setattr("abstopk_mini.lm.shards.read_manifest", lambda _: {"content_sha256": "abc"})
     kw = {"n_tokens": 10, "batch_size": 2, "seed": 0}
     for activation, carries in (("topk", False), ("abstopk", False), ("relu", True), ("jumprelu", True)):
         cfg = fresh(activation, k=4)
-        before = fresh(activation, k=4, bandwidth=1e-3)  # the default when the stored keys were made
-        ident = {"acts": "abc", "cfg": before.to_dict() | {"device": None}, "train": kw}
-        old = store.content_key(ident)
-        new = store.content_key(ident | {"cfg": cfg.key_dict() | {"device": None}, "sparsity_recipe": sparsity.recipe_key(cfg.spec)})
+        ident = {"acts": "abc", "cfg": cfg.key_dict() | {"device": None}, "train": kw}
+        unclipped = store.content_key(ident | ({"sparsity_recipe": sparsity.recipe_key(cfg.spec)} if carries else {}))
+        new = store.content_key(ident | {"optimiser": OPTIMISER_RECIPE}
+                                | ({"sparsity_recipe": sparsity.recipe_key(cfg.spec)} if carries else {}))
         got = store.sae_dir(tmp_path, cfg, kw, root=tmp_path).name
-        assert got.endswith(new if carries else old), (activation, got)
+        assert got.endswith(new) and not got.endswith(unclipped), (activation, got)
 
 
 def test_the_reproduce_table_marks_an_off_target_row_and_only_that_one():

@@ -38,6 +38,7 @@ from ..checkpoint import has_checkpoint, remove_checkpoint
 from ..io import flock, relative_to_runs, runs_dir
 from ..sae import CONFIG_FILE, SAE, WEIGHTS_FILE, SAEConfig
 from ..sparsity import recipe_key
+from ..train_config import OPTIMISER_RECIPE
 from .trained import (HISTORY_FILE, SNAPSHOT_DIR, TRAIN_FILE, load_history, load_snapshots, load_trained,
                       save_trained)
 
@@ -216,6 +217,7 @@ def sae_dir(acts_dir, cfg: SAEConfig, train_kw: dict, root=None) -> Path:
 
     manifest = read_manifest(acts_dir)
     ident = {"acts": manifest.get("content_sha256"), "cfg": cfg.key_dict() | {"device": None}, "train": train_kw}
+    ident["optimiser"] = OPTIMISER_RECIPE  # the step every SAE takes changed (gradient clipping): new keys
     if recipe_key(cfg.spec) is not None:  # the penalty families' training changed: a new key, not the old SAE
         ident["sparsity_recipe"] = recipe_key(cfg.spec)
     k = f"-k{cfg.k}" if cfg.k is not None else ""
