@@ -261,7 +261,10 @@ def _set_up(sae: SAE, batches: Batches, tcfg: TrainConfig, n_steps: int, state: 
     lr = tcfg.lr if tcfg.lr is not None else 2e-4 / math.sqrt(cfg.d_sae / 2**14)
     # fused Adam: one kernel per parameter instead of ~8 passes (4x faster on CPU, the same numbers)
     fused = sae.W_enc.device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=tcfg.adam_betas, eps=tcfg.adam_eps, fused=fused)
+    # eps under float16's smallest normal number rounds to ~0 there, and a clipped gradient's square underflows:
+    # Adam's denominator would be 0 (inf steps); float32, bfloat16 and float64 keep the eps asked for
+    eps = max(tcfg.adam_eps, torch.finfo(sae.W_enc.dtype).tiny)
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=tcfg.adam_betas, eps=eps, fused=fused)
     coef0 = getattr(tcfg, act.coefficient_field)
     run = _Run(
         sae, opt, n_steps, lr, aux_k=tcfg.aux_k or max(1, cfg.d_in // 2),

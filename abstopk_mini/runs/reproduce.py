@@ -39,6 +39,7 @@ from ..io import atomic_write
 from ..nonlinearities import SPECS
 from ..sparsity import L0_TOLERANCE, l0_off_target
 from ..tables import format_table
+from ..train_config import OPTIMISER_RECIPE
 from .store import HarvestSpec, harvest_and_train, offline_texts, relative_to_runs
 from ..sae import SAE, SAEConfig
 
@@ -164,7 +165,7 @@ def reproduce(cfg: ReproduceConfig | None = None, out_dir="reports/reproduce", r
     timings["total_s"] = time.perf_counter() - t0
 
     report = {
-        "settings": dataclasses.asdict(cfg) | {"train_tokens": train_tokens},
+        "settings": dataclasses.asdict(cfg) | {"train_tokens": train_tokens, "optimiser": OPTIMISER_RECIPE},
         "ran_on": {"model": cfg.model, "layer": cfg.layer, "hook_name": loaded.info.hook_name(cfg.layer),
                    "torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
                    "python": platform.python_version(), "machine": platform.machine()},
@@ -267,7 +268,7 @@ def _summary(report: dict, figures: list[str]) -> str:
         "",
         f"Harvest: {s['n_tokens']:,} training activations (offline text, chunk offsets {', '.join(str(o) for o in s['chunk_offsets'])}), "
         f"{report['harvest']['heldout_tokens']:,} held-out. SAEs: d_sae={s['d_sae']}, trained on {s['train_tokens']:,} tokens, "
-        f"batch {s['batch_size']}. torch {ran['torch']} on {ran['device']} ({ran['threads']} thread{'' if ran['threads'] == 1 else 's'}). "
+        f"batch {s['batch_size']}{', optimiser ' + s['optimiser'] if 'optimiser' in s else ''}. torch {ran['torch']} on {ran['device']} ({ran['threads']} thread{'' if ran['threads'] == 1 else 's'}). "
         f"Total time {report['timings']['total_s'] / 60:.1f} min; the {len(report['saes'])} SAEs' own training took "
         f"{sum(r['train_wall_s'] for r in report['saes']) / 60:.1f} min (an SAE already in the runs directory is loaded, "
         "not retrained, so its training time is not part of the total).",
