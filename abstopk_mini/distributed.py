@@ -13,7 +13,7 @@ What each rank does, and why the result equals one process training on the same 
   loss term is a mean over rows, so the mean of the R rank gradients is the gradient of the
   global batch: :meth:`Sync.all_reduce_grads` sums them (one flat buffer) and divides by R.
 * **Identical replicas.** All ranks start from rank 0's parameters (broadcast) and apply the same
-  averaged gradient, the same Adam step, the same parallel-gradient removal and the same decoder
+  averaged gradient, the same parallel-gradient removal and clipping, the same Adam step and the same decoder
   renormalisation, so the replicas stay equal; :func:`train_sae_ddp` checks this at the end.
 * **Dead latents and AuxK.** A latent fired in the global batch when it fired on any rank: the
   firing mask is all-reduced (max), so every rank holds the same ``since_fired`` counters (they
@@ -47,7 +47,7 @@ from .data import Batches
 from .sae import SAE, SAEConfig
 from .train import TrainConfig, init_from_sample, train_sae
 
-__all__ = ["Sync", "train_sae_ddp", "init_from_env", "main"]
+__all__ = ["Sync", "train_sae_ddp", "init_from_env", "DistributedJob", "main"]
 
 
 class Sync:
@@ -233,46 +233,59 @@ def _load_shards(files: list[str], rank: int, world: int) -> torch.Tensor:
     return torch.cat([p.float() for p in parts])
 
 
+@dataclasses.dataclass
+class DistributedJob:
+    """``torchrun ... -m abstopk_mini.distributed``: train on shard files, rank 0 saves the SAE.
+
+    Its flags are generated from these fields and every :class:`~abstopk_mini.train.TrainConfig`
+    field (:mod:`abstopk_mini.config_flags`): ``--batch-size`` is the global batch, ``--seed`` seeds
+    the SAE and the training, ``--no-fast`` takes the dense reference path."""
+
+    shards: list[str]
+    """Tensor files [n, d_in] (.pt or .safetensors); rank r takes files r, r+R, ..."""
+    out: str
+    """Directory for the trained SAE (written by rank 0)."""
+    d_sae: int
+    """Latents of a fresh SAE (ignored with --init)."""
+    k: int | None = None
+    """k of a top-k SAE, or the target L0 of a penalty SAE."""
+    activation: str = "abstopk"
+    """The SAE's activation (abstopk_mini.nonlinearities)."""
+    init: str | None = None
+    """Start from this SAE directory (SAE.save) instead of a fresh one."""
+    shuffle: bool = True
+    """Shuffle each rank's rows; --no-shuffle reads them in order, one batch after another."""
+    json: bool = False
+    """Print one JSON summary line on stdout (rank 0)."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``torchrun ... -m abstopk_mini.distributed``: train on shard files, rank 0 saves the SAE."""
-    ap = argparse.ArgumentParser(prog="python -m abstopk_mini.distributed", description=main.__doc__)
-    ap.add_argument("--shards", nargs="+", required=True, help="tensor files [n, d_in] (.pt or .safetensors); rank r takes files r, r+R, ...")
-    ap.add_argument("--out", required=True, help="directory for the trained SAE (written by rank 0)")
-    ap.add_argument("--d-sae", type=int, required=True)
-    ap.add_argument("--k", type=int, default=None)
-    ap.add_argument("--activation", default="abstopk")
-    ap.add_argument("--batch-size", type=int, default=4096, help="global batch size")
-    ap.add_argument("--n-tokens", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--dead-tokens", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", default=None, help="start from this SAE directory (SAE.save) instead of a fresh one")
-    ap.add_argument("--no-shuffle", action="store_true", help="read each rank's rows in order (one batch after another)")
-    ap.add_argument("--reference", action="store_true", help="use the dense reference path instead of the fast kernels")
-    ap.add_argument("--checkpoint-dir", default=None)
-    ap.add_argument("--json", action="store_true", help="print one JSON summary line on stdout (rank 0)")
-    args = ap.parse_args(argv)
+    """Parse a :class:`DistributedJob` from the command line, train this rank's part, rank 0 saves the SAE."""
+    from .config_flags import add_config, build_config
+
+    ap = argparse.ArgumentParser(prog="python -m abstopk_mini.distributed", description=DistributedJob.__doc__.split("\n")[0])
+    add_config(ap, DistributedJob)
+    job = build_config(DistributedJob, ap.parse_args(argv))
+    tcfg = job.train
 
     sync = init_from_env()
-    x = _load_shards(args.shards, sync.rank, sync.world_size)
-    sae = SAE.load(args.init, device="cpu") if args.init else None
-    cfg = sae.cfg if sae is not None else SAEConfig(d_in=x.shape[1], d_sae=args.d_sae, activation=args.activation, k=args.k, seed=args.seed)
+    x = _load_shards(job.shards, sync.rank, sync.world_size)
+    sae = SAE.load(job.init, device="cpu") if job.init else None
+    cfg = sae.cfg if sae is not None else SAEConfig(d_in=x.shape[1], d_sae=job.d_sae, activation=job.activation, k=job.k,
+                                                      seed=tcfg.seed)
     data = x
-    if args.no_shuffle:
-        B = args.batch_size // sync.world_size
+    if not job.shuffle:
+        B = tcfg.batch_size // sync.world_size
         data = [x[i : i + B] for i in range(0, x.shape[0], B)]
-        if args.n_tokens is None:  # one pass over the shortest shard
-            args.n_tokens = _min_over_ranks(len(data), sync) * args.batch_size
-    sae, history = train_sae_ddp(
-        cfg, data, sync=sync, sae=sae, batch_size=args.batch_size, n_tokens=args.n_tokens, lr=args.lr,
-        dead_tokens=args.dead_tokens, seed=args.seed, fast=not args.reference, progress=False,
-        checkpoint_dir=args.checkpoint_dir,
-    )
+        if tcfg.n_tokens is None:  # one pass over the shortest shard
+            tcfg = dataclasses.replace(tcfg, n_tokens=_min_over_ranks(len(data), sync) * tcfg.batch_size)
+    sae, history = train_sae_ddp(cfg, data, tcfg, sync=sync, sae=sae)
     if sync.is_main:
-        sae.save(args.out)
-        if args.json:
+        sae.save(job.out)
+        if job.json:
             keep = ("n_steps", "n_tokens", "world_size", "global_batch_size", "wall_time_s", "final_dead_frac")
-            print(json.dumps({key: history[key] for key in keep} | {"out": str(args.out), "fvu": history["fvu"][-1]}))
+            print(json.dumps({key: history[key] for key in keep} | {"out": str(job.out), "fvu": history["fvu"][-1]}))
     dist.barrier()
     dist.destroy_process_group()
     return 0

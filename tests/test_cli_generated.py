@@ -1,4 +1,4 @@
-"""The command line is generated from the jobs' config dataclasses (abstopk_mini.cli.fields):
+"""The command line is generated from the jobs' config dataclasses (abstopk_mini.config_flags):
 every field of every job config is a flag whose default is the field's and whose help is the
 field's docstring; parsing a command line gives the config built directly; no flag and no default
 is written by hand in the CLI."""
@@ -13,7 +13,7 @@ import pytest
 
 import abstopk_mini as am
 from abstopk_mini.cli import COMMANDS, build_parser
-from abstopk_mini.cli.fields import build_config, field_docs, flag_name, options
+from abstopk_mini.config_flags import build_config, field_docs, flag_name, options
 from abstopk_mini.cli.report import UsageError
 from abstopk_mini.runs.jobs_store import TrainJob, train_kw
 from abstopk_mini.runs.reproduce import ReproduceConfig

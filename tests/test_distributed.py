@@ -106,3 +106,25 @@ def test_bad_input(tmp_path):
         distributed.train_sae_ddp(batch_cfg, torch.zeros(8, D_IN), sync=TwoRanks(), batch_size=64, fast=False)
     with pytest.raises(ValueError, match="n_tokens is required"):
         distributed.train_sae_ddp(cfg, [torch.zeros(8, D_IN)], sync=TwoRanks(), batch_size=64)
+
+
+def test_the_launcher_flags_are_generated_from_its_job_and_every_train_config_field():
+    """``python -m abstopk_mini.distributed``'s flags come from DistributedJob and TrainConfig
+    (abstopk_mini.config_flags): every TrainConfig field is reachable, defaults agree, values parse."""
+    import argparse
+    import dataclasses
+
+    from abstopk_mini.config_flags import add_config, build_config, options
+    from abstopk_mini.distributed import DistributedJob
+
+    reach = {o.dest for o in options(DistributedJob)}
+    assert {"train." + f.name for f in dataclasses.fields(am.TrainConfig)} <= reach
+    ap = argparse.ArgumentParser()
+    add_config(ap, DistributedJob)
+    job = build_config(DistributedJob, ap.parse_args(["--shards", "a.pt", "b.pt", "--out", "o", "--d-sae", "64"]))
+    assert job.shards == ["a.pt", "b.pt"] and job.train == am.TrainConfig() and job.shuffle and not job.json
+    job = build_config(DistributedJob, ap.parse_args(["--shards", "a.pt", "--out", "o", "--d-sae", "64", "--grad-clip", "0.5",
+                                                      "--no-fast", "--no-shuffle", "--batch-size", "256", "--seed", "3"]))
+    assert (job.train.grad_clip, job.train.fast, job.shuffle, job.train.batch_size, job.train.seed) == (0.5, False, False, 256, 3)
+    with pytest.raises(ValueError, match="grad_clip.*--grad-clip"):
+        build_config(DistributedJob, ap.parse_args(["--shards", "a.pt", "--out", "o", "--d-sae", "64", "--grad-clip", "-1"]))

@@ -3,7 +3,7 @@
 Every command prints a readable summary, or with ``--json`` exactly one JSON object on stdout;
 progress bars and logs go to stderr. Each command is a job: a config dataclass and ``run(cfg)``
 (:mod:`abstopk_mini.cli.commands`); its flags, their defaults and their help are generated from the
-config's fields and docstrings (:mod:`abstopk_mini.cli.fields`), so ``<command> --help`` lists every
+config's fields and docstrings (:mod:`abstopk_mini.config_flags`), so ``<command> --help`` lists every
 setting. Commands:
 
     toy         the toy benchmark: every activation on P signed axes (no model needed)
@@ -35,7 +35,7 @@ import re
 import sys
 
 from .commands import COMMANDS
-from .fields import add_config, build_config, options
+from ..config_flags import add_config, build_config, options
 from .report import Parser, UsageError, emit, join_signed_values, report_error
 
 __all__ = ["main", "build_parser", "UsageError", "COMMANDS"]

@@ -1,5 +1,5 @@
 """The commands of ``python -m abstopk_mini``: for each, the job's config dataclass (its flags are
-generated from it, :mod:`abstopk_mini.cli.fields`), the job's ``run(cfg)`` and the readable summary
+generated from it, :mod:`abstopk_mini.config_flags`), the job's ``run(cfg)`` and the readable summary
 of its JSON result. Nothing here holds a setting's default: the configs do.
 """
 
