@@ -28,13 +28,14 @@ b2=X           Adam beta2 X (ours 0.999)
 =============  ==============================================================================
 
 Prints one JSON line: K, activation, variant, held-out FVU, L0 and never-firing share, the final
-training L0 and the CPU seconds of training.
+training L0, the CPU seconds of training and the global gradient norm before clipping (:func:`grad_norms`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,21 @@ def main(argv: list[str]) -> int:
     seconds = time.process_time() - t
     m = bf.measure(sae.eval(), held)
     print(json.dumps({"K": K, "act": activation, "v": argv[1], **{k: round(v, 4) for k, v in m.items()},
-                      "train_l0": round(hist["final_l0"], 1), "cpu_s": round(seconds)}), flush=True)
+                      "train_l0": round(hist["final_l0"], 1), "cpu_s": round(seconds)} | grad_norms(hist)), flush=True)
+
+
+def grad_norms(hist: dict) -> dict:
+    """The global gradient norm before clipping (the history's ``grad_norm``, logged every few steps): its median
+    over steps 1-10 and over the second half of the run, and its smallest value."""
+    import statistics
+
+    pairs = [(s, g) for s, g in zip(hist["step"], hist.get("grad_norm", [])) if math.isfinite(g)]
+    if not pairs:
+        return {}
+    half = hist["step"][-1] / 2
+    return {"grad_norm_first10": round(statistics.median(g for s, g in pairs if s <= 10), 3),
+            "grad_norm_second_half": round(statistics.median(g for s, g in pairs if s > half), 3),
+            "grad_norm_min": round(min(g for _, g in pairs), 3)}
     return 0
 
 
