@@ -221,7 +221,7 @@ class _Run:
     tokens: int = 0
     last_ckpt: int | None = None
     mse_limit: float | None = None  # DIVERGENCE_FACTOR x the reference mse, set at this call's first step
-    grad_norm: float = math.nan  # the last step's global gradient norm before clipping
+    grad_norm: torch.Tensor | float = math.nan  # the last step's global gradient norm before clipping
 
 
 def _start(cfg: SAEConfig, batches: Batches, tcfg: TrainConfig, state: dict | None, sae: SAE | None) -> SAE:
@@ -308,7 +308,7 @@ def _steps(run: _Run, batches: Batches, tcfg: TrainConfig, sync, bar) -> None:
         if sync is not None:
             sync.all_reduce_grads(sae)
         sae.remove_parallel_grad()
-        run.grad_norm = float(torch.nn.utils.clip_grad_norm_(sae.parameters(), tcfg.grad_clip or math.inf))
+        run.grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), tcfg.grad_clip or math.inf)  # no host sync
         opt.step()
         sae.post_step()
         with torch.no_grad():
@@ -406,7 +406,7 @@ def _record(run: _Run, out, loss, mse, sparsity, aux, bar) -> None:
         "l0": out.mean_l0(),
         "aux": float(aux.detach()), "sparsity": float(sparsity.detach()), "coef": run.coef,
         "lr": run.opt.param_groups[0]["lr"], "dead_frac": (run.since_fired >= run.dead_tokens).double().mean().item(),
-        "grad_norm": run.grad_norm,
+        "grad_norm": float(run.grad_norm),
     }
     for key, value in rec.items():
         run.history[key].append(value)

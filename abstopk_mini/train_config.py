@@ -45,9 +45,9 @@ class TrainConfig:
     adam_eps: float = 6.25e-10
     """Adam's epsilon."""
     grad_clip: float | None = 1.0
-    """Scale the gradient down to this global norm before each Adam step when it is larger (None: never). The
-    gradient's norm falls 10-100x over a run while Adam's second moment remembers ~1/(1 - beta2) = 1,000 steps, so
-    without it the first steps' gradients set the step size of the whole run (results/grad_clip.txt)."""
+    """Scale the gradient down to this global norm before each Adam step when it is larger (None: never). The norm
+    stays above 1 through a whole run on Gemma activations, so at 1 every step's gradient reaches Adam with unit
+    norm; that lowered the held-out FVU of every activation by 13-32 % at equal steps (results/grad_clip.txt)."""
     warmup_frac: float = 0.05
     """Share of the steps over which the learning rate warms up linearly from 0 (warmup_decay)."""
     decay_frac: float = 0.2
