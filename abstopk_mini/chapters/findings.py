@@ -123,8 +123,9 @@ def _chapter6_9(rec) -> dict:
     saes = {s["name"]: s for s in rec["reproduce"]["saes"]}
     s = rec["reproduce"]["settings"]
     out = {f"ch6_gap_k{k}": saes[f"abstopk-k{k}"]["fvu"] / saes[f"topk-k{k}"]["fvu"] - 1 for k in s["ks"]}
+    out |= {f"ch6_kl_{a}_k{k}": saes[f"{a}-k{k}"]["splice_kl_sae"] for k in s["ks"] for a in ("topk", "abstopk")}
     out |= {"ch6_ks": list(s["ks"]), "ch6_gap": out["ch6_gap_k32"], "ch6_steps": -(-s["train_tokens"] // s["batch_size"]),
-            "ch6_batch": s["batch_size"], "ch6_optimiser": s.get("optimiser")}
+            "ch6_batch": s["batch_size"], "ch6_optimiser": s.get("optimiser"), "ch6_splice_tokens": s["splice_tokens"]}
     sw = rec["sweep"]
     t, a = _pair(sw, stage="tokens", layer=6, d_sae=4096, k=32, train_tokens=2400000)
     out["ch9_2344_gap"], out["ch9_2344_steps"] = gap(t, a), t["train"]["n_steps"]

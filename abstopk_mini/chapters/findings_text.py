@@ -80,7 +80,10 @@ def _items(v: dict, doc) -> list[str]:
         f"- **Reconstruction** ({doc(6)}, {doc(9)}, {doc(10)}; layer 6, 4,096 latents, k = 32):",
         f"  - *{_main_job(s)}, AbsTopK reconstructs {_verdict([s[f'ch6_gap_k{k}'] for k in s['ch6_ks']])}.* Its "
         "held-out FVU is " + ", ".join(pct(s[f'ch6_gap_k{k}']) for k in s["ch6_ks"]) + " from TopK's at k = "
-        + ", ".join(str(k) for k in s["ch6_ks"]) + f" after {s['ch6_steps']} steps of batch {_n(s['ch6_batch'])} (seed 0)."
+        + ", ".join(str(k) for k in s["ch6_ks"]) + f" after {s['ch6_steps']} steps of batch {_n(s['ch6_batch'])} (seed 0); "
+        "its next-token KL with the SAE spliced in is " + " / ".join(f"{s[f'ch6_kl_abstopk_k{k}']:.3f}" for k in s["ch6_ks"])
+        + " against TopK's " + " / ".join(f"{s[f'ch6_kl_topk_k{k}']:.3f}" for k in s["ch6_ks"])
+        + f" ({_n(s['ch6_splice_tokens'])} predictions)."
         + (" The sweep below was trained without clipping, which at the bench budget helped AbsTopK more than TopK "
            "(`results/grad_clip.txt`); its numbers hold for that recipe." if s["ch6_optimiser"] else ""),
         f"  - *Without clipping the gap is a matter of optimiser steps.* AbsTopK's held-out FVU is "
