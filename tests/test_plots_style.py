@@ -269,3 +269,19 @@ def test_neutral_word_labels_do_not_overlap():
     overlaps = [(ax.texts[i].get_text(), ax.texts[j].get_text()) for i in range(len(boxes)) for j in range(i)
                 if boxes[i].overlaps(boxes[j])]
     assert overlaps == []
+
+
+def test_recipe_table_names_every_change_of_the_committed_record():
+    """Every variant in results/grad_clip.jsonl reads as words (no raw ``name=X``), and the table keeps the
+    record's numbers and order."""
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "results/grad_clip.jsonl").read_text().splitlines()]
+    table = plots_lm.recipe_table(rows, keep=lambda r: r["K"] == 32)
+    assert [r["FVU"] for r in table.rows] == [r["held_fvu"] for r in rows if r["K"] == 32]
+    assert all("=" not in r["change"] and r["change"] != r.get("v") for r in table.rows)
+    assert plots_lm.recipe_label("clip+eps=1e-13") == "gradient clipped at global norm 1 + Adam eps 1e-13"
+    assert plots_lm.recipe_label("free+noclip") == "free decoder norms, not clipped"
+    assert plots_lm.recipe_label("clip+wd") == "gradient clipped at global norm 1 + wd"  # unknown parts stay as named
+    assert table.rows[0]["never fire %"] == pytest.approx(100 * rows[0]["dead_frac"])

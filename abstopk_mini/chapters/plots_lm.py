@@ -14,10 +14,34 @@ from pathlib import Path
 from . import style
 
 __all__ = ["fvu_l0_frontier", "fvu_vs_k", "concept_bars", "steering_curves", "report_figures", "reference_frontier",
-           "reference_table", "REFERENCE_SYSTEMS"]
+           "reference_table", "recipe_table", "recipe_label", "REFERENCE_SYSTEMS", "RECIPE_VARIANTS"]
 
 #: the trainers of ``results/penalty_family.jsonl`` (benchmarks/bench_family.py): label and line style
 REFERENCE_SYSTEMS = {"ours": ("ours", "-"), "saelens": ("SAELens", ":"), "saelens-target": ("SAELens, target L0", "--")}
+
+#: the variants of ``results/grad_clip.jsonl`` (benchmarks/ablate_recipe.py): what each changes from ours
+#: unclipped (``base``); ``name=X`` variants are spelled out by :func:`recipe_label`
+RECIPE_VARIANTS = {
+    "base": "ours, gradient not clipped", "clip": "gradient clipped at global norm 1",
+    "bw05": "STE bandwidth 0.05 (ours 0.2)", "eps": "Adam eps 1e-8 (ours 6.25e-10)",
+    "coef1": "L0 coefficient 1 (ours 2)", "nowarm": "no warm-up of the L0 term", "row": "L0 term per row",
+    "free": "free decoder norms, clipped", "free+noclip": "free decoder norms, not clipped",
+    "bw05+eps+free+row+coef1+nowarm": "all of SAELens's choices at once",
+}
+_RECIPE_KNOBS = {"b2": "Adam beta2 {} (ours 0.999)", "eps": "Adam eps {}", "clipat": "clipped at norm {}", "c": "L0 coefficient {}"}
+
+
+def recipe_label(variant: str) -> str:
+    """What a variant of ``benchmarks/ablate_recipe.py`` changes, in words: ``"clip+eps=1e-13"`` ->
+    ``"gradient clipped at global norm 1 + Adam eps 1e-13"``."""
+    if variant in RECIPE_VARIANTS:
+        return RECIPE_VARIANTS[variant]
+    parts = []
+    for part in variant.split("+"):
+        name, _, value = part.partition("=")
+        parts.append(_RECIPE_KNOBS[name].format(value) if value and name in _RECIPE_KNOBS else RECIPE_VARIANTS.get(part, part))
+    return " + ".join(parts)
+
 
 #: dots per inch of the report's PNGs
 REPORT_DPI = 110
@@ -116,6 +140,18 @@ def reference_table(rows: list[dict]) -> style.Table:
             row["loss rec. (mean)"] = r["loss_recovered_mean"]
         out.append(row)
     return style.Table(out, digits=4, formats={"L0": ".1f", "dead %": ".1f", "loss rec. (mean)": ".3f"})
+
+
+def recipe_table(rows: list[dict], keep=None) -> style.Table:
+    """rows: the records of ``benchmarks/ablate_recipe.py`` (act, K, v, held_fvu, held_l0, dead_frac), in
+    their order; keep(row) selects some. One row per run: the SAE, its k or target L0, what the run
+    changed (:func:`recipe_label`), held-out FVU, L0
+    and the share of latents that never fire."""
+    out = [{"SAE": style.label(r["act"]), "k / target": r["K"],
+            "change": recipe_label(r["v"]),
+            "FVU": r["held_fvu"], "L0": r["held_l0"], "never fire %": 100 * r["dead_frac"]}
+           for r in rows if keep is None or keep(r)]
+    return style.Table(out, digits=4, formats={"L0": ".1f", "never fire %": ".1f"})
 
 
 def report_figures(report: dict, out) -> list[str]:
