@@ -10,6 +10,8 @@ tensor and nothing else:
 2. **Initialisation.** Unit-norm random decoder rows, ``W_enc = W_decᵀ``, ``b_enc = 0``,
    ``b_dec`` = the geometric median of a sample (a robust centre of the data). ReLU and the
    JumpReLUs start at their target L0: θ (or ReLU's b_enc) from the sample (:mod:`~abstopk_mini.sparsity`).
+   ``encoder_init="least_squares"`` then scales the encoder so the first reconstruction has the
+   data's size (:mod:`~abstopk_mini.encoder_scale`; default ``"transpose"``: as it is).
 3. **Loss.** mse + the activation's own sparsity penalty (``sae.act.penalty_term``: l1 for ReLU,
    the STE l0 for (Abs)JumpReLU, two-sided around a target L0, both warmed up linearly), or AuxK on dead latents for
    the top-k family (whose penalty is None). The loop reads one output type,
@@ -52,6 +54,7 @@ from .evaluate import final_metrics
 from .io import remove_stale_tmp
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
+from .encoder_scale import fit_encoder_scale
 from .sparsity import COEF_RANGE, check_final_l0, l0_off_target, next_aim, next_coefficient, start_at_target
 from .train_config import AUX_SIGNS, LR_SCHEDULES, TrainConfig, lr_at
 
@@ -142,6 +145,8 @@ def init_from_sample(cfg: SAEConfig, sample: torch.Tensor, tcfg: TrainConfig | N
     target = target_l0(cfg, tcfg)
     if tcfg.sparsity_init == "target" and target is not None:
         start_at_target(sae, raw, target)  # θ (or ReLU's b_enc) so that the first batch has ~target L0
+    if tcfg.encoder_init == "least_squares":
+        fit_encoder_scale(sae, raw)  # W_enc, b_enc, θ times c: the same latents fire, x̂ has the data's size
     return sae
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from .limits import check_seed
 
-__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS", "SPARSITY_INITS", "OPTIMISER_RECIPE"]
+__all__ = ["TrainConfig", "lr_at", "LR_SCHEDULES", "AUX_SIGNS", "SPARSITY_INITS", "ENCODER_INITS", "OPTIMISER_RECIPE"]
 
 LR_SCHEDULES = ("warmup_decay", "constant")
 #: how AuxK scores and decodes dead latents: "activation" as the SAE's own selection (|u| with its
@@ -25,6 +25,8 @@ AUX_SIGNS = ("activation", "positive")
 OPTIMISER_RECIPE = "adam+grad-clip-1"
 #: where a penalty-family SAE starts: at its target L0 (abstopk_mini.sparsity.start_at_target) or as configured
 SPARSITY_INITS = ("target", "none")
+#: the encoder at the start: W_decᵀ as it is, or scaled to the data (abstopk_mini.encoder_scale)
+ENCODER_INITS = ("transpose", "least_squares")
 
 
 @dataclass
@@ -77,6 +79,9 @@ class TrainConfig:
     sparsity_init: Literal["target", "none"] = "target"
     """relu, (abs)jumprelu with a target L0: target: start at it (θ, or ReLU's b_enc, from quantiles of the first
     sample's pre-activations, abstopk_mini.sparsity); none: θ = SAEConfig.threshold_init and b_enc = 0."""
+    encoder_init: Literal["transpose", "least_squares"] = "transpose"
+    """The encoder at the start: transpose: W_enc = enc_init_scale·W_decᵀ; least_squares: then scaled (with b_enc and
+    θ) so the first reconstruction of init_sample has the least-squares size (abstopk_mini.encoder_scale)."""
     sparsity_warmup_frac: float = 0.05
     """Share of the steps over which the sparsity penalty ramps up linearly from 0."""
     aux_k: int | None = None
@@ -128,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"aux_sign={self.aux_sign!r}; choose one of {AUX_SIGNS}")
         if self.sparsity_init not in SPARSITY_INITS:
             raise ValueError(f"sparsity_init={self.sparsity_init!r}; choose one of {SPARSITY_INITS}")
+        if self.encoder_init not in ENCODER_INITS:
+            raise ValueError(f"encoder_init={self.encoder_init!r}; choose one of {ENCODER_INITS}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:

@@ -7,7 +7,8 @@
 For every (d_sae, k, architecture) both systems get: the same activations (toy signed sparse
 features in d_in = 640 by default, or a harvested tensor), the same batches in the same order,
 the same initial weights (our init: unit-norm decoder rows, W_enc = W_decᵀ, geometric-median
-b_dec, inputs scaled so E‖s x‖² = d_in), the same Adam (lr, betas, eps 1e-8), the same warm-up /
+b_dec, inputs scaled so E‖s x‖² = d_in; ``--encoder-init least_squares``: then the encoder scaled to the data,
+:mod:`abstopk_mini.encoder_scale`, for both systems), the same Adam (lr, betas, eps 1e-8), the same warm-up /
 decay schedule, the same number of steps, the same AuxK (k_aux = d_in/2, coefficient 1/32, the
 same dead window), the gradient clipped to global norm 1 (SAELens's default and ours, ``grad_clip``).
 Each system keeps its own recipe otherwise: SAELens ranks by u·‖W_dec‖
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 import abstopk_mini as am
+from abstopk_mini.encoder_scale import fit_encoder_scale
 from abstopk_mini.train import geometric_median
 
 D_IN = 640
@@ -211,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is then a clean measure of work)")
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                     help="step times from CPU time of this process (robust on a shared machine) or wall clock")
+    ap.add_argument("--encoder-init", default="transpose",
+                    help="comma list from transpose, least_squares: the starting encoder both systems get (a row each)")
     ap.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
     args = ap.parse_args(argv)
     global CLOCK
@@ -222,6 +226,10 @@ def main(argv=None) -> int:
     for arch in archs:
         if arch not in ("abstopk", "topk"):
             raise SystemExit(f"--arch {arch!r}: choose from abstopk, topk")
+    inits = args.encoder_init.split(",")
+    for init in inits:
+        if init not in ("transpose", "least_squares"):
+            raise SystemExit(f"--encoder-init {init!r}: choose from transpose, least_squares")
 
     batch_sizes = [int(b) for b in str(args.batch).split(",")]
     n_steps = args.steps
@@ -260,13 +268,15 @@ def main(argv=None) -> int:
         scale = math.sqrt(d_in / sample.pow(2).sum(-1).mean().item())
         lr = 2e-4 / math.sqrt(d_sae / 2**14)
         dead_steps = max(1, n_steps // 5)
-        for arch in archs:
+        for arch, init in ((arch, init) for arch in archs for init in inits):
             sae0 = am.SAE(am.SAEConfig(d_in=d_in, d_sae=d_sae, activation=arch, k=k, input_scale=scale, device="cpu"))
             with torch.no_grad():
                 sae0.b_dec.copy_(geometric_median(sample * scale))
+            if init == "least_squares":
+                fit_encoder_scale(sae0, x_train[:32768])
             ours = run_ours(batches, x_test, sae0, n_steps, lr, dead_steps * B, fast=True)
             theirs = run_saelens(batches, x_test, sae0, arch, n_steps, lr, dead_steps)
-            row = dict(arch=arch, d_in=d_in, d_sae=d_sae, k=k, batch=B, steps=n_steps,
+            row = dict(arch=arch, encoder_init=init, d_in=d_in, d_sae=d_sae, k=k, batch=B, steps=n_steps,
                        ours_tok_s=B / ours["step"], saelens_tok_s=B / theirs["step"],
                        ours_wall_tok_s=ours["tokens"] / ours["seconds"], saelens_wall_tok_s=theirs["tokens"] / theirs["seconds"],
                        ours_fvu=ours["fvu"], saelens_fvu=theirs["fvu"])
@@ -295,7 +305,7 @@ def main(argv=None) -> int:
                     extra += "  recipe FVU: " + ", ".join(f"{key} {value:.4f}" for key, value in row["recipe_fvu"].items())
                 if "saelens_sparse_error" in row:
                     extra += f"  SAELens sparse failed ({row['saelens_sparse_error']})"
-                print(f"{arch:8s} batch={B:5d} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:7.0f} tok/s  SAELens "
+                print(f"{arch:8s} {init:13s} batch={B:5d} d_sae={d_sae:6d} k={k:3d}  ours {row['ours_tok_s']:7.0f} tok/s  SAELens "
                       f"{row['saelens_tok_s']:7.0f} tok/s  ratio {row['ratio']:.2f}x (wall clock {row['wall_ratio']:.2f}x)  "
                       f"FVU ours {row['ours_fvu']:.4f} SAELens {row['saelens_fvu']:.4f}{extra}", flush=True)
     for B in batch_sizes:
