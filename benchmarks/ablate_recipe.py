@@ -25,6 +25,7 @@ free           free decoder norms (no parallel-gradient removal, no renormalisin
                ``free+noclip``: without clip
 clipat=X       the package's own clipping at norm X (``TrainConfig.grad_clip``)
 b2=X           Adam beta2 X (ours 0.999)
+lsq            the encoder scaled to the data at the start (``TrainConfig.encoder_init="least_squares"``)
 =============  ==============================================================================
 
 Prints one JSON line: K, activation, variant, held-out FVU, L0 and never-firing share, the final
@@ -76,9 +77,14 @@ def train_variant(K: int, variants: set[str], activation: str, acts: str = ACTS)
             kw["adam_betas"] = (0.9, float(v[3:]))
         elif v == "bw05":
             sae.act.bandwidth = 0.05
+        elif v == "lsq":
+            from abstopk_mini.data import Batches
+            from abstopk_mini.encoder_scale import fit_encoder_scale
+
+            fit_encoder_scale(sae, Batches(x, x.shape[1], budget.batch, budget.seed, False).sample(budget.train_cfg().init_sample))
         elif v not in ("base", "clip", "free", "noclip", "row"):
             raise SystemExit(f"unknown variant {v!r}; see the table in this script's docstring")
-    clip = "clip" in variants or ("free" in variants and "noclip" not in variants)
+    clip = own_clip(variants)
     remove_parallel = sae.remove_parallel_grad
 
     def before_step() -> None:  # train_sae calls this between backward and Adam's step
@@ -119,7 +125,14 @@ def main(argv: list[str]) -> int:
     seconds = time.process_time() - t
     m = bf.measure(sae.eval(), held)
     print(json.dumps({"K": K, "act": activation, "v": argv[1], **{k: round(v, 4) for k, v in m.items()},
-                      "train_l0": round(hist["final_l0"], 1), "cpu_s": round(seconds)} | grad_norms(hist)), flush=True)
+                      "train_l0": round(hist["final_l0"], 1), "cpu_s": round(seconds)}
+                     | ({} if own_clip(variants) else grad_norms(hist))), flush=True)
+
+
+def own_clip(variants: set[str]) -> bool:
+    """Whether this script clips inside the parallel-gradient hook (clip, free): the history then logs the norm
+    after that clip, so no norm is reported (``clipat=1`` clips in the package and logs the norm before it)."""
+    return "clip" in variants or ("free" in variants and "noclip" not in variants)
 
 
 def grad_norms(hist: dict) -> dict:
