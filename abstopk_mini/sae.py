@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .decoder_norm import normalize_rows, remove_parallel
 from .device import get_device
 from .forward import DenseCode, TrainOutput, check_input
 from .io import atomic_write
@@ -349,16 +350,15 @@ class SAE(nn.Module):
     # ------------------------------------------------------------------ decoder geometry
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        """Rescale each decoder row (atom) to unit norm."""
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        """Rescale each decoder row (atom) to unit norm (:func:`~abstopk_mini.decoder_norm.normalize_rows`)."""
+        normalize_rows(self.W_dec)
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
-        """Remove from W_dec.grad the component along each row, which only changes its norm."""
-        if self.W_dec.grad is None:
-            return
-        W = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.W_dec.grad.sub_((self.W_dec.grad * W).sum(1, keepdim=True) * W)
+        """Remove from W_dec.grad the component along each row, which only changes its norm
+        (:func:`~abstopk_mini.decoder_norm.remove_parallel`; ``self._scratch`` keeps its work tensor)."""
+        if self.W_dec.grad is not None:
+            self._scratch = remove_parallel(self.W_dec, self.W_dec.grad, getattr(self, "_scratch", None))
 
     @torch.no_grad()
     def post_step(self) -> None:

@@ -98,8 +98,13 @@ class TimedBatches:
             if not self.forever:
                 return
 
-    def median_step(self) -> float:
-        steps = [b - a for a, b in zip(self.stamps[1:], self.stamps[2:])]  # skip the first (warm-up) step
+    def median_step(self, n_steps: int) -> float:
+        """The median time between the training loop's pulls: the last ``n_steps`` stamps, whose
+        intervals are steps 2..n (the first step's warm-up is skipped). Only the last ones: our
+        train_sae reads the head of the data first (the rows of ``init_sample`` for its final
+        metrics), and those near-instant pulls would drag the median down."""
+        stamps = self.stamps[-n_steps:]
+        steps = [b - a for a, b in zip(stamps, stamps[1:])]
         return statistics.median(steps) if steps else float("nan")
 
 
@@ -118,7 +123,7 @@ def run_ours(x_batches, x_test, sae0: am.SAE, n_steps: int, lr: float, dead_toke
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         x_hat = sae(x_test)
-    return dict(seconds=seconds, step=timed.median_step(), fvu=am.metrics.fvu(x_test, x_hat), tokens=hist["n_tokens"])
+    return dict(seconds=seconds, step=timed.median_step(n_steps), fvu=am.metrics.fvu(x_test, x_hat), tokens=hist["n_tokens"])
 
 
 def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: float, dead_steps: int, sparse: bool = False) -> dict:
@@ -160,7 +165,7 @@ def run_saelens(x_batches, x_test, sae0: am.SAE, arch: str, n_steps: int, lr: fl
     sae.eval()
     with torch.no_grad():
         x_hat = sae.decode(sae.encode(s * x_test)) / s
-    return dict(seconds=seconds, step=timed.median_step(), fvu=am.metrics.fvu(x_test, x_hat), tokens=trainer.n_training_samples)
+    return dict(seconds=seconds, step=timed.median_step(n_steps), fvu=am.metrics.fvu(x_test, x_hat), tokens=trainer.n_training_samples)
 
 
 def recipe_ablation(x_batches, x_test, sae0: am.SAE, n_steps: int, lr: float) -> dict:

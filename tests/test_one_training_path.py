@@ -15,7 +15,11 @@ re-recorded once more for their two-sided L0 term (:func:`abstopk_mini.losses.tw
 other entry, ReLU's included, was bit-identical. Adding the history's ``l0_aim`` (the integral term,
 off by default) changed no recorded tensor. Every entry was re-recorded when the gradient became
 clipped by default (``TrainConfig.grad_clip = 1``), after checking that with ``grad_clip=None`` every
-recorded tensor was bit-identical (the history's new ``grad_norm`` aside).
+recorded tensor was bit-identical (the history's new ``grad_norm`` aside). Every entry was re-recorded when
+``SAE.remove_parallel_grad`` became an in-place update with a kept work tensor
+(:func:`abstopk_mini.decoder_norm.remove_parallel`, 2.5x faster at 16,384 × 640), after checking that the
+old recording differed by rounding only: at most 2.8e-16 (float64) and 1.4e-7 (float32), relative to
+1 + |value|.
 
 Exact where it can be: on the machine and kernel set that recorded the file (same torch, same
 CPU capability, same MKL code path; the file's metadata) every tensor and every history number
