@@ -26,7 +26,8 @@ clipped to ``[1 / MAX_SCALE, MAX_SCALE]``.
 Where it helps (``results/encoder_init.jsonl``, ``results/bench_train.txt``): a lot when the start is a large
 part of the run (16,384 latents, 1,000 steps: TopK −13 %); about 1 % for TopK, AbsTopK and JumpReLU at
 2,048 latents and 586 steps of 1,024 tokens; and it *hurts* ReLU there (FVU 0.0989 → 0.1108, 34 % of
-latents dead instead of 14 %), whose l1 penalty is on the code's size. So it is an option, not the default. :func:`fit_encoder_scale` applies it
+latents dead instead of 14 %), also with its starting l1 coefficient divided by c (0.1104). So it is an
+option, not the default. :func:`fit_encoder_scale` applies it
 (``TrainConfig.encoder_init = "least_squares"``; :func:`abstopk_mini.train.init_from_sample` calls
 it after the input scale, ``b_dec`` and the starting sparsity are set).
 """

@@ -26,6 +26,7 @@ free           free decoder norms (no parallel-gradient removal, no renormalisin
 clipat=X       the package's own clipping at norm X (``TrainConfig.grad_clip``)
 b2=X           Adam beta2 X (ours 0.999)
 lsq            the encoder scaled to the data at the start (``TrainConfig.encoder_init="least_squares"``)
+lsqc           lsq, and ReLU's starting l1 coefficient divided by the same scale c
 =============  ==============================================================================
 
 Prints one JSON line: K, activation, variant, held-out FVU, L0 and never-firing share, the final
@@ -77,11 +78,13 @@ def train_variant(K: int, variants: set[str], activation: str, acts: str = ACTS)
             kw["adam_betas"] = (0.9, float(v[3:]))
         elif v == "bw05":
             sae.act.bandwidth = 0.05
-        elif v == "lsq":
+        elif v in ("lsq", "lsqc"):
             from abstopk_mini.data import Batches
             from abstopk_mini.encoder_scale import fit_encoder_scale
 
-            fit_encoder_scale(sae, Batches(x, x.shape[1], budget.batch, budget.seed, False).sample(budget.train_cfg().init_sample))
+            c = fit_encoder_scale(sae, Batches(x, x.shape[1], budget.batch, budget.seed, False).sample(budget.train_cfg().init_sample))
+            if v == "lsqc":  # the l1 coefficient in the scaled code's units
+                kw["l1_coefficient"] = budget.train_cfg().l1_coefficient / c
         elif v not in ("base", "clip", "free", "noclip", "row"):
             raise SystemExit(f"unknown variant {v!r}; see the table in this script's docstring")
     clip = own_clip(variants)

@@ -25,7 +25,8 @@ RECIPE_VARIANTS = {
     "base": "ours, gradient not clipped", "clip": "gradient clipped at global norm 1",
     "bw05": "STE bandwidth 0.05 (ours 0.2)", "eps": "Adam eps 1e-8 (ours 6.25e-10)",
     "coef1": "L0 coefficient 1 (ours 2)", "nowarm": "no warm-up of the L0 term", "row": "L0 term per row",
-    "free": "free decoder norms, clipped", "lsq": "encoder scaled to the data at the start", "free+noclip": "free decoder norms, not clipped",
+    "free": "free decoder norms, clipped", "lsq": "encoder scaled to the data at the start",
+    "lsqc": "encoder scaled to the data, l1 coefficient divided by the scale", "free+noclip": "free decoder norms, not clipped",
     "bw05+eps+free+row+coef1+nowarm": "all of SAELens's choices at once",
 }
 _RECIPE_KNOBS = {"b2": "Adam beta2 {} (ours 0.999)", "eps": "Adam eps {}", "clipat": "clipped at norm {}", "c": "L0 coefficient {}"}
