@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fit_encoder_scale", "least_squares_scale", "MAX_SCALE", "FIT_ROWS"]
+from .sparsity import INIT_ROWS
+
+__all__ = ["fit_encoder_scale", "least_squares_scale", "MAX_SCALE"]
 
 #: the fitted scale is kept within [1 / MAX_SCALE, MAX_SCALE] (a sample whose code is all zeros gives no scale)
 MAX_SCALE = 1e3
-#: rows of the sample the scale is fitted on
-FIT_ROWS = 8192
 
 
 def least_squares_scale(target: torch.Tensor, estimate: torch.Tensor) -> float:
@@ -61,12 +61,14 @@ def least_squares_scale(target: torch.Tensor, estimate: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def fit_encoder_scale(sae, sample: torch.Tensor, rows: int = FIT_ROWS) -> float:
+def fit_encoder_scale(sae, sample: torch.Tensor, rows: int = INIT_ROWS) -> float:
     """Multiply the encoder's ``W_enc``, ``b_enc`` and threshold (where it has one) by the
     least-squares scale c of its reconstruction of ``sample`` (module docstring) and return c.
 
     The SAE must be in its starting state (its input scale and ``b_dec`` set); its code on the
-    sample is then exactly c times the code before. Non-finite rows are left out.
+    sample is then exactly c times the code before. It reads the sample's first ``rows`` rows, the
+    ones the starting thresholds come from (:data:`abstopk_mini.sparsity.INIT_ROWS`); non-finite
+    rows are left out.
 
     shape: sample [n, d_in] (raw, as the SAE reads it) -> float
     """

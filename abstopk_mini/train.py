@@ -50,11 +50,11 @@ from . import losses
 from .checkpoint import (CHECKPOINT_FILE, HISTORY_KEYS, TRAJECTORY_FIELDS, load_checkpoint, restore_optimizer,
                          save_checkpoint, save_snapshot, snapshot_path)
 from .data import Batches
+from .encoder_scale import fit_encoder_scale
 from .evaluate import final_metrics
 from .io import remove_stale_tmp
 from .nonlinearities import spec
 from .sae import SAE, SAEConfig, standardize
-from .encoder_scale import fit_encoder_scale
 from .sparsity import COEF_RANGE, check_final_l0, l0_off_target, next_aim, next_coefficient, start_at_target
 from .train_config import AUX_SIGNS, LR_SCHEDULES, TrainConfig, lr_at
 

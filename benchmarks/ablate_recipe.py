@@ -59,7 +59,8 @@ def train_variant(K: int, variants: set[str], activation: str, acts: str = ACTS)
 
     budget = bf.Budget()
     x = load_activations(acts, max_tokens=budget.steps * budget.batch)
-    sae = bf.initial_sae(x, activation, K, budget)
+    fitted = bool(variants & {"lsq", "lsqc"})
+    sae = bf.initial_sae(x, activation, K, budget, **({"encoder_init": "least_squares"} if fitted else {}))
     kw: dict = {"grad_clip": None}
     for v in variants:
         if v == "eps":
@@ -78,14 +79,10 @@ def train_variant(K: int, variants: set[str], activation: str, acts: str = ACTS)
             kw["adam_betas"] = (0.9, float(v[3:]))
         elif v == "bw05":
             sae.act.bandwidth = 0.05
-        elif v in ("lsq", "lsqc"):
-            from abstopk_mini.data import Batches
-            from abstopk_mini.encoder_scale import fit_encoder_scale
-
-            c = fit_encoder_scale(sae, Batches(x, x.shape[1], budget.batch, budget.seed, False).sample(budget.train_cfg().init_sample))
-            if v == "lsqc":  # the l1 coefficient in the scaled code's units
-                kw["l1_coefficient"] = budget.train_cfg().l1_coefficient / c
-        elif v not in ("base", "clip", "free", "noclip", "row"):
+        elif v == "lsqc":  # the l1 coefficient in the scaled code's units; c read back from W_enc = c·W_decᵀ
+            c = ((sae.W_enc * sae.W_dec.T).sum() / sae.W_dec.pow(2).sum()).item()
+            kw["l1_coefficient"] = budget.train_cfg().l1_coefficient / c
+        elif v not in ("base", "clip", "free", "noclip", "row", "lsq"):
             raise SystemExit(f"unknown variant {v!r}; see the table in this script's docstring")
     clip = own_clip(variants)
     remove_parallel = sae.remove_parallel_grad

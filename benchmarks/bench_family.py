@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
@@ -135,11 +135,12 @@ def train_batches(x: torch.Tensor, budget: Budget) -> Iterator[torch.Tensor]:
     return islice(Batches(x, x.shape[1], budget.batch, budget.seed, False)(0), budget.steps)
 
 
-def initial_sae(x: torch.Tensor, activation: str, k: int | None, budget: Budget) -> am.SAE:
+def initial_sae(x: torch.Tensor, activation: str, k: int | None, budget: Budget, **train_overrides) -> am.SAE:
     """The SAE train_sae would start from (its _start: init_from_sample on Batches.sample). W_dec, W_enc = W_decᵀ,
     b_dec (geometric median) and the input scale do not depend on the activation; b_enc / θ do (start at k).
+    train_overrides: TrainConfig fields that change the start (e.g. encoder_init).
     shape: x [N, d_in] -> SAE"""
-    tcfg = budget.train_cfg()
+    tcfg = replace(budget.train_cfg(), **train_overrides)
     cfg = am.SAEConfig(d_in=x.shape[1], d_sae=budget.d_sae, activation=activation, k=k, seed=budget.seed, device="cpu")
     return init_from_sample(cfg, Batches(x, x.shape[1], budget.batch, budget.seed, False).sample(tcfg.init_sample), tcfg)
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 import abstopk_mini as am
 from abstopk_mini.encoder_scale import fit_encoder_scale
 from abstopk_mini.train import geometric_median
+from abstopk_mini.train_config import ENCODER_INITS
 
 D_IN = 640
 CLOCK = time.process_time  # set by --clock
@@ -233,8 +234,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"--arch {arch!r}: choose from abstopk, topk")
     inits = args.encoder_init.split(",")
     for init in inits:
-        if init not in ("transpose", "least_squares"):
-            raise SystemExit(f"--encoder-init {init!r}: choose from transpose, least_squares")
+        if init not in ENCODER_INITS:
+            raise SystemExit(f"--encoder-init {init!r}: choose from {', '.join(ENCODER_INITS)}")
 
     batch_sizes = [int(b) for b in str(args.batch).split(",")]
     n_steps = args.steps

@@ -146,10 +146,8 @@ def reference_table(rows: list[dict]) -> style.Table:
 def recipe_table(rows: list[dict], keep=None) -> style.Table:
     """rows: the records of ``benchmarks/ablate_recipe.py`` (act, K, v, held_fvu, held_l0, dead_frac), in
     their order; keep(row) selects some. One row per run: the SAE, its k or target L0, what the run
-    changed (:func:`recipe_label`), held-out FVU, L0
-    and the share of latents that never fire."""
-    out = [{"SAE": style.label(r["act"]), "k / target": r["K"],
-            "change": recipe_label(r["v"]),
+    changed (:func:`recipe_label`), held-out FVU, L0 and the share of latents that never fire."""
+    out = [{"SAE": style.label(r["act"]), "k / target": r["K"], "change": recipe_label(r["v"]),
             "FVU": r["held_fvu"], "L0": r["held_l0"], "never fire %": 100 * r["dead_frac"]}
            for r in rows if keep is None or keep(r)]
     return style.Table(out, digits=4, formats={"L0": ".1f", "never fire %": ".1f"})
