@@ -97,7 +97,7 @@ PACKAGE = ROOT / "abstopk_mini"
 #: the layers, bottom up: a module may import its own layer and those below it, never one above
 LAYERS = (
     ("core", ("kernels",)),  # the top-level modules and the fast kernels
-    ("coding / lm / concepts / dashboard data", ("coding", "lm", "concepts", "dashboard")),
+    ("coding / lm / concepts / dashboard data / saebench", ("coding", "lm", "concepts", "dashboard", "saebench")),
     ("runs", ("runs",)),
     ("the book and the report", ("chapters", "exercises")),
     ("the command line", ("cli",)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from ..runs import bidirectional, budget, dead, opposites
+from ..runs import bidirectional, budget, dead, opposites, saebench
 from ..runs.jobs_model import NULL_NOTE, ConceptsJob, EvalJob, SteerJob, run_concepts, run_eval, run_steer
 from ..runs.jobs_report import DashboardJob, ReproduceJob, SweepJob, run_dashboard, run_reproduce
 from ..runs.jobs_store import HarvestJob, ToyJob, TrainJob, run_harvest, run_toy, run_train
@@ -141,4 +141,5 @@ COMMANDS = {
     "opposites": Command(opposites.OppositesJob, opposites.run, _opposites),
     "budget": Command(budget.BudgetJob, budget.run, _budget),
     "dead": Command(dead.DeadJob, dead.run, _dead),
+    "bench": Command(saebench.BenchJob, saebench.run, saebench.summary),
 }

@@ -1,0 +1,137 @@
+"""SAEBench's sparse probing and feature absorption for one SAE, from data prepared once per model and layer.
+
+    data = letter_data(loaded, layer=6, n_words=4000, seed=0)      # words, prompts, residuals, letter probe
+    absorption(sae, data, view="split")                            # {"mean_absorption_fraction": ..., ...}
+    tokens = {t: task_tokens(loaded, load_task(t), 6) for t in TASKS}
+    probing(sae, tokens, ks=(1, 2, 5, 20), splits=5)               # {task: {"sae": {k: accuracy}, ...}}
+
+Both preparations depend only on the model and layer, so several SAEs are scored on the same words,
+prompts and texts.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from . import first_letter as FL
+from .absorption import aggregate, absorption_scores, split_view
+
+__all__ = ["LetterData", "letter_data", "absorption", "probing", "VIEWS"]
+
+#: how a signed SAE's codes enter absorption: as they are (SAEBench), or each latent as two non-negative sides
+VIEWS = ("signed", "split")
+
+
+@dataclass
+class LetterData:
+    """The first-letter task on one model and layer (:mod:`abstopk_mini.saebench.first_letter`).
+
+    shape: x_train [n_train, d], x_test [n_test, d], y_* [n] letters, probe_W [26, d], probe_b [26];
+    x_absorb [n_tp, d]: each test word the probe gets right, in a freshly drawn prompt; y_absorb [n_tp]."""
+
+    layer: int
+    train_words: list[str]
+    test_words: list[str]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    probe_W: torch.Tensor
+    probe_b: torch.Tensor
+    probe_f1: list[float]
+    x_absorb: torch.Tensor
+    y_absorb: torch.Tensor
+    settings: dict
+
+
+def letter_data(loaded, layer: int, *, n_words: int | None = 4000, seed: int = 0, icl_examples: int = 10,
+                batch_size: int = 32) -> LetterData:
+    """Words, prompts (``icl_examples`` solved examples each, SAEBench's 10) and residuals of the
+    first-letter task, and the letter probe trained on them."""
+    words = FL.alpha_tokens(loaded.tokenizer)
+    train_words, test_words = FL.split_words(words, n_words, seed)
+    rng = random.Random(seed)
+    prompts_train = [FL.icl_prompt(w, train_words, rng, icl_examples) for w in train_words]
+    prompts_test = [FL.icl_prompt(w, test_words, rng, icl_examples) for w in test_words]
+    x_train = FL.word_residuals(loaded, prompts_train, layer, batch_size=batch_size)
+    x_test = FL.word_residuals(loaded, prompts_test, layer, batch_size=batch_size)
+    y_train = torch.tensor([FL.letter_index(w) for w in train_words])
+    y_test = torch.tensor([FL.letter_index(w) for w in test_words])
+    W, b = FL.train_probe(x_train, y_train, seed=seed)
+    logits = x_test @ W.T + b
+    f1 = [FL.f1_score(logits[:, i] > 0, y_test == i) for i in range(26)]
+    right = (logits[torch.arange(len(y_test)), y_test] > 0)
+    tp_words = [w for w, ok in zip(test_words, right.tolist()) if ok]
+    prompts_absorb = [FL.icl_prompt(w, words, rng, icl_examples) for w in tp_words]  # a fresh prompt per word, examples from every word
+    x_absorb = FL.word_residuals(loaded, prompts_absorb, layer, batch_size=batch_size)
+    settings = {"n_alpha_tokens": len(words), "n_words": n_words, "n_train": len(train_words), "n_test": len(test_words),
+                "seed": seed, "template": FL.TEMPLATE, "icl_examples": icl_examples, "word_position": FL.WORD_POSITION}
+    return LetterData(layer, train_words, test_words, x_train, y_train, x_test, y_test, W, b, f1, x_absorb,
+                      y_test[right], settings)
+
+
+@torch.no_grad()
+def _codes(sae, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    return torch.cat([sae.encode(x[i:i + chunk].to(sae.W_enc.dtype)).float() for i in range(0, len(x), chunk)])
+
+
+def absorption(sae, data: LetterData, view: str = "signed", *, seed: int = 0) -> dict:
+    """The SAE's absorption scores on ``data`` (:mod:`abstopk_mini.saebench.absorption`).
+    view: ``"signed"`` (codes as they are, SAEBench's rules) or ``"split"`` (:func:`split_view`)."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}; got {view!r}")
+    W_dec = sae.W_dec.detach().float()
+    z_train, z_test, z_absorb = (_codes(sae, x) for x in (data.x_train, data.x_test, data.x_absorb))
+    if view == "split":
+        z_train, z_test = split_view(z_train, W_dec)[0], split_view(z_test, W_dec)[0]
+        z_absorb, W_dec = split_view(z_absorb, W_dec)
+    weights = FL.sparse_probe_weights(z_train, data.y_train, seed=seed)
+    mains = FL.main_latents(FL.k_sparse_f1(z_train, data.y_train, z_test, data.y_test, weights))
+    rows = []
+    for i, m in enumerate(mains):
+        mask = data.y_absorb == i
+        fraction, full = absorption_scores(data.x_absorb[mask], z_absorb[mask], W_dec, data.probe_W[i], m["main"])
+        rows.append({"letter": m["letter"], "probe_f1": data.probe_f1[i], "fractions": fraction.tolist(),
+                     "full": full.tolist(), "n_split": m["k"], "main": m["main"], "main_f1": m["f1"]})
+    out = aggregate(rows)
+    for r, row in zip(out["letters"], rows):
+        r.update(main=row["main"], main_f1=row["main_f1"])
+    return out | {"view": view}
+
+
+def probing(sae, tokens: dict, ks: Sequence[int] = (1, 2, 5, 20), *, splits: int = 5, test_share: float = 0.3,
+            seed: int = 42) -> dict:
+    """Sparse probing on each task of ``tokens`` ({task: task_tokens(...)}): test accuracy at each k for
+    the SAE's codes (signed and |z|) and for the residual stream, the mean and standard deviation
+    over ``splits`` train/test splits of the texts (split s uses seed s; the negatives' draws ``seed``)."""
+    from .probing import sparse_probing
+    from .texts import pooled, split_task
+
+    out = {}
+    for task, toks in tokens.items():
+        feats = {"residual": pooled(toks), "sae": pooled(toks, sae, "signed"), "sae_abs": pooled(toks, sae, "abs")}
+        classes = list(toks)
+        n = len(feats["residual"][classes[0]])
+        runs = {name: [] for name in feats}
+        for s in range(splits):
+            train_idx, test_idx = split_task(n, classes, test_share, seed=s)
+            for name, f in feats.items():
+                train = {c: f[c][train_idx[c]] for c in classes}
+                test = {c: f[c][test_idx[c]] for c in classes}
+                runs[name].append(sparse_probing(train, test, ks, seed=seed, full=name == "residual"))
+        task_out = {"classes": classes, "texts_per_class": n, "test_share": test_share, "splits": splits}
+        for name, results in runs.items():
+            task_out[name] = {str(k): _mean_sd([r["top_k"][k] for r in results]) for k in ks}
+            if name == "residual":
+                task_out[name]["full"] = _mean_sd([r["full"] for r in results])
+        out[task] = task_out
+    return out
+
+
+def _mean_sd(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
