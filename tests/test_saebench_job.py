@@ -34,6 +34,7 @@ def test_bench_writes_one_record_per_sae(tiny_gpt2_dir, tmp_path, capsys):
     assert set(r["sparse_probing"]) == {"sentiment", "newsgroups"}
     probe = r["sparse_probing"]["sentiment"]
     assert set(probe["sae"]) == {"1", "2"} and 0 <= probe["sae"]["1"]["mean"] <= 1 and probe["splits"] == 2
+    assert r["made"] == {"seed": 0, "recipe": "ours"}
     assert r["settings"]["n_words"] == 260 and r["provenance"]["wall_s"] > 0
     # a TopK code is >= 0, so pooling z or |z| is the same probe
     t = records[1]["sparse_probing"]["sentiment"]

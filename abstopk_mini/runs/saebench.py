@@ -69,6 +69,7 @@ def run(cfg: BenchJob) -> dict:
     """Score every SAE of ``cfg`` (module docstring); returns ``{"records": [...]}``."""
     import torch
 
+    from .. import pretrained
     from ..saebench import evaluate as E
     from ..saebench.texts import TASKS, load_task, task_tokens
     from .inputs import load_checked_model, sae_inputs
@@ -87,12 +88,17 @@ def run(cfg: BenchJob) -> dict:
     tokens = ({task: task_tokens(loaded, load_task(task), layer) for task in TASKS}
               if "sparse_probing" in cfg.metrics else None)
     shared_s = time.perf_counter() - t
+    shipped = pretrained.available()
     records = []
     for name, inp in zip(cfg.sae, inputs):
         t = time.perf_counter()
         sae = inp.sae.cpu().eval()
+        made = {"seed": sae.cfg.seed, "recipe": sae.cfg.recipe or "ours"}
+        if isinstance(shipped.get(name), dict):  # a shipped SAE: how it was trained, from the manifest
+            trained = shipped[name].get("trained", {})
+            made |= {k: trained[k] for k in ("seed", "recipe", "n_steps", "batch_size", "record") if k in trained}
         rec = {"schema": SCHEMA, "sae": name, "activation": sae.cfg.activation, "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
-               "model": inp.model, "layer": layer}
+               "model": inp.model, "layer": layer, "made": made}
         with torch.no_grad():
             if data is not None:
                 rec["absorption"] = {view: E.absorption(sae, data, view, seed=cfg.seed) for view in E.VIEWS}
