@@ -170,3 +170,28 @@ def test_aggregate_means_over_qualifying_letters_only():
     assert out["mean_num_split_features"] == pytest.approx(sum(r["n_split"] for r in kept) / 21)
     few = A.aggregate([r | {"probe_f1": 0.5} if i >= 19 else r for i, r in enumerate(rows)])
     assert few["n_letters"] == 19 and few["mean_absorption_fraction"] is None  # SAEBench reports nothing below 20 letters
+
+
+# ----------------------------------------------------------------------------- codes in the residual stream's units
+@pytest.mark.parametrize("kw", [dict(input_scale=0.2), dict(input_scale=0.5, input_unit_norm=True), dict()])
+def test_raw_codes_times_cosines_give_the_decoded_projection(kw):
+    """SAEBench's s_j = a_j cos(p̂, W_dec[j]) must add up to the reconstruction's own projection on p̂
+    (decode(z) − decode(0))·p̂, whatever the SAE's input scale, standardisation or row norms."""
+    from abstopk_mini.sae import SAE, SAEConfig
+    from abstopk_mini.saebench.evaluate import raw_codes
+
+    g = torch.Generator().manual_seed(7)
+    sae = SAE(SAEConfig(d_in=16, d_sae=40, activation="abstopk", k=5, seed=1, **kw))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(40, 1, generator=g) * 3 + 0.2)  # rows of unequal norms, as a folded SAELens file has
+        sae.b_dec.copy_(torch.randn(16, generator=g))
+    x = 4 * torch.randn(9, 16, generator=g) + 2
+    p = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    a = raw_codes(sae, x)
+    cos = torch.nn.functional.cosine_similarity(p[None], sae.W_dec.detach(), dim=-1)
+    with torch.no_grad():
+        z = sae.encode(x)
+        stats = sae.input_stats(x)
+        decoded = (sae.decode(z, stats) - sae.decode(torch.zeros_like(z), stats)) @ p
+    torch.testing.assert_close((a * cos).sum(1), decoded, rtol=1e-4, atol=1e-4)  # fp32 sums over 40 latents
+    assert torch.equal(a != 0, z != 0) and torch.equal(a > 0, z > 0)  # a rescales each code, sign and support kept

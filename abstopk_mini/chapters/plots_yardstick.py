@@ -60,7 +60,7 @@ def probing_figure(records, ks=(1, 2, 5, 20)):
     """Accuracy against k for each task: each SAE's signed codes (solid), AbsTopK's |z| (dashed) and the
     residual stream's top-k channels (black); bars: the standard deviation over the text splits."""
     tasks = list(records[0]["sparse_probing"])
-    fig, axes = style.subplots(1, len(tasks), height=3.2, width=7.0, squeeze=False, sharey=True)
+    fig, axes = style.subplots(1, len(tasks), height=3.4, squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         x = list(range(len(ks)))
         for i, r in enumerate(records):
@@ -91,7 +91,7 @@ def absorption_figure(records, view: str = "split"):
     """Mean absorption fraction per first letter (letters the probe reads, F1 > 0.6), one bar per SAE."""
     from ..saebench.first_letter import LETTERS
 
-    fig, ax = style.subplots(1, 1, height=2.8, width=7.0)
+    fig, ax = style.subplots(1, 1, height=2.8)
     width = 0.8 / max(len(records), 1)
     for i, r in enumerate(records):
         rows = {row["letter"]: row for row in r["absorption"][view]["letters"]}

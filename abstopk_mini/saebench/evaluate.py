@@ -21,7 +21,7 @@ import torch
 from . import first_letter as FL
 from .absorption import aggregate, absorption_scores, split_view
 
-__all__ = ["LetterData", "letter_data", "absorption", "probing", "VIEWS"]
+__all__ = ["LetterData", "letter_data", "raw_codes", "absorption", "probing", "VIEWS"]
 
 #: how a signed SAE's codes enter absorption: as they are (SAEBench), or each latent as two non-negative sides
 VIEWS = ("signed", "split")
@@ -76,17 +76,31 @@ def letter_data(loaded, layer: int, *, n_words: int | None = 4000, seed: int = 0
 
 
 @torch.no_grad()
-def _codes(sae, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    return torch.cat([sae.encode(x[i:i + chunk].to(sae.W_enc.dtype)).float() for i in range(0, len(x), chunk)])
+def raw_codes(sae, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    r"""The SAE's codes in the units SAEBench's absorption rules assume: decoder rows of unit norm in the
+    residual stream's own space, :math:`a_j = z_j \, \|W_{dec,j}\| \, \sigma(x) / s` (:math:`s` the input
+    scale, :math:`\sigma(x)` the token's standard deviation when the SAE standardises its input, else 1), so
+    that :math:`a_j \cos(\hat p, W_{dec,j})` is latent j's contribution to :math:`x \cdot \hat p`.
+    Training keeps our rows at unit norm and scales the input; an SAE saved for SAELens folds the scale
+    into the rows (norms 1/s): both give the same a. shape: x [n, d_in] -> [n, d_sae] float32"""
+    norms = sae.W_dec.detach().float().norm(dim=1) / sae.cfg.input_scale
+    out = []
+    for i in range(0, len(x), chunk):
+        xi = x[i:i + chunk].to(sae.W_enc.dtype)
+        a = sae.encode(xi).float() * norms
+        stats = sae.input_stats(xi)
+        out.append(a * stats[1].float() if stats is not None else a)
+    return torch.cat(out)
 
 
 def absorption(sae, data: LetterData, view: str = "signed", *, seed: int = 0) -> dict:
-    """The SAE's absorption scores on ``data`` (:mod:`abstopk_mini.saebench.absorption`).
+    """The SAE's absorption scores on ``data`` (:mod:`abstopk_mini.saebench.absorption`), its codes in
+    raw-space units (:func:`raw_codes`).
     view: ``"signed"`` (codes as they are, SAEBench's rules) or ``"split"`` (:func:`split_view`)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}; got {view!r}")
     W_dec = sae.W_dec.detach().float()
-    z_train, z_test, z_absorb = (_codes(sae, x) for x in (data.x_train, data.x_test, data.x_absorb))
+    z_train, z_test, z_absorb = (raw_codes(sae, x) for x in (data.x_train, data.x_test, data.x_absorb))
     if view == "split":
         z_train, z_test = split_view(z_train, W_dec)[0], split_view(z_test, W_dec)[0]
         z_absorb, W_dec = split_view(z_absorb, W_dec)
