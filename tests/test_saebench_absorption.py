@@ -195,3 +195,18 @@ def test_raw_codes_times_cosines_give_the_decoded_projection(kw):
         decoded = (sae.decode(z, stats) - sae.decode(torch.zeros_like(z), stats)) @ p
     torch.testing.assert_close((a * cos).sum(1), decoded, rtol=1e-4, atol=1e-4)  # fp32 sums over 40 latents
     assert torch.equal(a != 0, z != 0) and torch.equal(a > 0, z > 0)  # a rescales each code, sign and support kept
+
+
+def test_split_view_of_a_non_negative_code_trains_the_same_sparse_probe():
+    """The L1 probe starts from zeros, so the silent negative sides of a TopK code keep weight 0 and the
+    letters' main latents are the same in both views."""
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(26).repeat(12)
+    z = torch.relu(torch.randn(len(y), 40, generator=g))
+    z[torch.arange(len(y)), y] += 2.0  # latent ℓ fires on letter ℓ
+    W_dec = torch.randn(40, 8, generator=g)
+    w1 = FL.sparse_probe_weights(z, y)
+    w2 = FL.sparse_probe_weights(A.split_view(z, W_dec)[0], y)
+    assert torch.equal(w2[:, 40:], torch.zeros(26, 40))
+    torch.testing.assert_close(w2[:, :40], w1, rtol=1e-4, atol=1e-5)  # the same steps; fp32 sums over more zeros
+    assert torch.equal(w1.argmax(1), torch.arange(26))  # each letter's own latent, found

@@ -37,6 +37,7 @@ SOURCES = {
     "bidirectional_balanced": "results/bidirectional_balanced.jsonl",
     "opposites": "results/opposite_meanings.jsonl",
     "reading": "results/opposite_reading.json",
+    "saebench": "results/saebench.jsonl",
 }
 
 #: the short ladder's rungs that switch on one of the paper's choices (batch-level selection and
@@ -235,6 +236,25 @@ def _opposites(rec) -> dict:
     return out
 
 
+def _saebench(rec) -> dict:
+    """SAEBench's metrics (chapter 12) of the shipped seed-0 pair: absorption (both views) and sparse
+    probing at k = 1 (codes pooled as z and |z|, and the residual stream's top channel) per task."""
+    pair = {r["activation"]: r for r in rec["saebench"]
+            if r["made"].get("recipe") == "ours" and r["made"].get("seed") == 0 and r["activation"] in ("topk", "abstopk")}
+    out = {"bench_letters": pair["topk"]["absorption"]["split"]["n_letters"],
+           "bench_words": pair["topk"]["absorption_settings"]["n_words"],
+           "bench_splits": pair["topk"]["settings"]["splits"], "bench_n_saes": len(rec["saebench"])}
+    for act, r in pair.items():
+        for view, a in r["absorption"].items():
+            out[f"bench_absorption_{act}_{view}"] = a["mean_absorption_fraction"]
+            out[f"bench_full_{act}_{view}"] = a["mean_full_absorption"]
+        for task, p in r["sparse_probing"].items():
+            out[f"bench_k1_{act}_{task}"] = p["sae"]["1"]["mean"]
+            out[f"bench_k1abs_{act}_{task}"] = p["sae_abs"]["1"]["mean"]
+            out[f"bench_k1_residual_{task}"] = p["residual"]["1"]["mean"]
+    return out
+
+
 def compute(root=None) -> dict:
     """Every headline number, by name, from the records under ``root`` (default: this checkout)."""
     if root is None:
@@ -244,7 +264,7 @@ def compute(root=None) -> dict:
     toy = {(r["activation"], r["d_sae"]): r for r in rec["toy"]["rows"]}
     out = {"toy_axes": rec["toy"]["settings"]["P"], "toy_abstopk_mcc": toy[("abstopk", 32)]["mcc"],
            "toy_topk_split": toy[("topk", 64)]["split_axes"]}
-    for part in (_steps, _chapter6_9, _ladders, _auxk, _sweep, _gender, _opposites):
+    for part in (_steps, _chapter6_9, _ladders, _auxk, _sweep, _gender, _opposites, _saebench):
         out |= part(rec)
     tokens = [r["train"]["n_tokens"] for name in ("sweep", "steps", "ladder", "ladder_long", "paper_30k", "auxk", "balanced")
               for r in rec[name]]

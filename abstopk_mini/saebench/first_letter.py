@@ -17,7 +17,7 @@ r"""The first-letter task of SAEBench's feature absorption (Chanin et al. 2024, 
    decaying to 1e-5 over 50 epochs, weight decay 1e-4, batch 64). Its weight row p_ℓ is the
    ground-truth direction "starts with ℓ".
 4. **The letter's main latents** (:func:`main_latents`): an L1-penalised probe on all SAE codes
-   ranks latents per letter by weight (largest first: latents that *predict* the letter); for
+   (:func:`sparse_probe_weights`) ranks latents per letter by weight (largest first: latents that *predict* the letter); for
    k = 1..10 a logistic regression on the top k (scikit-learn, balanced classes) is scored by F1 on
    the test words; k grows while F1 gains more than 0.03 ("feature splitting"), and the top k at
    the last gain are the letter's main latents.
@@ -34,8 +34,8 @@ from typing import Sequence
 import torch
 
 __all__ = ["LETTERS", "TEMPLATE", "WORD_POSITION", "alpha_tokens", "first_letter", "letter_index", "icl_prompt",
-           "split_words", "word_positions", "word_residuals", "train_probe", "f1_score", "sparse_probe_weights", "k_sparse_f1",
-           "feature_splits", "main_latents"]
+           "split_words", "word_positions", "word_residuals", "train_probe", "f1_score", "SPARSE_PROBE_BATCH",
+           "sparse_probe_weights", "k_sparse_f1", "feature_splits", "main_latents"]
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 TEMPLATE = "{word} has the first letter:"
@@ -146,20 +146,21 @@ def _one_hot(y: torch.Tensor, n: int = 26) -> torch.Tensor:
 
 
 def train_probe(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 50, lr: float = 1e-2, end_lr: float = 1e-5,
-                weight_decay: float = 1e-4, batch_size: int = 64, l1: float = 0.0, seed: int = 0
+                weight_decay: float = 1e-4, batch_size: int = 64, l1: float = 0.0, seed: int = 0, zero_init: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""26 one-vs-rest logistic regressions trained together: minimise
     :math:`\mathrm{BCE}_{w_+}(xW^\top + b,\ \mathrm{onehot}(y)) + l_1 \cdot \mathrm{mean}_\ell \|W_\ell\|_1` with
     Adam (lr decaying geometrically to ``end_lr`` over the epochs), positives weighted by
-    negatives / positives per letter. Returns ``(W [26, F], b [26])``. shape: x [n, F], y [n]"""
+    negatives / positives per letter. Starts from nn.Linear's random initialisation (drawn from ``seed``),
+    or from zeros (``zero_init``). Returns ``(W [26, F], b [26])``. shape: x [n, F], y [n]"""
     g = torch.Generator().manual_seed(seed)
     n, F = x.shape
     target = _one_hot(y)
     pos = target.sum(0)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(n - pos) / pos.clamp(min=1))
     bound = 1 / math.sqrt(F)  # nn.Linear's initialisation, from our generator
-    W = torch.empty(26, F).uniform_(-bound, bound, generator=g).requires_grad_()
-    b = torch.empty(26).uniform_(-bound, bound, generator=g).requires_grad_()
+    W = (torch.zeros(26, F) if zero_init else torch.empty(26, F).uniform_(-bound, bound, generator=g)).requires_grad_()
+    b = (torch.zeros(26) if zero_init else torch.empty(26).uniform_(-bound, bound, generator=g)).requires_grad_()
     opt = torch.optim.Adam([W, b], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(math.log(end_lr / lr) / epochs))
     x = x.float()
@@ -183,9 +184,17 @@ def f1_score(pred: torch.Tensor, true: torch.Tensor) -> float:
     return 2 * tp / denom if denom else 0.0
 
 
+#: the L1 probe's batch: SAEBench's 4,096 takes ~1,000 Adam steps in its 50 epochs over a whole vocabulary's
+#: ~80,000 training words, but only 100 over our 6,400, too few for the probe to find a letter's latents
+#: (their F1 stayed below 0.2); 256 takes ~1,250
+SPARSE_PROBE_BATCH = 256
+
+
 def sparse_probe_weights(codes: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
-    """The L1 probe's weights over the codes (SAEBench: l1 0.01, batch 4096, 50 epochs, weight decay 1e-6)."""
-    return train_probe(codes, y, batch_size=4096, weight_decay=1e-6, l1=0.01, seed=seed)[0]
+    """The L1 probe's weights over the codes (SAEBench's: l1 0.01, 50 epochs, weight decay 1e-6; our batch
+    :data:`SPARSE_PROBE_BATCH`). It starts from zeros, so a latent that never fires keeps weight 0 and a
+    TopK SAE's split view (every negative side silent) trains the same probe as its codes."""
+    return train_probe(codes, y, batch_size=SPARSE_PROBE_BATCH, weight_decay=1e-6, l1=0.01, seed=seed, zero_init=True)[0]
 
 
 def k_sparse_f1(codes_train, y_train, codes_test, y_test, weights: torch.Tensor, ks: Sequence[int] = range(1, 11)
