@@ -28,7 +28,7 @@ def test_bench_writes_one_record_per_sae(tiny_gpt2_dir, tmp_path, capsys):
     assert rc == 0, out
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["activation"] for r in records] == ["abstopk", "topk"]
-    assert json.loads(out)["records"][0]["sae"] == saes[0]
+    assert json.loads(out)["records"][0]["sae"] == "abstopk"  # outside the runs directory: by its folder's name
     r = records[0]
     assert set(r["absorption"]) == {"signed", "split"} and len(r["absorption"]["split"]["letters"]) == 26
     assert set(r["sparse_probing"]) == {"sentiment", "newsgroups"}

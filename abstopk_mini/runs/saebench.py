@@ -8,7 +8,8 @@ probe (:func:`abstopk_mini.saebench.evaluate.letter_data`) and the labelled text
 are made once and every SAE is scored on them. One record per SAE: absorption in two views
 (``signed``: codes as they are, SAEBench's rules; ``split``: each signed latent as two non-negative
 ones) and sparse probing per task (codes pooled signed and as |z|, beside the residual stream),
-with the settings that made them.
+with the settings that made them. A record names its SAE as ``--sae`` did when that is a shipped SAE,
+else by its folder relative to the runs directory (never a path of the machine that wrote it).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def run(cfg: BenchJob) -> dict:
     import torch
 
     from .. import pretrained
+    from ..io import relative_to_runs
     from ..saebench import evaluate as E
     from ..saebench.texts import TASKS, load_task, task_tokens
     from .inputs import load_checked_model, sae_inputs
@@ -97,7 +99,7 @@ def run(cfg: BenchJob) -> dict:
         if isinstance(shipped.get(name), dict):  # a shipped SAE: how it was trained, from the manifest
             trained = shipped[name].get("trained", {})
             made |= {k: trained[k] for k in ("seed", "recipe", "n_steps", "batch_size", "record") if k in trained}
-        rec = {"schema": SCHEMA, "sae": name, "activation": sae.cfg.activation, "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
+        rec = {"schema": SCHEMA, "sae": name if name in shipped else relative_to_runs(name), "activation": sae.cfg.activation, "d_sae": sae.cfg.d_sae, "k": sae.cfg.k,
                "model": inp.model, "layer": layer, "made": made}
         with torch.no_grad():
             if data is not None:
