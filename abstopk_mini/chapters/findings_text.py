@@ -157,6 +157,17 @@ def _items(v: dict, doc) -> list[str]:
         f"seeds), {s['opposite_rules']} have opposite meanings on their two sides by fixed rules; read blind, "
         f"{s['reading_opposite']} of {s['reading_n_per_sae']} per SAE do (seed {s['reading_seed']} only). An AbsTopK "
         f"latent's two sides mostly hold two unrelated features.",
+        f"- **The field's yardstick** ({doc(12)}; SAEBench's metrics, offline, on the shipped seed-0 pair): "
+        f"feature absorption on the first-letter task ({_n(s['bench_words'])} words, {s['bench_letters']} letters the "
+        f"probe reads; lower is better) is {s['bench_absorption_topk_split']:.3f} for TopK and "
+        f"{s['bench_absorption_abstopk_split']:.3f} for AbsTopK with each sign read as its own latent "
+        f"({s['bench_absorption_abstopk_signed']:.3f} with its signed codes read as SAEBench reads codes). "
+        f"Sparse probing with one latent (mean of {s['bench_splits']} text splits) reaches "
+        f"{s['bench_k1_topk_sentiment']:.2f} / {s['bench_k1_topk_newsgroups']:.2f} for TopK and "
+        f"{s['bench_k1_abstopk_sentiment']:.2f} / {s['bench_k1_abstopk_newsgroups']:.2f} for AbsTopK "
+        f"({s['bench_k1abs_abstopk_sentiment']:.2f} / {s['bench_k1abs_abstopk_newsgroups']:.2f} pooling |z|) on "
+        f"sentiment / newsgroup topic, where the residual stream's best channel reaches "
+        f"{s['bench_k1_residual_sentiment']:.2f} / {s['bench_k1_residual_newsgroups']:.2f}.",
     ]
 
 
@@ -171,7 +182,7 @@ def _book_doc(n: int) -> str:
 _CHAPTERS = {4: "../notebooks/04_toy_bidirectional", 6: "../notebooks/06_training_saes",
              7: "../notebooks/07_bidirectional_features", 8: "../notebooks/08_probing_and_steering",
              9: "../notebooks/09_when_bidirectional", 10: "../notebooks/10_is_the_verdict_ours",
-             11: "../notebooks/11_two_sides_of_a_latent"}
+             11: "../notebooks/11_two_sides_of_a_latent", 12: "../notebooks/12_the_fields_yardstick"}
 
 
 def _head(v: dict, where: str) -> str:
