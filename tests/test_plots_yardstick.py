@@ -34,7 +34,8 @@ def test_probing_figure_and_table():
     assert [ax.get_title() for ax in fig.axes] == ["sentiment (movie reviews)", "topic (newsgroups)"]
     table = py.probing_table(RECORDS)
     assert len(table.rows) == 6 and table.rows[0]["z, k=1"] == pytest.approx(0.61)
-    assert table.rows[0]["SAE"] == "TopK (seed 0, ours recipe)"
+    assert table.rows[0]["SAE"] == "TopK (seed 0, our recipe)"
+    assert py.sae_label(RECORDS[2]) == "BatchAbsTopK (seed 0, the paper's recipe)"
 
 
 def test_absorption_figure_and_table():

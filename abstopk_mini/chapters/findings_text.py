@@ -167,7 +167,10 @@ def _items(v: dict, doc) -> list[str]:
         f"{s['bench_k1_abstopk_sentiment']:.2f} / {s['bench_k1_abstopk_newsgroups']:.2f} for AbsTopK "
         f"({s['bench_k1abs_abstopk_sentiment']:.2f} / {s['bench_k1abs_abstopk_newsgroups']:.2f} pooling |z|) on "
         f"sentiment / newsgroup topic, where the residual stream's best channel reaches "
-        f"{s['bench_k1_residual_sentiment']:.2f} / {s['bench_k1_residual_newsgroups']:.2f}.",
+        f"{s['bench_k1_residual_sentiment']:.2f} / {s['bench_k1_residual_newsgroups']:.2f}. "
+        + ("Read with the signs as latents of their own, neither metric separates the two SAEs."
+           if abs(s['bench_absorption_abstopk_split'] - s['bench_absorption_topk_split']) < 0.05
+           else "AbsTopK's absorption differs from TopK's by more than 0.05."),
     ]
 
 

@@ -11,15 +11,16 @@ __all__ = ["sae_label", "probing_table", "absorption_table", "probing_figure", "
 
 _TASKS = {"sentiment": "sentiment (movie reviews)", "newsgroups": "topic (newsgroups)"}
 _VIEWS = {"signed": "codes as they are", "split": "each sign its own latent"}
+_RECIPES = {"ours": "our recipe", "paper": "the paper's recipe"}
 
 
 def sae_label(record: dict) -> str:
-    """"AbsTopK seed 0 (ours, 10,938 steps)"-style name of a record's SAE, from its ``label`` fields."""
+    """"AbsTopK (seed 0, our recipe)": a record's SAE by its activation and how it was made (``made``)."""
     name = style.ACTIVATION_LABELS.get(record["activation"], record["activation"])
     made = record.get("made", {})
     bits = [f"seed {made['seed']}"] if "seed" in made else []
     if made.get("recipe"):
-        bits.append(f"{made['recipe']} recipe")
+        bits.append(_RECIPES.get(made["recipe"], f"{made['recipe']} recipe"))
     return name + (f" ({', '.join(bits)})" if bits else "")
 
 
