@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import abstopk_mini as am
 from abstopk_mini.cli import main as cli_main
@@ -72,4 +71,3 @@ def test_bench_refuses_saes_of_two_layers(tiny_gpt2_dir, tmp_path, capsys):
     rc = cli_main(["bench", "--sae", a, b, "--json"])
     err = capsys.readouterr().err
     assert rc == 2 and "different models or layers" in err
-    assert torch.get_num_threads() >= 1

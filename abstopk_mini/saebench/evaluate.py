@@ -124,11 +124,12 @@ def probing(sae, tokens: dict, ks: Sequence[int] = (1, 2, 5, 20), *, splits: int
     the SAE's codes (signed and |z|) and for the residual stream, the mean and standard deviation
     over ``splits`` train/test splits of the texts (split s uses seed s; the negatives' draws ``seed``)."""
     from .probing import sparse_probing
-    from .texts import pooled, split_task
+    from .texts import pooled, pooled_codes, split_task
 
     out = {}
     for task, toks in tokens.items():
-        feats = {"residual": pooled(toks), "sae": pooled(toks, sae, "signed"), "sae_abs": pooled(toks, sae, "abs")}
+        codes = pooled_codes(toks, sae)
+        feats = {"residual": pooled(toks), "sae": codes["signed"], "sae_abs": codes["abs"]}
         classes = list(toks)
         n = len(feats["residual"][classes[0]])
         runs = {name: [] for name in feats}

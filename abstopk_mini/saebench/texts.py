@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TASKS", "Task", "load_task", "split_task", "task_tokens", "pooled"]
+__all__ = ["TASKS", "Task", "load_task", "split_task", "task_tokens", "pooled", "pooled_codes"]
 
 TASKS = ("sentiment", "newsgroups")
 
@@ -80,22 +80,31 @@ def task_tokens(loaded, task: Task, layer: int, *, context_length: int = 128, ba
 
 
 @torch.no_grad()
-def pooled(tokens: dict, sae=None, codes: str = "signed", chunk: int = 2048) -> dict[str, torch.Tensor]:
+def pooled_codes(tokens: dict, sae, chunk: int = 2048) -> dict[str, dict[str, torch.Tensor]]:
+    """Each text's mean over its tokens of the SAE code, pooled both ways from one encoding:
+    ``{"signed": {class: mean z}, "abs": {class: mean |z|}}``. shape: [n_texts, d_sae] each"""
+    out = {"signed": {}, "abs": {}}
+    for c, acts in tokens.items():
+        n_texts = int(acts.doc.max()) + 1
+        signed, absolute = torch.zeros(n_texts, sae.cfg.d_sae), torch.zeros(n_texts, sae.cfg.d_sae)
+        for start in range(0, len(acts), chunk):  # [chunk, d_sae] codes at a time
+            z = sae.encode(acts.acts[start:start + chunk].to(sae.W_enc.dtype)).float()
+            doc = acts.doc[start:start + chunk]
+            signed.index_add_(0, doc, z)
+            absolute.index_add_(0, doc, z.abs())
+        count = torch.bincount(acts.doc, minlength=n_texts).clamp(min=1)[:, None]
+        out["signed"][c], out["abs"][c] = signed / count, absolute / count
+    return out
+
+
+def pooled(tokens: dict, sae=None, codes: str = "signed") -> dict[str, torch.Tensor]:
     """Each text's mean over its tokens of the residual (``sae`` None) or of the SAE code
-    (``codes="signed"``: z; ``"abs"``: |z|). shape: {class: [n_texts, d_model or d_sae]}"""
+    (``codes="signed"``: z; ``"abs"``: |z|; :func:`pooled_codes` gives both from one encoding).
+    shape: {class: [n_texts, d_model or d_sae]}"""
     from .probing import CODES, pool_by_text
 
     if codes not in CODES:
         raise ValueError(f"codes must be one of {CODES}; got {codes!r}")
-    out = {}
-    for c, acts in tokens.items():
-        n_texts = int(acts.doc.max()) + 1
-        if sae is None:
-            out[c] = pool_by_text(acts.acts, acts.doc, n_texts)
-            continue
-        total = torch.zeros(n_texts, sae.cfg.d_sae)
-        for start in range(0, len(acts), chunk):  # [chunk, d_sae] codes at a time
-            z = sae.encode(acts.acts[start:start + chunk].to(sae.W_enc.dtype)).float()
-            total.index_add_(0, acts.doc[start:start + chunk], z if codes == "signed" else z.abs())
-        out[c] = total / torch.bincount(acts.doc, minlength=n_texts).clamp(min=1)[:, None]
-    return out
+    if sae is not None:
+        return pooled_codes(tokens, sae)[codes]
+    return {c: pool_by_text(acts.acts, acts.doc, int(acts.doc.max()) + 1) for c, acts in tokens.items()}
