@@ -28,6 +28,9 @@ VARIANTS = {
     "default": {},
     "bdec_mean": {"b_dec_init": "mean"},
     "bdec_zeros": {"b_dec_init": "zeros"},
+    # our recipe as it was before the gradient was clipped by default: the recipe of the shipped
+    # 10,938-step pair (results/steps_vs_tokens.jsonl), for retraining its other seeds alike
+    "unclipped": {"grad_clip": None},
     "bdec_gender_mid_frozen": None,
     "bdec_mean_frozen": None,
     "bdec_gender_mid_frozen_no_b_enc": None,
