@@ -38,6 +38,11 @@ def test_bench_writes_one_record_per_sae(tiny_gpt2_dir, tmp_path, capsys):
     # a TopK code is >= 0, so pooling z or |z| is the same probe
     t = records[1]["sparse_probing"]["sentiment"]
     assert t["sae"] == t["sae_abs"]
+    # TPP on the four classes of both tasks, SAEBench's N up to the width (48 latents), both views
+    tpp = r["tpp"]["split"]
+    assert len(tpp["classes"]) == 4 and list(tpp["overall"]) == ["2", "5", "10", "20"]
+    assert all(-1 <= v["total"]["mean"] <= 1 for v in tpp["overall"].values())
+    assert records[1]["tpp"]["split"]["clean_accuracy"] == records[1]["tpp"]["signed"]["clean_accuracy"]
 
 
 def test_word_position_is_the_words_last_token(tiny_gpt2):

@@ -1,4 +1,4 @@
-r"""``python -m abstopk_mini bench``: SAEBench's feature absorption and sparse probing on SAEs, offline.
+r"""``python -m abstopk_mini bench``: SAEBench's feature absorption, sparse probing and TPP on SAEs, offline.
 
     python -m abstopk_mini bench --sae gemma-3-270m-L6-topk-4096-k32 gemma-3-270m-L6-abstopk-4096-k32 \
         --results results/saebench.jsonl --json
@@ -7,8 +7,8 @@ The SAEs must read the same model and layer: the first-letter words, prompts, re
 probe (:func:`abstopk_mini.saebench.evaluate.letter_data`) and the labelled texts' token activations
 are made once and every SAE is scored on them. One record per SAE: absorption in two views
 (``signed``: codes as they are, SAEBench's rules; ``split``: each signed latent as two non-negative
-ones) and sparse probing per task (codes pooled signed and as |z|, beside the residual stream),
-with the settings that made them. A record names its SAE as ``--sae`` did when that is a shipped SAE,
+ones), sparse probing per task (codes pooled signed and as |z|, beside the residual stream) and TPP
+on all tasks' classes together (both views), with the settings that made them. A record names its SAE as ``--sae`` did when that is a shipped SAE,
 else by its folder relative to the runs directory (never a path of the machine that wrote it).
 """
 
@@ -22,19 +22,19 @@ from types import SimpleNamespace
 __all__ = ["SCHEMA", "BenchJob", "run", "METRICS"]
 
 SCHEMA = "abstopk_mini.saebench/1"
-METRICS = ("absorption", "sparse_probing")
+METRICS = ("absorption", "sparse_probing", "tpp")
 
 
 @dataclass
 class BenchJob:
-    """SAEBench's feature absorption (first letter) and sparse probing (offline texts) on one or more SAEs
-    of the same model and layer; one JSON record per SAE."""
+    """SAEBench's feature absorption (first letter), sparse probing and TPP (offline texts) on one or more
+    SAEs of the same model and layer; one JSON record per SAE."""
 
     sae: tuple[str, ...]
     """SAEs: shipped names (e.g. gemma-3-270m-L6-abstopk-4096-k32) or folders, SAE directories or SAELens
     directories; all of one model and layer."""
     metrics: tuple[str, ...] = METRICS
-    """Which metrics: absorption, sparse_probing."""
+    """Which metrics: absorption, sparse_probing, tpp."""
     ks: tuple[int, ...] = (1, 2, 5, 20)
     """Latents (and residual channels) per sparse probe."""
     n_words: int = 8000
@@ -42,7 +42,7 @@ class BenchJob:
     icl_examples: int = 10
     """Solved examples before the word in each first-letter prompt (SAEBench's 10)."""
     splits: int = 5
-    """Train / test splits of the labelled texts; sparse probing reports the mean and standard deviation."""
+    """Train / test splits of the labelled texts; sparse probing and TPP report the mean and standard deviation."""
     seed: int = 0
     """Seed of the word split, the prompts' examples and the probes."""
     results: str | None = None
@@ -88,7 +88,7 @@ def run(cfg: BenchJob) -> dict:
     data = E.letter_data(loaded, layer, n_words=cfg.n_words, seed=cfg.seed,
                                                 icl_examples=cfg.icl_examples) if "absorption" in cfg.metrics else None
     tokens = ({task: task_tokens(loaded, load_task(task), layer) for task in TASKS}
-              if "sparse_probing" in cfg.metrics else None)
+              if {"sparse_probing", "tpp"} & set(cfg.metrics) else None)
     shared_s = time.perf_counter() - t
     shipped = pretrained.available()
     records = []
@@ -106,8 +106,10 @@ def run(cfg: BenchJob) -> dict:
                 rec["absorption"] = {view: E.absorption(sae, data, view, seed=cfg.seed) for view in E.VIEWS}
                 rec["absorption_settings"] = data.settings | {"letter_probe_f1": data.probe_f1,
                                                               "n_absorption_words": len(data.y_absorb)}
-            if tokens is not None:
+            if "sparse_probing" in cfg.metrics:
                 rec["sparse_probing"] = E.probing(sae, tokens, cfg.ks, splits=cfg.splits)
+            if "tpp" in cfg.metrics:
+                rec["tpp"] = {view: E.tpp(sae, tokens, view, splits=cfg.splits) for view in E.VIEWS}
         rec["settings"] = {"ks": list(cfg.ks), "n_words": cfg.n_words, "icl_examples": cfg.icl_examples, "splits": cfg.splits, "seed": cfg.seed,
                            "shared_data_s": shared_s}
         rec["provenance"] = provenance(time.perf_counter() - t)
@@ -118,7 +120,7 @@ def run(cfg: BenchJob) -> dict:
 
 
 def summary(cfg: BenchJob, result: dict) -> str:
-    """One block per SAE: absorption in both views and sparse probing at each k."""
+    """One block per SAE: absorption in both views, sparse probing at each k, TPP at each N."""
     lines = []
     for r in result["records"]:
         lines.append(f"{r['sae']}:")
@@ -131,4 +133,7 @@ def summary(cfg: BenchJob, result: dict) -> str:
             cells = ", ".join(f"k={k} {p['sae'][k]['mean']:.3f}/{p['sae_abs'][k]['mean']:.3f}/{p['residual'][k]['mean']:.3f}"
                               for k in p["sae"])
             lines.append(f"  sparse probing {task} (SAE z / |z| / residual): {cells}")
+        for view, t in r.get("tpp", {}).items():
+            cells = ", ".join(f"N={n} {v['total']['mean']:.3f}" for n, v in t["overall"].items())
+            lines.append(f"  TPP ({view}): {cells}")
     return "\n".join(lines)

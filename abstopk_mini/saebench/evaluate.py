@@ -4,6 +4,7 @@
     absorption(sae, data, view="split")                            # {"mean_absorption_fraction": ..., ...}
     tokens = {t: task_tokens(loaded, load_task(t), 6) for t in TASKS}
     probing(sae, tokens, ks=(1, 2, 5, 20), splits=5)               # {task: {"sae": {k: accuracy}, ...}}
+    tpp(sae, tokens, view="split", splits=5)                       # {"overall": {n: {"total": ...}}, ...}
 
 Both preparations depend only on the model and layer, so several SAEs are scored on the same words,
 prompts and texts.
@@ -21,7 +22,7 @@ import torch
 from . import first_letter as FL
 from .absorption import aggregate, absorption_scores, split_view
 
-__all__ = ["LetterData", "letter_data", "raw_codes", "absorption", "probing", "VIEWS"]
+__all__ = ["LetterData", "letter_data", "raw_codes", "absorption", "probing", "tpp", "tpp_classes", "VIEWS"]
 
 #: how a signed SAE's codes enter absorption: as they are (SAEBench), or each latent as two non-negative sides
 VIEWS = ("signed", "split")
@@ -146,6 +147,48 @@ def probing(sae, tokens: dict, ks: Sequence[int] = (1, 2, 5, 20), *, splits: int
                 task_out[name]["full"] = _mean_sd([r["full"] for r in results])
         out[task] = task_out
     return out
+
+
+def tpp_classes(tokens: dict) -> dict:
+    """Every task's classes as one labelled set for TPP, ``"task:class"`` -> token activations
+    (TPP needs three or more classes; each task offline has two)."""
+    return {f"{task}:{c}": acts for task, classes in tokens.items() for c, acts in classes.items()}
+
+
+def tpp(sae, tokens: dict, view: str = "signed", ns: Sequence[int] | None = None, *, splits: int = 5,
+        test_share: float = 0.3, seed: int = 42) -> dict:
+    """SAEBench's TPP (:mod:`abstopk_mini.saebench.tpp`) on all tasks' classes together (:func:`tpp_classes`),
+    every class cut to the smallest one's texts; the mean and standard deviation over ``splits`` train/test
+    splits (split s uses seed s; the probes and draws ``seed``, SAEBench's 42), at each N of ``ns`` (None:
+    SAEBench's, up to the SAE's width). Codes in residual units
+    (:func:`raw_codes`); view ``"signed"`` (SAEBench's rule on z as it is) or ``"split"``."""
+    from . import tpp as T
+    from .texts import pooled, pooled_codes, split_task
+
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}; got {view!r}")
+    ns = tuple(n for n in T.TPP_N if n <= sae.cfg.d_sae) if ns is None else tuple(ns)  # SAEBench's N up to the width
+    toks = tpp_classes(tokens)
+    x, raw = pooled(toks), pooled_codes(toks, sae, encode=lambda a: raw_codes(sae, a))
+    n = min(len(v) for v in x.values())
+    W = sae.W_dec.detach().float()
+    dirs = W / W.norm(dim=1, keepdim=True)
+    if view == "signed":
+        codes = {c: raw["signed"][c][:n] for c in x}
+    else:  # mean of z⁺ = (|z| + z) / 2 and of z⁻ = (|z| - z) / 2, from the pooled z and |z|
+        codes = {c: torch.cat([(raw["abs"][c] + raw["signed"][c]) / 2, (raw["abs"][c] - raw["signed"][c]) / 2], 1)[:n] for c in x}
+        dirs = torch.cat([dirs, -dirs])
+    x = {c: v[:n] for c, v in x.items()}
+    runs = []
+    for s in range(splits):
+        train_idx, test_idx = split_task(n, list(x), test_share, seed=s)
+        part = lambda f, idx: {c: f[c][idx[c]] for c in x}  # noqa: E731
+        runs.append(T.tpp(part(x, train_idx), part(x, test_idx), part(codes, train_idx), part(codes, test_idx), dirs, ns, seed=seed))
+    overall = {str(m): {p: _mean_sd([r["overall"][m][p] for r in runs]) for p in ("total", "intended", "unintended")} for m in ns}
+    per_class = {c: {str(m): _mean_sd([r["per_class"][c][m]["total"] for r in runs]) for m in ns} for c in x}
+    clean = {c: _mean_sd([r["clean"][c] for r in runs]) for c in x}
+    return {"view": view, "classes": list(x), "texts_per_class": n, "test_share": test_share, "splits": splits,
+            "clean_accuracy": clean, "overall": overall, "per_class_total": per_class}
 
 
 def _mean_sd(values: list[float]) -> dict:

@@ -80,15 +80,17 @@ def task_tokens(loaded, task: Task, layer: int, *, context_length: int = 128, ba
 
 
 @torch.no_grad()
-def pooled_codes(tokens: dict, sae, chunk: int = 2048) -> dict[str, dict[str, torch.Tensor]]:
+def pooled_codes(tokens: dict, sae, chunk: int = 2048, encode=None) -> dict[str, dict[str, torch.Tensor]]:
     """Each text's mean over its tokens of the SAE code, pooled both ways from one encoding:
-    ``{"signed": {class: mean z}, "abs": {class: mean |z|}}``. shape: [n_texts, d_sae] each"""
+    ``{"signed": {class: mean z}, "abs": {class: mean |z|}}``; ``encode``: x -> codes, None: ``sae.encode``
+    (e.g. :func:`abstopk_mini.saebench.evaluate.raw_codes` for codes in residual units). shape: [n_texts, d_sae] each"""
+    encode = encode or (lambda x: sae.encode(x.to(sae.W_enc.dtype)))
     out = {"signed": {}, "abs": {}}
     for c, acts in tokens.items():
         n_texts = int(acts.doc.max()) + 1
         signed, absolute = torch.zeros(n_texts, sae.cfg.d_sae), torch.zeros(n_texts, sae.cfg.d_sae)
         for start in range(0, len(acts), chunk):  # [chunk, d_sae] codes at a time
-            z = sae.encode(acts.acts[start:start + chunk].to(sae.W_enc.dtype)).float()
+            z = encode(acts.acts[start:start + chunk]).float()
             doc = acts.doc[start:start + chunk]
             signed.index_add_(0, doc, z)
             absolute.index_add_(0, doc, z.abs())
