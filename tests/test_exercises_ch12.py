@@ -1,4 +1,5 @@
-"""Chapter 12's exercises: the k latents a sparse probe reads, and one token's absorption fraction (issue 34).
+"""Chapter 12's exercises: the k latents a sparse probe reads, one token's absorption fraction, and each
+latent's effect on a TPP probe (issue 34).
 
 The right answers below are written here from the definitions (SAEBench's selection rule; its
 absorption rule as the chapter states it), not taken from the package, so a check that only compared
@@ -47,6 +48,19 @@ def right_absorption(x, codes, W_dec, probe, main, *, share=0.4, absorbers=3, us
     return torch.where((M >= P) | (T / P < share), torch.zeros_like(P), out)
 
 
+def right_effects(codes, y, directions, weight, *, clip=True, absolute=False, align=True, abs_align=False,
+                  clip_product=False, means=True):
+    pos, neg = codes[y == 1].double(), codes[y == 0].double()
+    diff = (pos.mean(0) - neg.mean(0)) if means else (pos.sum(0) - neg.sum(0))
+    if absolute:
+        diff = diff.abs()
+    elif clip and not clip_product:
+        diff = diff.clamp(min=0)
+    a = directions.double() @ weight.double() if align else torch.ones(codes.shape[1], dtype=torch.float64)
+    e = diff * (a.abs() if abs_align else a)
+    return e.clamp(min=0) if clip_product else e
+
+
 def test_independent_references_on_hand_worked_cases():
     x = torch.tensor([[1.0, 0.0, 5.0], [1.0, 3.0, 5.0], [0.0, 0.0, 5.0], [0.0, 0.0, 5.0]])
     y = torch.tensor([1, 1, 0, 0])
@@ -66,7 +80,26 @@ def test_independent_references_on_hand_worked_cases():
 def test_right_answers_written_here_pass(capsys):
     ex.check_top_k(right_top_k)
     ex.check_absorption(right_absorption)
-    readers_lines(capsys, 2)
+    ex.check_tpp_effects(right_effects)
+    readers_lines(capsys, 3)
+
+
+def test_effects_loop_by_hand():
+    codes = torch.tensor([[2.0, 0.0, -1.0], [4.0, 1.0, -3.0], [0.0, 1.0, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([1, 1, 0, 0])
+    D, w = torch.eye(3), torch.tensor([0.5, 1.0, -2.0])
+    # latent 0: rises by 3, aligned 0.5 -> 1.5; latent 1: falls -> 0; latent 2: falls (negative codes) -> 0
+    assert exy.effects_loop(codes, y, D, w) == pytest.approx([1.5, 0.0, 0.0])
+    # without the clip, latent 2's fall of 2 along a direction the probe reads at -2 would count +4
+    assert exy.effects_loop(codes, y, D, w, rule="no_clip") == pytest.approx([1.5, -1.5, 4.0])
+
+
+def test_each_effects_mistake_changes_the_effects():
+    for said, a, y, D, w in exy._effects_cases():
+        right = exy.effects_loop(a, y, D, w)
+        assert any(e > 0 for e in right) and any(e < 0 for e in right) and any(e == 0 for e in right), said
+        for rule in exy._EFFECT_MISTAKES:
+            assert exy.effects_loop(a, y, D, w, rule=rule) != pytest.approx(right), (said, rule)
 
 
 def test_each_absorption_mistake_changes_the_fractions():
@@ -105,6 +138,16 @@ MUTATIONS = {
         ("P from the reconstruction", _absorb_with(p_from_recon=True), "not the reconstruction's"),
         ("one number", lambda x, z, W, p, main: right_absorption(x, z, W, p, main).mean(), "one fraction per token"),
     ],
+    "check_tpp_effects": [
+        ("no clip", lambda a, y, D, w: right_effects(a, y, D, w, clip=False), "clip the mean difference at 0"),
+        ("absolute difference", lambda a, y, D, w: right_effects(a, y, D, w, absolute=True), "not taken in absolute value"),
+        ("no alignment", lambda a, y, D, w: right_effects(a, y, D, w, align=False), "alignment with the probe"),
+        ("|alignment|", lambda a, y, D, w: right_effects(a, y, D, w, abs_align=True), "keeps its sign"),
+        ("product clipped", lambda a, y, D, w: right_effects(a, y, D, w, clip_product=True), "not the product"),
+        ("sums not means", lambda a, y, D, w: right_effects(a, y, D, w, means=False), "sums, not means"),
+        ("labels swapped", lambda a, y, D, w: right_effects(a, 1 - y, D, w), "latent"),
+        ("one number", lambda a, y, D, w: right_effects(a, y, D, w).sum(), "one effect per latent"),
+    ],
 }
 
 
@@ -123,6 +166,10 @@ def test_package_disagreeing_is_not_blamed_on_the_reader(monkeypatch):
     monkeypatch.setattr(absorption, "absorption_scores", lambda *a, **kw: (right_absorption(*a, share=-1e9), None))
     with pytest.raises(ex.PackageDisagrees):
         ex.check_absorption(right_absorption)
+    tpp = importlib.import_module("abstopk_mini.saebench.tpp")
+    monkeypatch.setattr(tpp, "latent_effects", lambda *a: right_effects(*a, clip=False))
+    with pytest.raises(ex.PackageDisagrees):
+        ex.check_tpp_effects(right_effects)
 
 
 def test_a_stub_stops_with_its_hint():

@@ -38,7 +38,8 @@ version (``python -m abstopk_mini.chapters.exercise_versions``) the function is 
 * :func:`check_antipodes` — each TopK latent's antipode, the decoder row of smallest cosine (chapter 11);
 * :func:`check_verdict` — the rules that judge whether a latent's two sides mean opposite things (chapter 11);
 * :func:`check_top_k` — the k latents a sparse probe reads, the largest |mean⁺ − mean⁻| (chapter 12);
-* :func:`check_absorption` — one token's absorption fraction for a letter's probe (chapter 12).
+* :func:`check_absorption` — one token's absorption fraction for a letter's probe (chapter 12);
+* :func:`check_tpp_effects` — each latent's effect on a class's probe, the rule TPP ablates by (chapter 12).
 
 A new check is a function in a module of this folder that calls :func:`harness.call` (or
 ``call_tensor``) on the reader's function, raises AssertionError with the mistake in words, and ends
@@ -58,7 +59,7 @@ from .signs import check_bidirectional_share, check_fold
 from .splice import check_spliced_ce
 from .steering import check_clamp_edit, check_log_odds, check_match_norm
 from .twin import check_twin
-from .yardstick import check_absorption, check_top_k
+from .yardstick import check_absorption, check_top_k, check_tpp_effects
 
 __all__ = ["check_iht", "check_abs_topk", "check_prox_l0_nonneg", "check_ista", "check_twin",  # chapters 1-4
            "check_residual_stream", "check_mean_share",  # chapter 5
@@ -68,5 +69,5 @@ __all__ = ["check_iht", "check_abs_topk", "check_prox_l0_nonneg", "check_ista", 
            "check_bidirectional_share", "check_fold",  # chapter 9
            "check_protocol_gaps", "check_batch_abstopk", "check_threshold_update", "check_batch_abstopk_eval",  # 10
            "check_antipodes", "check_verdict",  # chapter 11
-           "check_top_k", "check_absorption",  # chapter 12
+           "check_top_k", "check_absorption", "check_tpp_effects",  # chapter 12
            "reference", "is_reference", "NotWrittenYet", "PackageDisagrees", "tiny"]

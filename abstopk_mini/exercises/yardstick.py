@@ -18,6 +18,16 @@ the other latents with :math:`c_j \ge 0.1`: the fraction is 0 if :math:`M \ge P`
 (:func:`abstopk_mini.saebench.absorption.absorption_scores`). :func:`check_absorption` compares the
 reader's fractions with the package's and with :func:`absorption_loop`, the rule token by token in
 plain Python, and names a mistake by the variant of the rule that reproduces the reader's numbers.
+
+**A latent's effect on a probe (TPP).** For a probe with weight w and latents with unit decoder
+directions :math:`\hat d_j`, SAEBench chooses the latents to ablate by
+
+.. math::  e_j = \max\bigl(\bar a_{j}^{+} - \bar a_{j}^{-},\ 0\bigr)\,(w \cdot \hat d_j),
+
+the means of latent j's pooled code over the texts of the class (+) and the others (−)
+(:func:`abstopk_mini.saebench.tpp.latent_effects`). :func:`check_tpp_effects` compares the reader's
+effects with the package's and with :func:`effects_loop`, and names a mistake by the variant that
+reproduces them.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import torch
 
 from .harness import PackageDisagrees, call_tensor, passed, reader_name
 
-__all__ = ["check_top_k", "check_absorption", "top_k_loop", "absorption_loop"]
+__all__ = ["check_top_k", "check_absorption", "check_tpp_effects", "top_k_loop", "absorption_loop", "effects_loop"]
 
 
 # ----------------------------------------------------------------------------- the k latents
@@ -208,3 +218,97 @@ def check_absorption(fn) -> None:
         raise AssertionError(f"{where}: token {t}: your fraction is {float(got[t]):.4g}, expected {float(ref[t]):.4g} "
                              f"({reader_name(fn)} differs on {int(((got - ref).abs() > 1e-5).sum())} of {len(x)} tokens)")
     passed(fn, "absorption", "every token's absorption fraction on three cases, as the package and a loop compute it")
+
+
+# ----------------------------------------------------------------------------- TPP's effects
+def effects_loop(codes, y, directions, weight, *, rule: str = "right") -> list[float]:
+    """Each latent's effect on the probe, latent by latent in plain Python (float64); ``rule`` names a
+    variant that reproduces a usual mistake (:func:`check_tpp_effects`)."""
+    a, D, w = (np.asarray(t, dtype=np.float64) for t in (codes, directions, weight))
+    y = np.asarray(y)
+    out = []
+    for j in range(a.shape[1]):
+        pos = [a[i, j] for i in range(len(y)) if y[i] == 1]
+        neg = [a[i, j] for i in range(len(y)) if y[i] == 0]
+        diff = (sum(pos) - sum(neg)) if rule == "sums" else (sum(pos) / len(pos) - sum(neg) / len(neg))
+        align = float(D[j] @ w)
+        if rule == "no_clip":
+            out.append(diff * align)
+        elif rule == "abs_diff":
+            out.append(abs(diff) * align)
+        elif rule == "no_align":
+            out.append(max(diff, 0.0))
+        elif rule == "abs_align":
+            out.append(max(diff, 0.0) * abs(align))
+        elif rule == "clip_product":
+            out.append(max(diff * align, 0.0))
+        else:
+            out.append(max(diff, 0.0) * align)
+    return out
+
+
+_EFFECT_MISTAKES = {
+    "no_clip": "SAEBench keeps only latents whose mean rises on the class: clip the mean difference at 0 "
+               "(max(mean⁺ − mean⁻, 0)) before multiplying",
+    "abs_diff": "the mean difference is clipped at 0, not taken in absolute value: a latent that falls on the "
+                "class gets effect 0",
+    "no_align": "multiply by the latent's alignment with the probe, w · d̂_j: a latent the probe does not read "
+                "has no effect on it",
+    "abs_align": "the alignment w · d̂_j keeps its sign: a latent that points against the probe lowers its logit",
+    "clip_product": "clip the mean difference, not the product: a latent higher on the class that points against "
+                    "the probe keeps its negative effect",
+    "sums": "you compared sums, not means: with unequal class sizes the larger class wins; divide by each class's size",
+}
+
+
+def _effects_cases():
+    """Pooled codes of 24 texts (10 of the class), 9 latents: some higher on the class, some lower, signed
+    codes on two (as AbsTopK writes them), directions some along the probe, some against, one orthogonal."""
+    g = torch.Generator().manual_seed(56)
+    n, F, d = 24, 9, 6
+    y = (torch.arange(n) < 10).int()[torch.randperm(n, generator=g)]
+    a = torch.randn(n, F, generator=g).abs()
+    a[y == 1, 0] += 2.0          # rises on the class
+    a[y == 1, 1] -= 1.5          # falls on the class
+    a[y == 1, 2] += 1.0
+    a[:, 3] = -a[:, 3]           # a signed latent, negative everywhere ...
+    a[y == 1, 3] -= 2.0          # ... and more negative on the class
+    a[y == 1, 5] += 0.7
+    D = torch.randn(F, d, generator=g)
+    D[4] = torch.zeros(d)
+    D[4, 5] = 1.0                # orthogonal to the probe below
+    D = D / D.norm(dim=1, keepdim=True)
+    w = torch.randn(d, generator=g)
+    w[5] = 0.0
+    D[2] = -D[0]                 # points against the probe where latent 0 points along it
+    return [("24 texts (10 of the class), 9 latents, two signed", a, y, D, w),
+            ("the same texts, the probe three times larger", a, y, D, 3 * w)]
+
+
+def check_tpp_effects(fn) -> None:
+    r"""``fn(codes, y, directions, weight)``: each latent's effect on the probe,
+    :math:`\max(\bar a^+_j - \bar a^-_j, 0)\,(w\cdot\hat d_j)` (module docstring).
+    shape: codes [n, F], y [n] int (1: the class), directions [F, d] unit rows, weight [d] -> [F] float"""
+    __tracebackhide__ = True
+    from ..saebench.tpp import latent_effects
+
+    for n, (said, a, y, D, w) in enumerate(_effects_cases(), 1):
+        where = f"case {n} ({said})"
+        out = call_tensor(fn, a.clone(), y.clone(), D.clone(), w.clone(), what="effects")
+        if out.shape != (a.shape[1],):
+            raise AssertionError(f"{where}: returned shape {tuple(out.shape)}; expected one effect per latent, [{a.shape[1]}]")
+        want = latent_effects(a, y, D, w).double()
+        ref = torch.tensor(effects_loop(a, y, D, w), dtype=torch.float64)
+        if not torch.allclose(want, ref, rtol=1e-5, atol=1e-6):  # fp32 means of 24 terms against float64
+            raise PackageDisagrees(f"{where}: the package and the loop differ by {float((want - ref).abs().max()):.3g}")
+        got = out.double()
+        if torch.allclose(got, ref, rtol=1e-5, atol=1e-6):
+            continue
+        for rule, said_mistake in _EFFECT_MISTAKES.items():
+            variant = torch.tensor(effects_loop(a, y, D, w, rule=rule), dtype=torch.float64)
+            if torch.allclose(got, variant, rtol=1e-5, atol=1e-6):
+                raise AssertionError(f"{where}: {said_mistake}")
+        j = int((got - ref).abs().argmax())
+        raise AssertionError(f"{where}: latent {j}: your effect is {float(got[j]):.4g}, expected {float(ref[j]):.4g} "
+                             f"({reader_name(fn)} differs on {int(((got - ref).abs() > 1e-5).sum())} of {len(ref)} latents)")
+    passed(fn, "effects", "every latent's effect on two cases, as the package and a loop compute it")

@@ -39,7 +39,7 @@ import torch
 from .probing import one_vs_rest
 
 __all__ = ["TPP_N", "Probe", "train_probe", "probe_accuracy", "train_probes", "accuracies",
-           "effects", "top_n", "ablate", "tpp_metric", "tpp"]
+           "effects", "latent_effects", "top_n", "ablate", "tpp_metric", "tpp"]
 
 #: SAEBench's numbers of ablated latents
 TPP_N = (2, 5, 10, 20, 50, 100, 500)
@@ -123,8 +123,14 @@ def effects(codes: dict[str, torch.Tensor], directions: torch.Tensor, probe: Pro
     """Each latent's effect on probe ``cls`` (module docstring), from a fresh one-vs-rest draw of the
     pooled codes. shape: codes {class: [n_c, F]}, directions [F, d] unit rows -> [F]"""
     x, y = one_vs_rest(codes, cls, generator)
-    diff = (x[y == 1].mean(0) - x[y == 0].mean(0)).clamp(min=0)
-    return diff * (directions @ probe.weight.to(directions.dtype))
+    return latent_effects(x, y, directions, probe.weight)
+
+
+def latent_effects(codes: torch.Tensor, y: torch.Tensor, directions: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    r"""SAEBench's effect of each latent on a probe: :math:`e_j = \max(\bar a_j^{+} - \bar a_j^{-}, 0)\,(w \cdot \hat d_j)`,
+    the means over the texts labelled 1 and 0. shape: codes [n, F], y [n] (1 / 0), directions [F, d], weight [d] -> [F]"""
+    diff = (codes[y == 1].mean(0) - codes[y == 0].mean(0)).clamp(min=0)
+    return diff * (directions @ weight.to(directions.dtype))
 
 
 def top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
