@@ -71,7 +71,7 @@ def _pool(acts_BLD, f=lambda x: x):
 @pytest.mark.parametrize("signed", [False, True])
 def test_tpp_equals_saebench(sb, signed):
     main, pt = sb
-    # no padding: SAEBench's ablation also moves padding positions (x = 0 encodes to codes that are not
+    # no padding: SAEBench's ablation also moves masked positions (x = 0 encodes to codes that are not
     # zero once b_dec is subtracted, and their removed contributions enter the text's mean); ours pools real tokens only
     train, test = _texts(30, seed=1, padding=False), _texts(12, seed=2, padding=False)
     sae = StandInSAE(16, 40, seed=3, signed=signed)
@@ -176,3 +176,21 @@ def test_split_view_agrees_with_signed_for_non_negative_codes():
     a = T.tpp(x, xt, codes, ct, d, (2, 5), seed=1)
     b = T.tpp(x, xt, split(codes), split(ct), split_view(codes[classes[0]], d)[1], (2, 5), seed=1)
     assert a["overall"] == b["overall"] and a["clean"] == b["clean"]
+
+
+def test_saebench_ablation_also_moves_masked_positions(sb):
+    """The one deliberate difference, pinned: on padded texts SAEBench's ablated mean is ours minus the
+    ablated latents' contributions at the masked (zero) positions, over the text's real token count."""
+    main, _ = sb
+    acts = _texts(10, seed=5)["class0"]  # [10, 6, 16], some trailing positions zero
+    sae = StandInSAE(16, 40, seed=6, signed=True)
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[[1, 7, 19, 33]] = True
+    ref = main.ablated_precomputed_activations(acts, sae, mask, 125)
+    norms = sae.W_dec.norm(dim=1)
+    ours = T.ablate(_pool(acts), _pool(acts, lambda x: sae.encode(x) * norms), sae.W_dec / norms[:, None], mask)
+    real = (acts.sum(-1) != 0).float()
+    n_masked = (1 - real).sum(1)
+    at_zero = sae.encode(torch.zeros(1, 16))[0, mask] @ sae.W_dec[mask]  # a masked position's ablated contributions
+    assert (n_masked > 0).any()
+    assert torch.allclose(ref, ours - n_masked[:, None] * at_zero / real.sum(1)[:, None], atol=1e-5)

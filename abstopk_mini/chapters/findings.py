@@ -237,20 +237,29 @@ def _opposites(rec) -> dict:
 
 
 def _saebench(rec) -> dict:
-    """SAEBench's metrics (chapter 12) of the shipped seed-0 pair: absorption (both views) and sparse
-    probing at k = 1 (codes pooled as z and |z|, and the residual stream's top channel) per task."""
-    pair = {r["activation"]: r for r in rec["saebench"]
-            if r["made"].get("recipe") == "ours" and r["made"].get("seed") == 0 and r["activation"] in ("topk", "abstopk")}
-    out = {"bench_letters": pair["topk"]["absorption"]["split"]["n_letters"],
-           "bench_words": pair["topk"]["absorption_settings"]["n_words"],
-           "bench_splits": pair["topk"]["settings"]["splits"], "bench_n_saes": len(rec["saebench"])}
-    for act, r in pair.items():
+    """SAEBench's metrics (chapter 12) of our-recipe TopK and AbsTopK (10,938 steps) at each seed: absorption
+    (both views), TPP at N = 20 (both views) and sparse probing at k = 1 (codes pooled as z and |z|, and the
+    residual stream's top channel) per task. Keys of seed 0 have no suffix; other seeds end in ``_s<seed>``."""
+    ours = [r for r in rec["saebench"] if r["made"].get("recipe") == "ours" and r["activation"] in ("topk", "abstopk")]
+    first = next(r for r in ours if r["made"].get("seed") == 0)
+    out = {"bench_letters": first["absorption"]["split"]["n_letters"],
+           "bench_words": first["absorption_settings"]["n_words"],
+           "bench_splits": first["settings"]["splits"], "bench_n_saes": len(rec["saebench"]),
+           "bench_seeds": sorted({r["made"]["seed"] for r in ours}),
+           "bench_tpp_classes": len(first["tpp"]["split"]["classes"]),
+           "bench_tpp_texts": first["tpp"]["split"]["texts_per_class"]}
+    for r in ours:
+        seed = r["made"]["seed"]
+        end = "" if seed == 0 else f"_s{seed}"
+        act = r["activation"]
         for view, a in r["absorption"].items():
-            out[f"bench_absorption_{act}_{view}"] = a["mean_absorption_fraction"]
-            out[f"bench_full_{act}_{view}"] = a["mean_full_absorption"]
+            out[f"bench_absorption_{act}_{view}{end}"] = a["mean_absorption_fraction"]
+            out[f"bench_full_{act}_{view}{end}"] = a["mean_full_absorption"]
+        for view, t in r["tpp"].items():
+            out[f"bench_tpp20_{act}_{view}{end}"] = t["overall"]["20"]["total"]["mean"]
         for task, p in r["sparse_probing"].items():
-            out[f"bench_k1_{act}_{task}"] = p["sae"]["1"]["mean"]
-            out[f"bench_k1abs_{act}_{task}"] = p["sae_abs"]["1"]["mean"]
+            out[f"bench_k1_{act}_{task}{end}"] = p["sae"]["1"]["mean"]
+            out[f"bench_k1abs_{act}_{task}{end}"] = p["sae_abs"]["1"]["mean"]
             out[f"bench_k1_residual_{task}"] = p["residual"]["1"]["mean"]
     return out
 

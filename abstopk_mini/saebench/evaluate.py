@@ -22,7 +22,7 @@ import torch
 from . import first_letter as FL
 from .absorption import aggregate, absorption_scores, split_view
 
-__all__ = ["LetterData", "letter_data", "raw_codes", "absorption", "probing", "tpp", "tpp_classes", "VIEWS"]
+__all__ = ["LetterData", "letter_data", "raw_codes", "absorption", "probing", "tpp", "tpp_classes", "tpp_inputs", "VIEWS"]
 
 #: how a signed SAE's codes enter absorption: as they are (SAEBench), or each latent as two non-negative sides
 VIEWS = ("signed", "split")
@@ -155,19 +155,15 @@ def tpp_classes(tokens: dict) -> dict:
     return {f"{task}:{c}": acts for task, classes in tokens.items() for c, acts in classes.items()}
 
 
-def tpp(sae, tokens: dict, view: str = "signed", ns: Sequence[int] | None = None, *, splits: int = 5,
-        test_share: float = 0.3, seed: int = 42) -> dict:
-    """SAEBench's TPP (:mod:`abstopk_mini.saebench.tpp`) on all tasks' classes together (:func:`tpp_classes`),
-    every class cut to the smallest one's texts; the mean and standard deviation over ``splits`` train/test
-    splits (split s uses seed s; the probes and draws ``seed``, SAEBench's 42), at each N of ``ns`` (None:
-    SAEBench's, up to the SAE's width). Codes in residual units
-    (:func:`raw_codes`); view ``"signed"`` (SAEBench's rule on z as it is) or ``"split"``."""
-    from . import tpp as T
-    from .texts import pooled, pooled_codes, split_task
+def tpp_inputs(sae, tokens: dict, view: str = "signed") -> tuple[dict, dict, torch.Tensor]:
+    """What TPP reads, from all tasks' classes together (:func:`tpp_classes`), every class cut to the
+    smallest one's texts: each text's pooled residual, its pooled code in residual units (:func:`raw_codes`;
+    view ``"split"``: the means of z⁺ and z⁻, from the pooled z and |z|) and the unit decoder directions.
+    shape: -> x {class: [n, d]}, codes {class: [n, F or 2F]}, directions [F or 2F, d]"""
+    from .texts import pooled, pooled_codes
 
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}; got {view!r}")
-    ns = tuple(n for n in T.TPP_N if n <= sae.cfg.d_sae) if ns is None else tuple(ns)  # SAEBench's N up to the width
     toks = tpp_classes(tokens)
     x, raw = pooled(toks), pooled_codes(toks, sae, encode=lambda a: raw_codes(sae, a))
     n = min(len(v) for v in x.values())
@@ -175,10 +171,24 @@ def tpp(sae, tokens: dict, view: str = "signed", ns: Sequence[int] | None = None
     dirs = W / W.norm(dim=1, keepdim=True)
     if view == "signed":
         codes = {c: raw["signed"][c][:n] for c in x}
-    else:  # mean of z⁺ = (|z| + z) / 2 and of z⁻ = (|z| - z) / 2, from the pooled z and |z|
-        codes = {c: torch.cat([(raw["abs"][c] + raw["signed"][c]) / 2, (raw["abs"][c] - raw["signed"][c]) / 2], 1)[:n] for c in x}
+    else:  # mean of z⁺ = (|z| + z) / 2 and of z⁻ = (|z| - z) / 2
+        codes = {c: torch.cat([raw["abs"][c] + raw["signed"][c], raw["abs"][c] - raw["signed"][c]], 1)[:n] / 2 for c in x}
         dirs = torch.cat([dirs, -dirs])
-    x = {c: v[:n] for c, v in x.items()}
+    return {c: v[:n] for c, v in x.items()}, codes, dirs
+
+
+def tpp(sae, tokens: dict, view: str = "signed", ns: Sequence[int] | None = None, *, splits: int = 5,
+        test_share: float = 0.3, seed: int = 42) -> dict:
+    """SAEBench's TPP (:mod:`abstopk_mini.saebench.tpp`) on all tasks' classes together (:func:`tpp_inputs`):
+    the mean and standard deviation over ``splits`` train/test splits of the texts (split s uses seed s;
+    the probes and draws ``seed``, SAEBench's 42), at each N of ``ns`` (None: SAEBench's, up to the SAE's
+    width). View ``"signed"`` (SAEBench's rule on z as it is) or ``"split"``."""
+    from . import tpp as T
+    from .texts import split_task
+
+    ns = tuple(n for n in T.TPP_N if n <= sae.cfg.d_sae) if ns is None else tuple(ns)  # SAEBench's N up to the width
+    x, codes, dirs = tpp_inputs(sae, tokens, view)
+    n = len(next(iter(x.values())))
     runs = []
     for s in range(splits):
         train_idx, test_idx = split_task(n, list(x), test_share, seed=s)

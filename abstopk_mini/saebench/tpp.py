@@ -18,9 +18,10 @@ split of scale between codes and decoder rows. Probes are SAEBench's torch probe
 batch 16, 20 epochs, L1 1e-3 on the weight, the epoch of best test accuracy kept, as SAEBench keeps it)
 and every random draw is made in SAEBench's order from one generator, so with the same seed :func:`tpp`
 reproduces ``sae_bench.evals.scr_and_tpp`` (tests/test_saebench_tpp.py).
-One difference is deliberate: SAEBench pads texts to one length and ablates every position, padding
-too (a zero input encodes to non-zero codes once b_dec is subtracted, and their removed contributions
-enter the text's mean); here only a text's own tokens are pooled, so on unpadded texts the two agree.
+One difference is deliberate: SAEBench zeroes the residual at the positions it masks (BOS, padding,
+EOS) but ablates every position, so a masked position, whose zero input still encodes to non-zero codes
+once b_dec is subtracted, adds minus its ablated contributions to the text's mean; here only a text's
+own tokens are pooled, so on texts without masked positions the two agree.
 
 SAEBench's rule ``max(·, 0)`` assumes codes ≥ 0: a signed latent that carries c by negative values has a
 negative mean difference and is never chosen. The **split view** (each latent as two non-negative
