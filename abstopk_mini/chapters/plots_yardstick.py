@@ -182,6 +182,6 @@ def tpp_figure(records):
     ax.axhline(0.0, color="#999999", lw=0.8, ls=":")
     ax.set_xscale("log")
     style.plain_log_labels(ax.xaxis)
-    style.finish(ax, "N (latents ablated per class)", "TPP (own drop − others' drop)", None, legend=False)
+    style.finish(ax, "N (latents ablated per class)", "TPP", None, legend=False)
     style.legend_below(fig, ncol=2)
     return fig
