@@ -138,3 +138,14 @@ def test_issue31_paper_is_cited_not_quoted_from_hearsay():
     bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
     assert "eprint        = {2510.00404}" in bib
     assert "{cite}`zhu2025abstopk`" in (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+
+
+def test_bench_verdict_needs_two_standard_errors_on_each_seed():
+    def s(absorb, absorb_s1, tpp, tpp_s1):
+        return {"bench_absorption_diff": absorb, "bench_absorption_diff_se": 0.01, "bench_absorption_diff_s1": absorb_s1,
+                "bench_absorption_diff_se_s1": 0.01, "bench_tpp20_diff": tpp, "bench_tpp20_diff_se": 0.01,
+                "bench_tpp20_diff_s1": tpp_s1, "bench_tpp20_diff_se_s1": 0.01}
+    assert findings_text._bench_verdict(s(-0.01, -0.05, 0.0, 0.0)).startswith("neither absorption nor TPP")
+    said = findings_text._bench_verdict(s(-0.03, -0.05, -0.03, -0.021))  # lower absorption is better
+    assert said.startswith("AbsTopK is better on absorption on both seeds; TopK is better on TPP on both seeds")
+    assert "TPP does not separate" in findings_text._bench_verdict(s(0.03, 0.05, 0.03, -0.03))

@@ -16,6 +16,8 @@ here trains or loads a model; every record read is named in :data:`SOURCES`.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 from ..nonlinearities import SIGNED_ACTIVATIONS
@@ -236,6 +238,18 @@ def _opposites(rec) -> dict:
     return out
 
 
+def _bench_diffs(a: dict, b: dict) -> dict:
+    """AbsTopK (``a``) minus TopK (``b``), split view, with standard errors: absorption paired by letter (the
+    letters both probes read), TPP at N = 20 from the spread over the text splits (unpaired, so conservative)."""
+    la = {x["letter"]: x["absorption_fraction"] for x in a["absorption"]["split"]["letters"] if x["probe_f1"] > 0.6}
+    lb = {x["letter"]: x["absorption_fraction"] for x in b["absorption"]["split"]["letters"] if x["probe_f1"] > 0.6}
+    d = [la[k] - lb[k] for k in la if k in lb and la[k] is not None and lb[k] is not None]
+    ta, tb = a["tpp"]["split"]["overall"]["20"]["total"], b["tpp"]["split"]["overall"]["20"]["total"]
+    splits = a["tpp"]["split"]["splits"]
+    return {"bench_absorption_diff": statistics.mean(d), "bench_absorption_diff_se": statistics.stdev(d) / math.sqrt(len(d)),
+            "bench_tpp20_diff": ta["mean"] - tb["mean"], "bench_tpp20_diff_se": math.hypot(ta["sd"], tb["sd"]) / math.sqrt(splits)}
+
+
 def _saebench(rec) -> dict:
     """SAEBench's metrics (chapter 12) of our-recipe TopK and AbsTopK (10,938 steps) at each seed: absorption
     (both views), TPP at N = 20 (both views) and sparse probing at k = 1 (codes pooled as z and |z|, and the
@@ -257,6 +271,9 @@ def _saebench(rec) -> dict:
             out[f"bench_full_{act}_{view}{end}"] = a["mean_full_absorption"]
         for view, t in r["tpp"].items():
             out[f"bench_tpp20_{act}_{view}{end}"] = t["overall"]["20"]["total"]["mean"]
+        if act == "abstopk":  # AbsTopK − TopK at this seed and its standard error (module ``_bench_diffs``)
+            out |= {f"{k}{end}": v for k, v in _bench_diffs(r, next(t for t in ours if t["activation"] == "topk"
+                                                                   and t["made"]["seed"] == seed)).items()}
         for task, p in r["sparse_probing"].items():
             out[f"bench_k1_{act}_{task}{end}"] = p["sae"]["1"]["mean"]
             out[f"bench_k1abs_{act}_{task}{end}"] = p["sae_abs"]["1"]["mean"]

@@ -181,19 +181,18 @@ def _pair_s(s: dict, key: str) -> str:
     return f"{s[key]:.3f} / {s[key + '_s1']:.3f}"
 
 
-def _bench_verdict(s: dict, margin: float = 0.03) -> str:
-    """Which of absorption (lower better) and TPP (higher better) favour AbsTopK or TopK on both seeds by more
-    than ``margin``, in words."""
+def _bench_verdict(s: dict) -> str:
+    """Whether absorption (lower better) and TPP (higher better) favour AbsTopK or TopK by more than two
+    standard errors on both seeds, in words."""
     said = []
-    for metric, key, better in (("absorption", "bench_absorption_{}_split", -1), ("TPP", "bench_tpp20_{}_split", 1)):
-        diffs = [better * (s[key.format("abstopk") + end] - s[key.format("topk") + end]) for end in ("", "_s1")]
-        if all(d > margin for d in diffs):
-            said.append(f"AbsTopK is better on {metric} on both seeds")
-        elif all(d < -margin for d in diffs):
-            said.append(f"TopK is better on {metric} on both seeds")
-        else:
-            said.append(f"{metric} does not separate the two SAEs on both seeds")
-    return "; ".join(said) + f" (a difference counts when it exceeds {margin} on each seed)."
+    for metric, key, better in (("absorption", "bench_absorption_diff", -1), ("TPP", "bench_tpp20_diff", 1)):
+        z = [better * s[key + end] / s[key + "_se" + end] for end in ("", "_s1")]
+        winner = "AbsTopK" if all(v > 2 for v in z) else "TopK" if all(v < -2 for v in z) else None
+        said.append(f"{winner} is better on {metric} on both seeds" if winner else f"{metric} does not separate the two SAEs")
+    if all("does not separate" in x for x in said):
+        said = ["neither absorption nor TPP separates the two SAEs"]
+    return ("; ".join(said) + " (a difference counts when it exceeds two standard errors on each seed: across "
+            "letters for absorption, across text splits for TPP).")
 
 
 def _readme_doc(n: int) -> str:
