@@ -6,6 +6,7 @@ recipe) per colour, the mean over its seeds, with each seed's value as a small m
 
 from __future__ import annotations
 
+from ..nonlinearities import SIGNED_ACTIVATIONS
 from . import style
 
 __all__ = ["sae_label", "kind_label", "kinds", "probing_table", "absorption_table", "tpp_table", "probing_figure",
@@ -44,10 +45,6 @@ def kinds(records) -> dict[str, list[dict]]:
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
-
-
-def _signed(activation: str) -> bool:
-    return activation in ("abstopk", "batchabstopk")
 
 
 def probing_table(records, ks=(1, 2, 5, 20)) -> style.Table:
@@ -119,7 +116,7 @@ def probing_figure(records, ks=(1, 2, 5, 20)):
             marker = style.ACTIVATION_MARKERS.get(act, "o")
             xs = [v + (i - (len(groups) - 1) / 2) * 0.06 for v in x]
             for codes, ls, suffix in (("sae", "-", ""), ("sae_abs", "--", ", |z|")):
-                if codes == "sae_abs" and not _signed(act):
+                if codes == "sae_abs" and act not in SIGNED_ACTIVATIONS:
                     continue
                 per_seed = [[r["sparse_probing"][task][codes][str(k)]["mean"] for k in ks] for r in recs]
                 ax.plot(xs, [_mean(v) for v in zip(*per_seed)], color=color, marker=marker, ms=4, ls=ls,
@@ -171,7 +168,7 @@ def tpp_figure(records):
         color = style.ACTIVATION_COLORS.get(act, style.REFERENCE)
         marker = style.ACTIVATION_MARKERS.get(act, "o")
         for view, ls in (("split", "-"), ("signed", "--")):
-            if view == "signed" and not _signed(act):
+            if view == "signed" and act not in SIGNED_ACTIVATIONS:
                 continue  # a TopK code has no negative side: both views are one
             ns = [int(n) for n in recs[0]["tpp"][view]["overall"]]
             per_seed = [[r["tpp"][view]["overall"][str(n)]["total"]["mean"] for n in ns] for r in recs]
